@@ -1,0 +1,114 @@
+"""Window search over piecewise-constant carbon-intensity series: pure functions, no I/O, no clock.
+
+Times are integer epoch seconds. A series is `boundaries` (n + 1 increasing times) and `values`
+(n intensities); value i holds on [boundaries[i], boundaries[i + 1]).
+
+The emissions of a window [s, s + d) are G(s) = F(s + d) - F(s), with F the running integral of the
+intensity: F is piecewise linear with kinks at the boundaries, so G is piecewise linear in s with
+kinks only where s or s + d meets a boundary. On a grid of start times (whole minutes) the minimum
+therefore lies at a grid point next to such a kink or at an end of the allowed range. We evaluate
+exactly those O(n) candidates with prefix sums: no loop per window, exact, linear in n.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Optional, Sequence
+
+import numpy as np
+
+GRANULARITY_SECONDS = 60
+# Emissions that differ by less than this (relative) are a tie; ties go to the earliest start.
+_TIE_TOLERANCE = 1e-12
+
+
+@dataclass(frozen=True)
+class Window:
+    start: int
+    end: int
+    mean_intensity: float
+
+    @property
+    def duration(self) -> int:
+        return self.end - self.start
+
+
+@dataclass(frozen=True)
+class ZoneWindow:
+    zone_index: int
+    window: Window
+
+
+def running_integral(boundaries: np.ndarray, values: np.ndarray) -> np.ndarray:
+    """F at each boundary: gCO2eq/kWh x seconds accumulated from the first boundary."""
+    integral = np.empty(len(boundaries), dtype=np.float64)
+    integral[0] = 0.0
+    np.cumsum(values * np.diff(boundaries), out=integral[1:])
+    return integral
+
+
+def _ceil_to(x: np.ndarray | int, g: int):
+    return -(-x // g) * g
+
+
+def start_range(boundaries: np.ndarray, duration: int, earliest: int, latest: int,
+                granularity: int = GRANULARITY_SECONDS) -> Optional[tuple[int, int]]:
+    """The grid-aligned starts s in [earliest, latest] whose window lies inside the series."""
+    lo = int(_ceil_to(max(earliest, int(boundaries[0])), granularity))
+    hi = (min(latest, int(boundaries[-1]) - duration) // granularity) * granularity
+    return (lo, hi) if lo <= hi else None
+
+
+def window_mean(boundaries: np.ndarray, values: np.ndarray, start: int, duration: int,
+                integral: Optional[np.ndarray] = None) -> float:
+    """Mean intensity over [start, start + duration), which must lie inside the series."""
+    if integral is None:
+        integral = running_integral(boundaries, values)
+    ends = np.interp([start, start + duration], boundaries, integral)
+    return float((ends[1] - ends[0]) / duration)
+
+
+def best_window(boundaries: np.ndarray, values: np.ndarray, duration: int, earliest: int,
+                latest: int, granularity: int = GRANULARITY_SECONDS,
+                integral: Optional[np.ndarray] = None) -> Optional[Window]:
+    """The grid-aligned start in [earliest, latest] with the least mean intensity (earliest on ties).
+
+    Returns None when no window of `duration` fits inside both the range and the series.
+    """
+    if duration <= 0:
+        raise ValueError("duration must be positive")
+    bounds = start_range(boundaries, duration, earliest, latest, granularity)
+    if bounds is None:
+        return None
+    lo, hi = bounds
+    if integral is None:
+        integral = running_integral(boundaries, values)
+    kinks = np.concatenate((boundaries, boundaries - duration))
+    below = (kinks // granularity) * granularity
+    candidates = np.concatenate((below, below + granularity, [lo, hi]))
+    candidates = np.unique(candidates[(candidates >= lo) & (candidates <= hi)])
+    at_start = np.interp(candidates, boundaries, integral)
+    at_end = np.interp(candidates + duration, boundaries, integral)
+    emissions = at_end - at_start
+    best = emissions.min()
+    tolerance = _TIE_TOLERANCE * max(abs(integral[-1]), 1.0)
+    index = int(np.argmax(emissions <= best + tolerance))  # unique() sorted: first is earliest
+    start = int(candidates[index])
+    return Window(start=start, end=start + duration, mean_intensity=float(emissions[index] / duration))
+
+
+def best_window_across(series: Sequence[tuple[np.ndarray, np.ndarray]], duration: int,
+                       earliest: int, latest: int,
+                       granularity: int = GRANULARITY_SECONDS) -> Optional[ZoneWindow]:
+    """The best window over several zones' series; ties go to the earliest start, then the first zone."""
+    found: list[ZoneWindow] = []
+    for index, (boundaries, values) in enumerate(series):
+        window = best_window(boundaries, values, duration, earliest, latest, granularity)
+        if window is not None:
+            found.append(ZoneWindow(index, window))
+    if not found:
+        return None
+    best_mean = min(z.window.mean_intensity for z in found)
+    scale = max(abs(best_mean), 1.0)
+    tied = [z for z in found if z.window.mean_intensity <= best_mean + _TIE_TOLERANCE * 1e3 * scale]
+    return min(tied, key=lambda z: (z.window.start, z.zone_index))

@@ -1,0 +1,105 @@
+"""Service configuration: one validated object built from the environment at start-up.
+
+Every environment variable the service reads (apart from Gunicorn's own, in gunicorn.conf.py) is a
+field alias here, so this model is the single list that DEPLOYMENT.md's table is checked against.
+Secret values (the Electricity Maps key, client API keys) are not settings: see secret_store.py.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Literal, Mapping, Optional
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+
+class ConfigError(Exception):
+    """Raised at start-up when the environment does not describe a runnable service."""
+
+
+def _split_csv(value: object) -> object:
+    if isinstance(value, str):
+        return [part.strip() for part in value.split(",") if part.strip()]
+    return value
+
+
+class Settings(BaseModel):
+    model_config = ConfigDict(populate_by_name=True, extra="ignore", frozen=True)
+
+    # Carbon data
+    carbon_provider: Literal["auto", "electricitymaps", "demo", "file"] = Field(
+        "auto", alias="CARBON_PROVIDER")
+    electricity_maps_base_url: str = Field(
+        "https://api.electricitymaps.com/v3", alias="ELECTRICITY_MAPS_BASE_URL")
+    forecast_horizon_hours: int = Field(72, ge=1, le=168, alias="FORECAST_HORIZON_HOURS")
+    upstream_connect_timeout: float = Field(3.05, gt=0, le=60, alias="UPSTREAM_CONNECT_TIMEOUT")
+    upstream_read_timeout: float = Field(10.0, gt=0, le=120, alias="UPSTREAM_READ_TIMEOUT")
+    upstream_retries: int = Field(2, ge=0, le=10, alias="UPSTREAM_RETRIES")
+    carbon_data_dir: Optional[str] = Field(None, alias="CARBON_DATA_DIR")
+
+    # Scheduling defaults
+    default_zones: list[str] = Field(default_factory=lambda: ["DE"], alias="DEFAULT_ZONES")
+    default_window_hours: int = Field(24, ge=1, le=24 * 14, alias="DEFAULT_WINDOW_HOURS")
+    max_batch_size: int = Field(500, ge=1, le=100_000, alias="MAX_BATCH_SIZE")
+    max_body_bytes: int = Field(1_048_576, ge=1024, alias="MAX_BODY_BYTES")
+
+    # Cache
+    redis_url: Optional[str] = Field(None, alias="REDIS_URL")
+    cache_ttl_seconds: int = Field(300, ge=1, alias="CACHE_TTL_SECONDS")
+    cache_stale_ttl_seconds: int = Field(86_400, ge=1, alias="CACHE_STALE_TTL_SECONDS")
+    upstream_failure_backoff_seconds: int = Field(
+        30, ge=0, alias="UPSTREAM_FAILURE_BACKOFF_SECONDS")
+
+    # Logging
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field("INFO", alias="LOG_LEVEL")
+
+    @field_validator("default_zones", mode="before")
+    @classmethod
+    def _zones_from_csv(cls, value: object) -> object:
+        return _split_csv(value)
+
+    @field_validator("default_zones")
+    @classmethod
+    def _zones_not_empty(cls, value: list[str]) -> list[str]:
+        if not value:
+            raise ValueError("at least one zone is required")
+        return value
+
+    @field_validator("log_level", mode="before")
+    @classmethod
+    def _upper(cls, value: object) -> object:
+        return value.upper() if isinstance(value, str) else value
+
+    @field_validator("redis_url", "carbon_data_dir", mode="before")
+    @classmethod
+    def _blank_is_none(cls, value: object) -> object:
+        return None if isinstance(value, str) and not value.strip() else value
+
+    @property
+    def upstream_lock_seconds(self) -> float:
+        """Longest one upstream fetch can take, retries included: how long a fetch lock is held."""
+        attempts = self.upstream_retries + 1
+        backoff = sum(min(0.5 * 2 ** i, 4.0) for i in range(self.upstream_retries))
+        return attempts * (self.upstream_connect_timeout + self.upstream_read_timeout) + backoff
+
+
+def env_var_names() -> set[str]:
+    """The environment variables Settings reads."""
+    return {field.alias for field in Settings.model_fields.values() if field.alias}
+
+
+def load_settings(environ: Optional[Mapping[str, str]] = None) -> Settings:
+    """Build Settings from the environment, or raise ConfigError naming each bad variable."""
+    environ = os.environ if environ is None else environ
+    raw = {name: environ[name] for name in env_var_names() if name in environ}
+    try:
+        settings = Settings.model_validate(raw)
+    except ValidationError as exc:
+        problems = []
+        for error in exc.errors():
+            name = error["loc"][0] if error["loc"] else "?"
+            problems.append(f"{name}: {error['msg']}")
+        raise ConfigError("invalid configuration: " + "; ".join(problems)) from None
+    if settings.carbon_provider == "file" and not settings.carbon_data_dir:
+        raise ConfigError("invalid configuration: CARBON_PROVIDER=file needs CARBON_DATA_DIR")
+    return settings
