@@ -1,0 +1,267 @@
+"""Forecasts through a TTL cache with single-flight fetches and a longer-lived stale copy.
+
+Redis when configured, so one upstream call per zone per TTL holds across every Gunicorn worker and
+replica (a lock in Redis decides who fetches; the others wait for its answer). When Redis cannot be
+reached, an in-process store with the same rules takes over and Redis is tried again shortly after,
+so it is used again without a restart.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+import time
+import uuid
+from dataclasses import dataclass
+from typing import Callable, Optional
+
+import redis
+
+import metrics
+from providers import base
+from providers.base import ProviderError, UpstreamUnavailable
+from timeseries import ForecastSeries
+
+log = logging.getLogger(__name__)
+
+Fetch = Callable[[], ForecastSeries]
+
+
+@dataclass(frozen=True)
+class CachedForecast:
+    series: ForecastSeries
+    fetched_at: float  # epoch seconds of the upstream fetch
+    stale: bool
+
+
+@dataclass(frozen=True)
+class _Failure:
+    """A recent upstream failure, remembered briefly so a failing provider is not hammered."""
+    error_type: str
+    message: str
+
+    def raise_for(self, zone: str) -> None:
+        error_class = getattr(base, self.error_type, None)
+        if not (isinstance(error_class, type) and issubclass(error_class, ProviderError)):
+            error_class = UpstreamUnavailable
+        raise error_class(zone, self.message)
+
+
+class _LocalStore:
+    """In-process store: the fallback when Redis is down, and the default with no REDIS_URL."""
+
+    name = "memory"
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._values: dict[str, tuple[float, str]] = {}  # key -> (expires_at, value)
+
+    def get(self, key: str) -> Optional[str]:
+        with self._lock:
+            item = self._values.get(key)
+            if item is None:
+                return None
+            if item[0] <= time.monotonic():
+                del self._values[key]
+                return None
+            return item[1]
+
+    def set(self, key: str, value: str, seconds: float, only_if_absent: bool = False) -> bool:
+        with self._lock:
+            current = self._values.get(key)
+            if only_if_absent and current is not None and current[0] > time.monotonic():
+                return False
+            self._values[key] = (time.monotonic() + seconds, value)
+            return True
+
+    def delete_if(self, key: str, value: str) -> None:
+        with self._lock:
+            if self._values.get(key, (0, None))[1] == value:
+                del self._values[key]
+
+    def delete(self, key: str) -> None:
+        with self._lock:
+            self._values.pop(key, None)
+
+
+class _RedisStore:
+    name = "redis"
+    # Delete the lock only if we still own it (it may have expired and been taken by another).
+    _RELEASE = "if redis.call('get', KEYS[1]) == ARGV[1] then return redis.call('del', KEYS[1]) end return 0"
+
+    def __init__(self, url: str) -> None:
+        self.client = redis.Redis.from_url(url, socket_timeout=0.5, socket_connect_timeout=0.5,
+                                           health_check_interval=30, decode_responses=True)
+        self._release = self.client.register_script(self._RELEASE)
+
+    def get(self, key: str) -> Optional[str]:
+        return self.client.get(key)
+
+    def set(self, key: str, value: str, seconds: float, only_if_absent: bool = False) -> bool:
+        return bool(self.client.set(key, value, px=max(1, int(seconds * 1000)), nx=only_if_absent))
+
+    def delete_if(self, key: str, value: str) -> None:
+        self._release(keys=[key], args=[value])
+
+    def delete(self, key: str) -> None:
+        self.client.delete(key)
+
+
+class ForecastCache:
+    def __init__(self, redis_url: Optional[str], ttl: float, stale_ttl: float, lock_seconds: float,
+                 failure_backoff: float, key_prefix: str = "carbon-optimizer:",
+                 redis_retry_seconds: float = 5.0, poll_seconds: float = 0.05,
+                 clock: Callable[[], float] = time.time) -> None:
+        self.ttl = ttl
+        self.stale_ttl = max(stale_ttl, ttl)
+        self.lock_seconds = lock_seconds
+        self.failure_backoff = failure_backoff
+        self.prefix = key_prefix
+        self._local = _LocalStore()
+        self._redis = _RedisStore(redis_url) if redis_url else None
+        self._redis_down_since: Optional[float] = None
+        self._redis_retry_seconds = redis_retry_seconds
+        self._poll = poll_seconds
+        self._clock = clock
+        metrics.REDIS_UP.set(1 if self._redis else 0)
+
+    # -- which store -----------------------------------------------------------------------------
+
+    def _store(self):
+        if self._redis is None:
+            return self._local
+        if self._redis_down_since is not None:
+            if time.monotonic() - self._redis_down_since < self._redis_retry_seconds:
+                return self._local
+        return self._redis
+
+    def _mark_redis(self, up: bool, error: Optional[Exception] = None) -> None:
+        if up and self._redis_down_since is not None:
+            log.warning("Redis is reachable again; using it")
+            self._redis_down_since = None
+            metrics.REDIS_UP.set(1)
+        elif not up:
+            if self._redis_down_since is None:
+                log.warning("Redis unreachable (%s); using the in-process cache", type(error).__name__)
+            self._redis_down_since = time.monotonic()
+            metrics.REDIS_UP.set(0)
+
+    def status(self) -> dict:
+        """Redis state for /health, checked with one PING when Redis is configured."""
+        if self._redis is None:
+            return {"status": "disabled", "detail": "no REDIS_URL: in-process cache"}
+        try:
+            self._redis.client.ping()
+            self._mark_redis(True)
+            return {"status": "ok"}
+        except redis.RedisError as exc:
+            self._mark_redis(False, exc)
+            return {"status": "down", "detail": "unreachable: serving from the in-process cache"}
+
+    def fetch_times(self) -> tuple[Optional[float], Optional[float]]:
+        """(last successful upstream fetch, last failed one), across workers when Redis is up."""
+        def read(store) -> tuple[Optional[float], Optional[float]]:
+            values = [store.get(f"{self.prefix}last_success"), store.get(f"{self.prefix}last_failure")]
+            return tuple(float(v) if v else None for v in values)  # type: ignore[return-value]
+        store = self._store()
+        try:
+            return read(store)
+        except redis.RedisError:
+            return read(self._local)
+
+    # -- the lookup ------------------------------------------------------------------------------
+
+    def get(self, kind: str, zone: str, fetch: Fetch) -> CachedForecast:
+        store = self._store()
+        try:
+            result = self._get(store, kind, zone, fetch)
+            if store is self._redis:
+                self._mark_redis(True)
+            return result
+        except redis.RedisError as exc:
+            self._mark_redis(False, exc)
+            return self._get(self._local, kind, zone, fetch)
+
+    def _get(self, store, kind: str, zone: str, fetch: Fetch) -> CachedForecast:
+        key = f"{self.prefix}{kind}:{zone}"
+        entry = self._read(store, key)
+        if entry is not None and not entry.stale:
+            metrics.CACHE_EVENTS.labels("hit", store.name).inc()
+            return entry
+        deadline = time.monotonic() + self.lock_seconds
+        while True:
+            failure = self._recent_failure(store, key)
+            if failure is not None:
+                return self._stale_or_raise(store, entry, zone, failure)
+            token = uuid.uuid4().hex
+            if store.set(f"{key}:lock", token, self.lock_seconds, only_if_absent=True):
+                try:
+                    return self._fetch(store, key, zone, fetch)
+                finally:
+                    store.delete_if(f"{key}:lock", token)
+            # Another worker is fetching: wait for its answer rather than calling upstream too.
+            while store.get(f"{key}:lock") is not None and time.monotonic() < deadline:
+                time.sleep(self._poll)
+            entry = self._read(store, key)
+            if entry is not None and not entry.stale:
+                metrics.CACHE_EVENTS.labels("hit", store.name).inc()
+                return entry
+            if time.monotonic() >= deadline:
+                return self._stale_or_raise(store, entry, zone, _Failure(
+                    "UpstreamUnavailable", f"timed out waiting for carbon data for zone {zone}"))
+
+    def _fetch(self, store, key: str, zone: str, fetch: Fetch) -> CachedForecast:
+        entry = self._read(store, key)  # the previous holder may have just written it
+        if entry is not None and not entry.stale:
+            metrics.CACHE_EVENTS.labels("hit", store.name).inc()
+            return entry
+        metrics.CACHE_EVENTS.labels("miss", store.name).inc()
+        try:
+            series = fetch()
+        except ProviderError as exc:
+            failure = _Failure(type(exc).__name__, exc.message)
+            store.set(f"{self.prefix}last_failure", str(self._clock()), self.stale_ttl)
+            if self.failure_backoff > 0:
+                store.set(f"{key}:failure", json.dumps(failure.__dict__), self.failure_backoff)
+            if not exc.transient:
+                raise
+            return self._stale_or_raise(store, entry, zone, failure)
+        now = self._clock()
+        store.set(key, json.dumps({"fetched_at": now, "series": series.to_dict()}), self.stale_ttl)
+        store.delete(f"{key}:failure")
+        store.set(f"{self.prefix}last_success", str(now), self.stale_ttl)
+        return CachedForecast(series=series, fetched_at=now, stale=False)
+
+    def _read(self, store, key: str) -> Optional[CachedForecast]:
+        raw = store.get(key)
+        if raw is None:
+            return None
+        try:
+            data = json.loads(raw)
+            fetched_at = float(data["fetched_at"])
+            series = ForecastSeries.from_dict(data["series"])
+        except (ValueError, KeyError, TypeError):
+            log.warning("discarding an unreadable cache entry for %s", key)
+            store.delete(key)
+            return None
+        return CachedForecast(series=series, fetched_at=fetched_at,
+                              stale=self._clock() - fetched_at >= self.ttl)
+
+    def _recent_failure(self, store, key: str) -> Optional[_Failure]:
+        raw = store.get(f"{key}:failure")
+        if raw is None:
+            return None
+        try:
+            return _Failure(**json.loads(raw))
+        except (ValueError, TypeError):
+            return _Failure("UpstreamUnavailable", "the carbon-data provider failed recently")
+
+    def _stale_or_raise(self, store, entry: Optional[CachedForecast], zone: str,
+                        failure: _Failure) -> CachedForecast:
+        if entry is not None and failure.error_type not in ("ZoneNotFound", "ZoneNotEntitled"):
+            metrics.CACHE_EVENTS.labels("stale", store.name).inc()
+            metrics.STALE_SERVES.labels(zone).inc()
+            return CachedForecast(series=entry.series, fetched_at=entry.fetched_at, stale=True)
+        failure.raise_for(zone)
+        raise AssertionError("unreachable")

@@ -1,0 +1,36 @@
+"""The service's own Prometheus metrics (request metrics come from prometheus-flask-exporter).
+
+prometheus_client writes these to PROMETHEUS_MULTIPROC_DIR when it is set (gunicorn.conf.py sets it
+before any worker imports this), so one scrape of any worker sees every worker's counts.
+"""
+
+from prometheus_client import Counter, Gauge, Histogram
+
+UPSTREAM_CALLS = Counter(
+    "carbon_upstream_calls_total", "Calls to the carbon-intensity provider, by endpoint and outcome",
+    ["provider", "endpoint", "outcome"])
+UPSTREAM_LATENCY = Histogram(
+    "carbon_upstream_call_seconds", "Latency of calls to the carbon-intensity provider",
+    ["provider", "endpoint"], buckets=(0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30))
+CACHE_EVENTS = Counter(
+    "carbon_forecast_cache_total", "Forecast cache lookups by result (hit, miss, stale)",
+    ["result", "backend"])
+STALE_SERVES = Counter(
+    "carbon_stale_forecasts_served_total", "Forecasts served past their TTL because the provider failed",
+    ["zone"])
+REDIS_UP = Gauge(
+    "carbon_redis_up", "1 while Redis answers, 0 while the in-process fallback is in use",
+    multiprocess_mode="min")
+GRAMS_AVOIDED = Counter(
+    "carbon_grams_co2eq_avoided_total",
+    "Grams CO2eq avoided by returned schedules against starting now in the first zone")
+WORKLOADS_SCHEDULED = Counter(
+    "carbon_workloads_total", "Workloads answered, by outcome", ["outcome"])
+
+
+def observe_upstream(provider: str):
+    """An observer for a provider client: counts each call and its latency."""
+    def observe(endpoint: str, outcome: str, seconds: float) -> None:
+        UPSTREAM_CALLS.labels(provider, endpoint, outcome).inc()
+        UPSTREAM_LATENCY.labels(provider, endpoint).observe(seconds)
+    return observe

@@ -1,0 +1,138 @@
+"""Electricity Maps API v3 client: carbon-intensity forecast, latest and history for a zone."""
+
+from __future__ import annotations
+
+import logging
+import time
+from datetime import datetime
+from typing import Callable, Optional
+
+import requests
+from requests.adapters import HTTPAdapter
+from urllib3.util.retry import Retry
+
+from providers.base import (
+    InvalidToken, ProviderError, UpstreamUnavailable, ZoneNotEntitled, ZoneNotFound,
+)
+from timeseries import ForecastSeries, parse_utc, series_from_points
+
+log = logging.getLogger(__name__)
+
+# Called after every upstream call with (endpoint, outcome, seconds); wired to metrics by the app.
+CallObserver = Callable[[str, str, float], None]
+
+
+def _retrying_session(retries: int) -> requests.Session:
+    retry = Retry(
+        total=retries, connect=retries, read=retries, status=retries,
+        backoff_factor=0.5, backoff_max=4.0,
+        status_forcelist=(429, 500, 502, 503, 504),
+        allowed_methods=frozenset({"GET"}),
+        # A long Retry-After would hold a request thread hostage; back off on our own terms.
+        respect_retry_after_header=False,
+        raise_on_status=False,
+    )
+    session = requests.Session()
+    adapter = HTTPAdapter(max_retries=retry, pool_connections=4, pool_maxsize=16)
+    session.mount("https://", adapter)
+    session.mount("http://", adapter)
+    return session
+
+
+class ElectricityMapsProvider:
+    name = "electricitymaps"
+    shared_cache = True
+
+    def __init__(self, base_url: str, api_key: Callable[[], Optional[str]], horizon_hours: int = 72,
+                 connect_timeout: float = 3.05, read_timeout: float = 10.0, retries: int = 2,
+                 observer: Optional[CallObserver] = None):
+        self._base_url = base_url.rstrip("/")
+        self._api_key = api_key  # a callable, so a rotated key is used at once
+        self._horizon_hours = horizon_hours
+        self._timeout = (connect_timeout, read_timeout)
+        self._session = _retrying_session(retries)
+        self._observer = observer
+
+    # -- endpoints -------------------------------------------------------------------------------
+
+    def forecast(self, zone: str, now: datetime) -> ForecastSeries:
+        body = self._get("carbon-intensity/forecast", zone, {"horizonHours": self._horizon_hours})
+        return self._series(zone, body, "forecast")
+
+    def history(self, zone: str, now: datetime) -> Optional[ForecastSeries]:
+        body = self._get("carbon-intensity/history", zone, {})
+        return self._series(zone, body, "history")
+
+    def latest(self, zone: str) -> dict:
+        body = self._get("carbon-intensity/latest", zone, {})
+        if not isinstance(body, dict) or "datetime" not in body:
+            raise UpstreamUnavailable(zone, f"Electricity Maps sent a malformed latest answer for {zone}")
+        return {"carbon_intensity": body.get("carbonIntensity"), "datetime": body["datetime"],
+                "is_estimated": body.get("isEstimated")}
+
+    # -- wire format -----------------------------------------------------------------------------
+
+    def _series(self, zone: str, body: object, list_key: str) -> ForecastSeries:
+        try:
+            points = body[list_key]  # type: ignore[index]
+            parsed = []
+            for point in points:
+                value = point.get("carbonIntensity")
+                if value is not None:
+                    value = float(value)
+                    if not (0.0 <= value < 1e5):  # NaN fails both comparisons
+                        value = None
+                parsed.append((parse_utc(point["datetime"]), value))
+            updated = body.get("updatedAt")  # type: ignore[union-attr]
+            return series_from_points(zone, self.name, parsed, parse_utc(updated) if updated else None)
+        except (KeyError, TypeError, ValueError, AttributeError):
+            raise UpstreamUnavailable(
+                zone, f"Electricity Maps sent a malformed or empty {list_key} for zone {zone}") from None
+
+    def _get(self, path: str, zone: str, params: dict) -> object:
+        key = self._api_key()
+        if not key:
+            raise InvalidToken(zone, "no Electricity Maps API key is configured")
+        query = {"zone": zone, "disableCallerLookup": "true", **params}
+        started = time.monotonic()
+        outcome = "error"
+        try:
+            response = self._session.get(f"{self._base_url}/{path}", params=query,
+                                         headers={"auth-token": key}, timeout=self._timeout)
+            outcome = str(response.status_code)
+            return self._decode(zone, response)
+        except requests.RequestException as exc:
+            outcome = "timeout" if isinstance(exc, requests.Timeout) else "connection_error"
+            raise UpstreamUnavailable(
+                zone, f"Electricity Maps could not be reached for zone {zone} ({type(exc).__name__})"
+            ) from None
+        finally:
+            elapsed = time.monotonic() - started
+            if self._observer:
+                self._observer(path, outcome, elapsed)
+            log.info("upstream call", extra={"endpoint": path, "zone": zone, "outcome": outcome,
+                                             "seconds": round(elapsed, 3)})
+
+    @staticmethod
+    def _decode(zone: str, response: requests.Response) -> object:
+        status = response.status_code
+        if status in (401, 403):
+            # Both a bad token and a token without access to this zone answer 401; only the
+            # body tells them apart, and the zone-scoped refusal mentions the zone.
+            text = response.text[:500].lower()
+            if "zone" in text:
+                raise ZoneNotEntitled(zone, f"the Electricity Maps token is not entitled to zone {zone}")
+            raise InvalidToken(zone, "Electricity Maps rejected the API token")
+        if status == 404:
+            raise ZoneNotFound(zone, f"Electricity Maps has no data for zone {zone}")
+        if status == 400:
+            raise ZoneNotFound(zone, f"Electricity Maps does not accept zone {zone}")
+        if status >= 400:
+            raise UpstreamUnavailable(zone, f"Electricity Maps answered HTTP {status} for zone {zone}")
+        try:
+            return response.json()
+        except ValueError:
+            raise UpstreamUnavailable(zone, f"Electricity Maps sent invalid JSON for zone {zone}") from None
+
+
+__all__ = ["ElectricityMapsProvider", "ProviderError"]

@@ -1,0 +1,43 @@
+"""Choose and build the provider that configuration asks for."""
+
+from __future__ import annotations
+
+import logging
+
+import metrics
+from providers.base import Provider
+from providers.csv_file import CsvFileProvider
+from providers.demo import DemoProvider
+from providers.electricitymaps import ElectricityMapsProvider
+from secret_store import SecretStore
+from settings import ConfigError, Settings
+
+log = logging.getLogger(__name__)
+
+
+def build_provider(settings: Settings, secrets: SecretStore) -> Provider:
+    choice = settings.carbon_provider
+    has_key = bool(secrets.current().electricity_maps_api_key)
+    if choice == "auto":
+        choice = "electricitymaps" if has_key else "demo"
+    if choice == "electricitymaps":
+        if not has_key:
+            raise ConfigError("CARBON_PROVIDER=electricitymaps needs an Electricity Maps API key "
+                              f"(ELECTRICITY_MAPS_API_KEY from the {secrets.backend} secret store)")
+        return ElectricityMapsProvider(
+            base_url=settings.electricity_maps_base_url,
+            api_key=lambda: secrets.current().electricity_maps_api_key,
+            horizon_hours=settings.forecast_horizon_hours,
+            connect_timeout=settings.upstream_connect_timeout,
+            read_timeout=settings.upstream_read_timeout,
+            retries=settings.upstream_retries,
+            observer=metrics.observe_upstream("electricitymaps"),
+        )
+    if choice == "file":
+        try:
+            return CsvFileProvider(settings.carbon_data_dir or "")
+        except FileNotFoundError as exc:
+            raise ConfigError(str(exc)) from None
+    log.warning("no Electricity Maps API key: serving the built-in demo provider; every answer "
+                "says \"provider\": \"demo\" and is not real carbon data")
+    return DemoProvider(horizon_hours=settings.forecast_horizon_hours)
