@@ -1,0 +1,57 @@
+"""Gunicorn settings for carbon-optimizer: `gunicorn -c gunicorn.conf.py app:app`.
+
+Every value can be overridden from the environment (GUNICORN_*); the defaults suit a small machine
+and scale with its cores.
+"""
+
+import glob
+import multiprocessing
+import os
+import tempfile
+
+
+def _int(name: str, default: int) -> int:
+    value = os.environ.get(name, "").strip()
+    if not value:
+        return default
+    try:
+        return int(value)
+    except ValueError:
+        raise SystemExit(f"invalid configuration: {name} must be a whole number, got {value!r}")
+
+
+bind = os.environ.get("GUNICORN_BIND", "0.0.0.0:5000")
+workers = _int("GUNICORN_WORKERS", multiprocessing.cpu_count() * 2 + 1)
+# Threads let a worker keep serving while one request waits on the provider or a fetch lock.
+worker_class = "gthread"
+threads = _int("GUNICORN_THREADS", 4)
+timeout = _int("GUNICORN_TIMEOUT", 60)
+graceful_timeout = _int("GUNICORN_GRACEFUL_TIMEOUT", 30)
+# Longer than an AWS ALB's default 60 s idle timeout, so the ALB closes idle connections first.
+keepalive = _int("GUNICORN_KEEPALIVE", 75)
+max_requests = _int("GUNICORN_MAX_REQUESTS", 1000)
+max_requests_jitter = _int("GUNICORN_MAX_REQUESTS_JITTER", 100)
+proc_name = "carbon-optimizer"
+accesslog = "-"
+errorlog = "-"
+loglevel = os.environ.get("LOG_LEVEL", "info").lower()
+logger_class = "gunicorn_logging.JsonAccessLogger"
+forwarded_allow_ips = os.environ.get("GUNICORN_FORWARDED_ALLOW_IPS", "127.0.0.1,::1")
+
+# Metrics from every worker go to one directory that any worker's /metrics reads. It must exist
+# before a worker imports prometheus_client, so it is settled here, in the master.
+_metrics_dir = os.environ.get("PROMETHEUS_MULTIPROC_DIR") or tempfile.mkdtemp(
+    prefix="carbon-optimizer-metrics-")
+os.makedirs(_metrics_dir, exist_ok=True)
+os.environ["PROMETHEUS_MULTIPROC_DIR"] = _metrics_dir
+
+
+def on_starting(server):
+    # Counts left from an earlier run would be added to this one's: start from an empty directory.
+    for path in glob.glob(os.path.join(_metrics_dir, "*.db")):
+        os.remove(path)
+
+
+def child_exit(server, worker):
+    from prometheus_flask_exporter.multiprocess import GunicornInternalPrometheusMetrics
+    GunicornInternalPrometheusMetrics.mark_process_dead_on_child_exit(worker.pid)

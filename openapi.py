@@ -1,0 +1,110 @@
+"""The OpenAPI 3.1 document, generated from the models in schemas.py, and a small docs page."""
+
+from __future__ import annotations
+
+import html
+import json
+
+from pydantic.json_schema import models_json_schema
+
+import schemas
+
+_REF = "#/components/schemas/{model}"
+
+
+def _error(description: str) -> dict:
+    return {"description": description,
+            "content": {"application/json": {"schema": {"$ref": _REF.format(model="ErrorResponse")}}}}
+
+
+def _ok(model: str, description: str) -> dict:
+    return {"description": description,
+            "content": {"application/json": {"schema": {"$ref": _REF.format(model=model)}}}}
+
+
+def build_document(version: str, max_batch_size: int) -> dict:
+    models = [schemas.Workload, schemas.WorkloadBatch, schemas.ScheduledWorkload,
+              schemas.UnschedulableWorkload, schemas.BatchResponse, schemas.ForecastResponse,
+              schemas.ErrorResponse, schemas.HealthResponse]
+    _, defs = models_json_schema([(m, "validation" if m in (schemas.Workload, schemas.WorkloadBatch)
+                                   else "serialization") for m in models], ref_template=_REF)
+    components = defs.get("$defs", {})
+    components["WorkloadBatch"]["properties"]["workloads"]["maxItems"] = max_batch_size
+    rate_limited = _error("rate limit exceeded; see Retry-After")
+    unauthorized = _error("missing or unknown X-API-Key")
+    return {
+        "openapi": "3.1.0",
+        "info": {
+            "title": "carbon-optimizer",
+            "version": version,
+            "description": "Schedules workloads into the cleanest time windows and zones, from "
+                           "Electricity Maps carbon-intensity forecasts. Times are RFC 3339 UTC; "
+                           "carbon intensity in gCO2eq/kWh; emissions in grams.",
+        },
+        "paths": {
+            "/api/v1/optimize": {"post": {
+                "summary": "Choose when (and where) to run one workload or a batch",
+                "operationId": "optimize",
+                "requestBody": {"required": True, "content": {"application/json": {"schema": {
+                    "oneOf": [{"$ref": _REF.format(model="Workload")},
+                              {"$ref": _REF.format(model="WorkloadBatch")}]}}}},
+                "responses": {
+                    "200": {"description": "a schedule for a single workload, or results for a batch",
+                            "content": {"application/json": {"schema": {"oneOf": [
+                                {"$ref": _REF.format(model="ScheduledWorkload")},
+                                {"$ref": _REF.format(model="BatchResponse")}]}}}},
+                    "400": _error("invalid request; one detail per field"),
+                    "401": unauthorized,
+                    "413": _error("request body too large"),
+                    "415": _error("body is not application/json"),
+                    "422": _error("a single workload cannot be scheduled (e.g. no forecast covers it)"),
+                    "429": rate_limited,
+                    "503": _error("no carbon data for a zone; see Retry-After"),
+                }}},
+            "/api/v1/forecast": {"get": {
+                "summary": "The normalised forecast for a zone, as the optimizer uses it",
+                "operationId": "forecast",
+                "parameters": [{"name": "zone", "in": "query", "required": True,
+                                "schema": {"type": "string", "pattern": schemas.ZONE_PATTERN}}],
+                "responses": {
+                    "200": _ok("ForecastResponse", "the forecast with its provenance"),
+                    "400": _error("missing or malformed zone"),
+                    "401": unauthorized,
+                    "404": _error("the provider has no data for this zone"),
+                    "429": rate_limited,
+                    "503": _error("no carbon data can be had for this zone now; see Retry-After"),
+                }}},
+            "/health": {"get": {
+                "summary": "Liveness and dependency state, for load balancers",
+                "operationId": "health",
+                "responses": {"200": _ok("HealthResponse", "the process can serve")}}},
+        },
+        "components": {
+            "schemas": components,
+            "securitySchemes": {"ApiKey": {"type": "apiKey", "in": "header", "name": "X-API-Key"}},
+        },
+    }
+
+
+def render_docs(document: dict) -> str:
+    """A self-contained page (no scripts, no CDN): endpoints, then every schema as JSON."""
+    parts = [f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(document['info']['title'])}"
+             " API</title><style>body{font-family:sans-serif;max-width:60em;margin:2em auto;padding:0 1em}"
+             "pre{background:#f4f4f4;padding:1em;overflow:auto}code{background:#f4f4f4}</style></head><body>",
+             f"<h1>{html.escape(document['info']['title'])} {html.escape(document['info']['version'])}</h1>",
+             f"<p>{html.escape(document['info']['description'])}</p>",
+             "<p>Machine-readable: <a href='/api/v1/openapi.json'>/api/v1/openapi.json</a> (OpenAPI 3.1).</p>",
+             "<h2>Endpoints</h2>"]
+    for path, operations in document["paths"].items():
+        for method, operation in operations.items():
+            parts.append(f"<h3><code>{method.upper()} {html.escape(path)}</code></h3>"
+                         f"<p>{html.escape(operation['summary'])}</p><ul>")
+            for status, response in operation["responses"].items():
+                parts.append(f"<li><b>{status}</b>: {html.escape(response['description'])}</li>")
+            parts.append("</ul>")
+    parts.append("<h2>Schemas</h2>")
+    for name, schema in document["components"]["schemas"].items():
+        parts.append(f"<h3 id='{html.escape(name)}'>{html.escape(name)}</h3>"
+                     f"<pre>{html.escape(json.dumps(schema, indent=2))}</pre>")
+    parts.append("</body></html>")
+    return "".join(parts)

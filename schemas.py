@@ -1,0 +1,219 @@
+"""Request and response models: they validate requests and generate the OpenAPI document."""
+
+from __future__ import annotations
+
+import re
+from datetime import datetime, timedelta, timezone
+from typing import Annotated, Literal, Optional, Union
+
+from pydantic import (
+    AwareDatetime, BaseModel, BeforeValidator, ConfigDict, Field, TypeAdapter, ValidationError,
+    WithJsonSchema, model_validator,
+)
+
+from engine import Job
+from timeseries import to_epoch
+
+MAX_DURATION = timedelta(days=7)
+MAX_WINDOW = timedelta(days=31)
+ZONE_PATTERN = r"^[A-Z]{2,3}(-[A-Z0-9]{1,12}){0,3}$"
+ISO_DURATION_PATTERN = r"^P(?!$)(\d+W)?(\d+D)?(T(?=\d)(\d+H)?(\d+M)?(\d+(\.\d+)?S)?)?$"
+
+_timedelta = TypeAdapter(timedelta)
+
+
+def _duration(value: object) -> object:
+    """Integer minutes, or an ISO 8601 duration string such as PT2H30M."""
+    if isinstance(value, bool):
+        raise ValueError("must be an ISO 8601 duration such as PT2H30M, or whole minutes")
+    if isinstance(value, int):
+        return timedelta(minutes=value)
+    if isinstance(value, str) and re.fullmatch(ISO_DURATION_PATTERN, value.strip()):
+        try:
+            return _timedelta.validate_python(value.strip())
+        except ValidationError:
+            pass
+    raise ValueError("must be an ISO 8601 duration such as PT2H30M, or whole minutes")
+
+
+def _iso_duration(value: object) -> object:
+    if isinstance(value, str):
+        return _duration(value)
+    raise ValueError("must be an ISO 8601 duration such as PT4H")
+
+
+Duration = Annotated[timedelta, BeforeValidator(_duration), WithJsonSchema({
+    "oneOf": [
+        {"type": "string", "pattern": ISO_DURATION_PATTERN, "examples": ["PT2H30M"]},
+        {"type": "integer", "minimum": 1, "description": "minutes"},
+    ],
+    "description": "ISO 8601 duration or integer minutes"})]
+IsoDuration = Annotated[timedelta, BeforeValidator(_iso_duration), WithJsonSchema({
+    "type": "string", "pattern": ISO_DURATION_PATTERN, "examples": ["PT6H"],
+    "description": "ISO 8601 duration"})]
+Zone = Annotated[str, Field(pattern=ZONE_PATTERN, examples=["DE"],
+                            description="Electricity Maps zone key")]
+ZONE_ADAPTER = TypeAdapter(Zone)
+Timestamp = Annotated[AwareDatetime, Field(description="RFC 3339 timestamp with an offset",
+                                           examples=["2026-11-23T08:00:00Z"])]
+
+
+class Workload(BaseModel):
+    """One job to place in the cleanest window (and zone)."""
+
+    model_config = ConfigDict(extra="forbid", json_schema_extra={
+        "examples": [{"id": "nightly-build", "duration": "PT1H30M", "zones": ["DE", "FR"],
+                      "max_delay": "PT12H", "power_kw": 2.5}]})
+
+    id: Optional[str] = Field(None, max_length=200, description="echoed back")
+    duration: Duration
+    zones: Optional[list[Zone]] = Field(
+        None, min_length=1, max_length=50, description="candidate zones; default from configuration")
+    earliest_start: Optional[Timestamp] = Field(None, description="default: now")
+    deadline: Optional[Timestamp] = Field(None, description="latest finish")
+    latest_start: Optional[Timestamp] = None
+    max_delay: Optional[IsoDuration] = Field(None, description="latest start, after earliest_start")
+    power_kw: Optional[float] = Field(None, gt=0, le=1e6, allow_inf_nan=False)
+    energy_kwh: Optional[float] = Field(None, gt=0, le=1e9, allow_inf_nan=False)
+
+    @model_validator(mode="after")
+    def _consistent(self) -> "Workload":
+        if self.duration <= timedelta(0) or self.duration > MAX_DURATION:
+            raise ValueError("duration must be above 0 and at most 7 days")
+        if self.duration % timedelta(minutes=1):
+            raise ValueError("duration must be a whole number of minutes")
+        limits = [n for n in ("deadline", "latest_start", "max_delay") if getattr(self, n) is not None]
+        if len(limits) > 1:
+            raise ValueError(f"give at most one of deadline, latest_start, max_delay (got {', '.join(limits)})")
+        if self.max_delay is not None and self.max_delay < timedelta(0):
+            raise ValueError("max_delay must not be negative")
+        if self.power_kw is not None and self.energy_kwh is not None:
+            raise ValueError("give power_kw or energy_kwh, not both")
+        if self.zones is not None and len(set(self.zones)) != len(self.zones):
+            raise ValueError("zones must not repeat")
+        return self
+
+    def to_job(self, now: datetime, default_zones: list[str], default_window: timedelta) -> Job:
+        """Apply defaults; raise ValueError when the allowed window is empty or too long."""
+        earliest = self.earliest_start or now
+        if self.deadline is not None:
+            latest = self.deadline - self.duration
+        elif self.latest_start is not None:
+            latest = self.latest_start
+        elif self.max_delay is not None:
+            latest = earliest + self.max_delay
+        else:
+            latest = earliest + default_window - self.duration
+        if latest < earliest:
+            raise ValueError("the workload cannot start and finish inside its allowed window")
+        if latest - earliest > MAX_WINDOW:
+            raise ValueError("the allowed window is longer than 31 days")
+        return Job(id=self.id, duration=int(self.duration.total_seconds()),
+                   zones=tuple(self.zones or default_zones),
+                   earliest_start=to_epoch(earliest.astimezone(timezone.utc)),
+                   latest_start=to_epoch(latest.astimezone(timezone.utc)),
+                   power_kw=self.power_kw, energy_kwh=self.energy_kwh)
+
+
+class WorkloadBatch(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    workloads: list[Workload] = Field(min_length=1, description="at most MAX_BATCH_SIZE (default 500)")
+
+
+OptimizeRequest = Union[Workload, WorkloadBatch]
+
+# -- responses ------------------------------------------------------------------------------------
+
+
+class _Response(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class Provenance(_Response):
+    provider: str
+    updated_at: Optional[str] = Field(description="when the provider last updated this forecast")
+    fetched_at: Optional[str] = Field(description="when this service fetched it (null: not cached)")
+    stale: bool = Field(description="served past its TTL because the provider failed")
+    forecast_start: str
+    forecast_end: str
+    window_coverage: float = Field(description="share of the allowed window the forecast covers")
+    search_limited_by_horizon: bool = Field(
+        description="the allowed window runs past the forecast; only the covered part was searched")
+    estimated: bool = Field(description="the chosen window rests partly on estimated values")
+
+
+class Baseline(_Response):
+    zone: str
+    start: str
+    end: str
+    carbon_intensity: float
+
+
+class UnavailableZone(_Response):
+    zone: str
+    code: str
+    message: str
+
+
+class ScheduledWorkload(_Response):
+    id: Optional[str]
+    status: Literal["scheduled"]
+    zone: str
+    start: str = Field(description="RFC 3339, UTC, minute precision")
+    end: str
+    start_in_seconds: int = Field(description="whole seconds from now until start (0: start now)")
+    duration_minutes: int
+    carbon_intensity: float = Field(description="mean gCO2eq/kWh over the chosen window")
+    baseline: Optional[Baseline] = Field(description="starting at the earliest start in the first zone")
+    saving_percent: Optional[float]
+    emissions_grams: Optional[float]
+    baseline_emissions_grams: Optional[float]
+    saving_grams: Optional[float]
+    provenance: Provenance
+    unavailable_zones: Optional[list[UnavailableZone]] = None
+
+
+class UnschedulableWorkload(_Response):
+    id: Optional[str]
+    status: Literal["unschedulable"]
+    code: str
+    reason: str
+    unavailable_zones: Optional[list[UnavailableZone]] = None
+
+
+class BatchResponse(_Response):
+    results: list[Union[ScheduledWorkload, UnschedulableWorkload]]
+    summary: dict[str, Union[int, float]]
+
+
+class ForecastPoint(_Response):
+    datetime: str
+    carbon_intensity: float
+    estimated: bool
+
+
+class ForecastResponse(_Response):
+    zone: str
+    step_seconds: int
+    forecast: list[ForecastPoint]
+    provenance: dict[str, Union[str, bool, None]]
+
+
+class ErrorDetail(_Response):
+    field: str
+    message: str
+
+
+class ErrorBody(_Response):
+    code: str
+    message: str
+    details: Optional[list[ErrorDetail]] = None
+
+
+class ErrorResponse(_Response):
+    error: ErrorBody
+
+
+class HealthResponse(_Response):
+    status: Literal["ok", "degraded"]
+    checks: dict[str, dict[str, Optional[str]]]
