@@ -5,7 +5,7 @@ VENV ?= .venv
 PYTHON ?= python3
 PY := $(VENV)/bin/python
 
-.PHONY: run test lint bench clean
+.PHONY: run test lint lint-deploy lint-security bench clean
 
 $(VENV)/.runtime: requirements.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -22,8 +22,16 @@ run: $(VENV)/.runtime
 test: $(VENV)/.dev
 	$(PY) -m pytest
 
-lint: $(VENV)/.dev
+# Checks beyond the tests, run by CI after them.
+lint: lint-deploy lint-security
 
+# Dockerfile, compose, Kubernetes and Prometheus rules, by linters and schemas (no Docker engine here).
+lint-deploy: $(VENV)/.dev
+
+# Static security analysis and known-vulnerability audit of the pinned requirements.
+lint-security: $(VENV)/.dev
+
+# Benchmarks (see BENCHMARKS.md); not part of CI.
 bench: $(VENV)/.dev
 
 clean:
