@@ -1,0 +1,150 @@
+"""Test helpers that run real things on loopback: Gunicorn as a process, an Electricity Maps
+stand-in speaking the v3 wire format, Redis key clean-up."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from datetime import datetime, timedelta, timezone
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Optional
+from urllib.parse import parse_qs, urlparse
+
+import requests
+
+ROOT = Path(__file__).resolve().parent.parent
+TEST_REDIS_URL = "redis://127.0.0.1:6379/15"
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def hourly_forecast(zone: str, start: datetime, values: list[Optional[float]], step_minutes: int = 60,
+                    updated_at: Optional[datetime] = None) -> dict:
+    """A forecast body exactly as Electricity Maps v3 sends it."""
+    def stamp(moment: datetime) -> str:
+        return moment.astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.000Z")
+    return {
+        "zone": zone,
+        "forecast": [{"carbonIntensity": v, "datetime": stamp(start + timedelta(minutes=step_minutes * i))}
+                     for i, v in enumerate(values)],
+        "updatedAt": stamp(updated_at or start),
+    }
+
+
+class ElectricityMapsStandIn:
+    """A local HTTP server answering /v3/carbon-intensity/{forecast,latest,history} per zone.
+
+    `responses[zone]` is (status, body) served for that zone; `delay` slows every answer, so that
+    concurrent requests really overlap; `calls` counts requests by (endpoint, zone).
+    """
+
+    def __init__(self, delay: float = 0.0):
+        self.delay = delay
+        self.responses: dict[str, tuple[int, object]] = {}
+        self.calls: dict[tuple[str, str], int] = {}
+        self.tokens_seen: set[str] = set()
+        self._lock = threading.Lock()
+        stand_in = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def log_message(self, *args):  # keep test output quiet
+                pass
+
+            def do_GET(self):
+                url = urlparse(self.path)
+                zone = parse_qs(url.query).get("zone", [""])[0]
+                endpoint = url.path.rsplit("/", 1)[-1]
+                with stand_in._lock:
+                    stand_in.calls[(endpoint, zone)] = stand_in.calls.get((endpoint, zone), 0) + 1
+                    stand_in.tokens_seen.add(self.headers.get("auth-token", ""))
+                if stand_in.delay:
+                    time.sleep(stand_in.delay)
+                status, body = stand_in.responses.get(zone, (404, {"status": "error", "message": "zone not found"}))
+                payload = body if isinstance(body, bytes) else json.dumps(body).encode()
+                self.send_response(status)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(payload)))
+                self.end_headers()
+                self.wfile.write(payload)
+
+        self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self._server.daemon_threads = True
+        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self._server.server_address[1]}/v3"
+
+    def upstream_calls(self, endpoint: str = "forecast", zone: Optional[str] = None) -> int:
+        with self._lock:
+            return sum(n for (e, z), n in self.calls.items() if e == endpoint and (zone is None or z == zone))
+
+    def __enter__(self) -> "ElectricityMapsStandIn":
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._server.shutdown()
+        self._server.server_close()
+
+
+class GunicornProcess:
+    """`gunicorn -c gunicorn.conf.py app:app` on a free loopback port, stopped on exit."""
+
+    def __init__(self, env: dict[str, str], workers: int = 2, threads: int = 4,
+                 log_path: Optional[Path] = None):
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.env = {**{k: v for k, v in os.environ.items() if not k.startswith(("GUNICORN_", "PROMETHEUS_"))},
+                    "GUNICORN_BIND": f"127.0.0.1:{self.port}", "GUNICORN_WORKERS": str(workers),
+                    "GUNICORN_THREADS": str(threads), **env}
+        self.log_path = log_path
+        self.process: Optional[subprocess.Popen] = None
+
+    def __enter__(self) -> "GunicornProcess":
+        log = open(self.log_path, "wb") if self.log_path else subprocess.DEVNULL
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "gunicorn", "-c", "gunicorn.conf.py", "app:app"],
+            cwd=ROOT, env=self.env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise RuntimeError(f"gunicorn exited with {self.process.returncode}; see {self.log_path}")
+            try:
+                if requests.get(f"{self.url}/health", timeout=1).status_code == 200:
+                    return self
+            except requests.RequestException:
+                pass
+            time.sleep(0.1)
+        self.__exit__()
+        raise RuntimeError("gunicorn did not become healthy in 30 s")
+
+    def worker_pids(self) -> list[int]:
+        out = subprocess.run(["pgrep", "-P", str(self.process.pid)], capture_output=True, text=True)
+        return [int(pid) for pid in out.stdout.split()]
+
+    def __exit__(self, *exc) -> None:
+        if self.process and self.process.poll() is None:
+            os.killpg(self.process.pid, signal.SIGTERM)
+            try:
+                self.process.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.process.pid, signal.SIGKILL)
+                self.process.wait()
+
+
+def delete_keys(redis_client, prefix: str) -> None:
+    """Remove only what a test wrote: the keys under its own prefix."""
+    for key in redis_client.scan_iter(match=f"{prefix}*", count=500):
+        redis_client.delete(key)
