@@ -226,7 +226,8 @@ def create_app(test_config: Optional[dict] = None, settings: Optional[Settings] 
     cache = ForecastCache(
         redis_url=settings.redis_url, ttl=settings.cache_ttl_seconds,
         stale_ttl=settings.cache_stale_ttl_seconds, lock_seconds=settings.upstream_lock_seconds,
-        failure_backoff=settings.upstream_failure_backoff_seconds)
+        failure_backoff=settings.upstream_failure_backoff_seconds,
+        key_prefix=settings.cache_key_prefix)
 
     app = Flask(__name__)
     app.config.update(MAX_CONTENT_LENGTH=settings.max_body_bytes, JSON_SORT_KEYS=False,

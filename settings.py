@@ -45,6 +45,8 @@ class Settings(BaseModel):
 
     # Cache
     redis_url: Optional[str] = Field(None, alias="REDIS_URL")
+    cache_key_prefix: str = Field("carbon-optimizer:", min_length=1, max_length=100,
+                                  alias="CACHE_KEY_PREFIX")
     cache_ttl_seconds: int = Field(300, ge=1, alias="CACHE_TTL_SECONDS")
     cache_stale_ttl_seconds: int = Field(86_400, ge=1, alias="CACHE_STALE_TTL_SECONDS")
     upstream_failure_backoff_seconds: int = Field(
