@@ -77,13 +77,19 @@ def _field_path(location: tuple) -> str:
     return path or "body"
 
 
-def _validation_error(exc: ValidationError, prefix: str = "") -> ApiError:
-    details = []
-    for error in exc.errors(include_input=False, include_url=False):
-        field = _field_path(error["loc"])
-        message = error["msg"].removeprefix("Value error, ")
-        details.append({"field": f"{prefix}{field}" if field != "body" or not prefix else prefix.rstrip("."),
-                        "message": message})
+# Plainer words than pydantic's for the errors clients meet most.
+_MESSAGES = {
+    "string_pattern_mismatch": "must be an Electricity Maps zone key such as DE or US-CAL-CISO",
+    "extra_forbidden": "unknown field",
+    "model_type": "must be a JSON object",
+    "timezone_aware": "must be an RFC 3339 timestamp with an offset, e.g. 2026-11-23T08:00:00Z",
+}
+
+
+def _validation_error(exc: ValidationError) -> ApiError:
+    details = [{"field": _field_path(error["loc"]),
+                "message": _MESSAGES.get(error["type"], error["msg"].removeprefix("Value error, "))}
+               for error in exc.errors(include_input=False, include_url=False)]
     return ApiError(400, "the request is not valid; see details", details=details)
 
 

@@ -27,6 +27,8 @@ def _duration(value: object) -> object:
     if isinstance(value, bool):
         raise ValueError("must be an ISO 8601 duration such as PT2H30M, or whole minutes")
     if isinstance(value, int):
+        if abs(value) > 10 ** 7:  # beyond any valid duration, and beyond what timedelta holds
+            raise ValueError("must be above 0 and at most 7 days")
         return timedelta(minutes=value)
     if isinstance(value, str) and re.fullmatch(ISO_DURATION_PATTERN, value.strip()):
         try:
@@ -96,14 +98,17 @@ class Workload(BaseModel):
     def to_job(self, now: datetime, default_zones: list[str], default_window: timedelta) -> Job:
         """Apply defaults; raise ValueError when the allowed window is empty or too long."""
         earliest = self.earliest_start or now
-        if self.deadline is not None:
-            latest = self.deadline - self.duration
-        elif self.latest_start is not None:
-            latest = self.latest_start
-        elif self.max_delay is not None:
-            latest = earliest + self.max_delay
-        else:
-            latest = earliest + default_window - self.duration
+        try:
+            if self.deadline is not None:
+                latest = self.deadline - self.duration
+            elif self.latest_start is not None:
+                latest = self.latest_start
+            elif self.max_delay is not None:
+                latest = earliest + self.max_delay
+            else:
+                latest = earliest + default_window - self.duration
+        except OverflowError:
+            raise ValueError("the allowed window runs past the year 9999") from None
         if latest < earliest:
             raise ValueError("the workload cannot start and finish inside its allowed window")
         if latest - earliest > MAX_WINDOW:

@@ -1,0 +1,51 @@
+"""Shared fixtures: an app on the demo provider at a fixed clock, and the real local Redis."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime, timezone
+
+import pytest
+import redis
+
+from app import create_app
+from settings import load_settings
+from tests.support import TEST_REDIS_URL, delete_keys
+
+FIXED_NOW = datetime(2026, 11, 23, 10, 17, 30, tzinfo=timezone.utc)
+
+
+@pytest.fixture
+def make_app():
+    """Build an app from environment-style settings, at a fixed clock by default."""
+    def build(env: dict | None = None, clock=lambda: FIXED_NOW, **kwargs):
+        return create_app(settings=load_settings(env or {}), clock=clock, **kwargs)
+    return build
+
+
+@pytest.fixture
+def app(make_app):
+    return make_app()
+
+
+@pytest.fixture
+def client(app):
+    return app.test_client()
+
+
+@pytest.fixture
+def redis_client():
+    client = redis.Redis.from_url(TEST_REDIS_URL, decode_responses=True)
+    try:
+        client.ping()
+    except redis.RedisError:
+        pytest.fail("these tests need Redis on 127.0.0.1:6379 (see README)")
+    return client
+
+
+@pytest.fixture
+def redis_prefix(redis_client):
+    """A key prefix of the test's own; its keys are deleted afterwards, and nothing else."""
+    prefix = f"test-{uuid.uuid4().hex[:12]}:"
+    yield prefix
+    delete_keys(redis_client, prefix)

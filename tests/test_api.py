@@ -1,0 +1,200 @@
+"""The HTTP contract: answers, defaults, and a JSON error with the right status for bad input."""
+
+from datetime import datetime, timedelta, timezone
+
+import pytest
+from openapi_spec_validator import validate
+
+import schemas
+from tests.conftest import FIXED_NOW
+
+
+def test_single_workload_scheduled_in_demo_mode(client):
+    response = client.post("/api/v1/optimize", json={
+        "id": "job-1", "duration": "PT2H", "zones": ["DE", "FR"], "max_delay": "PT12H", "power_kw": 3})
+    assert response.status_code == 200
+    body = response.get_json()
+    schemas.ScheduledWorkload.model_validate(body)  # the documented shape, no extra fields
+    assert body["id"] == "job-1" and body["status"] == "scheduled"
+    assert body["zone"] in ("DE", "FR")
+    start = datetime.fromisoformat(body["start"].replace("Z", "+00:00"))
+    end = datetime.fromisoformat(body["end"].replace("Z", "+00:00"))
+    assert end - start == timedelta(hours=2)
+    assert start.second == 0 and FIXED_NOW <= start <= FIXED_NOW + timedelta(hours=12)
+    assert body["start_in_seconds"] == int((start - FIXED_NOW).total_seconds())
+    assert body["baseline"]["zone"] == "DE" and body["baseline"]["start"] == "2026-11-23T10:18:00Z"
+    assert body["carbon_intensity"] <= body["baseline"]["carbon_intensity"]
+    assert body["emissions_grams"] == pytest.approx(body["carbon_intensity"] * 6, abs=0.01)
+    assert body["saving_grams"] == pytest.approx(
+        body["baseline_emissions_grams"] - body["emissions_grams"], abs=0.01)
+    assert body["provenance"]["provider"] == "demo" and body["provenance"]["stale"] is False
+    assert body["provenance"]["window_coverage"] == 1.0
+    assert response.headers["Cache-Control"] == "no-store"
+
+
+def test_batch_answers_each_workload_in_order(client):
+    response = client.post("/api/v1/optimize", json={"workloads": [
+        {"id": "a", "duration": 30, "zones": ["ES"]},
+        {"id": "b", "duration": "PT1H", "zones": ["US-CAL-CISO"], "deadline": "2026-11-23T20:00:00Z"},
+    ]})
+    assert response.status_code == 200
+    body = response.get_json()
+    schemas.BatchResponse.model_validate(body)
+    assert [r["id"] for r in body["results"]] == ["a", "b"]
+    assert body["summary"]["scheduled"] == 2
+    assert body["results"][1]["end"] <= "2026-11-23T20:00:00Z"
+
+
+def test_defaults_zone_and_window_from_configuration(make_app):
+    client = make_app({"DEFAULT_ZONES": "ES", "DEFAULT_WINDOW_HOURS": "6"}).test_client()
+    body = client.post("/api/v1/optimize", json={"duration": 60}).get_json()
+    assert body["zone"] == "ES"
+    assert body["end"] <= "2026-11-23T16:17:30Z"
+
+
+def test_window_past_the_forecast_is_searched_where_covered(client):
+    # The demo forecast covers 72 h from 10:00; a 5-day window is searched only where covered.
+    body = client.post("/api/v1/optimize", json={"duration": "PT1H", "zones": ["ES"],
+                                                 "max_delay": "P5D"}).get_json()
+    assert body["provenance"]["search_limited_by_horizon"] is True
+    assert 0.5 < body["provenance"]["window_coverage"] < 0.7
+    assert body["end"] <= body["provenance"]["forecast_end"]
+
+
+def test_window_wholly_outside_forecast_is_422(client):
+    response = client.post("/api/v1/optimize", json={
+        "duration": 60, "zones": ["ES"], "earliest_start": "2027-06-01T00:00:00Z"})
+    assert response.status_code == 422
+    assert response.get_json()["error"]["code"] == "window_not_covered"
+
+
+def test_unschedulable_item_does_not_lose_the_batch(client):
+    body = client.post("/api/v1/optimize", json={"workloads": [
+        {"id": "late", "duration": 60, "zones": ["ES"], "earliest_start": "2027-06-01T00:00:00Z"},
+        {"id": "ok", "duration": 60, "zones": ["ES"]},
+    ]}).get_json()
+    assert [r["status"] for r in body["results"]] == ["unschedulable", "scheduled"]
+    assert body["results"][0]["code"] == "window_not_covered"
+
+
+def test_forecast_endpoint_serves_the_normalised_series(client):
+    response = client.get("/api/v1/forecast?zone=ES")
+    assert response.status_code == 200
+    body = response.get_json()
+    schemas.ForecastResponse.model_validate(body)
+    assert body["zone"] == "ES" and body["step_seconds"] == 3600
+    assert len(body["forecast"]) == 72
+    assert body["forecast"][0]["datetime"] == "2026-11-23T10:00:00Z"
+    assert body["provenance"]["provider"] == "demo"
+
+
+def test_openapi_document_is_valid_and_matches_the_models(client):
+    document = client.get("/api/v1/openapi.json").get_json()
+    validate(document)
+    assert document["openapi"].startswith("3.1")
+    workload = document["components"]["schemas"]["Workload"]
+    assert set(workload["properties"]) == set(schemas.Workload.model_fields)
+    assert document["components"]["schemas"]["WorkloadBatch"]["properties"]["workloads"]["maxItems"] == 500
+    page = client.get("/docs")
+    assert page.status_code == 200 and b"/api/v1/optimize" in page.data
+
+
+def test_health_is_ok_in_demo_mode(client):
+    body = client.get("/health").get_json()
+    assert body["status"] == "ok"
+    assert set(body["checks"]) >= {"redis", "provider", "last_successful_fetch"}
+
+
+BAD_WORKLOADS = [
+    ({}, "duration"),
+    ({"duration": 0}, "body"),
+    ({"duration": -5}, "body"),
+    ({"duration": 10081}, "body"),
+    ({"duration": 10 ** 400}, "duration"),
+    ({"duration": "PT30S"}, "body"),
+    ({"duration": "2 hours"}, "duration"),
+    ({"duration": "P"}, "duration"),
+    ({"duration": "PT"}, "duration"),
+    ({"duration": "P99999999999999D"}, "duration"),
+    ({"duration": True}, "duration"),
+    ({"duration": 1.5}, "duration"),
+    ({"duration": None}, "duration"),
+    ({"duration": [60]}, "duration"),
+    ({"duration": 60, "zones": []}, "zones"),
+    ({"duration": 60, "zones": "DE"}, "zones"),
+    ({"duration": 60, "zones": ["de"]}, "zones[0]"),
+    ({"duration": 60, "zones": ["DE", "DE"]}, "body"),
+    ({"duration": 60, "zones": ["../../etc"]}, "zones[0]"),
+    ({"duration": 60, "earliest_start": "2026-11-23T10:00:00"}, "earliest_start"),
+    ({"duration": 60, "earliest_start": "yesterday"}, "earliest_start"),
+    ({"duration": 60, "earliest_start": "9999-12-31T23:59:00Z", "max_delay": "P30D"}, "body"),
+    ({"duration": 60, "deadline": "2026-11-23T10:30:00Z"}, "body"),
+    ({"duration": 60, "deadline": "2026-11-24T00:00:00Z", "max_delay": "PT2H"}, "body"),
+    ({"duration": 60, "max_delay": 120}, "max_delay"),
+    ({"duration": 60, "max_delay": "P40D"}, "body"),
+    ({"duration": 60, "power_kw": -1}, "power_kw"),
+    ({"duration": 60, "power_kw": "NaN"}, "power_kw"),
+    ({"duration": 60, "power_kw": 1, "energy_kwh": 2}, "body"),
+    ({"duration": 60, "id": "x" * 201}, "id"),
+    ({"duration": 60, "unknown": 1}, "unknown"),
+]
+
+
+@pytest.mark.parametrize("workload,field", BAD_WORKLOADS)
+def test_invalid_workload_is_400_with_the_field_named(client, workload, field):
+    response = client.post("/api/v1/optimize", json=workload)
+    assert response.status_code == 400, response.get_json()
+    error = response.get_json()["error"]
+    assert error["code"] == "invalid_request"
+    assert field in [d["field"] for d in error["details"]]
+    batch = client.post("/api/v1/optimize", json={"workloads": [{"duration": 30}, workload]})
+    assert batch.status_code == 400
+    assert all(d["field"].startswith("workloads[1]") for d in batch.get_json()["error"]["details"])
+
+
+@pytest.mark.parametrize("body", [
+    b"", b"{", b"[]", b"null", b"42", b'"text"', b"[" * 50_000 + b"]" * 50_000,
+    b'{"workloads": "many"}', b'{"workloads": []}', b'{"workloads": [1, 2]}', b"\xff\xfe",
+])
+def test_malformed_bodies_are_400(client, body):
+    response = client.post("/api/v1/optimize", data=body, content_type="application/json")
+    assert response.status_code == 400
+    assert response.get_json()["error"]["code"] == "invalid_request"
+
+
+def test_batch_over_the_limit_is_400(make_app):
+    client = make_app({"MAX_BATCH_SIZE": "3"}).test_client()
+    response = client.post("/api/v1/optimize", json={"workloads": [{"duration": 30}] * 4})
+    assert response.status_code == 400
+    assert response.get_json()["error"]["details"][0]["field"] == "workloads"
+
+
+def test_status_codes_are_json(client, make_app):
+    assert client.post("/api/v1/optimize", data="duration=60").status_code == 415
+    assert client.post("/api/v1/optimize", data="{}", content_type="text/plain").status_code == 415
+    not_found = client.get("/api/v1/nothing")
+    assert not_found.status_code == 404 and not_found.get_json()["error"]["code"] == "not_found"
+    wrong_method = client.get("/api/v1/optimize")
+    assert wrong_method.status_code == 405 and "POST" in wrong_method.headers["Allow"]
+    assert wrong_method.get_json()["error"]["code"] == "method_not_allowed"
+    small = make_app({"MAX_BODY_BYTES": "2048"}).test_client()
+    too_big = small.post("/api/v1/optimize", json={"duration": 60, "id": "x" * 5000})
+    assert too_big.status_code == 413 and too_big.get_json()["error"]["code"] == "payload_too_large"
+    assert client.get("/api/v1/forecast").status_code == 400
+    assert client.get("/api/v1/forecast?zone=<script>").status_code == 400
+
+
+def test_earliest_start_in_the_past_starts_now(client):
+    past = (FIXED_NOW - timedelta(hours=3)).isoformat()
+    body = client.post("/api/v1/optimize", json={"duration": 60, "zones": ["ES"],
+                                                 "earliest_start": past}).get_json()
+    assert body["status"] == "scheduled" and body["start_in_seconds"] >= 0
+
+
+def test_offsets_are_answered_in_utc(client):
+    body = client.post("/api/v1/optimize", json={
+        "duration": 60, "zones": ["ES"], "earliest_start": "2026-11-23T12:00:00+01:00",
+        "latest_start": "2026-11-23T12:00:00+01:00"}).get_json()
+    assert body["start"] == "2026-11-23T11:00:00Z" and body["end"] == "2026-11-23T12:00:00Z"
+    now_utc = datetime.now(timezone.utc)
+    assert now_utc.tzinfo is not None
