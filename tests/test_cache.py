@@ -1,0 +1,180 @@
+"""The forecast cache against the real Redis: TTL, single flight, stale copies, Redis outages."""
+
+import shutil
+import subprocess
+import threading
+import time
+from datetime import datetime, timezone
+
+import numpy as np
+import pytest
+import redis
+
+from forecast_cache import ForecastCache
+from providers.base import UpstreamUnavailable, ZoneNotFound
+from tests.support import TEST_REDIS_URL, free_port
+from timeseries import ForecastSeries
+
+START = datetime(2026, 11, 23, 10, tzinfo=timezone.utc)
+
+
+def series(value=100.0):
+    return ForecastSeries(zone="DE", start=START, step_seconds=3600, values=np.array([value, value + 1]),
+                          provider="electricitymaps", updated_at=START)
+
+
+class Clock:
+    def __init__(self):
+        self.now = 1_800_000_000.0
+
+    def __call__(self):
+        return self.now
+
+
+class CountingFetch:
+    def __init__(self, result=None, error=None, delay=0.0):
+        self.calls = 0
+        self.result, self.error, self.delay = result or series(), error, delay
+        self._lock = threading.Lock()
+
+    def __call__(self):
+        with self._lock:
+            self.calls += 1
+        time.sleep(self.delay)
+        if self.error:
+            raise self.error
+        return self.result
+
+
+def make_cache(prefix, url=TEST_REDIS_URL, clock=None, **kwargs):
+    options = dict(ttl=300, stale_ttl=3600, lock_seconds=5, failure_backoff=30, key_prefix=prefix,
+                   poll_seconds=0.01)
+    options.update(kwargs)
+    return ForecastCache(redis_url=url, clock=clock or time.time, **options)
+
+
+def test_miss_then_hit_through_redis(redis_client, redis_prefix):
+    cache, fetch = make_cache(redis_prefix), CountingFetch()
+    first = cache.get("forecast", "DE", fetch)
+    second = make_cache(redis_prefix).get("forecast", "DE", fetch)  # another worker, same Redis
+    assert fetch.calls == 1
+    assert list(second.series.values) == list(first.series.values) and not second.stale
+    assert redis_client.ttl(f"{redis_prefix}forecast:DE") > 3000  # kept for the stale period
+
+
+def test_ttl_expiry_fetches_again(redis_prefix):
+    clock = Clock()
+    cache, fetch = make_cache(redis_prefix, clock=clock), CountingFetch()
+    cache.get("forecast", "DE", fetch)
+    clock.now += 299
+    cache.get("forecast", "DE", fetch)
+    clock.now += 2
+    cache.get("forecast", "DE", fetch)
+    assert fetch.calls == 2
+
+
+@pytest.mark.parametrize("url", [TEST_REDIS_URL, None], ids=["redis", "in-process"])
+def test_concurrent_misses_make_one_upstream_call(redis_prefix, url):
+    workers = [make_cache(redis_prefix, url=url) for _ in range(1 if url is None else 3)]
+    fetch = CountingFetch(delay=0.3)
+    results, errors = [], []
+
+    def ask(cache):
+        try:
+            results.append(cache.get("forecast", "DE", fetch))
+        except Exception as exc:  # pragma: no cover - reported below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=ask, args=(workers[i % len(workers)],)) for i in range(30)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert not errors and len(results) == 30
+    assert fetch.calls == 1
+
+
+def test_failure_serves_the_last_good_copy_flagged_stale(redis_prefix):
+    clock = Clock()
+    cache = make_cache(redis_prefix, clock=clock, ttl=60)
+    cache.get("forecast", "DE", CountingFetch(series(100)))
+    clock.now += 120
+    failing = CountingFetch(error=UpstreamUnavailable("DE", "Electricity Maps answered HTTP 500 for zone DE"))
+    served = cache.get("forecast", "DE", failing)
+    assert served.stale and served.series.values[0] == 100
+    # Within the failure backoff the provider is not asked again; the stale copy keeps coming.
+    again = cache.get("forecast", "DE", failing)
+    assert again.stale and failing.calls == 1
+    last_success, last_failure = cache.fetch_times()
+    assert last_failure > last_success
+
+
+def test_failure_without_a_copy_raises(redis_prefix):
+    cache = make_cache(redis_prefix)
+    failing = CountingFetch(error=UpstreamUnavailable("DE", "timed out for zone DE"))
+    with pytest.raises(UpstreamUnavailable):
+        cache.get("forecast", "DE", failing)
+    with pytest.raises(UpstreamUnavailable):  # remembered: no second upstream call
+        cache.get("forecast", "DE", failing)
+    assert failing.calls == 1
+
+
+def test_unknown_zone_is_not_answered_from_a_stale_copy(redis_prefix):
+    clock = Clock()
+    cache = make_cache(redis_prefix, clock=clock, ttl=60)
+    cache.get("forecast", "XX", CountingFetch())
+    clock.now += 120
+    with pytest.raises(ZoneNotFound):
+        cache.get("forecast", "XX", CountingFetch(error=ZoneNotFound("XX", "no data for zone XX")))
+
+
+def test_unreachable_redis_falls_back_to_memory(redis_prefix):
+    dead = f"redis://127.0.0.1:{free_port()}/0"
+    cache, fetch = make_cache(redis_prefix, url=dead), CountingFetch()
+    assert not cache.get("forecast", "DE", fetch).stale
+    cache.get("forecast", "DE", fetch)
+    assert fetch.calls == 1
+    assert cache.status()["status"] == "down"
+
+
+def test_unreadable_entry_is_discarded(redis_client, redis_prefix):
+    redis_client.set(f"{redis_prefix}forecast:DE", "{not json")
+    fetch = CountingFetch()
+    assert list(make_cache(redis_prefix).get("forecast", "DE", fetch).series.values) == [100, 101]
+    assert fetch.calls == 1
+
+
+@pytest.mark.skipif(shutil.which("redis-server") is None, reason="needs redis-server")
+def test_redis_coming_back_is_used_again_without_restart(tmp_path):
+    port = free_port()
+    command = ["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--save", "",
+               "--appendonly", "no", "--dir", str(tmp_path)]
+
+    def start():
+        process = subprocess.Popen(command, stdout=subprocess.DEVNULL)
+        client = redis.Redis(port=port)
+        for _ in range(100):
+            try:
+                client.ping()
+                return process, client
+            except redis.ConnectionError:
+                time.sleep(0.05)
+        raise RuntimeError("private redis-server did not start")
+
+    process, client = start()
+    try:
+        cache = make_cache("t:", url=f"redis://127.0.0.1:{port}/0", redis_retry_seconds=0.2, ttl=300)
+        cache.get("forecast", "DE", CountingFetch())
+        assert client.exists("t:forecast:DE")
+        process.terminate()
+        process.wait()
+        assert not cache.get("forecast", "FR", CountingFetch()).stale  # served from memory
+        assert cache.status()["status"] == "down"
+        process, client = start()
+        time.sleep(0.3)
+        cache.get("forecast", "ES", CountingFetch())
+        assert client.exists("t:forecast:ES")  # written to Redis again
+        assert cache.status()["status"] == "ok"
+    finally:
+        process.terminate()
+        process.wait()
