@@ -53,9 +53,15 @@ def _ceil_to(x: np.ndarray | int, g: int):
 
 def start_range(boundaries: np.ndarray, duration: int, earliest: int, latest: int,
                 granularity: int = GRANULARITY_SECONDS) -> Optional[tuple[int, int]]:
-    """The grid-aligned starts s in [earliest, latest] whose window lies inside the series."""
+    """The grid-aligned starts s in [earliest, latest] whose window lies inside the series.
+
+    When that range holds no grid point at all (say earliest = latest = 10:17:31, "start now"),
+    the next grid point is the one start offered, late by less than one grid step.
+    """
     lo = int(_ceil_to(max(earliest, int(boundaries[0])), granularity))
     hi = (min(latest, int(boundaries[-1]) - duration) // granularity) * granularity
+    if lo > hi and lo - latest < granularity and lo + duration <= boundaries[-1]:
+        hi = lo
     return (lo, hi) if lo <= hi else None
 
 

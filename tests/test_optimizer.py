@@ -11,9 +11,11 @@ MINUTE = 60
 def brute_force(boundaries, values, duration, earliest, latest):
     """Mean intensity of every minute-aligned window, summed minute by minute (no prefix sums)."""
     first = -(-max(earliest, boundaries[0]) // MINUTE) * MINUTE
+    # With no whole minute in [earliest, latest], the next whole minute is the one start allowed.
+    last = max(latest, first) if first - latest < MINUTE else latest
     best = None
     start = first
-    while start <= latest and start + duration <= boundaries[-1]:
+    while start <= last and start + duration <= boundaries[-1]:
         total = 0.0
         for minute in range(start, start + duration, MINUTE):
             # Boundaries are whole minutes in these cases, so each minute has one value.
