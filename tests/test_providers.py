@@ -1,0 +1,100 @@
+"""Demo and data-portal CSV providers, the provider choice, and start-up configuration errors."""
+
+from datetime import datetime, timedelta, timezone
+
+import json
+
+import numpy as np
+import pytest
+
+from providers.base import ZoneNotFound
+from providers.csv_file import CsvFileProvider
+from providers.demo import DemoProvider
+from providers.factory import build_provider
+from secret_store import SecretStore
+from settings import ConfigError, load_settings
+from tests.support import ROOT, GunicornProcess
+from timeseries import series_from_points
+
+SHARED_DATA = ROOT.parent / "shared" / "data" / "carbon-intensity"
+NOW = datetime(2026, 11, 23, 10, 17, tzinfo=timezone.utc)
+
+
+def test_demo_is_deterministic_and_hourly_from_the_current_hour():
+    first, second = DemoProvider(72).forecast("DE", NOW), DemoProvider(72).forecast("DE", NOW)
+    assert np.array_equal(first.values, second.values)
+    assert first.start == datetime(2026, 11, 23, 10, tzinfo=timezone.utc)
+    assert len(first.values) == 72 and first.provider == "demo"
+    # An hour later the overlapping hours keep their values.
+    later = DemoProvider(72).forecast("DE", NOW + timedelta(hours=1))
+    assert np.array_equal(later.values[:71], first.values[1:])
+
+
+def test_demo_follows_the_derived_profile_for_known_zones():
+    series = DemoProvider(168).forecast("ES", datetime(2026, 11, 23, tzinfo=timezone.utc))  # a Monday
+    profile = json.loads((ROOT / "providers" / "demo_profiles.json").read_text())["profiles"]["ES"]
+    ratio = series.values / np.array(profile)
+    assert np.all(np.abs(ratio - 1) <= 0.051)  # the documented +-5% wobble, nothing more
+
+
+def test_series_from_points_dedups_and_sorts():
+    t = datetime(2026, 1, 1, tzinfo=timezone.utc)
+    series = series_from_points("X", "test", [(t + timedelta(hours=1), 2.0), (t, 1.0), (t, 1.5)])
+    assert list(series.values) == [1.5, 2.0]
+
+
+@pytest.mark.skipif(not SHARED_DATA.is_dir(), reason="../shared/data is absent")
+def test_file_provider_reads_data_portal_exports():
+    provider = CsvFileProvider(str(SHARED_DATA))
+    assert provider.zones() == ["ES", "US-CAL-CISO"]
+    series = provider.forecast("ES", NOW)
+    assert series.start == datetime(2021, 1, 1, tzinfo=timezone.utc)
+    assert series.step_seconds == 3600 and len(series.values) == 2 * 8760
+    assert series.values[0] == 143.06  # the first row's life-cycle intensity
+    with pytest.raises(ZoneNotFound):
+        provider.forecast("FR", NOW)
+
+
+@pytest.mark.skipif(not SHARED_DATA.is_dir(), reason="../shared/data is absent")
+def test_replay_through_the_api(make_app):
+    client = make_app({"CARBON_PROVIDER": "file", "CARBON_DATA_DIR": str(SHARED_DATA)}).test_client()
+    body = client.post("/api/v1/optimize", json={
+        "duration": 60, "zones": ["ES", "US-CAL-CISO"], "earliest_start": "2022-06-01T00:00:00Z",
+        "max_delay": "PT23H"}).get_json()
+    assert body["provenance"]["provider"] == "file" and body["start"].startswith("2022-06-01")
+
+
+def test_file_provider_rejects_a_foreign_csv(tmp_path):
+    (tmp_path / "other.csv").write_text("a,b\n1,2\n")
+    with pytest.raises(ValueError, match="not a data-portal export"):
+        CsvFileProvider(str(tmp_path)).forecast("ES", NOW)
+
+
+def test_provider_choice():
+    assert build_provider(load_settings({}), SecretStore({})).name == "demo"
+    keyed = SecretStore({"ELECTRICITY_MAPS_API_KEY": "k"})
+    assert build_provider(load_settings({}), keyed).name == "electricitymaps"
+    with pytest.raises(ConfigError, match="needs an Electricity Maps API key"):
+        build_provider(load_settings({"CARBON_PROVIDER": "electricitymaps"}), SecretStore({}))
+    with pytest.raises(ConfigError, match="CARBON_DATA_DIR"):
+        load_settings({"CARBON_PROVIDER": "file"})
+
+
+@pytest.mark.parametrize("env,named", [
+    ({"CACHE_TTL_SECONDS": "soon"}, "CACHE_TTL_SECONDS"),
+    ({"CARBON_PROVIDER": "magic"}, "CARBON_PROVIDER"),
+    ({"DEFAULT_ZONES": " , "}, "DEFAULT_ZONES"),
+    ({"MAX_BATCH_SIZE": "0"}, "MAX_BATCH_SIZE"),
+])
+def test_bad_configuration_names_the_variable(env, named):
+    with pytest.raises(ConfigError, match=named):
+        load_settings(env)
+
+
+def test_gunicorn_refuses_to_start_on_bad_configuration(tmp_path):
+    log = tmp_path / "gunicorn.log"
+    with pytest.raises(RuntimeError, match="exited"):
+        with GunicornProcess({"CACHE_TTL_SECONDS": "soon", "PROMETHEUS_MULTIPROC_DIR": str(tmp_path)},
+                             workers=1, log_path=log):
+            pass
+    assert "CACHE_TTL_SECONDS" in log.read_text()
