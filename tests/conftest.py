@@ -9,6 +9,7 @@ import pytest
 import redis
 
 from app import create_app
+from secret_store import SecretStore
 from settings import load_settings
 from tests.support import TEST_REDIS_URL, delete_keys
 
@@ -19,7 +20,9 @@ FIXED_NOW = datetime(2026, 11, 23, 10, 17, 30, tzinfo=timezone.utc)
 def make_app():
     """Build an app from environment-style settings, at a fixed clock by default."""
     def build(env: dict | None = None, clock=lambda: FIXED_NOW, **kwargs):
-        return create_app(settings=load_settings(env or {}), clock=clock, **kwargs)
+        env = env or {}
+        kwargs.setdefault("secret_store", SecretStore(env))
+        return create_app(settings=load_settings(env), clock=clock, **kwargs)
     return build
 
 
