@@ -65,15 +65,10 @@ def _json_body() -> object:
 
 
 def _field_path(location: tuple) -> str:
+    """pydantic's error location as a client reads it: workloads[3].duration."""
     path = ""
     for part in location:
-        if isinstance(part, int):
-            path += f"[{part}]"
-        elif part in ("Workload", "WorkloadBatch", "function-before[_duration(), timedelta]",
-                      "function-before[_iso_duration(), timedelta]"):
-            continue
-        else:
-            path += f".{part}" if path else str(part)
+        path += f"[{part}]" if isinstance(part, int) else (f".{part}" if path else str(part))
     return path or "body"
 
 

@@ -20,7 +20,7 @@ STALE_SERVES = Counter(
     ["zone"])
 REDIS_UP = Gauge(
     "carbon_redis_up", "1 while Redis answers, 0 while the in-process fallback is in use",
-    multiprocess_mode="min")
+    multiprocess_mode="livemin")
 GRAMS_AVOIDED = Counter(
     "carbon_grams_co2eq_avoided_total",
     "Grams CO2eq avoided by returned schedules against starting now in the first zone")
