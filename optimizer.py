@@ -92,13 +92,16 @@ def best_window(boundaries: np.ndarray, values: np.ndarray, duration: int, earli
     kinks = np.concatenate((boundaries, boundaries - duration))
     below = (kinks // granularity) * granularity
     candidates = np.concatenate((below, below + granularity, [lo, hi]))
-    candidates = np.unique(candidates[(candidates >= lo) & (candidates <= hi)])
+    # Unsorted, with repeats: sorting (np.unique) cost more than the whole search; ties are
+    # settled below by taking the earliest start among the near-best.
+    candidates = candidates[(candidates >= lo) & (candidates <= hi)]
     at_start = np.interp(candidates, boundaries, integral)
     at_end = np.interp(candidates + duration, boundaries, integral)
     emissions = at_end - at_start
     best = emissions.min()
     tolerance = _TIE_TOLERANCE * max(abs(integral[-1]), 1.0)
-    index = int(np.argmax(emissions <= best + tolerance))  # unique() sorted: first is earliest
+    tied = np.flatnonzero(emissions <= best + tolerance)
+    index = int(tied[np.argmin(candidates[tied])])
     start = int(candidates[index])
     return Window(start=start, end=start + duration, mean_intensity=float(emissions[index] / duration))
 
