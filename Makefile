@@ -33,6 +33,10 @@ lint-security: $(VENV)/.dev
 
 # Benchmarks (see BENCHMARKS.md); not part of CI.
 bench: $(VENV)/.dev
+	$(PY) -m pip install --quiet --disable-pip-version-check -r bench/requirements.txt
+	command -v wrk >/dev/null || (apt-get update -qq && apt-get install -y -qq wrk)
+	$(PY) bench/optimizer_bench.py
+	$(PY) bench/http_bench.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .hypothesis
