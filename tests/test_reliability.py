@@ -1,0 +1,348 @@
+"""Fault injection on loopback: upstream faults, Redis killed and restarted, a Gunicorn worker killed,
+a short sustained load, and 200 concurrent cold requests. Bounded in count and time; speed is
+measured in bench/, never asserted here."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import subprocess
+import threading
+import time
+import uuid
+from concurrent.futures import ThreadPoolExecutor
+from datetime import datetime, timedelta, timezone
+
+import pytest
+import redis
+import requests
+
+from tests.support import ElectricityMapsStandIn, GunicornProcess, delete_keys, free_port, hourly_forecast
+
+REDIS_URL = "redis://127.0.0.1:6379/12"
+NOW = datetime.now(timezone.utc)
+HOUR = NOW.replace(minute=0, second=0, microsecond=0)
+GOOD = hourly_forecast("DE", HOUR, [300.0 - 2 * i for i in range(48)])
+BODY = {"duration": 60, "zones": ["DE"]}
+
+
+@pytest.fixture
+def redis12():
+    client = redis.Redis.from_url(REDIS_URL, decode_responses=True)
+    client.ping()
+    prefix = f"rel-{uuid.uuid4().hex[:10]}:"
+    yield client, prefix
+    delete_keys(client, prefix)
+
+
+def em_env(base_url: str, prefix: str, **extra: str) -> dict:
+    return {"CARBON_PROVIDER": "electricitymaps", "ELECTRICITY_MAPS_API_KEY": "test-key",
+            "ELECTRICITY_MAPS_BASE_URL": base_url, "REDIS_URL": REDIS_URL, "CACHE_KEY_PREFIX": prefix,
+            "UPSTREAM_RETRIES": "0", "UPSTREAM_READ_TIMEOUT": "0.5", "UPSTREAM_CONNECT_TIMEOUT": "0.5",
+            **extra}
+
+
+# -- upstream faults ------------------------------------------------------------------------------
+
+# name -> (status, body) served by the stand-in, or a special fault
+FAULTS = {
+    "http_500": (500, {"status": "error", "message": "internal"}),
+    "http_502_html": (502, b"<html>bad gateway</html>"),
+    "http_429": (429, {"status": "error", "message": "rate limit"}),
+    "bad_token_401": (401, {"status": "error", "message": "Invalid authentication token"}),
+    "not_entitled_401": (401, {"status": "error", "message": "Request unauthorized for zone DE"}),
+    "not_found_404": (404, {"status": "error", "message": "not found"}),
+    "malformed_json": (200, b'{"zone": "DE", "forecast": [{"carbonIntensity": 1'),
+    "wrong_shape": (200, {"zone": "DE", "forecast": "soon"}),
+    "empty_forecast": (200, {"zone": "DE", "forecast": []}),
+    "all_nulls": (200, hourly_forecast("DE", HOUR, [None] * 24)),
+    "timeout": "timeout",
+    "connection_refused": "refused",
+}
+# What a client may see, per fault, with no cached copy: never a 500.
+COLD = {"not_found_404": {"optimize": 400, "forecast": 404}}
+# Final for the zone even with a stale copy at hand.
+FINAL = {"not_found_404", "not_entitled_401"}
+
+
+class Upstream:
+    """A stand-in for the faults that a response body can express, a slow one, and a dead port."""
+
+    def __init__(self):
+        self.normal = ElectricityMapsStandIn()
+        self.slow = ElectricityMapsStandIn(delay=1.5)
+        self.dead_url = f"http://127.0.0.1:{free_port()}/v3"
+
+    def __enter__(self):
+        self.normal.__enter__()
+        self.slow.__enter__()
+        self.slow.responses["DE"] = (200, GOOD)
+        return self
+
+    def __exit__(self, *exc):
+        self.normal.__exit__(*exc)
+        self.slow.__exit__(*exc)
+
+    def url_for(self, fault: str) -> str:
+        """Where to point the service for this fault; sets the stand-in's answer when it is one."""
+        kind = FAULTS[fault]
+        if kind == "timeout":
+            return self.slow.url
+        if kind == "refused":
+            return self.dead_url
+        self.normal.responses["DE"] = kind
+        return self.normal.url
+
+
+@pytest.fixture(scope="module")
+def upstream():
+    with Upstream() as servers:
+        yield servers
+
+
+def check_answer(answer, allowed: set[int]) -> None:
+    assert answer.status_code != 500
+    assert answer.status_code in allowed, (answer.status_code, answer.get_data(as_text=True))
+    assert answer.is_json
+    if answer.status_code == 503:
+        assert int(answer.headers["Retry-After"]) >= 1
+        assert answer.get_json()["error"]["code"]
+    body = answer.get_json()
+    if answer.status_code == 200 and "results" not in body:  # a batch has provenance per result
+        assert body["provenance"]["stale"] in (True, False)
+
+
+@pytest.mark.parametrize("fault", sorted(FAULTS))
+def test_upstream_fault_without_a_cached_copy_is_a_503_or_documented_4xx(fault, upstream, make_app, redis12):
+    _, prefix = redis12
+    app = make_app(em_env(upstream.url_for(fault), prefix), clock=lambda: NOW)
+    client = app.test_client()
+    expected = COLD.get(fault, {"optimize": 503, "forecast": 503})
+    for _ in range(2):  # the second meets the failure backoff, not the provider
+        optimize = client.post("/api/v1/optimize", json=BODY)
+        check_answer(optimize, {expected["optimize"]})
+        forecast = client.get("/api/v1/forecast?zone=DE")
+        check_answer(forecast, {expected["forecast"]})
+    # A batch never fails as a whole: the workload is reported unschedulable.
+    batch = client.post("/api/v1/optimize", json={"workloads": [BODY]})
+    check_answer(batch, {200})
+    assert batch.get_json()["results"][0]["status"] == "unschedulable"
+
+
+@pytest.mark.parametrize("fault", sorted(FAULTS))
+def test_upstream_fault_with_an_expired_copy_serves_it_flagged_stale(fault, upstream, make_app, redis12):
+    _, prefix = redis12
+    # One instance fetches a good forecast into Redis...
+    upstream.normal.responses["DE"] = (200, GOOD)
+    warm = make_app(em_env(upstream.normal.url, prefix, CACHE_TTL_SECONDS="60"), clock=lambda: NOW)
+    fresh = warm.test_client().post("/api/v1/optimize", json=BODY)
+    check_answer(fresh, {200})
+    assert fresh.get_json()["provenance"]["stale"] is False
+    # ...then, two minutes later (the copy has expired), another meets the faulty provider.
+    app = make_app(em_env(upstream.url_for(fault), prefix, CACHE_TTL_SECONDS="60"), clock=lambda: NOW)
+    app.extensions["carbon_engine"].cache._clock = lambda: time.time() + 120
+    client = app.test_client()
+    for _ in range(2):
+        optimize = client.post("/api/v1/optimize", json=BODY)
+        forecast = client.get("/api/v1/forecast?zone=DE")
+        if fault in FINAL:
+            check_answer(optimize, {400, 503})
+            check_answer(forecast, {404, 503})
+        else:
+            check_answer(optimize, {200})
+            check_answer(forecast, {200})
+            assert optimize.get_json()["provenance"]["stale"] is True
+            assert forecast.get_json()["provenance"]["stale"] is True
+    health = client.get("/health").get_json()
+    assert health["status"] == "degraded" and health["checks"]["provider"]["status"] == "failing"
+
+
+def test_forecast_with_nulls_and_gaps_is_served_with_estimated_points(upstream, make_app, redis12):
+    _, prefix = redis12
+    body = hourly_forecast("DE", HOUR, [None, 300.0, None, None, 100.0] + [250.0] * 30)
+    del body["forecast"][10:13]  # a three-hour gap
+    upstream.normal.responses["DE"] = (200, body)
+    client = make_app(em_env(upstream.normal.url, prefix), clock=lambda: NOW).test_client()
+    forecast = client.get("/api/v1/forecast?zone=DE")
+    check_answer(forecast, {200})
+    points = forecast.get_json()["forecast"]
+    assert points[0]["carbon_intensity"] == 300.0  # the leading null is dropped
+    assert [p["estimated"] for p in points[:4]] == [False, True, True, False]
+    assert sum(p["estimated"] for p in points) == 2 + 3
+    optimize = client.post("/api/v1/optimize", json={"duration": 60, "zones": ["DE"], "max_delay": "PT5H"})
+    check_answer(optimize, {200})
+    assert optimize.get_json()["carbon_intensity"] == 100.0
+
+
+# -- processes: Redis killed, a worker killed, sustained load, cold stampede ---------------------
+
+def start_redis(port: int, tmp_path) -> subprocess.Popen:
+    server = subprocess.Popen(
+        [shutil.which("redis-server") or "redis-server", "--port", str(port), "--bind", "127.0.0.1",
+         "--save", "", "--appendonly", "no", "--dir", str(tmp_path)],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    client = redis.Redis(port=port, socket_timeout=0.5)
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        try:
+            client.ping()
+            return server
+        except redis.RedisError:
+            time.sleep(0.05)
+    server.kill()
+    raise RuntimeError("redis-server did not start")
+
+
+class Load:
+    """Threads posting optimize requests until stopped; every outcome is recorded."""
+
+    def __init__(self, url: str, threads: int, body: dict = BODY):
+        self.url, self.body = f"{url}/api/v1/optimize", body
+        self.statuses: list[object] = []
+        self._stop = threading.Event()
+        self._lock = threading.Lock()
+        self._threads = [threading.Thread(target=self._run, daemon=True) for _ in range(threads)]
+
+    def _run(self):
+        session = requests.Session()
+        while not self._stop.is_set():
+            try:
+                outcome: object = session.post(self.url, json=self.body, timeout=10).status_code
+            except requests.RequestException as exc:
+                outcome = type(exc).__name__
+                session = requests.Session()
+            with self._lock:
+                self.statuses.append(outcome)
+
+    def __enter__(self):
+        for thread in self._threads:
+            thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        self._stop.set()
+        for thread in self._threads:
+            thread.join(timeout=15)
+
+    def failures(self) -> list[object]:
+        with self._lock:
+            return [s for s in self.statuses if s != 200]
+
+
+def wait_for(predicate, seconds: float, poll: float = 0.1) -> bool:
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        time.sleep(poll)
+    return False
+
+
+@pytest.fixture
+def stand_in():
+    with ElectricityMapsStandIn() as server:
+        server.responses["DE"] = (200, GOOD)
+        yield server
+
+
+
+@pytest.mark.slow
+def test_redis_killed_while_requests_flow_then_used_again(stand_in, tmp_path):
+    port = free_port()
+    server = start_redis(port, tmp_path)
+    prefix = f"rel-{uuid.uuid4().hex[:8]}:"
+    env = {**em_env(stand_in.url, prefix), "REDIS_URL": f"redis://127.0.0.1:{port}/0",
+           "PROMETHEUS_MULTIPROC_DIR": str(tmp_path / "metrics")}
+    private = redis.Redis(port=port, socket_timeout=0.5)
+    try:
+        with GunicornProcess(env, workers=2, threads=4, log_path=tmp_path / "gunicorn.log") as service:
+            health = lambda: requests.get(f"{service.url}/health", timeout=5).json()  # noqa: E731
+            with Load(service.url, threads=4) as load:
+                assert wait_for(lambda: len(load.statuses) >= 20, 10)
+                assert private.exists(f"{prefix}forecast:DE")
+                server.kill()
+                server.wait(timeout=5)
+                seen = len(load.statuses)
+                # Both workers notice (each /health pings Redis); requests keep being answered.
+                assert wait_for(lambda: all(health()["status"] == "degraded" for _ in range(4)), 10)
+                assert health()["checks"]["redis"]["status"] == "down"
+                assert wait_for(lambda: len(load.statuses) >= seen + 40, 10)
+
+                server = start_redis(port, tmp_path)  # empty: the service must write to it again
+                assert wait_for(lambda: all(health()["status"] == "ok" for _ in range(4)), 15)
+                assert wait_for(lambda: private.exists(f"{prefix}forecast:DE"), 15)
+                seen = len(load.statuses)
+                assert wait_for(lambda: len(load.statuses) >= seen + 20, 10)
+            assert load.failures() == []
+            assert len(load.statuses) > 80
+    finally:
+        server.kill()
+        server.wait(timeout=5)
+
+
+@pytest.mark.slow
+def test_worker_killed_under_load_is_replaced_and_only_in_flight_requests_may_fail(
+        stand_in, redis12, tmp_path):
+    _, prefix = redis12
+    env = {**em_env(stand_in.url, prefix), "PROMETHEUS_MULTIPROC_DIR": str(tmp_path / "metrics")}
+    threads = 6
+    with GunicornProcess(env, workers=2, threads=4, log_path=tmp_path / "gunicorn.log") as service:
+        workers = service.worker_pids()
+        assert len(workers) == 2
+        with Load(service.url, threads=threads) as load:
+            assert wait_for(lambda: len(load.statuses) >= 30, 10)
+            os.kill(workers[0], signal.SIGKILL)
+            assert wait_for(lambda: len(service.worker_pids()) == 2 and workers[0] not in service.worker_pids(), 20)
+            seen = len(load.statuses)
+            assert wait_for(lambda: len(load.statuses) >= seen + 50, 10)
+        replacement = set(service.worker_pids()) - set(workers)
+        assert len(replacement) == 1
+        failures = load.failures()
+        # At most one in-flight request per client thread; and a failure is a dropped connection,
+        # never an HTTP error answer.
+        assert len(failures) <= threads, failures
+        assert all(isinstance(f, str) for f in failures), failures
+
+
+def rss_kib(pid: int) -> int:
+    for line in open(f"/proc/{pid}/status"):
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1])
+    return 0
+
+
+@pytest.mark.slow
+def test_sustained_load_all_2xx_and_memory_stable(stand_in, redis12, tmp_path):
+    """A short version of the bench's 60 s at 64 connections: 10 s at 32 client threads."""
+    _, prefix = redis12
+    env = {**em_env(stand_in.url, prefix), "GUNICORN_MAX_REQUESTS": "0",
+           "PROMETHEUS_MULTIPROC_DIR": str(tmp_path / "metrics")}
+    batch = {"workloads": [{"duration": 30 + 10 * i, "zones": ["DE"]} for i in range(5)]}
+    with GunicornProcess(env, workers=2, threads=4, log_path=tmp_path / "gunicorn.log") as service:
+        with Load(service.url, threads=4, body=batch):  # warm-up: allocators settle
+            time.sleep(2)
+        before = {pid: rss_kib(pid) for pid in service.worker_pids()}
+        with Load(service.url, threads=16) as single, Load(service.url, threads=16, body=batch) as batched:
+            time.sleep(10)
+        after = {pid: rss_kib(pid) for pid in service.worker_pids()}
+    assert single.failures() == [] and batched.failures() == []
+    assert len(single.statuses) + len(batched.statuses) > 200
+    assert before.keys() == after.keys()  # no worker died or was recycled
+    growth = max(after[pid] - before[pid] for pid in before)
+    assert growth < 32 * 1024, f"a worker grew {growth} KiB in 10 s"  # a leak, not allocator noise
+
+
+@pytest.mark.slow
+def test_200_concurrent_cold_requests_make_one_upstream_call(redis12, tmp_path):
+    _, prefix = redis12
+    with ElectricityMapsStandIn(delay=0.5) as slow:
+        slow.responses["DE"] = (200, GOOD)
+        env = {**em_env(slow.url, prefix, UPSTREAM_READ_TIMEOUT="5"),
+               "PROMETHEUS_MULTIPROC_DIR": str(tmp_path / "metrics")}
+        with GunicornProcess(env, workers=4, threads=8, log_path=tmp_path / "gunicorn.log") as service:
+            with ThreadPoolExecutor(max_workers=200) as pool:
+                statuses = list(pool.map(lambda _: requests.post(
+                    f"{service.url}/api/v1/optimize", json=BODY, timeout=30).status_code, range(200)))
+        assert statuses == [200] * 200
+        assert slow.upstream_calls("forecast", "DE") == 1
