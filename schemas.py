@@ -56,8 +56,19 @@ IsoDuration = Annotated[timedelta, BeforeValidator(_iso_duration), WithJsonSchem
 Zone = Annotated[str, Field(pattern=ZONE_PATTERN, examples=["DE"],
                             description="Electricity Maps zone key")]
 ZONE_ADAPTER = TypeAdapter(Zone)
-Timestamp = Annotated[AwareDatetime, Field(description="RFC 3339 timestamp with an offset",
-                                           examples=["2026-11-23T08:00:00Z"])]
+
+
+def _timestamp(value: object) -> object:
+    """RFC 3339 text only, as documented: pydantic alone would also take epoch numbers ("0", 0)."""
+    if isinstance(value, datetime):
+        return value
+    if not isinstance(value, str) or not re.match(r"\d{4}-\d{2}-\d{2}[Tt ]", value):
+        raise ValueError("must be an RFC 3339 timestamp with an offset, e.g. 2026-11-23T08:00:00Z")
+    return value
+
+
+Timestamp = Annotated[AwareDatetime, BeforeValidator(_timestamp),
+                      Field(description="RFC 3339 timestamp with an offset", examples=["2026-11-23T08:00:00Z"])]
 
 
 class Workload(BaseModel):
