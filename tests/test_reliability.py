@@ -40,6 +40,7 @@ def em_env(base_url: str, prefix: str, **extra: str) -> dict:
     return {"CARBON_PROVIDER": "electricitymaps", "ELECTRICITY_MAPS_API_KEY": "test-key",
             "ELECTRICITY_MAPS_BASE_URL": base_url, "REDIS_URL": REDIS_URL, "CACHE_KEY_PREFIX": prefix,
             "UPSTREAM_RETRIES": "0", "UPSTREAM_READ_TIMEOUT": "0.5", "UPSTREAM_CONNECT_TIMEOUT": "0.5",
+            "RATE_LIMIT_ENABLED": "false",  # these tests load the service on purpose
             **extra}
 
 

@@ -1,0 +1,51 @@
+"""Markdown tables for BENCHMARKS.md from the --json outputs of optimizer_bench.py and http_bench.py.
+
+    .venv/bin/python bench/report.py opt.json http.json
+"""
+
+import json
+import sys
+
+
+def optimizer(data: dict) -> None:
+    print("| step | horizon | job | zones | points | ours (ms) | CATS (ms) | CATS / ours | same window "
+          "| ours: start (min) | CATS: start (min) | CATS's pick, held model |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|---|")
+    for r in data["rows"]:
+        print(f"| {r['step_min']} min | {r['horizon_h']} h | {r['job_h']} h | {r['zones']} | {r['points']} "
+              f"| {r['ours_ms']:.3f} | {r['cats_ms']:.2f} | **{r['ratio']:.0f}x** | "
+              f"{'yes' if r['same_window'] else 'no'} | +{r['ours_start_offset_min']} (zone {r['ours_zone']}) "
+              f"| +{r['cats_start_offset_min']} (zone {r['cats_zone']}) | +{r['cats_regret_%']:.2f} % |")
+
+
+def http(data: dict) -> None:
+    ceiling = {r["connections"]: r for r in data["ceiling"]}
+    print("| endpoint | connections | req/s | p50 (ms) | p99 (ms) | share of ceiling | non-2xx | socket errors |")
+    print("|---|---|---|---|---|---|---|---|")
+    for name in ("ceiling", "GET /health", "POST optimize x1", "POST optimize x50"):
+        for r in data[name]:
+            share = "—" if name == "ceiling" else f"{100 * r['rps'] / ceiling[r['connections']]['rps']:.0f} %"
+            label = "ceiling (trivial WSGI app)" if name == "ceiling" else name
+            print(f"| {label} | {r['connections']} | {r['rps']:.0f} | {r['p50_ms']:.2f} | {r['p99_ms']:.1f} "
+                  f"| {share} | {r['non_2xx']} | {r['socket_errors']} |")
+    print()
+    print("Peak resident memory per worker (VmHWM):",
+          ", ".join(f"{v / 1024:.1f} MiB" for v in data["peak_rss_kib"].values()))
+    for r in data.get("sustained", []):
+        before = [round(v / 1024, 1) for v in r["rss_before_kib"].values()]
+        after = [round(v / 1024, 1) for v in r["rss_after_kib"].values()]
+        print(f"\nSustained {r['seconds']} s at 64 connections, {r['label']}: {r['rps']:.0f} req/s, "
+              f"p50 {r['p50_ms']:.1f} ms, p99 {r['p99_ms']:.1f} ms, non-2xx {r['non_2xx']}, socket errors "
+              f"{r['socket_errors']}; resident MiB before {before}, after {after}; workers replaced "
+              f"{r['workers_replaced']}; largest growth of a surviving worker "
+              f"{(r['max_growth_kib'] or 0) / 1024:.1f} MiB.")
+    e = data["economy"]
+    print(f"\nUpstream economy: {e['requests']} concurrent cold requests, {e['workers']} workers: "
+          f"{e['ok']} answered 200, **{e['upstream_calls']} upstream call** ({e['seconds']} s in all).")
+
+
+if __name__ == "__main__":
+    for path in sys.argv[1:]:
+        data = json.load(open(path))
+        print(f"\n<!-- {path}: {json.dumps(data['machine'])} -->\n")
+        (optimizer if "rows" in data else http)(data)
