@@ -135,9 +135,13 @@ def _unschedulable(outcome: Outcome) -> dict:
 
 @api.post("/optimize")
 def optimize():
-    workloads, batch = _parse_workloads(_json_body())
+    body = _json_body()
+    workloads, batch = _parse_workloads(body)
     now = _now()
-    outcomes = _engine().optimize(_jobs(workloads, batch, now), now)
+    # Already validated with the batch: re-reading it keeps _parse_workloads' contract unchanged.
+    capacity = schemas.WorkloadBatch.model_validate(body).capacity if batch else None
+    outcomes = _engine().optimize(_jobs(workloads, batch, now), now,
+                                  capacity.limits() if capacity is not None else None)
     if not batch:
         outcome = outcomes[0]
         if outcome.scheduled:

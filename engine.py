@@ -12,6 +12,7 @@ from typing import Optional
 
 import numpy as np
 
+import advanced_scheduling
 import metrics
 import optimizer
 from forecast_cache import CachedForecast, ForecastCache
@@ -31,6 +32,10 @@ class Job:
     id: Optional[str] = None
     power_kw: Optional[float] = None
     energy_kwh: Optional[float] = None
+    interruptible: bool = False        # may run in chunks (advanced_scheduling)
+    min_chunk: Optional[int] = None    # seconds; None: the forecast step
+    max_chunks: Optional[int] = None
+    extend_horizon: bool = False       # search past the forecast on estimates
 
     @property
     def energy(self) -> Optional[float]:
@@ -125,12 +130,19 @@ class CarbonEngine:
 
     # -- optimisation ----------------------------------------------------------------------------
 
-    def optimize(self, jobs: list[Job], now: datetime) -> list[Outcome]:
+    def optimize(self, jobs: list[Job], now: datetime,
+                 capacity: Optional[dict] = None) -> list[Outcome]:
         zones = list(dict.fromkeys(zone for job in jobs for zone in job.zones))
         forecasts = self._forecasts(zones, now)
         arrays = {zone: (f.series.boundaries(), f.series.values)
                   for zone, f in forecasts.items() if isinstance(f, ZoneForecast)}
         outcomes = [self._schedule(job, forecasts, arrays, to_epoch(now)) for job in jobs]
+        if capacity:  # the batch shares a fleet: place it jointly (advanced_scheduling)
+            for outcome in outcomes:
+                if outcome.scheduled:
+                    outcome.result = None
+            advanced_scheduling.schedule_batch(self, jobs, forecasts, arrays, capacity,
+                                               to_epoch(now), outcomes)
         avoided = sum(o.result.get("saving_grams") or 0.0 for o in outcomes if o.scheduled)
         if avoided > 0:
             metrics.GRAMS_AVOIDED.inc(avoided)
@@ -147,6 +159,9 @@ class CarbonEngine:
             outcome.failure_code = failures[0].error.code
             outcome.failure_message = "; ".join(f.error.message for f in failures)
             return outcome
+        if job.interruptible or job.extend_horizon:
+            return advanced_scheduling.schedule_one(self, job, forecasts, arrays, now, outcome,
+                                                    usable, failures)
         chosen = optimizer.best_window_across(
             [arrays[z] for z in usable], job.duration, job.earliest_start, job.latest_start)
         if chosen is None:

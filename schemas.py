@@ -7,7 +7,8 @@ from datetime import datetime, timedelta, timezone
 from typing import Annotated, Literal, Optional, Union
 
 from pydantic import (
-    AwareDatetime, BaseModel, BeforeValidator, ConfigDict, Field, TypeAdapter, ValidationError,
+    AwareDatetime, BaseModel, BeforeValidator, ConfigDict, Field, StrictBool, StrictInt, TypeAdapter,
+    ValidationError,
     WithJsonSchema, model_validator,
 )
 
@@ -88,9 +89,21 @@ class Workload(BaseModel):
     max_delay: Optional[IsoDuration] = Field(None, description="latest start, after earliest_start")
     power_kw: Optional[float] = Field(None, gt=0, le=1e6, allow_inf_nan=False)
     energy_kwh: Optional[float] = Field(None, gt=0, le=1e9, allow_inf_nan=False)
+    interruptible: StrictBool = Field(False, description="may run in chunks; the answer lists them")
+    min_chunk: Optional[Duration] = Field(None, description="shortest chunk; default: the forecast step")
+    max_chunks: Optional[StrictInt] = Field(None, ge=1, le=1000, description="most chunks allowed")
+    extend_horizon: StrictBool = Field(
+        False, description="search past the provider's forecast on estimates (recent history and "
+                           "hour-of-week profiles); the answer gives the estimated part and replan_at")
 
     @model_validator(mode="after")
     def _consistent(self) -> "Workload":
+        if not self.interruptible and (self.min_chunk is not None or self.max_chunks is not None):
+            raise ValueError("min_chunk and max_chunks need interruptible: true")
+        if self.min_chunk is not None and (
+                self.min_chunk <= timedelta(0) or self.min_chunk > self.duration
+                or self.min_chunk % timedelta(minutes=1)):
+            raise ValueError("min_chunk must be whole minutes, above 0 and at most the duration")
         if self.duration <= timedelta(0) or self.duration > MAX_DURATION:
             raise ValueError("duration must be above 0 and at most 7 days")
         if self.duration % timedelta(minutes=1):
@@ -128,12 +141,32 @@ class Workload(BaseModel):
                    zones=tuple(self.zones or default_zones),
                    earliest_start=to_epoch(earliest.astimezone(timezone.utc)),
                    latest_start=to_epoch(latest.astimezone(timezone.utc)),
-                   power_kw=self.power_kw, energy_kwh=self.energy_kwh)
+                   power_kw=self.power_kw, energy_kwh=self.energy_kwh,
+                   interruptible=self.interruptible, max_chunks=self.max_chunks,
+                   min_chunk=None if self.min_chunk is None else int(self.min_chunk.total_seconds()),
+                   extend_horizon=self.extend_horizon)
+
+
+class FleetCapacity(BaseModel):
+    """Limits the batch shares at every moment; the batch is then placed jointly."""
+    model_config = ConfigDict(extra="forbid")
+    max_concurrent: Optional[Union[Annotated[StrictInt, Field(ge=1, le=100_000)],
+                                   dict[Zone, Annotated[StrictInt, Field(ge=0, le=100_000)]]]] = Field(
+        None, description="workloads running at once: one number for all zones, or per zone")
+    max_power_kw: Optional[dict[Zone, Annotated[float, Field(gt=0, le=1e9, allow_inf_nan=False)]]] = \
+        Field(None, description="per zone: the sum of running workloads' power_kw")
+
+    def limits(self) -> dict:
+        per_zone = self.max_concurrent if isinstance(self.max_concurrent, dict) else None
+        return {"max_concurrent": None if per_zone is not None else self.max_concurrent,
+                "max_concurrent_per_zone": per_zone, "max_power_kw": self.max_power_kw}
 
 
 class WorkloadBatch(BaseModel):
     model_config = ConfigDict(extra="forbid")
     workloads: list[Workload] = Field(min_length=1, description="at most MAX_BATCH_SIZE (default 500)")
+    capacity: Optional[FleetCapacity] = Field(
+        None, description="shared limits; workloads that cannot fit are reported unschedulable")
 
 
 OptimizeRequest = Union[Workload, WorkloadBatch]
@@ -143,6 +176,17 @@ OptimizeRequest = Union[Workload, WorkloadBatch]
 
 class _Response(BaseModel):
     model_config = ConfigDict(extra="forbid")
+
+
+class EstimatedPart(_Response):
+    start: str
+    minutes: int
+
+
+class Chunk(_Response):
+    start: str
+    end: str
+    duration_minutes: int
 
 
 class Provenance(_Response):
@@ -156,6 +200,10 @@ class Provenance(_Response):
     search_limited_by_horizon: bool = Field(
         description="the allowed window runs past the forecast; only the covered part was searched")
     estimated: bool = Field(description="the chosen window rests partly on estimated values")
+    estimated_part: Optional[EstimatedPart] = Field(
+        None, description="the part of the chosen window past the provider's forecast")
+    replan_at: Optional[str] = Field(
+        None, description="when asking again finds the chosen window inside a real forecast")
 
 
 class Baseline(_Response):
@@ -187,6 +235,8 @@ class ScheduledWorkload(_Response):
     saving_grams: Optional[float]
     provenance: Provenance
     unavailable_zones: Optional[list[UnavailableZone]] = None
+    chunks: Optional[list[Chunk]] = Field(
+        None, description="interruptible workloads: the intervals to run, in order")
 
 
 class UnschedulableWorkload(_Response):
