@@ -23,7 +23,8 @@ from forecast_cache import ForecastCache
 from logging_setup import configure_logging
 from providers.base import ProviderError, ZoneNotFound
 from providers.factory import build_provider
-from secret_store import SecretStore
+import security
+from secret_store import SecretStore, build_secret_store
 from settings import Settings, load_settings
 from timeseries import from_epoch, rfc3339
 
@@ -194,8 +195,9 @@ def openapi_document():
 
 @ops.get("/health")
 def health():
-    checks = _engine().health()
-    degraded = checks["redis"]["status"] == "down" or checks["provider"]["status"] != "ok"
+    checks = {**_engine().health(), **security.health_checks()}
+    degraded = (checks["redis"]["status"] == "down" or checks["provider"]["status"] != "ok"
+                or security.degraded(checks))
     return jsonify({"status": "degraded" if degraded else "ok", "checks": checks})
 
 
@@ -215,7 +217,8 @@ def _wire_metrics(app: Flask) -> None:
         registry = CollectorRegistry()  # one per app, so tests can build many apps
         for metric in (metrics.UPSTREAM_CALLS, metrics.UPSTREAM_LATENCY, metrics.CACHE_EVENTS,
                        metrics.STALE_SERVES, metrics.REDIS_UP, metrics.GRAMS_AVOIDED,
-                       metrics.WORKLOADS_SCHEDULED):
+                       metrics.WORKLOADS_SCHEDULED, metrics.SECRET_REFRESHES, metrics.RATE_LIMITED,
+                       metrics.AUTH_FAILURES):
             registry.register(metric)
         exporter = PrometheusMetrics(app, registry=registry, group_by="endpoint")
     exporter.info("carbon_optimizer_info", "Service version", version=VERSION)
@@ -226,7 +229,7 @@ def create_app(test_config: Optional[dict] = None, settings: Optional[Settings] 
                clock: Optional[Callable[[], datetime]] = None) -> Flask:
     settings = settings or load_settings()
     configure_logging(settings.log_level)
-    secret_store = secret_store or SecretStore()
+    secret_store = secret_store or build_secret_store(settings)
     provider = build_provider(settings, secret_store)
     cache = ForecastCache(
         redis_url=settings.redis_url, ttl=settings.cache_ttl_seconds,
@@ -249,6 +252,7 @@ def create_app(test_config: Optional[dict] = None, settings: Optional[Settings] 
     app.register_blueprint(api)
     app.register_blueprint(ops)
     _wire_metrics(app)
+    security.install_security(app, settings, secret_store)
 
     @app.after_request
     def _headers(response: Response) -> Response:

@@ -27,6 +27,16 @@ GRAMS_AVOIDED = Counter(
 WORKLOADS_SCHEDULED = Counter(
     "carbon_workloads_total", "Workloads answered, by outcome", ["outcome"])
 
+SECRET_REFRESHES = Counter(
+    "carbon_secret_refreshes_total",
+    "Loads of the secret store (start-up and interval refreshes), by backend and outcome (ok, error)",
+    ["backend", "outcome"])
+RATE_LIMITED = Counter(
+    "carbon_rate_limited_total", "Requests refused with 429 by the rate limiter")
+AUTH_FAILURES = Counter(
+    "carbon_auth_failures_total", "Requests refused for a missing or wrong credential, by area",
+    ["area"])
+
 
 def observe_upstream(provider: str):
     """An observer for a provider client: counts each call and its latency."""

@@ -10,7 +10,7 @@ from __future__ import annotations
 import os
 from typing import Literal, Mapping, Optional
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
 
 
 class ConfigError(Exception):
@@ -55,6 +55,37 @@ class Settings(BaseModel):
     # Logging
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field("INFO", alias="LOG_LEVEL")
 
+    # Secret store (issue 3; see secret_store.py). VAULT_TOKEN and VAULT_SECRET_ID are SecretStr so
+    # that no repr, log line or error ever shows them.
+    environment: Literal["production", "development"] = Field("production", alias="ENVIRONMENT")
+    secrets_backend: Literal["env", "aws", "vault"] = Field("env", alias="SECRETS_BACKEND")
+    secrets_refresh_seconds: int = Field(300, ge=0, le=86_400, alias="SECRETS_REFRESH_SECONDS")
+    aws_secret_id: Optional[str] = Field(None, alias="AWS_SECRET_ID")
+    aws_region: Optional[str] = Field(None, alias="AWS_REGION")
+    vault_addr: Optional[str] = Field(None, alias="VAULT_ADDR")
+    vault_namespace: Optional[str] = Field(None, alias="VAULT_NAMESPACE")
+    vault_cacert: Optional[str] = Field(None, alias="VAULT_CACERT")
+    vault_mount: str = Field("secret", min_length=1, alias="VAULT_MOUNT")
+    vault_path: Optional[str] = Field(None, alias="VAULT_PATH")
+    vault_auth_method: Literal["token", "approle", "kubernetes"] = Field("token", alias="VAULT_AUTH_METHOD")
+    vault_token: Optional[SecretStr] = Field(None, alias="VAULT_TOKEN")
+    vault_role_id: Optional[str] = Field(None, alias="VAULT_ROLE_ID")
+    vault_secret_id: Optional[SecretStr] = Field(None, alias="VAULT_SECRET_ID")
+    vault_approle_mount: str = Field("approle", min_length=1, alias="VAULT_APPROLE_MOUNT")
+    vault_k8s_role: Optional[str] = Field(None, alias="VAULT_K8S_ROLE")
+    vault_k8s_mount: str = Field("kubernetes", min_length=1, alias="VAULT_K8S_MOUNT")
+    vault_k8s_token_path: str = Field("/var/run/secrets/kubernetes.io/serviceaccount/token",
+                                      alias="VAULT_K8S_TOKEN_PATH")
+
+    # Public-API protection (issue 3; see security.py)
+    docs_access: Literal["public", "api_key", "disabled"] = Field("public", alias="DOCS_ACCESS")
+    metrics_allow_cidrs: list[str] = Field(default_factory=list, alias="METRICS_ALLOW_CIDRS")
+    rate_limit_enabled: bool = Field(True, alias="RATE_LIMIT_ENABLED")
+    rate_limit_default: str = Field("100 per hour", alias="RATE_LIMIT_DEFAULT")
+    rate_limit_optimize: str = Field("20 per minute", alias="RATE_LIMIT_OPTIMIZE")
+    trusted_proxy_count: int = Field(0, ge=0, le=5, alias="TRUSTED_PROXY_COUNT")
+    cors_origins: list[str] = Field(default_factory=list, alias="CORS_ORIGINS")
+
     @field_validator("default_zones", mode="before")
     @classmethod
     def _zones_from_csv(cls, value: object) -> object:
@@ -67,12 +98,49 @@ class Settings(BaseModel):
             raise ValueError("at least one zone is required")
         return value
 
+    @field_validator("metrics_allow_cidrs", "cors_origins", mode="before")
+    @classmethod
+    def _lists_from_csv(cls, value: object) -> object:
+        return _split_csv(value)
+
+    @field_validator("metrics_allow_cidrs")
+    @classmethod
+    def _cidrs(cls, value: list[str]) -> list[str]:
+        import ipaddress
+        for cidr in value:
+            try:
+                ipaddress.ip_network(cidr, strict=False)
+            except ValueError:
+                raise ValueError(f"{cidr!r} is not an IP network such as 10.0.0.0/8") from None
+        return value
+
+    @field_validator("cors_origins")
+    @classmethod
+    def _origins(cls, value: list[str]) -> list[str]:
+        import re
+        for origin in value:
+            if origin != "*" and not re.fullmatch(r"https?://[A-Za-z0-9.\-\[\]:]+", origin):
+                raise ValueError(f"{origin!r} is not an origin such as https://ci.example.com")
+        return value
+
+    @field_validator("rate_limit_default", "rate_limit_optimize")
+    @classmethod
+    def _rate_limit(cls, value: str) -> str:
+        from limits import parse_many
+        try:
+            parse_many(value)
+        except ValueError:
+            raise ValueError(f"{value!r} is not a rate limit such as '100 per hour'") from None
+        return value
+
     @field_validator("log_level", mode="before")
     @classmethod
     def _upper(cls, value: object) -> object:
         return value.upper() if isinstance(value, str) else value
 
-    @field_validator("redis_url", "carbon_data_dir", mode="before")
+    @field_validator("redis_url", "carbon_data_dir", "aws_secret_id", "aws_region", "vault_addr",
+                     "vault_namespace", "vault_cacert", "vault_path", "vault_token", "vault_role_id",
+                     "vault_secret_id", "vault_k8s_role", mode="before")
     @classmethod
     def _blank_is_none(cls, value: object) -> object:
         return None if isinstance(value, str) and not value.strip() else value

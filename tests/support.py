@@ -106,7 +106,9 @@ class GunicornProcess:
                  log_path: Optional[Path] = None):
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
-        self.env = {**{k: v for k, v in os.environ.items() if not k.startswith(("GUNICORN_", "PROMETHEUS_"))},
+        # Rate limits (security.py) are off unless a test turns them on: load tests would meet them.
+        self.env = {"RATE_LIMIT_ENABLED": "false",
+                    **{k: v for k, v in os.environ.items() if not k.startswith(("GUNICORN_", "PROMETHEUS_"))},
                     "GUNICORN_BIND": f"127.0.0.1:{self.port}", "GUNICORN_WORKERS": str(workers),
                     "GUNICORN_THREADS": str(threads), **env}
         self.log_path = log_path

@@ -1,0 +1,317 @@
+"""The public-API protections: client API keys (no bypass), /metrics access, docs access, rate limits
+(shared across Gunicorn workers through real Redis, keyed by key or by the client IP behind trusted
+proxies, in-memory fallback when Redis is down), CORS, headers and debug mode. The last test scans
+everything captured in this run for the fake secret values."""
+
+from __future__ import annotations
+
+import json
+import socket
+import uuid
+from concurrent.futures import ThreadPoolExecutor
+
+import pytest
+import redis
+import requests
+
+from app import create_app
+from secret_store import RefreshingSecretStore, Secrets, SecretStore
+from security import matches_any
+from settings import load_settings
+from tests import leak_guard
+from tests.leak_guard import secret
+from tests.support import GunicornProcess, delete_keys, free_port
+
+leak_guard.install()
+
+KEY_1 = secret("FAKE-api-key-one-4f9c21")
+KEY_2 = secret("FAKE-api-key-two-b83e07")
+METRICS_TOKEN = secret("FAKE-metrics-token-77d1")
+LIMIT_REDIS = "redis://127.0.0.1:6379/13"
+BODY = {"duration": "PT1H", "zones": ["DE"], "max_delay": "PT6H"}
+
+
+def build(env: dict | None = None, store=None, **kwargs):
+    env = {"CARBON_PROVIDER": "demo", **(env or {})}
+    return create_app(settings=load_settings(env), secret_store=store or SecretStore(env), **kwargs)
+
+
+def keyed(**extra):
+    return build({"API_KEYS": f"{KEY_1},{KEY_2}", **extra}).test_client()
+
+
+def get(client, path: str, **kwargs):
+    answer = client.get(path, **kwargs)
+    leak_guard.record(answer)
+    return answer
+
+
+# -- inbound authentication -----------------------------------------------------------------------
+
+def test_no_keys_configured_means_an_open_api_as_in_demo_mode():
+    client = build().test_client()
+    assert get(client, "/api/v1/forecast?zone=DE").status_code == 200
+    assert client.post("/api/v1/optimize", json=BODY).status_code == 200
+
+
+@pytest.mark.parametrize("headers", [
+    {}, {"X-API-Key": ""}, {"X-API-Key": "   "}, {"X-API-Key": "wrong"},
+    {"X-API-Key": KEY_1.lower()}, {"X-API-Key": KEY_1[:-1]}, {"X-API-Key": KEY_1 + "x"},
+    {"X-API-Key": f"{KEY_1},{KEY_2}"}, {"X-API-Key": f"{KEY_1} {KEY_2}"}, {"X-API-Key": f"{KEY_1}\x00"},
+    {"X-API-Key": "FAKE-api-key-"}, {"Authorization": f"Bearer {KEY_1}"}, {"X-API-Keys": KEY_1},
+    {"API-Key": KEY_1}, {"X-API-Key-": KEY_1},
+])
+def test_missing_or_wrong_key_is_401_with_one_answer_for_all(headers):
+    client = keyed()
+    for method, path in (("get", "/api/v1/forecast?zone=DE"), ("post", "/api/v1/optimize"),
+                         ("get", "/api/v1/no-such-endpoint"), ("delete", "/api/v1/optimize")):
+        answer = getattr(client, method)(path, headers=headers, json=BODY if method == "post" else None)
+        leak_guard.record(answer)
+        assert answer.status_code == 401, (headers, path)
+        assert answer.json == {"error": {"code": "unauthorized", "message":
+                                         "missing or invalid API key; send it in the X-API-Key header"}}
+        assert answer.headers["Cache-Control"] == "no-store"
+
+
+@pytest.mark.parametrize("name", ["X-API-Key", "x-api-key", "X-API-KEY", "x-Api-kEY"])
+def test_header_name_is_case_insensitive_and_every_configured_key_works(name):
+    client = keyed()
+    for key in (KEY_1, KEY_2, f"  {KEY_1}\t"):  # blanks around a field value are not part of it
+        assert get(client, "/api/v1/forecast?zone=DE", headers={name: key}).status_code == 200
+    assert client.post("/api/v1/optimize", json=BODY, headers={name: KEY_2}).status_code == 200
+
+
+def test_health_is_open_and_docs_and_metrics_follow_their_settings():
+    client = keyed()
+    assert get(client, "/health").status_code == 200
+    assert get(client, "/docs").status_code == 200
+    assert get(client, "/api/v1/openapi.json").status_code == 200
+    assert get(client, "/metrics").status_code == 200
+    private = keyed(DOCS_ACCESS="api_key")
+    assert get(private, "/docs").status_code == 401
+    assert get(private, "/api/v1/openapi.json").status_code == 401
+    assert get(private, "/api/v1/openapi.json", headers={"X-API-Key": KEY_1}).status_code == 200
+    hidden = keyed(DOCS_ACCESS="disabled")
+    assert get(hidden, "/docs").status_code == 404
+    assert get(hidden, "/api/v1/openapi.json", headers={"X-API-Key": KEY_1}).status_code == 404
+
+
+def test_a_key_removed_by_rotation_stops_working_at_once():
+    slots = {"keys": (KEY_1, KEY_2)}
+    store = RefreshingSecretStore(lambda: Secrets(None, slots["keys"]), "test", 0, start_thread=False)
+    client = build(store=store).test_client()
+    assert get(client, "/api/v1/forecast?zone=DE", headers={"X-API-Key": KEY_1}).status_code == 200
+    slots["keys"] = (KEY_2,)
+    assert store.refresh()
+    assert get(client, "/api/v1/forecast?zone=DE", headers={"X-API-Key": KEY_1}).status_code == 401
+    assert get(client, "/api/v1/forecast?zone=DE", headers={"X-API-Key": KEY_2}).status_code == 200
+
+
+def test_constant_time_comparison_checks_every_key():
+    assert matches_any(KEY_2, [KEY_1, KEY_2]) and matches_any(KEY_1, [KEY_1, KEY_2])
+    assert not matches_any("", [KEY_1]) and not matches_any(None, [KEY_1]) and not matches_any(KEY_1, [])
+
+
+def test_metrics_bearer_token_and_network_allowlist():
+    client = build({"METRICS_TOKEN": METRICS_TOKEN, "METRICS_ALLOW_CIDRS": "10.0.0.0/8, ::1/128"}).test_client()
+    inside = {"REMOTE_ADDR": "10.1.2.3"}
+    bearer = {"Authorization": f"Bearer {METRICS_TOKEN}"}
+    assert get(client, "/metrics", headers=bearer, environ_base=inside).status_code == 200
+    for headers in ({}, {"Authorization": "Bearer wrong"}, {"Authorization": METRICS_TOKEN},
+                    {"Authorization": f"Basic {METRICS_TOKEN}"}):
+        answer = get(client, "/metrics", headers=headers, environ_base=inside)
+        assert answer.status_code == 401 and answer.headers["WWW-Authenticate"] == "Bearer"
+    outside = get(client, "/metrics", headers=bearer, environ_base={"REMOTE_ADDR": "192.0.2.9"})
+    assert outside.status_code == 403 and outside.json["error"]["code"] == "forbidden"
+    assert get(client, "/health", environ_base={"REMOTE_ADDR": "192.0.2.9"}).status_code == 200
+
+
+# -- rate limits ----------------------------------------------------------------------------------
+
+def test_429_is_the_json_envelope_with_retry_after_and_ratelimit_headers():
+    client = build({"RATE_LIMIT_OPTIMIZE": "2 per minute"}).test_client()
+    answers = [client.post("/api/v1/optimize", json=BODY) for _ in range(3)]
+    assert [a.status_code for a in answers] == [200, 200, 429]
+    refused = answers[-1]
+    leak_guard.record(refused)
+    assert refused.json["error"]["code"] == "rate_limited"
+    assert 1 <= int(refused.headers["Retry-After"]) <= 60
+    assert refused.headers["X-RateLimit-Limit"] == "2" and refused.headers["X-RateLimit-Remaining"] == "0"
+    assert "X-RateLimit-Reset" in refused.headers
+    assert answers[0].headers["X-RateLimit-Remaining"] == "1"
+    # Only POST /optimize has that limit; health and metrics have none at all.
+    assert client.get("/api/v1/forecast?zone=DE").status_code == 200
+    for _ in range(5):
+        assert client.get("/health").status_code == 200 and client.get("/metrics").status_code == 200
+    assert "X-RateLimit-Limit" not in client.get("/health").headers
+
+
+def test_default_limit_is_one_budget_per_client_across_routes_and_keyed_by_api_key():
+    client = build({"API_KEYS": f"{KEY_1},{KEY_2}", "RATE_LIMIT_DEFAULT": "3 per hour"}).test_client()
+    one, two = {"X-API-Key": KEY_1}, {"X-API-Key": KEY_2}
+    assert client.get("/api/v1/forecast?zone=DE", headers=one).status_code == 200
+    assert client.post("/api/v1/optimize", json=BODY, headers=one).status_code == 200
+    assert client.get("/api/v1/openapi.json", headers=one).status_code == 200
+    assert client.get("/api/v1/forecast?zone=DE", headers=one).status_code == 429
+    assert client.get("/api/v1/forecast?zone=DE", headers=two).status_code == 200  # its own budget
+    # Key guessing from one address is limited too (wrong keys count against the address).
+    statuses = [client.get("/api/v1/forecast?zone=DE", headers={"X-API-Key": f"guess-{i}"}).status_code
+                for i in range(5)]
+    assert statuses == [401, 401, 401, 429, 429]
+
+
+def test_client_ip_comes_from_the_trusted_proxy_hop_so_x_forwarded_for_cannot_be_spoofed():
+    client = build({"TRUSTED_PROXY_COUNT": "1", "RATE_LIMIT_DEFAULT": "2 per hour"}).test_client()
+    alb = {"REMOTE_ADDR": "10.0.0.2"}
+
+    def ask(forwarded: str) -> int:
+        return client.get("/api/v1/forecast?zone=DE", headers={"X-Forwarded-For": forwarded},
+                          environ_base=alb).status_code
+    # The client wrote a different left part each time; the ALB appended its real address.
+    assert [ask(f"198.51.100.{i}, 203.0.113.7") for i in range(3)] == [200, 200, 429]
+    assert ask("203.0.113.8") == 200  # another real client has its own budget
+    # Without a trusted proxy the header is ignored: all of it is one client, the peer address.
+    direct = build({"RATE_LIMIT_DEFAULT": "1 per hour"}).test_client()
+    assert direct.get("/api/v1/forecast?zone=DE", headers={"X-Forwarded-For": "1.1.1.1"}).status_code == 200
+    assert direct.get("/api/v1/forecast?zone=DE", headers={"X-Forwarded-For": "2.2.2.2"}).status_code == 429
+
+
+@pytest.fixture
+def limit_prefix():
+    prefix = f"sec-{uuid.uuid4().hex[:10]}:"
+    store = redis.Redis.from_url(LIMIT_REDIS)
+    try:
+        store.ping()
+    except redis.RedisError:
+        pytest.fail("these tests need Redis on 127.0.0.1:6379")
+    yield prefix
+    for key in store.scan_iter(match=f"*{prefix}*", count=500):  # only this test's keys
+        store.delete(key)
+    delete_keys(store, prefix)
+
+
+def test_redis_down_falls_back_to_in_process_limits_and_health_says_so(limit_prefix):
+    dead = f"redis://127.0.0.1:{free_port()}/0"
+    client = build({"REDIS_URL": dead, "CACHE_KEY_PREFIX": limit_prefix,
+                    "RATE_LIMIT_OPTIMIZE": "2 per minute"}).test_client()
+    assert [client.post("/api/v1/optimize", json=BODY).status_code for _ in range(3)] == [200, 200, 429]
+    health = get(client, "/health").json
+    assert health["status"] == "degraded"
+    assert health["checks"]["rate_limit"]["status"] == "fallback"
+
+
+def test_rate_limit_state_lives_in_redis_under_the_cache_prefix_without_key_material(limit_prefix):
+    client = build({"REDIS_URL": LIMIT_REDIS, "CACHE_KEY_PREFIX": limit_prefix,
+                    "API_KEYS": KEY_1}).test_client()
+    assert client.post("/api/v1/optimize", json=BODY, headers={"X-API-Key": KEY_1}).status_code == 200
+    assert get(client, "/health").json["checks"]["rate_limit"] == {"status": "ok", "storage": "redis"}
+    keys = [k.decode() for k in redis.Redis.from_url(LIMIT_REDIS).scan_iter(match=f"*{limit_prefix}*")]
+    assert keys and not any(KEY_1 in k for k in keys), keys
+    leak_guard.record_text(" ".join(keys))
+
+
+@pytest.mark.slow
+def test_limit_of_n_per_minute_admits_exactly_n_across_gunicorn_workers(limit_prefix, tmp_path):
+    n, attempts = 7, 24
+    env = {"CARBON_PROVIDER": "demo", "REDIS_URL": LIMIT_REDIS, "CACHE_KEY_PREFIX": limit_prefix,
+           "RATE_LIMIT_ENABLED": "true", "RATE_LIMIT_OPTIMIZE": f"{n} per minute",
+           "RATE_LIMIT_DEFAULT": "1000 per hour", "PROMETHEUS_MULTIPROC_DIR": str(tmp_path / "metrics")}
+    log = tmp_path / "gunicorn.log"
+    leak_guard.record_file(log)
+    with GunicornProcess(env, workers=3, threads=4, log_path=log) as service:
+        assert len(service.worker_pids()) == 3
+
+        def post(_):
+            # A new connection each time, so that the requests spread over the workers.
+            with requests.Session() as session:
+                return session.post(f"{service.url}/api/v1/optimize", json=BODY, timeout=30)
+        with ThreadPoolExecutor(max_workers=12) as pool:
+            answers = list(pool.map(post, range(attempts)))
+        statuses = sorted(a.status_code for a in answers)
+        assert statuses == [200] * n + [429] * (attempts - n)
+        refused = next(a for a in answers if a.status_code == 429)
+        assert refused.json()["error"]["code"] == "rate_limited" and int(refused.headers["Retry-After"]) >= 1
+        assert refused.headers["X-RateLimit-Limit"] == str(n)
+        metrics_text = requests.get(f"{service.url}/metrics", timeout=10).text
+        assert f"carbon_rate_limited_total {float(attempts - n)}" in metrics_text
+        for _ in range(10):
+            assert requests.get(f"{service.url}/health", timeout=10).status_code == 200
+
+
+# -- auth over real HTTP: header spellings a WSGI test client cannot send -------------------------
+
+def raw_request(url: str, header_lines: list[str]) -> int:
+    host, port = url.removeprefix("http://").split(":")
+    request = "\r\n".join(["GET /api/v1/forecast?zone=DE HTTP/1.1", f"Host: {host}", "Connection: close",
+                           *header_lines, "", ""]).encode()
+    with socket.create_connection((host, int(port)), timeout=10) as sock:
+        sock.sendall(request)
+        data = b""
+        while chunk := sock.recv(65536):
+            data += chunk
+    leak_guard.record_text(data.decode("utf-8", "replace"))
+    return int(data.split(b" ", 2)[1])
+
+
+@pytest.mark.slow
+def test_auth_cannot_be_bypassed_over_http(tmp_path):
+    log = tmp_path / "gunicorn.log"
+    leak_guard.record_file(log)
+    env = {"CARBON_PROVIDER": "demo", "API_KEYS": f"{KEY_1},{KEY_2}",
+           "PROMETHEUS_MULTIPROC_DIR": str(tmp_path / "metrics")}
+    leak_guard.record_file(tmp_path / "metrics")
+    with GunicornProcess(env, workers=2, log_path=log) as service:
+        for lines in ([f"x-api-key: {KEY_1}"], [f"X-API-KEY: {KEY_2}"], [f"X-Api-Key:   {KEY_1}  "]):
+            assert raw_request(service.url, lines) == 200, lines
+        for lines in ([], ["X-API-Key: "], ["X-API-Key: nope"], [f"X_API_KEY: {KEY_1}"],
+                      [f"X-Api-Key : {KEY_1}"], [f"X-API-Key\t: {KEY_1}"], [f" X-API-Key: {KEY_1}"],
+                      [f"X-API-Key: {KEY_1}", "X-API-Key: nope"], [f"X-API-Key: nope", f"X-API-Key: {KEY_1}"],
+                      [f"X-API-Key: {KEY_1[:10]}", f"X-API-Key: {KEY_1[10:]}"], [f"X-API-Key: {KEY_1}x"]):
+            status = raw_request(service.url, lines)
+            assert status in (400, 401), (lines, status)
+        assert raw_request(service.url, []) == 401
+        assert requests.get(f"{service.url}/health", timeout=10).status_code == 200
+        health = requests.get(f"{service.url}/health", timeout=10)
+        leak_guard.record(health)
+        assert health.json()["checks"]["secrets"] == {"backend": "env", "status": "ok"}
+        leak_guard.record(requests.get(f"{service.url}/metrics", timeout=10))
+
+
+# -- CORS, headers, debug -------------------------------------------------------------------------
+
+def test_cors_is_off_by_default_and_limited_to_configured_origins():
+    assert "Access-Control-Allow-Origin" not in build().test_client().get(
+        "/api/v1/forecast?zone=DE", headers={"Origin": "https://evil.example"}).headers
+    client = keyed(CORS_ORIGINS="https://ci.example.com")
+    allowed = client.get("/api/v1/forecast?zone=DE", headers={"Origin": "https://ci.example.com",
+                                                              "X-API-Key": KEY_1})
+    assert allowed.headers["Access-Control-Allow-Origin"] == "https://ci.example.com"
+    other = client.get("/api/v1/forecast?zone=DE", headers={"Origin": "https://evil.example", "X-API-Key": KEY_1})
+    assert "Access-Control-Allow-Origin" not in other.headers
+    preflight = client.options("/api/v1/optimize", headers={
+        "Origin": "https://ci.example.com", "Access-Control-Request-Method": "POST",
+        "Access-Control-Request-Headers": "content-type, x-api-key"})
+    assert preflight.status_code == 200  # a preflight carries no key and must not be refused
+    assert "x-api-key" in preflight.headers["Access-Control-Allow-Headers"].lower()
+    assert "Access-Control-Allow-Origin" not in client.get(
+        "/health", headers={"Origin": "https://ci.example.com"}).headers
+
+
+def test_security_headers_body_limit_and_no_debug_outside_development():
+    client = build().test_client()
+    answer = client.get("/api/v1/forecast?zone=DE")
+    assert answer.headers["X-Content-Type-Options"] == "nosniff"
+    assert answer.headers["Cache-Control"] == "no-store"
+    assert answer.headers["X-Frame-Options"] == "DENY"
+    assert "default-src 'none'" in answer.headers["Content-Security-Policy"]
+    too_big = build({"MAX_BODY_BYTES": "2048"}).test_client().post(
+        "/api/v1/optimize", data=json.dumps({"id": "x" * 4096}), content_type="application/json")
+    assert too_big.status_code == 413
+    assert build(test_config={"DEBUG": True}).debug is False
+    assert build({"ENVIRONMENT": "development"}, test_config={"DEBUG": True}).debug is True
+
+
+# -- last: nothing leaked -------------------------------------------------------------------------
+
+def test_no_secret_value_appears_in_any_log_answer_health_metric_or_gunicorn_log():
+    assert leak_guard.assert_no_leak() > 50
