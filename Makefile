@@ -30,6 +30,8 @@ lint-deploy: $(VENV)/.dev
 
 # Static security analysis and known-vulnerability audit of the pinned requirements.
 lint-security: $(VENV)/.dev
+	$(VENV)/bin/bandit -q -r . -x ./.venv,./tests,./bench --severity-level high
+	scripts/audit_requirements.sh requirements.txt
 
 # Benchmarks (see BENCHMARKS.md); not part of CI.
 bench: $(VENV)/.dev
