@@ -98,7 +98,7 @@ def install_security(app: Flask, settings: Settings, secret_store: SecretStore) 
                 return error_response(404, "no such endpoint")
             if settings.docs_access == "public":
                 return None
-        if path.startswith("/api/") or path in _DOCS_PATHS:
+        if path.startswith("/api/") or (request.endpoint or "").startswith("api.") or path in _DOCS_PATHS:
             if secret_store.current().api_keys and not g.api_client:
                 metrics.AUTH_FAILURES.labels("api").inc()
                 return error_response(401, f"missing or invalid API key; send it in the {API_KEY_HEADER} header",

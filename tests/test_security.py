@@ -81,6 +81,14 @@ def test_header_name_is_case_insensitive_and_every_configured_key_works(name):
     assert client.post("/api/v1/optimize", json=BODY, headers={name: KEY_2}).status_code == 200
 
 
+@pytest.mark.parametrize("path", ["//api/v1/forecast?zone=DE", "/api//v1/forecast?zone=DE",
+                                  "/api/v1/forecast/?zone=DE", "/./api/v1/forecast?zone=DE",
+                                  "/api/v1/../v1/forecast?zone=DE", "/API/v1/forecast?zone=DE",
+                                  "/api/v1/%66orecast?zone=DE", "/api/v1/forecast;x?zone=DE"])
+def test_path_spellings_do_not_reach_an_api_route_without_a_key(path):
+    assert get(keyed(), path).status_code in (401, 404)
+
+
 def test_health_is_open_and_docs_and_metrics_follow_their_settings():
     client = keyed()
     assert get(client, "/health").status_code == 200
