@@ -34,7 +34,7 @@ api = Blueprint("api", __name__, url_prefix="/api/v1")
 ops = Blueprint("ops", __name__)
 
 # Failures that a client can fix by changing the request, and their status.
-_CLIENT_FAILURES = {"zone_not_found": 400, "window_not_covered": 422}
+_CLIENT_FAILURES = {"zone_not_found": 400, "window_not_covered": 422, "too_large": 422}
 
 
 def _now() -> datetime:

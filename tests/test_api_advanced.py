@@ -116,3 +116,12 @@ def test_openapi_documents_the_new_fields(client):
     for name in ("interruptible", "min_chunk", "max_chunks", "extend_horizon", "capacity",
                  "max_power_kw", "chunks", "estimated_part", "replan_at"):
         assert name in text
+
+
+def test_an_interruptible_search_too_large_to_be_exact_is_a_422(client):
+    # A 6-day-and-1-minute job in 2-hour chunks: a 1-minute grid over 17 days is refused, not slowed.
+    response = client.post("/api/v1/optimize", json={
+        "duration": 6 * 24 * 60 + 1, "zones": ["ES"], "max_delay": "P20D", "interruptible": True,
+        "min_chunk": "PT2H", "extend_horizon": True})
+    assert response.status_code == 422
+    assert response.get_json()["error"]["code"] == "too_large"
