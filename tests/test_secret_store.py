@@ -390,5 +390,52 @@ def test_refreshing_store_survives_any_exception_from_fetch():
     assert EM_KEY not in json.dumps(store.status())  # the exception's text is never shown
 
 
+# -- the whole service under Gunicorn, configured only by environment variables -------------------
+
+def aws_service_env(moto_url: str, name: str, tmp_path) -> dict:
+    return {"SECRETS_BACKEND": "aws", "AWS_SECRET_ID": name, "AWS_REGION": "eu-west-1",
+            "AWS_ENDPOINT_URL": moto_url, "AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing",
+            "CARBON_PROVIDER": "demo", "SECRETS_REFRESH_SECONDS": "1",
+            "PROMETHEUS_MULTIPROC_DIR": str(tmp_path / "metrics")}
+
+
+@pytest.mark.slow
+def test_gunicorn_workers_pick_up_a_rotation_from_secrets_manager(aws, moto_url, tmp_path):
+    import requests
+    from tests.support import GunicornProcess
+    client, name = aws
+    put(client, name, {"api_keys": [CLIENT_A, CLIENT_B]}, create=True)
+    log = tmp_path / "gunicorn.log"
+    leak_guard.record_file(log)
+    leak_guard.record_file(tmp_path / "metrics")
+    with GunicornProcess(aws_service_env(moto_url, name, tmp_path), workers=2, log_path=log) as service:
+        url = f"{service.url}/api/v1/forecast?zone=DE"
+        ask = lambda key: requests.get(url, headers={"X-API-Key": key}, timeout=10).status_code  # noqa: E731
+        assert ask(CLIENT_A) == 200
+        put(client, name, {"api_keys": [CLIENT_B, CLIENT_C]})
+        # Every worker (several requests, new connections) refuses A and accepts C once refreshed.
+        assert wait_for(lambda: all(ask(CLIENT_A) == 401 and ask(CLIENT_C) == 200 for _ in range(6)), 10)
+        assert ask(CLIENT_B) == 200
+        health = requests.get(f"{service.url}/health", timeout=10)
+        leak_guard.record(health)
+        assert health.json()["checks"]["secrets"]["backend"] == "aws"
+        leak_guard.record(requests.get(f"{service.url}/metrics", timeout=10))
+
+
+@pytest.mark.slow
+def test_gunicorn_does_not_start_without_its_secret_and_says_why(aws, moto_url, tmp_path):
+    from tests.support import GunicornProcess
+    client, name = aws
+    put(client, name, {"electricity_maps_api_key": EM_KEY}, create=True)  # no api_keys
+    env = {**aws_service_env(moto_url, name, tmp_path), "CARBON_PROVIDER": "auto"}
+    log = tmp_path / "gunicorn.log"
+    leak_guard.record_file(log)
+    with pytest.raises(RuntimeError, match="gunicorn exited"):
+        with GunicornProcess(env, workers=1, log_path=log):
+            pass
+    text = log.read_text()
+    assert f"secrets (aws backend, secret {name}): missing key 'api_keys'" in text, text[-2000:]
+
+
 def test_no_secret_value_in_anything_this_file_captured():
     assert leak_guard.assert_no_leak() > 10
