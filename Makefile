@@ -27,6 +27,7 @@ lint: lint-deploy lint-security
 
 # Dockerfile, compose, Kubernetes and Prometheus rules, by linters and schemas (no Docker engine here).
 lint-deploy: $(VENV)/.dev
+	VENV=$(VENV) scripts/lint-deploy.sh
 
 # Static security analysis and known-vulnerability audit of the pinned requirements.
 lint-security: $(VENV)/.dev
