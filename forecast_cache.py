@@ -4,6 +4,10 @@ Redis when configured, so one upstream call per zone per TTL holds across every 
 replica (a lock in Redis decides who fetches; the others wait for its answer). When Redis cannot be
 reached, an in-process store with the same rules takes over and Redis is tried again shortly after,
 so it is used again without a restart.
+
+Each worker also keeps the decoded forecasts it last read, and answers from them while they are
+fresh: a fresh entry cannot change before its TTL ends (nobody refetches a fresh zone), so reading
+Redis and decoding JSON on every request would buy nothing.
 """
 
 from __future__ import annotations
@@ -124,6 +128,10 @@ class ForecastCache:
         self._redis_retry_seconds = redis_retry_seconds
         self._poll = poll_seconds
         self._clock = clock
+        # key -> (store name, last fresh entry this worker read there); an entry read from the
+        # in-process fallback is not trusted once Redis is back, so Redis is filled again.
+        self._decoded: dict[str, tuple[str, CachedForecast]] = {}
+        self._decoded_lock = threading.Lock()
         metrics.REDIS_UP.set(1 if self._redis else 0)
 
     # -- which store -----------------------------------------------------------------------------
@@ -185,6 +193,10 @@ class ForecastCache:
 
     def _get(self, store, kind: str, zone: str, fetch: Fetch) -> CachedForecast:
         key = f"{self.prefix}{kind}:{zone}"
+        source, decoded = self._decoded.get(key, (None, None))
+        if decoded is not None and source == store.name and self._clock() - decoded.fetched_at < self.ttl:
+            metrics.CACHE_EVENTS.labels("hit", "process").inc()
+            return decoded
         entry = self._read(store, key)
         if entry is not None and not entry.stale:
             metrics.CACHE_EVENTS.labels("hit", store.name).inc()
@@ -231,7 +243,7 @@ class ForecastCache:
         store.set(key, json.dumps({"fetched_at": now, "series": series.to_dict()}), self.stale_ttl)
         store.delete(f"{key}:failure")
         store.set(f"{self.prefix}last_success", str(now), self.stale_ttl)
-        return CachedForecast(series=series, fetched_at=now, stale=False)
+        return self._remember(store, key, CachedForecast(series=series, fetched_at=now, stale=False))
 
     def _read(self, store, key: str) -> Optional[CachedForecast]:
         raw = store.get(key)
@@ -245,8 +257,18 @@ class ForecastCache:
             log.warning("discarding an unreadable cache entry for %s", key)
             store.delete(key)
             return None
-        return CachedForecast(series=series, fetched_at=fetched_at,
-                              stale=self._clock() - fetched_at >= self.ttl)
+        entry = CachedForecast(series=series, fetched_at=fetched_at,
+                               stale=self._clock() - fetched_at >= self.ttl)
+        return entry if entry.stale else self._remember(store, key, entry)
+
+    _DECODED_LIMIT = 4096  # zones x kinds; more than Electricity Maps has, so only a guard
+
+    def _remember(self, store, key: str, entry: CachedForecast) -> CachedForecast:
+        with self._decoded_lock:
+            if len(self._decoded) >= self._DECODED_LIMIT and key not in self._decoded:
+                self._decoded.pop(next(iter(self._decoded)))  # the oldest: dicts keep insertion order
+            self._decoded[key] = (store.name, entry)
+        return entry
 
     def _recent_failure(self, store, key: str) -> Optional[_Failure]:
         raw = store.get(f"{key}:failure")

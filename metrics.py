@@ -13,7 +13,9 @@ UPSTREAM_LATENCY = Histogram(
     "carbon_upstream_call_seconds", "Latency of calls to the carbon-intensity provider",
     ["provider", "endpoint"], buckets=(0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30))
 CACHE_EVENTS = Counter(
-    "carbon_forecast_cache_total", "Forecast cache lookups by result (hit, miss, stale)",
+    "carbon_forecast_cache_total",
+    "Forecast cache lookups by result (hit, miss, stale) and backend (redis; memory, the in-process "
+    "store; process, a worker's own decoded copy of a fresh entry)",
     ["result", "backend"])
 STALE_SERVES = Counter(
     "carbon_stale_forecasts_served_total", "Forecasts served past their TTL because the provider failed",

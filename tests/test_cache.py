@@ -73,6 +73,23 @@ def test_ttl_expiry_fetches_again(redis_prefix):
     assert fetch.calls == 2
 
 
+def test_a_worker_answers_a_fresh_entry_from_its_own_decoded_copy(redis_client, redis_prefix):
+    clock = Clock()
+    writer, reader = make_cache(redis_prefix, clock=clock), make_cache(redis_prefix, clock=clock)
+    writer.get("forecast", "DE", CountingFetch(series(100)))
+    reader.get("forecast", "DE", CountingFetch())  # decodes the Redis entry once
+    calls = []
+    redis_get = reader._redis.get
+    reader._redis.get = lambda key: calls.append(key) or redis_get(key)
+    clock.now += 299  # still fresh: no Redis read at all
+    assert reader.get("forecast", "DE", CountingFetch()).series.values[0] == 100 and calls == []
+    # The TTL over, the copy is not trusted: Redis decides, and a refetch there is seen.
+    clock.now += 2
+    writer.get("forecast", "DE", CountingFetch(series(200)))
+    refreshed = reader.get("forecast", "DE", CountingFetch(series(300)))
+    assert refreshed.series.values[0] == 200 and f"{redis_prefix}forecast:DE" in calls
+
+
 @pytest.mark.parametrize("url", [TEST_REDIS_URL, None], ids=["redis", "in-process"])
 def test_concurrent_misses_make_one_upstream_call(redis_prefix, url):
     workers = [make_cache(redis_prefix, url=url) for _ in range(1 if url is None else 3)]
@@ -174,6 +191,10 @@ def test_redis_coming_back_is_used_again_without_restart(tmp_path):
         time.sleep(0.3)
         cache.get("forecast", "ES", CountingFetch())
         assert client.exists("t:forecast:ES")  # written to Redis again
+        # FR, fetched during the outage, is still fresh in this worker's memory, but Redis is filled
+        # again rather than left empty for the other workers and replicas.
+        cache.get("forecast", "FR", CountingFetch())
+        assert client.exists("t:forecast:FR")
         assert cache.status()["status"] == "ok"
     finally:
         process.terminate()
