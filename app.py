@@ -89,8 +89,8 @@ def _validation_error(exc: ValidationError) -> ApiError:
     return ApiError(400, "the request is not valid; see details", details=details)
 
 
-def _parse_workloads(body: object) -> tuple[list[schemas.Workload], bool]:
-    """The workloads asked for, and whether the request was a batch."""
+def _parse_workloads(body: object) -> tuple[list[schemas.Workload], Optional[schemas.WorkloadBatch]]:
+    """The workloads asked for, and the batch they came in (None for a single workload)."""
     if not isinstance(body, dict):
         raise ApiError(400, "the body must be a JSON object: one workload, or {\"workloads\": [...]}")
     if "workloads" in body:
@@ -100,11 +100,12 @@ def _parse_workloads(body: object) -> tuple[list[schemas.Workload], bool]:
             raise ApiError(400, "too many workloads", details=[
                 {"field": "workloads", "message": f"at most {limit} workloads per request"}])
         try:
-            return schemas.WorkloadBatch.model_validate(body).workloads, True
+            batch = schemas.WorkloadBatch.model_validate(body)
+            return batch.workloads, batch
         except ValidationError as exc:
             raise _validation_error(exc) from None
     try:
-        return [schemas.Workload.model_validate(body)], False
+        return [schemas.Workload.model_validate(body)], None
     except ValidationError as exc:
         raise _validation_error(exc) from None
 
@@ -139,11 +140,10 @@ def optimize():
     body = _json_body()
     workloads, batch = _parse_workloads(body)
     now = _now()
-    # Already validated with the batch: re-reading it keeps _parse_workloads' contract unchanged.
-    capacity = schemas.WorkloadBatch.model_validate(body).capacity if batch else None
-    outcomes = _engine().optimize(_jobs(workloads, batch, now), now,
+    capacity = batch.capacity if batch is not None else None
+    outcomes = _engine().optimize(_jobs(workloads, batch is not None, now), now,
                                   capacity.limits() if capacity is not None else None)
-    if not batch:
+    if batch is None:
         outcome = outcomes[0]
         if outcome.scheduled:
             return jsonify(outcome.result)
@@ -253,13 +253,6 @@ def create_app(test_config: Optional[dict] = None, settings: Optional[Settings] 
     app.register_blueprint(ops)
     _wire_metrics(app)
     security.install_security(app, settings, secret_store)
-
-    @app.after_request
-    def _headers(response: Response) -> Response:
-        response.headers.setdefault("X-Content-Type-Options", "nosniff")
-        if request.path.startswith("/api/"):
-            response.headers["Cache-Control"] = "no-store"
-        return response
 
     log.info("carbon-optimizer ready", extra={"provider": provider.name, "version": VERSION,
                                               "redis": bool(settings.redis_url)})

@@ -8,6 +8,7 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass, field
 from datetime import datetime
+from functools import cached_property
 from typing import Optional
 
 import numpy as np
@@ -54,7 +55,8 @@ class ZoneForecast:
     stale: bool
     fetched_at: Optional[float]
 
-    def provenance(self) -> dict:
+    @cached_property
+    def _provenance(self) -> dict:
         return {
             "provider": self.series.provider,
             "updated_at": rfc3339(self.series.updated_at),
@@ -63,6 +65,10 @@ class ZoneForecast:
             "forecast_start": rfc3339(self.series.start),
             "forecast_end": rfc3339(self.series.end),
         }
+
+    def provenance(self) -> dict:
+        """Where the series came from; formatted once per zone and request, a copy per caller."""
+        return dict(self._provenance)
 
 
 @dataclass
@@ -146,9 +152,11 @@ class CarbonEngine:
         avoided = sum(o.result.get("saving_grams") or 0.0 for o in outcomes if o.scheduled)
         if avoided > 0:
             metrics.GRAMS_AVOIDED.inc(avoided)
-        for outcome in outcomes:
-            metrics.WORKLOADS_SCHEDULED.labels(
-                "scheduled" if outcome.scheduled else "unschedulable").inc()
+        scheduled = sum(1 for outcome in outcomes if outcome.scheduled)
+        if scheduled:
+            metrics.WORKLOADS_SCHEDULED.labels("scheduled").inc(scheduled)
+        if len(outcomes) > scheduled:
+            metrics.WORKLOADS_SCHEDULED.labels("unschedulable").inc(len(outcomes) - scheduled)
         return outcomes
 
     def _schedule(self, job: Job, forecasts: dict, arrays: dict, now: int) -> Outcome:
@@ -163,7 +171,8 @@ class CarbonEngine:
             return advanced_scheduling.schedule_one(self, job, forecasts, arrays, now, outcome,
                                                     usable, failures)
         chosen = optimizer.best_window_across(
-            [arrays[z] for z in usable], job.duration, job.earliest_start, job.latest_start)
+            [arrays[z] for z in usable], job.duration, job.earliest_start, job.latest_start,
+            integrals=[forecasts[z].series.integral() for z in usable])
         if chosen is None:
             outcome.failure_code = "window_not_covered"
             outcome.failure_message = (
@@ -195,7 +204,7 @@ class CarbonEngine:
             "emissions_grams": None,
             "baseline_emissions_grams": None,
             "saving_grams": None,
-            "provenance": {**forecast.provenance(), **self._coverage(job, forecast.series, window)},
+            "provenance": {**forecast._provenance, **self._coverage(job, forecast.series, window)},
         }
         if baseline is not None and baseline["carbon_intensity"] > 0:
             saving = 100.0 * (1 - window.mean_intensity / baseline["carbon_intensity"])
@@ -221,7 +230,8 @@ class CarbonEngine:
         if bounds is None:
             return None
         start = bounds[0]
-        mean = optimizer.window_mean(boundaries, values, start, job.duration)
+        mean = optimizer.window_mean(boundaries, values, start, job.duration,
+                                     forecasts[zone].series.integral())
         return {"zone": zone, "start": rfc3339(from_epoch(start)),
                 "end": rfc3339(from_epoch(start + job.duration)), "carbon_intensity": round(mean, 3)}
 
@@ -231,11 +241,14 @@ class CarbonEngine:
         allowed_start, allowed_end = job.earliest_start, job.latest_start + job.duration
         covered = max(0, min(allowed_end, series.end_epoch) - max(allowed_start, series.start_epoch))
         fraction = covered / (allowed_end - allowed_start) if allowed_end > allowed_start else 1.0
-        boundaries = series.boundaries()
-        overlaps = (boundaries[:-1] < window.end) & (boundaries[1:] > window.start)
+        estimated = False
+        if series.estimated is not None:  # most series have no estimated point: skip the arrays
+            boundaries = series.boundaries()
+            overlaps = (boundaries[:-1] < window.end) & (boundaries[1:] > window.start)
+            estimated = bool((overlaps & series.estimated).any())
         return {
             "window_coverage": round(min(1.0, fraction), 4),
             "search_limited_by_horizon": allowed_end > series.end_epoch,
-            "estimated": bool((overlaps & series.estimated_mask()).any()),
+            "estimated": estimated,
         }
 

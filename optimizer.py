@@ -107,12 +107,16 @@ def best_window(boundaries: np.ndarray, values: np.ndarray, duration: int, earli
 
 
 def best_window_across(series: Sequence[tuple[np.ndarray, np.ndarray]], duration: int,
-                       earliest: int, latest: int,
-                       granularity: int = GRANULARITY_SECONDS) -> Optional[ZoneWindow]:
-    """The best window over several zones' series; ties go to the earliest start, then the first zone."""
+                       earliest: int, latest: int, granularity: int = GRANULARITY_SECONDS,
+                       integrals: Optional[Sequence[np.ndarray]] = None) -> Optional[ZoneWindow]:
+    """The best window over several zones' series; ties go to the earliest start, then the first zone.
+
+    `integrals`, when given, are each series' running integral, computed once by the caller.
+    """
     found: list[ZoneWindow] = []
     for index, (boundaries, values) in enumerate(series):
-        window = best_window(boundaries, values, duration, earliest, latest, granularity)
+        window = best_window(boundaries, values, duration, earliest, latest, granularity,
+                             integrals[index] if integrals is not None else None)
         if window is not None:
             found.append(ZoneWindow(index, window))
     if not found:

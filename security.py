@@ -62,6 +62,12 @@ def _client_identity() -> str:
     return f"ip:{request.remote_addr or 'unknown'}"
 
 
+_COMMON_HEADERS = [("X-Content-Type-Options", "nosniff"), ("X-Frame-Options", "DENY"),
+                   ("Referrer-Policy", "no-referrer")]
+_API_HEADERS = _COMMON_HEADERS + [("Cache-Control", "no-store"),
+                                  ("Content-Security-Policy", "default-src 'none'; frame-ancestors 'none'")]
+
+
 def install_security(app: Flask, settings: Settings, secret_store: SecretStore) -> None:
     # No interactive debugger or debug error pages outside development.
     if settings.environment != "development" and app.debug:
@@ -114,12 +120,8 @@ def install_security(app: Flask, settings: Settings, secret_store: SecretStore) 
 
     @app.after_request
     def _security_headers(response: Response) -> Response:
-        response.headers.setdefault("X-Content-Type-Options", "nosniff")
-        response.headers.setdefault("X-Frame-Options", "DENY")
-        response.headers.setdefault("Referrer-Policy", "no-referrer")
-        if request.path.startswith("/api/"):
-            response.headers["Cache-Control"] = "no-store"
-            response.headers.setdefault("Content-Security-Policy", "default-src 'none'; frame-ancestors 'none'")
+        # No view sets these itself, so they are appended without a lookup (this runs per request).
+        response.headers.extend(_API_HEADERS if request.path.startswith("/api/") else _COMMON_HEADERS)
         return response
 
     app.extensions["carbon_limiter"] = limiter

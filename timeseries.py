@@ -28,7 +28,11 @@ def rfc3339(moment: Optional[datetime]) -> Optional[str]:
     """UTC with a trailing Z, seconds precision."""
     if moment is None:
         return None
-    return moment.astimezone(timezone.utc).replace(microsecond=0).strftime("%Y-%m-%dT%H:%M:%SZ")
+    if moment.tzinfo is not timezone.utc:
+        moment = moment.astimezone(timezone.utc)
+    # Formatted by hand: strftime costs several times more, and every answer holds several of these.
+    return (f"{moment.year:04d}-{moment.month:02d}-{moment.day:02d}T"
+            f"{moment.hour:02d}:{moment.minute:02d}:{moment.second:02d}Z")
 
 
 @dataclass(frozen=True)
@@ -49,10 +53,11 @@ class ForecastSeries:
             raise ValueError("step must be positive")
         if len(self.values) == 0:
             raise ValueError("a series needs at least one point")
+        self.__dict__["_start_epoch"] = to_epoch(self.start)  # read per workload; frozen, so memo here
 
     @property
     def start_epoch(self) -> int:
-        return to_epoch(self.start)
+        return self.__dict__["_start_epoch"]
 
     @property
     def end_epoch(self) -> int:
@@ -64,8 +69,28 @@ class ForecastSeries:
         return from_epoch(self.end_epoch)
 
     def boundaries(self) -> np.ndarray:
-        """Epoch seconds of every point's start, plus the series end: len(values) + 1 entries."""
-        return self.start_epoch + self.step_seconds * np.arange(len(self.values) + 1, dtype=np.int64)
+        """Epoch seconds of every point's start, plus the series end: len(values) + 1 entries.
+
+        Computed once per series (a cached series serves many requests) and read-only, so shared.
+        """
+        cached = self.__dict__.get("_boundaries")
+        if cached is None:
+            cached = self.start_epoch + self.step_seconds * np.arange(len(self.values) + 1, dtype=np.int64)
+            cached.flags.writeable = False
+            self.__dict__["_boundaries"] = cached  # frozen dataclass: a private memo, not a field
+        return cached
+
+    def integral(self) -> np.ndarray:
+        """The running integral at each boundary (intensity x seconds from the start), cached like
+        boundaries(): the prefix sums every window search over this series reads."""
+        cached = self.__dict__.get("_integral")
+        if cached is None:
+            cached = np.empty(len(self.values) + 1, dtype=np.float64)
+            cached[0] = 0.0
+            np.cumsum(self.values * float(self.step_seconds), out=cached[1:])
+            cached.flags.writeable = False
+            self.__dict__["_integral"] = cached
+        return cached
 
     def estimated_mask(self) -> np.ndarray:
         if self.estimated is None:
