@@ -19,6 +19,8 @@ from urllib.parse import parse_qs, urlparse
 
 import requests
 
+import settings
+
 ROOT = Path(__file__).resolve().parent.parent
 TEST_REDIS_URL = "redis://127.0.0.1:6379/15"
 
@@ -106,9 +108,14 @@ class GunicornProcess:
                  log_path: Optional[Path] = None):
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
+        self.workers = workers
+        # The developer's own service settings (a SECRETS_BACKEND, AWS or Vault credentials, a
+        # REDIS_URL) must not leak into a test's service: only what the test gives is configured.
         # Rate limits (security.py) are off unless a test turns them on: load tests would meet them.
-        self.env = {"RATE_LIMIT_ENABLED": "false",
-                    **{k: v for k, v in os.environ.items() if not k.startswith(("GUNICORN_", "PROMETHEUS_"))},
+        service_vars = set(settings.env_var_names()) | {"ELECTRICITY_MAPS_API_KEY", "API_KEYS", "METRICS_TOKEN"}
+        inherited = {k: v for k, v in os.environ.items() if k not in service_vars
+                     and not k.startswith(("GUNICORN_", "PROMETHEUS_", "AWS_", "VAULT_"))}
+        self.env = {"RATE_LIMIT_ENABLED": "false", **inherited,
                     "GUNICORN_BIND": f"127.0.0.1:{self.port}", "GUNICORN_WORKERS": str(workers),
                     "GUNICORN_THREADS": str(threads), **env}
         self.log_path = log_path
@@ -124,7 +131,9 @@ class GunicornProcess:
             if self.process.poll() is not None:
                 raise RuntimeError(f"gunicorn exited with {self.process.returncode}; see {self.log_path}")
             try:
-                if requests.get(f"{self.url}/health", timeout=1).status_code == 200:
+                # Gunicorn forks its workers a moment apart: wait for all, not just the first.
+                if requests.get(f"{self.url}/health", timeout=1).status_code == 200 \
+                        and len(self.worker_pids()) >= self.workers:
                     return self
             except requests.RequestException:
                 pass

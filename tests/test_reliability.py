@@ -253,8 +253,10 @@ def test_redis_killed_while_requests_flow_then_used_again(stand_in, tmp_path):
     port = free_port()
     server = start_redis(port, tmp_path)
     prefix = f"rel-{uuid.uuid4().hex[:8]}:"
+    # A worker answers from its own decoded copy until the TTL ends, whatever Redis does meanwhile;
+    # a short TTL makes the workers come back to the store (Redis, or memory while it is down) often.
     env = {**em_env(stand_in.url, prefix), "REDIS_URL": f"redis://127.0.0.1:{port}/0",
-           "PROMETHEUS_MULTIPROC_DIR": str(tmp_path / "metrics")}
+           "CACHE_TTL_SECONDS": "2", "PROMETHEUS_MULTIPROC_DIR": str(tmp_path / "metrics")}
     private = redis.Redis(port=port, socket_timeout=0.5)
     try:
         with GunicornProcess(env, workers=2, threads=4, log_path=tmp_path / "gunicorn.log") as service:
