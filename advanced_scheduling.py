@@ -13,7 +13,6 @@ import math
 from dataclasses import replace
 from functools import reduce
 from pathlib import Path
-from typing import Optional
 
 import numpy as np
 
@@ -48,16 +47,21 @@ def _history(engine, zone: str, now):
         return None
 
 
-def extended_forecast(engine, forecast, job, now):
-    """The zone's forecast, extended with estimates when the job's window runs past it."""
+def extended_to(engine, forecast, until: int, now):
+    """The zone's forecast, extended with estimates to `until` (epoch seconds; at most 14 days past
+    the forecast). The estimates do not depend on `until`: a longer extension only adds points."""
     series = forecast.series
-    allowed_end = job.latest_start + job.duration
-    if allowed_end <= series.end_epoch:
+    if until <= series.end_epoch:
         return forecast
-    until = min(allowed_end, series.end_epoch + MAX_EXTENSION_SECONDS)
+    until = min(until, series.end_epoch + MAX_EXTENSION_SECONDS)
     extended = extend_series(series, until, _PROFILES.get(series.zone),
                              _history(engine, series.zone, now))
     return replace(forecast, series=extended)
+
+
+def extended_forecast(engine, forecast, job, now):
+    """The zone's forecast, extended with estimates when the job's window runs past it."""
+    return extended_to(engine, forecast, job.latest_start + job.duration, now)
 
 
 def schedule_one(engine, job, forecasts: dict, arrays: dict, now, outcome, usable, failures):

@@ -14,6 +14,7 @@ from typing import Callable, Optional
 from flask import Blueprint, Flask, Response, current_app, jsonify, request
 from pydantic import ValidationError
 
+import advanced_scheduling
 import metrics
 import openapi
 import schemas
@@ -26,7 +27,7 @@ from providers.factory import build_provider
 import security
 from secret_store import SecretStore, build_secret_store
 from settings import Settings, load_settings
-from timeseries import from_epoch, rfc3339
+from timeseries import from_epoch, rfc3339, to_epoch
 
 VERSION = "0.1.0"
 log = logging.getLogger(__name__)
@@ -164,6 +165,18 @@ def optimize():
     return jsonify({"results": results, "summary": summary})
 
 
+def _hours_parameter() -> Optional[int]:
+    text = request.args.get("hours")
+    if text is None:
+        return None
+    if not (text.isascii() and text.isdigit() and len(text) <= 4) \
+            or not 1 <= int(text) <= schemas.MAX_FORECAST_HOURS:
+        raise ApiError(400, "hours must be a whole number of hours from now",
+                       details=[{"field": "hours", "message":
+                                 f"a whole number from 1 to {schemas.MAX_FORECAST_HOURS}"}])
+    return int(text)
+
+
 @api.get("/forecast")
 def forecast():
     zone = request.args.get("zone", "")
@@ -172,18 +185,24 @@ def forecast():
     except ValidationError:
         raise ApiError(400, "give one Electricity Maps zone key, e.g. ?zone=DE",
                        details=[{"field": "zone", "message": "missing or not a zone key"}]) from None
+    hours = _hours_parameter()
+    now = _now()
     try:
-        found = _engine().forecast(zone, _now())
+        found = _engine().forecast(zone, now)
     except ZoneNotFound as exc:
         raise ApiError(404, exc.message, exc.code) from None
     except ProviderError as exc:
         raise ApiError(503, exc.message, exc.code, headers={"Retry-After": _retry_after()}) from None
+    # Provenance describes the provider's forecast; the points may run past it, flagged estimated.
+    provenance = found.provenance()
+    if hours is not None:
+        found = advanced_scheduling.extended_to(_engine(), found, to_epoch(now) + 3600 * hours, now)
     series = found.series
     estimated = series.estimated_mask()
     points = [{"datetime": rfc3339(from_epoch(t)), "carbon_intensity": float(v), "estimated": bool(e)}
               for t, v, e in zip(series.boundaries()[:-1], series.values, estimated)]
     return jsonify({"zone": zone, "step_seconds": series.step_seconds, "forecast": points,
-                    "provenance": found.provenance()})
+                    "provenance": provenance})
 
 
 @api.get("/openapi.json")

@@ -11,8 +11,6 @@ from datetime import datetime
 from functools import cached_property
 from typing import Optional
 
-import numpy as np
-
 import advanced_scheduling
 import metrics
 import optimizer
@@ -36,7 +34,7 @@ class Job:
     interruptible: bool = False        # may run in chunks (advanced_scheduling)
     min_chunk: Optional[int] = None    # seconds; None: the forecast step
     max_chunks: Optional[int] = None
-    extend_horizon: bool = False       # search past the forecast on estimates
+    extend_horizon: bool = True        # past the forecast, search on estimates
 
     @property
     def energy(self) -> Optional[float]:
@@ -167,7 +165,9 @@ class CarbonEngine:
             outcome.failure_code = failures[0].error.code
             outcome.failure_message = "; ".join(f.error.message for f in failures)
             return outcome
-        if job.interruptible or job.extend_horizon:
+        runs_past = job.extend_horizon and any(
+            job.latest_start + job.duration > forecasts[z].series.end_epoch for z in usable)
+        if job.interruptible or runs_past:
             return advanced_scheduling.schedule_one(self, job, forecasts, arrays, now, outcome,
                                                     usable, failures)
         chosen = optimizer.best_window_across(

@@ -65,10 +65,16 @@ def build_document(version: str, max_batch_size: int) -> dict:
                 "summary": "The normalised forecast for a zone, as the optimizer uses it",
                 "operationId": "forecast",
                 "parameters": [{"name": "zone", "in": "query", "required": True,
-                                "schema": {"type": "string", "pattern": schemas.ZONE_PATTERN}}],
+                                "schema": {"type": "string", "pattern": schemas.ZONE_PATTERN}},
+                               {"name": "hours", "in": "query", "required": False,
+                                "description": "cover this many hours from now: past the provider's "
+                                               "forecast, the estimates a search would use "
+                                               "(flagged estimated; at most 14 days past it)",
+                                "schema": {"type": "integer", "minimum": 1,
+                                           "maximum": schemas.MAX_FORECAST_HOURS}}],
                 "responses": {
                     "200": _ok("ForecastResponse", "the forecast with its provenance"),
-                    "400": _error("missing or malformed zone"),
+                    "400": _error("missing or malformed zone or hours"),
                     "401": unauthorized,
                     "404": _error("the provider has no data for this zone"),
                     "429": rate_limited,

@@ -17,6 +17,7 @@ from timeseries import to_epoch
 
 MAX_DURATION = timedelta(days=7)
 MAX_WINDOW = timedelta(days=31)
+MAX_FORECAST_HOURS = 31 * 24  # GET /forecast?hours=: as far as an allowed window may reach
 ZONE_PATTERN = r"^[A-Z]{2,3}(-[A-Z0-9]{1,12}){0,3}$"
 ISO_DURATION_PATTERN = r"^P(?!$)(\d+W)?(\d+D)?(T(?=\d)(\d+H)?(\d+M)?(\d+(\.\d+)?S)?)?$"
 
@@ -93,8 +94,10 @@ class Workload(BaseModel):
     min_chunk: Optional[Duration] = Field(None, description="shortest chunk; default: the forecast step")
     max_chunks: Optional[StrictInt] = Field(None, ge=1, le=1000, description="most chunks allowed")
     extend_horizon: StrictBool = Field(
-        False, description="search past the provider's forecast on estimates (recent history and "
-                           "hour-of-week profiles); the answer gives the estimated part and replan_at")
+        True, description="where the allowed window runs past the provider's forecast, search all of "
+                          "it, past the forecast on estimates (recent history and hour-of-week "
+                          "profiles, at most 14 days on); the answer gives the estimated part and "
+                          "replan_at. false: search only what the forecast covers")
 
     @model_validator(mode="after")
     def _consistent(self) -> "Workload":

@@ -52,20 +52,27 @@ def test_defaults_zone_and_window_from_configuration(make_app):
     assert body["end"] <= "2026-11-23T16:17:30Z"
 
 
-def test_window_past_the_forecast_is_searched_where_covered(client):
-    # The demo forecast covers 72 h from 10:00; a 5-day window is searched only where covered.
+def test_window_past_the_forecast_is_searched_where_covered_when_estimates_are_refused(client):
+    # The demo forecast covers 72 h from 10:00; without estimates a 5-day window is searched only
+    # where covered.
     body = client.post("/api/v1/optimize", json={"duration": "PT1H", "zones": ["ES"],
-                                                 "max_delay": "P5D"}).get_json()
+                                                 "max_delay": "P5D", "extend_horizon": False}).get_json()
     assert body["provenance"]["search_limited_by_horizon"] is True
     assert 0.5 < body["provenance"]["window_coverage"] < 0.7
     assert body["end"] <= body["provenance"]["forecast_end"]
 
 
 def test_window_wholly_outside_forecast_is_422(client):
+    # Beyond the forecast and the 14 days of estimates past it.
     response = client.post("/api/v1/optimize", json={
         "duration": 60, "zones": ["ES"], "earliest_start": "2027-06-01T00:00:00Z"})
     assert response.status_code == 422
     assert response.get_json()["error"]["code"] == "window_not_covered"
+    # Just past the forecast: estimates by default, 422 when they are refused.
+    past = {"duration": 60, "zones": ["ES"], "earliest_start": "2026-11-27T00:00:00Z"}
+    assert client.post("/api/v1/optimize", json=past).get_json()["provenance"]["estimated"] is True
+    refused = client.post("/api/v1/optimize", json={**past, "extend_horizon": False})
+    assert refused.status_code == 422 and refused.get_json()["error"]["code"] == "window_not_covered"
 
 
 def test_unschedulable_item_does_not_lose_the_batch(client):

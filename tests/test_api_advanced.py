@@ -45,10 +45,10 @@ def test_chunk_fields_need_interruptible(client):
     assert response.get_json()["error"]["code"] == "invalid_request"
 
 
-def test_window_past_the_forecast_is_searched_on_estimates(client):
-    # The demo forecast covers 72 h; a 6-day window asks for estimates beyond it.
+def test_window_past_the_forecast_is_searched_on_estimates_by_default(client):
+    # The demo forecast covers 72 h; a 6-day window is searched on estimates beyond it.
     body = client.post("/api/v1/optimize", json={
-        "duration": "PT1H", "zones": ["ES"], "max_delay": "P6D", "extend_horizon": True}).get_json()
+        "duration": "PT1H", "zones": ["ES"], "max_delay": "P6D"}).get_json()
     schemas.ScheduledWorkload.model_validate(body)
     provenance = body["provenance"]
     assert provenance["search_limited_by_horizon"] is False
@@ -125,3 +125,38 @@ def test_an_interruptible_search_too_large_to_be_exact_is_a_422(client):
         "min_chunk": "PT2H", "extend_horizon": True})
     assert response.status_code == 422
     assert response.get_json()["error"]["code"] == "too_large"
+
+
+def test_the_forecast_endpoint_shows_the_estimates_a_search_uses(client):
+    """GET /forecast?hours= reports the extended series; a window past the horizon is its optimum."""
+    body = client.get("/api/v1/forecast?zone=US-CAL-CISO&hours=120").get_json()
+    schemas.ForecastResponse.model_validate(body)
+    points = body["forecast"]
+    assert parse(points[-1]["datetime"]) >= FIXED_NOW + timedelta(hours=119)
+    real = [p for p in points if not p["estimated"]]
+    assert parse(real[-1]["datetime"]) < parse(body["provenance"]["forecast_end"]) <= \
+        parse(points[len(real)]["datetime"])
+    assert all(p["estimated"] for p in points[len(real):])
+    # Longer extensions only add points: the first 120 h are the same.
+    longer = client.get("/api/v1/forecast?zone=US-CAL-CISO&hours=240").get_json()["forecast"]
+    assert longer[:len(points)] == points
+    # A 3 h job between hours 80 and 110 lies wholly past the 72 h forecast: its answer is the
+    # brute-force optimum over the reported estimates.
+    start = FIXED_NOW.replace(minute=0, second=0) + timedelta(hours=80)
+    answer = client.post("/api/v1/optimize", json={
+        "duration": "PT3H", "zones": ["US-CAL-CISO"], "earliest_start": start.isoformat(),
+        "deadline": (start + timedelta(hours=30)).isoformat()}).get_json()
+    first = parse(points[0]["datetime"])
+    values = np.array([p["carbon_intensity"] for p in points])
+    hourly_means = {s: values[s:s + 3].mean() for s in range(80, 108) if (first + timedelta(hours=s)) >= start}
+    best_hour = min(hourly_means, key=lambda s: (round(hourly_means[s], 6), s))
+    assert answer["carbon_intensity"] == pytest.approx(hourly_means[best_hour], abs=1e-3)
+    assert parse(answer["start"]) == first + timedelta(hours=best_hour)
+    assert answer["provenance"]["estimated"] is True
+
+
+@pytest.mark.parametrize("hours", ["0", "-1", "abc", "1.5", "\u00b2", "99999", "745"])
+def test_the_forecast_endpoint_refuses_bad_hours(client, hours):
+    response = client.get(f"/api/v1/forecast?zone=ES&hours={hours}")
+    assert response.status_code == 400
+    assert response.get_json()["error"]["details"][0]["field"] == "hours"

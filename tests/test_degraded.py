@@ -15,7 +15,7 @@ BASE = "https://api.electricitymaps.test/v3"
 @responses.activate
 def test_redis_down_serves_from_memory_and_health_says_degraded(make_app):
     start = FIXED_NOW.replace(minute=0, second=0)
-    responses.get(f"{BASE}/carbon-intensity/forecast", json=hourly_forecast("DE", start, [300, 200, 100] * 8))
+    responses.get(f"{BASE}/carbon-intensity/forecast", json=hourly_forecast("DE", start, [300, 200, 100] * 16))
     app = make_app({"CARBON_PROVIDER": "electricitymaps", "ELECTRICITY_MAPS_API_KEY": "k",
                     "ELECTRICITY_MAPS_BASE_URL": BASE, "REDIS_URL": f"redis://127.0.0.1:{free_port()}/0",
                     "UPSTREAM_RETRIES": "0"})
@@ -35,7 +35,7 @@ def test_redis_down_serves_from_memory_and_health_says_degraded(make_app):
 def test_provider_down_serves_stale_then_recovers(make_app):
     start = FIXED_NOW.replace(minute=0, second=0)
     clock = {"now": FIXED_NOW}
-    responses.get(f"{BASE}/carbon-intensity/forecast", json=hourly_forecast("DE", start, [300.0] * 24))
+    responses.get(f"{BASE}/carbon-intensity/forecast", json=hourly_forecast("DE", start, [300.0] * 48))
     app = make_app({"CARBON_PROVIDER": "electricitymaps", "ELECTRICITY_MAPS_API_KEY": "k",
                     "ELECTRICITY_MAPS_BASE_URL": BASE, "UPSTREAM_RETRIES": "0", "CACHE_TTL_SECONDS": "60",
                     "UPSTREAM_FAILURE_BACKOFF_SECONDS": "0"}, clock=lambda: clock["now"])
@@ -51,7 +51,7 @@ def test_provider_down_serves_stale_then_recovers(make_app):
     assert STALE_SERVES.labels("DE")._value.get() == served_before + 1
     assert "carbon_stale_forecasts_served_total" in client.get("/metrics").get_data(as_text=True)
     responses.replace(responses.GET, f"{BASE}/carbon-intensity/forecast",
-                      json=hourly_forecast("DE", start, [250.0] * 24))
+                      json=hourly_forecast("DE", start, [250.0] * 48))
     fresh = client.post("/api/v1/optimize", json={"duration": 60, "zones": ["DE"]}).get_json()
     assert fresh["provenance"]["stale"] is False and fresh["carbon_intensity"] == 250.0
     assert client.get("/health").get_json()["status"] == "ok"
