@@ -13,6 +13,9 @@ from typing import Iterable, Optional
 import numpy as np
 
 EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
+# A regular grid is sized by the smallest gap between points: this bounds what odd input can cost
+# (two years of 5-minute data is 210,240 points).
+MAX_SERIES_POINTS = 250_000
 
 
 def to_epoch(moment: datetime) -> int:
@@ -154,6 +157,9 @@ def series_from_points(zone: str, provider: str, points: Iterable[tuple[datetime
         step = int(min(b - a for a, b in zip(times, times[1:])))
     start = times[0]
     count = (times[-1] - start) // step + 1
+    if count > MAX_SERIES_POINTS:  # e.g. two points a second apart in a year of data
+        raise ValueError(f"the points for zone {zone} would need {count} slots of {step} s "
+                         f"(at most {MAX_SERIES_POINTS})")
     values = np.empty(count, dtype=np.float64)
     estimated = np.ones(count, dtype=bool)
     slots = {}

@@ -7,9 +7,10 @@ import json
 import numpy as np
 import pytest
 
-from providers.base import ZoneNotFound
+from providers.base import UpstreamUnavailable, ZoneNotFound
 from providers.csv_file import CsvFileProvider
 from providers.demo import DemoProvider
+from providers.electricitymaps import ElectricityMapsProvider
 from providers.factory import build_provider
 from secret_store import SecretStore
 from settings import ConfigError, load_settings
@@ -35,6 +36,25 @@ def test_demo_follows_the_derived_profile_for_known_zones():
     profile = json.loads((ROOT / "providers" / "demo_profiles.json").read_text())["profiles"]["ES"]
     ratio = series.values / np.array(profile)
     assert np.all(np.abs(ratio - 1) <= 0.051)  # the documented +-5% wobble, nothing more
+
+
+def test_series_from_points_refuses_a_grid_too_fine_for_its_span():
+    # One second apart once, a year apart overall: a 1 s grid would need 31.5 million slots.
+    t = datetime(2026, 1, 1, tzinfo=timezone.utc)
+    points = [(t, 1.0), (t + timedelta(seconds=1), 2.0), (t + timedelta(days=365), 3.0)]
+    with pytest.raises(ValueError, match="slots"):
+        series_from_points("X", "test", points)
+
+
+def test_electricity_maps_answer_too_fine_for_its_span_is_a_clean_upstream_error():
+    t = datetime(2026, 1, 1, tzinfo=timezone.utc)
+    body = {"zone": "DE", "forecast": [
+        {"carbonIntensity": 100, "datetime": t.isoformat()},
+        {"carbonIntensity": 100, "datetime": (t + timedelta(seconds=1)).isoformat()},
+        {"carbonIntensity": 100, "datetime": (t + timedelta(days=365)).isoformat()}]}
+    with pytest.raises(UpstreamUnavailable, match="malformed"):
+        ElectricityMapsProvider("https://api.electricitymaps.test/v3", lambda: "k")._series(
+            "DE", body, "forecast")
 
 
 def test_series_from_points_dedups_and_sorts():
