@@ -1,9 +1,14 @@
-"""Fleet scheduling against an exact MILP (scipy.optimize.milp, HiGHS) on small instances."""
+"""Fleet scheduling against an exact MILP (scipy.optimize.milp, HiGHS) on small instances.
+
+The reference programme here is written independently of fleet_milp.py (a row per constraint, built
+term by term), so a mistake in the product's formulation shows up as a disagreement.
+"""
 
 import numpy as np
 import pytest
 from hypothesis import given, settings, strategies as st
 
+import fleet
 from fleet import Capacity, FleetJob, schedule_fleet
 
 milp_module = pytest.importorskip("scipy.optimize")
@@ -95,7 +100,7 @@ def check_plan(intensity, jobs, capacity, plan):
         assert (place is None) == (reason is not None)
 
 
-CASES = [(seed, kind) for seed in range(12) for kind in ("global", "zone", "power")]
+CASES = [(seed, kind) for seed in range(30) for kind in ("global", "zone", "power")]
 
 
 @pytest.mark.parametrize("seed,kind", CASES)
@@ -113,21 +118,23 @@ def test_within_one_percent_of_the_milp(seed, kind):
     check_plan(intensity, jobs, capacity, plan)
     placed, optimum = exact(intensity, jobs, capacity)
     assert plan.placed == placed
-    if placed == len(jobs):
-        assert plan.emissions <= optimum * 1.01 + 1e-6
-    else:
-        # Overloaded: which jobs to leave out is a choice the MILP makes by grams alone; we only
-        # require as many placed and the same ballpark (one such seed is 2.2% off).
-        assert plan.emissions <= optimum * 1.05 + 1e-6
+    # Overloaded or not: as many placed, and within 1% of the least grams for that many.
+    assert plan.emissions <= optimum * 1.01 + 1e-6
 
 
 @settings(max_examples=60, deadline=None)
-@given(seed=st.integers(0, 10_000), cap=st.integers(0, 3))
-def test_plans_always_respect_every_limit(seed, cap):
+@given(seed=st.integers(0, 10_000), cap=st.integers(0, 3), exact=st.booleans())
+def test_plans_always_respect_every_limit(seed, cap, exact):
+    """Both ways to a plan (HiGHS for small batches, the heuristic for large) keep every limit."""
     rng = np.random.default_rng(seed)
     intensity, jobs = random_instance(rng, 2, units=20, count=12, with_power=True)
     capacity = Capacity(max_concurrent=cap + 1, zone_concurrent=[cap, None], zone_power_kw=[None, 7.0])
-    plan = schedule_fleet(intensity, jobs, capacity)
+    previous = fleet.EXACT_COLUMNS
+    fleet.EXACT_COLUMNS = previous if exact else 0
+    try:
+        plan = schedule_fleet(intensity, jobs, capacity)
+    finally:
+        fleet.EXACT_COLUMNS = previous
     check_plan(intensity, jobs, capacity, plan)
 
 

@@ -1,0 +1,94 @@
+"""Fleet capacity solved exactly: the batch as a mixed-integer programme for HiGHS (scipy.optimize.milp).
+
+One binary per (job, zone, start) says "this job runs in this zone from this unit", one per job says
+"left out". Each job takes exactly one of its binaries; at every unit the jobs running stay within
+every limit. The cost is each run's grams, and a leaving-out penalty larger than every run's grams
+together, so the optimum places as many jobs as possible, then emits the least.
+
+Only for batches small enough to solve within a time limit (fleet.schedule_fleet decides); bigger
+ones keep the heuristic plan.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Optional, Sequence
+
+import numpy as np
+from scipy.optimize import Bounds, LinearConstraint, milp
+from scipy.sparse import coo_matrix
+
+if TYPE_CHECKING:  # fleet imports this module; the types are only named here
+    from fleet import Capacity, FleetJob
+
+
+def solve(prefix: np.ndarray, jobs: Sequence[FleetJob], candidates: Sequence[int],
+          capacity: Capacity, time_limit: float) -> Optional[list[Optional[tuple[int, int]]]]:
+    """(zone, start) for each of `jobs` (None for those left out, and for non-candidates), or None
+    when HiGHS found no solution in time. `prefix` is the running sum of intensity per zone (zones x units+1)."""
+    units = prefix.shape[1] - 1
+    job_of, zone_of, start_of = [], [], []
+    for i in candidates:
+        job = jobs[i]
+        starts = np.arange(job.earliest, job.latest + 1)
+        for zone in job.zones:
+            job_of.append(np.full(len(starts), i))
+            zone_of.append(np.full(len(starts), zone))
+            start_of.append(starts)
+    if not job_of:
+        return [None] * len(jobs)
+    job_of, zone_of, start_of = (np.concatenate(a) for a in (job_of, zone_of, start_of))
+    length = np.array([j.length for j in jobs])[job_of]
+    weight = np.array([j.weight for j in jobs])[job_of]
+    power = np.array([j.power_kw or 0.0 for j in jobs])[job_of]
+    grams = weight * (prefix[zone_of, start_of + length] - prefix[zone_of, start_of])
+    runs, slots = len(job_of), len(candidates)
+    penalty = float(grams.max(initial=0.0)) * slots + 1.0
+    cost = np.concatenate((grams, np.full(slots, penalty)))
+
+    rows, cols, values, lower, upper = [], [], [], [], []
+    # Each candidate job: one run, or left out.
+    slot = {job: k for k, job in enumerate(candidates)}
+    job_rows = np.array([slot[i] for i in job_of])
+    rows += [job_rows, np.arange(slots)]
+    cols += [np.arange(runs), runs + np.arange(slots)]
+    values += [np.ones(runs), np.ones(slots)]
+    lower.append(np.ones(slots))
+    upper.append(np.ones(slots))
+    next_row = slots
+
+    # Every unit each run covers, as (run, unit) pairs.
+    covered_run = np.repeat(np.arange(runs), length)
+    offsets = np.arange(len(covered_run)) - np.repeat(np.cumsum(length) - length, length)
+    covered_unit = start_of[covered_run] + offsets
+
+    def limit(row_index: np.ndarray, coefficient: np.ndarray, caps: np.ndarray) -> None:
+        nonlocal next_row
+        rows.append(next_row + row_index)
+        cols.append(covered_run)
+        values.append(coefficient)
+        lower.append(np.full(len(caps), -np.inf))
+        upper.append(caps)
+        next_row += len(caps)
+
+    if capacity.max_concurrent is not None:
+        limit(covered_unit, np.ones(len(covered_run)), np.full(units, float(capacity.max_concurrent)))
+    covered_zone = zone_of[covered_run]
+    for caps, coefficient in ((capacity.zone_concurrent, np.ones(len(covered_run))),
+                              (capacity.zone_power_kw, power[covered_run])):
+        if caps is None:
+            continue
+        bounds = np.repeat([np.inf if c is None else float(c) for c in caps], units)
+        limit(covered_zone * units + covered_unit, coefficient, bounds)
+
+    matrix = coo_matrix((np.concatenate(values), (np.concatenate(rows), np.concatenate(cols))),
+                        shape=(next_row, runs + slots)).tocsr()
+    answer = milp(cost, constraints=LinearConstraint(matrix, np.concatenate(lower), np.concatenate(upper)),
+                  integrality=np.ones(runs + slots), bounds=Bounds(0, 1),
+                  options={"time_limit": time_limit, "disp": False})
+    if answer.x is None:
+        return None
+    chosen = np.flatnonzero(answer.x[:runs] > 0.5)
+    placements: list[Optional[tuple[int, int]]] = [None] * len(jobs)
+    for run in chosen:
+        placements[int(job_of[run])] = (int(zone_of[run]), int(start_of[run]))
+    return placements
