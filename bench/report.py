@@ -19,15 +19,21 @@ def optimizer(data: dict) -> None:
 
 
 def http(data: dict) -> None:
-    ceiling = {r["connections"]: r for r in data["ceiling"]}
-    print("| endpoint | connections | req/s | p50 (ms) | p99 (ms) | share of ceiling | non-2xx | socket errors |")
-    print("|---|---|---|---|---|---|---|---|")
-    for name in ("ceiling", "GET /health", "POST optimize x1", "POST optimize x50"):
+    reference = {r["connections"]: r for r in data["trivial endpoint"]}
+    print("| endpoint | connections | req/s (median) | req/s, each run | p50 (ms) | p99 (ms) "
+          "| CPU per request (ms) | share of the trivial endpoint | non-2xx | socket errors |")
+    print("|---|---|---|---|---|---|---|---|---|---|")
+    for name in ("gunicorn alone", "trivial endpoint", "GET /health", "POST optimize x1",
+                 "POST optimize x50"):
         for r in data[name]:
-            share = "—" if name == "ceiling" else f"{100 * r['rps'] / ceiling[r['connections']]['rps']:.0f} %"
-            label = "ceiling (trivial WSGI app)" if name == "ceiling" else name
-            print(f"| {label} | {r['connections']} | {r['rps']:.0f} | {r['p50_ms']:.2f} | {r['p99_ms']:.1f} "
-                  f"| {share} | {r['non_2xx']} | {r['socket_errors']} |")
+            share = ("—" if name in ("gunicorn alone", "trivial endpoint")
+                     else f"{100 * r['rps'] / reference[r['connections']]['rps']:.0f} %")
+            label = {"gunicorn alone": "Gunicorn alone (bare WSGI app)",
+                     "trivial endpoint": "trivial endpoint (product stack)"}.get(name, name)
+            runs = " / ".join(f"{v:,}" for v in r["rps_runs"])
+            print(f"| {label} | {r['connections']} | {r['rps']:,.0f} | {runs} | {r['p50_ms']:.2f} "
+                  f"| {r['p99_ms']:.1f} | {r['cpu_ms_per_request']:.2f} | {share} | {r['non_2xx']} "
+                  f"| {r['socket_errors']} |")
     print()
     print("Peak resident memory per worker (VmHWM):",
           ", ".join(f"{v / 1024:.1f} MiB" for v in data["peak_rss_kib"].values()))
