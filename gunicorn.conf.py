@@ -7,6 +7,7 @@ and scale with its cores.
 import glob
 import multiprocessing
 import os
+import shutil
 import tempfile
 
 
@@ -42,6 +43,7 @@ forwarded_allow_ips = os.environ.get("GUNICORN_FORWARDED_ALLOW_IPS", "127.0.0.1,
 
 # Metrics from every worker go to one directory that any worker's /metrics reads. It must exist
 # before a worker imports prometheus_client, so it is settled here, in the master.
+_own_metrics_dir = not os.environ.get("PROMETHEUS_MULTIPROC_DIR")
 _metrics_dir = os.environ.get("PROMETHEUS_MULTIPROC_DIR") or tempfile.mkdtemp(
     prefix="carbon-optimizer-metrics-")
 os.makedirs(_metrics_dir, exist_ok=True)
@@ -69,3 +71,9 @@ def on_starting(server):
 def child_exit(server, worker):
     from prometheus_flask_exporter.multiprocess import GunicornInternalPrometheusMetrics
     GunicornInternalPrometheusMetrics.mark_process_dead_on_child_exit(worker.pid)
+
+
+def on_exit(server):
+    # A directory made here for this run is removed with it; one given by the operator is kept.
+    if _own_metrics_dir:
+        shutil.rmtree(_metrics_dir, ignore_errors=True)
