@@ -250,5 +250,7 @@ class CarbonEngine:
             "window_coverage": round(min(1.0, fraction), 4),
             "search_limited_by_horizon": allowed_end > series.end_epoch,
             "estimated": estimated,
+            "estimated_part": None,  # set, with replan_at, when a search reaches past the forecast
+            "replan_at": None,
         }
 

@@ -201,7 +201,8 @@ class Provenance(_Response):
     forecast_end: str
     window_coverage: float = Field(description="share of the allowed window the forecast covers")
     search_limited_by_horizon: bool = Field(
-        description="the allowed window runs past the forecast; only the covered part was searched")
+        description="part of the allowed window was not searched: it runs past the forecast "
+                    "(extend_horizon false) or past the 14 days of estimates after it")
     estimated: bool = Field(description="the chosen window rests partly on estimated values")
     estimated_part: Optional[EstimatedPart] = Field(
         None, description="the part of the chosen window past the provider's forecast")
