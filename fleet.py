@@ -252,32 +252,8 @@ def _improve(jobs, placements, usage, prefix, order, large: bool) -> None:
             # Large batches: a bounded ejection search keeps 1,000 jobs well under a second.
             changed |= _eject(i, jobs, placements, usage, prefix, (starts, ends),
                               *((2, 6) if large else (4, None)))
-        if not large and _swap_out(jobs, placements, usage, prefix):
-            changed = True
-            starts[:] = [-1 if p is None else p.start for p in placements]
-            ends[:] = [-1 if p is None else p.start + j.length for p, j in zip(placements, jobs)]
         if not changed:
             break
-
-
-def _swap_out(jobs, placements, usage, prefix) -> bool:
-    """With the batch overloaded, which jobs stay out is part of the optimum: put a left-out job in
-    place of a placed one when it emits less there (then re-place the one taken out, if it fits)."""
-    left_out = [u for u, p in enumerate(placements) if p is None]
-    for u in left_out:
-        for k, other in enumerate(placements):
-            if other is None or placements[u] is not None:
-                continue
-            usage.apply(jobs[k], other, -1)
-            found = _best_place(jobs[u], usage, prefix)
-            if found is not None and (jobs[u].weight * found[0] < jobs[k].weight * _cost(jobs[k], other, prefix)
-                                      * (1 - 1e-9)):
-                placements[u], placements[k] = found[1], None
-                usage.apply(jobs[u], found[1], +1)
-                _reinsert(k, jobs, placements, usage, prefix)
-                return True
-            usage.apply(jobs[k], other, +1)
-    return False
 
 
 def _job_prices(prices, job: FleetJob) -> np.ndarray:
