@@ -171,9 +171,10 @@ def measure(url: str, connections: int, seconds: int, script: Path | None, maste
 def show(label: str, row: dict, reference: dict | None = None) -> None:
     share = f"{100 * row['rps'] / reference['rps']:5.1f} % of the trivial endpoint" if reference else ""
     runs = "/".join(str(v) for v in row.get("rps_runs", []))
+    cpu = f"CPU {row['cpu_ms_per_request']:.2f} ms/req  " if "cpu_ms_per_request" in row else ""
     print(f"{label:<24} c={row['connections']:<3} {row['rps']:>7.0f} req/s ({runs:<17}) p50 "
-          f"{row['p50_ms']:>6.2f} ms  p99 {row['p99_ms']:>7.2f} ms  CPU {row.get('cpu_ms_per_request', 0):.2f} "
-          f"ms/req  non-2xx {row['non_2xx']}  socket errors {row['socket_errors']}  {share}", flush=True)
+          f"{row['p50_ms']:>6.2f} ms  p99 {row['p99_ms']:>7.2f} ms  {cpu}non-2xx {row['non_2xx']}  "
+          f"socket errors {row['socket_errors']}  {share}", flush=True)
 
 
 def service_env(stand_in: ElectricityMapsStandIn, prefix: str, tmp: Path, **extra: str) -> dict:
