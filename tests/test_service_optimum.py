@@ -1,4 +1,5 @@
-"""Random workloads through the API get the brute-force optimum of the forecast the API reports."""
+"""Random workloads through the API get the brute-force optimum of the forecast the API reports,
+inside the provider's horizon and past it (on the estimates GET /forecast?hours= reports)."""
 
 from datetime import datetime, timedelta, timezone
 
@@ -56,3 +57,43 @@ def test_api_answer_is_the_brute_force_optimum(client, duration, delay, zones, o
     chosen = int(parse(answer["start"]).timestamp())
     assert abs(answer["carbon_intensity"] - best[0]) < 1e-3
     assert (chosen, zones.index(answer["zone"])) == (best[1], best[2])
+
+
+def reported_series(client, zone, hours):
+    body = client.get(f"/api/v1/forecast?zone={zone}&hours={hours}").get_json()
+    start = parse(body["forecast"][0]["datetime"]).timestamp()
+    return int(start), body["step_seconds"], np.array([p["carbon_intensity"] for p in body["forecast"]])
+
+
+@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(duration=st.integers(1, 6 * 60), delay=st.integers(0, 6 * 24 * 60),
+       zones=st.lists(st.sampled_from(ZONES), min_size=1, max_size=2, unique=True),
+       offset=st.integers(0, 3600))
+def test_past_the_horizon_the_answer_is_the_optimum_of_the_series_the_api_reports(
+        client, duration, delay, zones, offset):
+    """Windows of up to 6 days run past the 72 h demo forecast: the answer is the minute-by-minute
+    optimum over the series GET /forecast?hours= reports, estimates included."""
+    earliest = FIXED_NOW + timedelta(seconds=offset)
+    answer = client.post("/api/v1/optimize", json={
+        "duration": duration, "zones": zones, "earliest_start": earliest.isoformat(),
+        "max_delay": f"PT{delay}M"}).get_json()
+    duration_s = duration * MINUTE
+    lo = -(-int(earliest.timestamp()) // MINUTE) * MINUTE
+    latest = max(int(earliest.timestamp()) + delay * MINUTE, lo)
+    hours = -(-(latest + duration_s - int(FIXED_NOW.timestamp())) // 3600) + 1
+    best = None
+    for index, zone in enumerate(zones):
+        first, step, values = reported_series(client, zone, hours)
+        # One value per minute, then every window's sum by a running total over those minutes.
+        per_minute = np.repeat(values, step // MINUTE)
+        running = np.concatenate(([0.0], np.cumsum(per_minute)))
+        minutes = duration_s // MINUTE
+        for start in range(max(lo, first), min(latest, first + step * len(values) - duration_s) + 1, MINUTE):
+            at = (start - first) // MINUTE
+            mean = (running[at + minutes] - running[at]) / minutes
+            key = (round(mean, 6), start, index)
+            if best is None or key < best:
+                best = key
+    assert answer["status"] == "scheduled"
+    assert abs(answer["carbon_intensity"] - best[0]) < 1e-3
+    assert (int(parse(answer["start"]).timestamp()), zones.index(answer["zone"])) == (best[1], best[2])
