@@ -315,9 +315,14 @@ def rss_kib(pid: int) -> int:
     return 0
 
 
+SUSTAIN_SECONDS = float(os.environ.get("SUSTAIN_SECONDS", "60"))  # shorter for a quick local run
+
+
 @pytest.mark.slow
-def test_sustained_load_all_2xx_and_memory_stable(stand_in, redis12, tmp_path):
-    """A short version of the bench's 60 s at 64 connections: 10 s at 32 client threads."""
+def test_sustained_load_all_2xx_and_memory_stable(stand_in, redis12, tmp_path, record_property):
+    """60 s at 64 connections (48 posting one workload, 16 posting a batch of 5): every answer 2xx,
+    and no worker's resident memory keeps growing. The growth is reported (record_property, and
+    printed with -s)."""
     _, prefix = redis12
     env = {**em_env(stand_in.url, prefix), "GUNICORN_MAX_REQUESTS": "0",
            "PROMETHEUS_MULTIPROC_DIR": str(tmp_path / "metrics")}
@@ -326,14 +331,19 @@ def test_sustained_load_all_2xx_and_memory_stable(stand_in, redis12, tmp_path):
         with Load(service.url, threads=4, body=batch):  # warm-up: allocators settle
             time.sleep(2)
         before = {pid: rss_kib(pid) for pid in service.worker_pids()}
-        with Load(service.url, threads=16) as single, Load(service.url, threads=16, body=batch) as batched:
-            time.sleep(10)
+        with Load(service.url, threads=48) as single, Load(service.url, threads=16, body=batch) as batched:
+            time.sleep(SUSTAIN_SECONDS)
         after = {pid: rss_kib(pid) for pid in service.worker_pids()}
     assert single.failures() == [] and batched.failures() == []
-    assert len(single.statuses) + len(batched.statuses) > 200
+    answered = len(single.statuses) + len(batched.statuses)
+    assert answered > 20 * SUSTAIN_SECONDS
     assert before.keys() == after.keys()  # no worker died or was recycled
     growth = max(after[pid] - before[pid] for pid in before)
-    assert growth < 32 * 1024, f"a worker grew {growth} KiB in 10 s"  # a leak, not allocator noise
+    record_property("requests", answered)
+    record_property("max_worker_rss_growth_kib", growth)
+    print(f"sustained {SUSTAIN_SECONDS:.0f} s at 64 connections: {answered} answers, all 2xx; "
+          f"largest worker growth {growth / 1024:.1f} MiB")
+    assert growth < 32 * 1024, f"a worker grew {growth} KiB in {SUSTAIN_SECONDS:.0f} s"  # a leak
 
 
 @pytest.mark.slow
