@@ -24,7 +24,7 @@ if TYPE_CHECKING:  # fleet imports this module; the types are only named here
 def solve(prefix: np.ndarray, jobs: Sequence[FleetJob], candidates: Sequence[int],
           capacity: Capacity, time_limit: float) -> Optional[list[Optional[tuple[int, int]]]]:
     """(zone, start) for each of `jobs` (None for those left out, and for non-candidates), or None
-    when HiGHS found no solution in time. `prefix` is the running sum of intensity per zone (zones x units+1)."""
+    when HiGHS found no solution in time. `prefix`: running sum of intensity, zones x (units + 1)."""
     units = prefix.shape[1] - 1
     job_of, zone_of, start_of = [], [], []
     for i in candidates:
