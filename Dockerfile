@@ -18,7 +18,9 @@ RUN groupadd --system --gid 10001 app \
  && useradd --system --uid 10001 --gid app --no-create-home --shell /usr/sbin/nologin app
 WORKDIR /app
 COPY --from=build /opt/venv /opt/venv
-COPY --chown=root:root . /app
+# Only what the service needs: the entry points, Gunicorn's settings and the package.
+COPY --chown=root:root app.py engine.py gunicorn.conf.py /app/
+COPY --chown=root:root carbon_optimizer /app/carbon_optimizer
 USER 10001:10001
 EXPOSE 5000
 HEALTHCHECK --interval=15s --timeout=3s --start-period=20s --retries=3 \

@@ -38,7 +38,7 @@ proc_name = "carbon-optimizer"
 accesslog = "-"
 errorlog = "-"
 loglevel = os.environ.get("LOG_LEVEL", "info").lower()
-logger_class = "gunicorn_logging.JsonAccessLogger"
+logger_class = "carbon_optimizer.ops.access_log.JsonAccessLogger"
 forwarded_allow_ips = os.environ.get("GUNICORN_FORWARDED_ALLOW_IPS", "127.0.0.1,::1")
 
 # Metrics from every worker go to one directory that any worker's /metrics reads. It must exist

@@ -16,8 +16,8 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-import fleet  # noqa: E402
-from fleet import Capacity, FleetJob, schedule_fleet  # noqa: E402
+from carbon_optimizer.scheduling import fleet  # noqa: E402
+from carbon_optimizer.scheduling.fleet import Capacity, FleetJob, schedule_fleet  # noqa: E402
 
 UNITS = 72 * 4  # 15-minute steps over 72 hours
 JOBS = 1000

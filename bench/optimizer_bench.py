@@ -34,7 +34,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-import optimizer  # noqa: E402
+from carbon_optimizer.scheduling import window as optimizer  # noqa: E402
 
 try:
     from cats.forecast import PointEstimate, WindowedForecast

@@ -8,9 +8,9 @@ from datetime import datetime, timezone
 import pytest
 import redis
 
-from app import create_app
-from secret_store import SecretStore
-from settings import load_settings
+from carbon_optimizer.web.app import create_app
+from carbon_optimizer.secret_store import SecretStore
+from carbon_optimizer.settings import load_settings
 from tests.support import TEST_REDIS_URL, delete_keys
 
 FIXED_NOW = datetime(2026, 11, 23, 10, 17, 30, tzinfo=timezone.utc)

@@ -7,7 +7,7 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
-from logging_setup import JsonFormatter
+from carbon_optimizer.ops.log_format import JsonFormatter
 
 SECRET_VALUES: set[str] = set()
 _TEXTS: list[str] = []

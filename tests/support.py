@@ -19,7 +19,7 @@ from urllib.parse import parse_qs, urlparse
 
 import requests
 
-import settings
+from carbon_optimizer import settings
 
 ROOT = Path(__file__).resolve().parent.parent
 TEST_REDIS_URL = "redis://127.0.0.1:6379/15"

@@ -5,7 +5,7 @@ from datetime import datetime, timedelta, timezone
 import pytest
 from openapi_spec_validator import validate
 
-import schemas
+from carbon_optimizer.web import models as schemas
 from tests.conftest import FIXED_NOW
 
 

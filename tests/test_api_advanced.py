@@ -5,11 +5,11 @@ from datetime import datetime, timedelta
 import numpy as np
 import pytest
 
-import schemas
-from optimizer_chunks import best_chunks
-from providers.demo import DemoProvider
+from carbon_optimizer.web import models as schemas
+from carbon_optimizer.scheduling.chunks import best_chunks
+from carbon_optimizer.data.providers.demo import DemoProvider
 from tests.conftest import FIXED_NOW
-from timeseries import to_epoch
+from carbon_optimizer.timeseries import to_epoch
 
 
 def parse(text):

@@ -5,8 +5,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-import backtest
-from backtest import Scenario, simulate
+from tools import backtest
+from tools.backtest import Scenario, simulate
 
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "carbon-intensity"
 SMALL = [Scenario("1 h, 24 h slack", 1, 24), Scenario("6 h, 24 h slack", 6, 24),

@@ -10,10 +10,10 @@ import numpy as np
 import pytest
 import redis
 
-from forecast_cache import ForecastCache
-from providers.base import UpstreamUnavailable, ZoneNotFound
+from carbon_optimizer.data.cache import ForecastCache
+from carbon_optimizer.data.providers.base import UpstreamUnavailable, ZoneNotFound
 from tests.support import TEST_REDIS_URL, free_port
-from timeseries import ForecastSeries
+from carbon_optimizer.timeseries import ForecastSeries
 
 START = datetime(2026, 11, 23, 10, tzinfo=timezone.utc)
 

@@ -4,7 +4,7 @@ from datetime import datetime, timezone
 
 import responses
 
-from metrics import STALE_SERVES
+from carbon_optimizer.ops.metrics import STALE_SERVES
 
 from tests.conftest import FIXED_NOW
 from tests.support import free_port, hourly_forecast

@@ -7,7 +7,7 @@ import ast
 import re
 from pathlib import Path
 
-import settings
+from carbon_optimizer import settings
 
 ROOT = Path(__file__).resolve().parent.parent
 SKIP_DIRS = {".venv", "tests", "bench", ".git", "__pycache__", ".hypothesis", ".pytest_cache"}

@@ -7,8 +7,8 @@ import pytest
 import responses
 from responses import matchers
 
-from providers.base import InvalidToken, UpstreamUnavailable, ZoneNotEntitled, ZoneNotFound
-from providers.electricitymaps import ElectricityMapsProvider
+from carbon_optimizer.data.providers.base import InvalidToken, UpstreamUnavailable, ZoneNotEntitled, ZoneNotFound
+from carbon_optimizer.data.providers.electricitymaps import ElectricityMapsProvider
 from tests.support import hourly_forecast
 
 BASE = "https://api.electricitymaps.test/v3"

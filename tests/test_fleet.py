@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 from hypothesis import given, settings, strategies as st
 
-import fleet
-from fleet import Capacity, FleetJob, schedule_fleet
+from carbon_optimizer.scheduling import fleet
+from carbon_optimizer.scheduling.fleet import Capacity, FleetJob, schedule_fleet
 
 milp_module = pytest.importorskip("scipy.optimize")
 from scipy.optimize import Bounds, LinearConstraint, milp  # noqa: E402

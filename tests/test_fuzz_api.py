@@ -18,9 +18,9 @@ from hypothesis import HealthCheck, settings
 from schemathesis.checks import not_a_server_error
 from schemathesis.specs.openapi.checks import positive_data_acceptance
 
-from app import create_app
-from secret_store import SecretStore
-from settings import load_settings
+from carbon_optimizer.web.app import create_app
+from carbon_optimizer.secret_store import SecretStore
+from carbon_optimizer.settings import load_settings
 from tests.support import ElectricityMapsStandIn, hourly_forecast
 
 NOW = datetime(2026, 11, 23, 10, 17, 30, tzinfo=timezone.utc)

@@ -13,9 +13,9 @@ import pytest
 from hypothesis import HealthCheck, assume, given, settings, strategies as st
 from pydantic import ValidationError
 
-import optimizer
-import schemas
-from timeseries import series_from_points, to_epoch
+from carbon_optimizer.scheduling import window as optimizer
+from carbon_optimizer.web import models as schemas
+from carbon_optimizer.timeseries import series_from_points, to_epoch
 
 NOW = datetime(2026, 11, 23, 10, 17, 30, tzinfo=timezone.utc)
 FIELDS = ["id", "duration", "zones", "earliest_start", "deadline", "latest_start", "max_delay",

@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 from hypothesis import given, settings, strategies as st
 
-from horizon_extension import estimate_values, estimated_span, extend_series, hour_of_week, replan_at
-from timeseries import ForecastSeries, to_epoch
+from carbon_optimizer.scheduling.horizon import estimate_values, estimated_span, extend_series, hour_of_week, replan_at
+from carbon_optimizer.timeseries import ForecastSeries, to_epoch
 
 HOUR = 3600
 MONDAY = datetime(2026, 11, 23, tzinfo=timezone.utc)

@@ -3,7 +3,7 @@
 import numpy as np
 from hypothesis import given, settings, strategies as st
 
-from optimizer import best_window, best_window_across, window_mean
+from carbon_optimizer.scheduling.window import best_window, best_window_across, window_mean
 
 MINUTE = 60
 

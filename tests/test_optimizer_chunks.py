@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from hypothesis import given, settings, strategies as st
 
-from optimizer_chunks import best_chunks, cheapest_units, grid_unit, unit_costs
+from carbon_optimizer.scheduling.chunks import best_chunks, cheapest_units, grid_unit, unit_costs
 
 MINUTE = 60
 

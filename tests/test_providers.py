@@ -7,15 +7,15 @@ import json
 import numpy as np
 import pytest
 
-from providers.base import UpstreamUnavailable, ZoneNotFound
-from providers.csv_file import CsvFileProvider
-from providers.demo import DemoProvider
-from providers.electricitymaps import ElectricityMapsProvider
-from providers.factory import build_provider
-from secret_store import SecretStore
-from settings import ConfigError, load_settings
+from carbon_optimizer.data.providers.base import UpstreamUnavailable, ZoneNotFound
+from carbon_optimizer.data.providers.csv_file import CsvFileProvider
+from carbon_optimizer.data.providers.demo import DemoProvider
+from carbon_optimizer.data.providers.electricitymaps import ElectricityMapsProvider
+from carbon_optimizer.data.providers.factory import build_provider
+from carbon_optimizer.secret_store import SecretStore
+from carbon_optimizer.settings import ConfigError, load_settings
 from tests.support import ROOT, GunicornProcess
-from timeseries import series_from_points
+from carbon_optimizer.timeseries import series_from_points
 
 SHARED_DATA = ROOT.parent / "shared" / "data" / "carbon-intensity"
 NOW = datetime(2026, 11, 23, 10, 17, tzinfo=timezone.utc)
@@ -33,7 +33,7 @@ def test_demo_is_deterministic_and_hourly_from_the_current_hour():
 
 def test_demo_follows_the_derived_profile_for_known_zones():
     series = DemoProvider(168).forecast("ES", datetime(2026, 11, 23, tzinfo=timezone.utc))  # a Monday
-    profile = json.loads((ROOT / "providers" / "demo_profiles.json").read_text())["profiles"]["ES"]
+    profile = json.loads((ROOT / "carbon_optimizer" / "data" / "providers" / "demo_profiles.json").read_text())["profiles"]["ES"]
     ratio = series.values / np.array(profile)
     assert np.all(np.abs(ratio - 1) <= 0.051)  # the documented +-5% wobble, nothing more
 

@@ -15,11 +15,11 @@ import boto3
 import pytest
 from moto.server import ThreadedMotoServer
 
-import metrics
-from app import create_app
-from secret_store import (AwsSecretStore, RefreshingSecretStore, Secrets, SecretStore, VaultSecretStore,
+from carbon_optimizer.ops import metrics
+from carbon_optimizer.web.app import create_app
+from carbon_optimizer.secret_store import (AwsSecretStore, RefreshingSecretStore, Secrets, SecretStore, VaultSecretStore,
                           build_secret_store, parse_secret)
-from settings import ConfigError, load_settings
+from carbon_optimizer.settings import ConfigError, load_settings
 from tests import leak_guard
 from tests.leak_guard import secret
 from tests.support import free_port

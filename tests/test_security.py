@@ -15,10 +15,10 @@ import pytest
 import redis
 import requests
 
-from app import create_app
-from secret_store import RefreshingSecretStore, Secrets, SecretStore
-from security import matches_any
-from settings import load_settings
+from carbon_optimizer.web.app import create_app
+from carbon_optimizer.secret_store import RefreshingSecretStore, Secrets, SecretStore
+from carbon_optimizer.web.security import matches_any
+from carbon_optimizer.settings import load_settings
 from tests import leak_guard
 from tests.leak_guard import secret
 from tests.support import GunicornProcess, delete_keys, free_port

@@ -18,7 +18,7 @@ from scipy.optimize import Bounds, LinearConstraint, milp
 from scipy.sparse import coo_matrix
 
 if TYPE_CHECKING:  # fleet imports this module; the types are only named here
-    from fleet import Capacity, FleetJob
+    from carbon_optimizer.scheduling.fleet import Capacity, FleetJob
 
 
 def solve(prefix: np.ndarray, jobs: Sequence[FleetJob], candidates: Sequence[int],

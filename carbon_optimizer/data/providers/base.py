@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Optional, Protocol
 
-from timeseries import ForecastSeries
+from carbon_optimizer.timeseries import ForecastSeries
 
 
 class ProviderError(Exception):

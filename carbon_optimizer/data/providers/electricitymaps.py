@@ -11,10 +11,10 @@ import requests
 from requests.adapters import HTTPAdapter
 from urllib3.util.retry import Retry
 
-from providers.base import (
+from carbon_optimizer.data.providers.base import (
     InvalidToken, ProviderError, UpstreamUnavailable, ZoneNotEntitled, ZoneNotFound,
 )
-from timeseries import ForecastSeries, parse_utc, series_from_points
+from carbon_optimizer.timeseries import ForecastSeries, parse_utc, series_from_points
 
 log = logging.getLogger(__name__)
 

@@ -1,6 +1,6 @@
 """Derive the demo provider's hour-of-week profiles from Electricity Maps data-portal exports.
 
-    python scripts/derive_demo_profiles.py ../shared/data/carbon-intensity > providers/demo_profiles.json
+    python tools/derive_demo_profiles.py ../shared/data/carbon-intensity > carbon_optimizer/data/providers/demo_profiles.json
 
 Each zone's profile is the mean life-cycle intensity for each of the 168 hours of the week (UTC,
 Monday 00:00 first) over every export given for that zone.
@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from providers.csv_file import read_portal_csv  # noqa: E402
+from carbon_optimizer.data.providers.csv_file import read_portal_csv  # noqa: E402
 
 
 def main(directory: str) -> None:

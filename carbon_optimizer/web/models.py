@@ -12,8 +12,8 @@ from pydantic import (
     WithJsonSchema, model_validator,
 )
 
-from engine import Job
-from timeseries import to_epoch
+from carbon_optimizer.engine import Job
+from carbon_optimizer.timeseries import to_epoch
 
 MAX_DURATION = timedelta(days=7)
 MAX_WINDOW = timedelta(days=31)

@@ -356,7 +356,7 @@ def schedule_fleet(intensity: np.ndarray, jobs: Sequence[FleetJob],
     placements = best
     if 0 < sum(len(jobs[i].zones) * (jobs[i].latest - jobs[i].earliest + 1) for i in candidates) \
             <= EXACT_COLUMNS:
-        import fleet_milp  # here: SciPy takes 0.4 s to import, and only capacity batches need it
+        from carbon_optimizer.scheduling import fleet_exact as fleet_milp  # here: SciPy takes 0.4 s to import, and only capacity batches need it
         found = fleet_milp.solve(prefix, jobs, candidates, capacity, EXACT_SECONDS)
         exact = None if found is None else [None if p is None else Placement(*p) for p in found]
         if exact is not None and _feasible(jobs, exact, zones, units, capacity) \

@@ -18,7 +18,7 @@ from typing import Optional
 
 import numpy as np
 
-from timeseries import ForecastSeries
+from carbon_optimizer.timeseries import ForecastSeries
 
 DAY = 86400
 HOUR = 3600

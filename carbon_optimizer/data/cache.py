@@ -22,10 +22,10 @@ from typing import Callable, Optional
 
 import redis
 
-import metrics
-from providers import base
-from providers.base import ProviderError, UpstreamUnavailable
-from timeseries import ForecastSeries
+from carbon_optimizer.ops import metrics
+from carbon_optimizer.data.providers import base
+from carbon_optimizer.data.providers.base import ProviderError, UpstreamUnavailable
+from carbon_optimizer.timeseries import ForecastSeries
 
 log = logging.getLogger(__name__)
 

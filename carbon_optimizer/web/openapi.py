@@ -7,7 +7,7 @@ import json
 
 from pydantic.json_schema import models_json_schema
 
-import schemas
+from carbon_optimizer.web import models as schemas
 
 _REF = "#/components/schemas/{model}"
 

@@ -29,8 +29,8 @@ import time
 from dataclasses import dataclass, field
 from typing import Any, Callable, Mapping, Optional
 
-import metrics
-from settings import ConfigError, Settings
+from carbon_optimizer.ops import metrics
+from carbon_optimizer.settings import ConfigError, Settings
 
 log = logging.getLogger(__name__)
 
@@ -185,7 +185,7 @@ class RefreshingSecretStore(SecretStore):
         self._stop.set()
 
     def status(self) -> dict:
-        from timeseries import from_epoch, rfc3339
+        from carbon_optimizer.timeseries import from_epoch, rfc3339
         with self._lock:
             failing = self._failures > 0
             body = {"backend": self.backend, "status": "failing" if failing else "ok",

@@ -16,7 +16,7 @@ from typing import Optional
 
 import numpy as np
 
-from timeseries import ForecastSeries, to_epoch
+from carbon_optimizer.timeseries import ForecastSeries, to_epoch
 
 _PROFILES_PATH = Path(__file__).with_name("demo_profiles.json")
 HOUR = 3600

@@ -19,10 +19,10 @@ from flask_cors import CORS
 from flask_limiter import Limiter, RateLimitExceeded
 from werkzeug.middleware.proxy_fix import ProxyFix
 
-import metrics
-from errors import error_response
-from secret_store import SecretStore
-from settings import Settings
+from carbon_optimizer.ops import metrics
+from carbon_optimizer.web.errors import error_response
+from carbon_optimizer.secret_store import SecretStore
+from carbon_optimizer.settings import Settings
 
 log = logging.getLogger(__name__)
 

@@ -16,18 +16,18 @@ from pathlib import Path
 
 import numpy as np
 
-import optimizer
-from fleet import Capacity, FleetJob, schedule_fleet
-from horizon_extension import estimated_span, extend_series, replan_at
-from optimizer_chunks import TooLarge, best_chunks
-from timeseries import from_epoch, rfc3339
+from carbon_optimizer.scheduling import window as optimizer
+from carbon_optimizer.scheduling.fleet import Capacity, FleetJob, schedule_fleet
+from carbon_optimizer.scheduling.horizon import estimated_span, extend_series, replan_at
+from carbon_optimizer.scheduling.chunks import TooLarge, best_chunks
+from carbon_optimizer.timeseries import from_epoch, rfc3339
 
 log = logging.getLogger(__name__)
 
 # How far past the provider's forecast an estimate may reach: beyond two weeks it is a guess.
 MAX_EXTENSION_SECONDS = 14 * 86400
 _PROFILES = {zone: np.asarray(v, dtype=np.float64) for zone, v in json.loads(
-    (Path(__file__).parent / "providers" / "demo_profiles.json").read_text())["profiles"].items()}
+    (Path(__file__).parent / "data" / "providers" / "demo_profiles.json").read_text())["profiles"].items()}
 
 
 def _history(engine, zone: str, now):

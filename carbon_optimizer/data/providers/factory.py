@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import logging
 
-import metrics
-from providers.base import Provider
-from providers.csv_file import CsvFileProvider
-from providers.demo import DemoProvider
-from providers.electricitymaps import ElectricityMapsProvider
-from secret_store import SecretStore
-from settings import ConfigError, Settings
+from carbon_optimizer.ops import metrics
+from carbon_optimizer.data.providers.base import Provider
+from carbon_optimizer.data.providers.csv_file import CsvFileProvider
+from carbon_optimizer.data.providers.demo import DemoProvider
+from carbon_optimizer.data.providers.electricitymaps import ElectricityMapsProvider
+from carbon_optimizer.secret_store import SecretStore
+from carbon_optimizer.settings import ConfigError, Settings
 
 log = logging.getLogger(__name__)
 

@@ -13,8 +13,8 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Iterator, Optional
 
-from providers.base import ZoneNotFound
-from timeseries import ForecastSeries, series_from_points
+from carbon_optimizer.data.providers.base import ZoneNotFound
+from carbon_optimizer.timeseries import ForecastSeries, series_from_points
 
 DATETIME_COLUMN = "Datetime (UTC)"
 ZONE_COLUMN = "Zone Id"

@@ -24,11 +24,11 @@ from typing import Optional
 
 import numpy as np
 
-from horizon_extension import estimate_values
-from providers.csv_file import read_portal_csv
-from timeseries import series_from_points
+from carbon_optimizer.scheduling.horizon import estimate_values
+from carbon_optimizer.data.providers.csv_file import read_portal_csv
+from carbon_optimizer.timeseries import series_from_points
 
-DEFAULT_DATA = Path(__file__).resolve().parent.parent / "shared" / "data" / "carbon-intensity"
+DEFAULT_DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "carbon-intensity"
 WEEK = 168
 WARM_UP = 5 * WEEK  # arrivals start after five weeks, so the profile has four weeks behind it
 HORIZON = 24

@@ -1,0 +1,3 @@
+"""carbon-optimizer: a carbon-aware workload scheduler (see docs/architecture.md)."""
+
+VERSION = "0.2.0"

@@ -1,0 +1,289 @@
+"""The Flask application: routes, validation, the error envelope and metrics wiring.
+
+Run with `gunicorn -c gunicorn.conf.py app:app`; tests call `create_app(...)` directly.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from datetime import datetime, timedelta, timezone
+from typing import Callable, Optional
+
+from flask import Blueprint, Flask, Response, current_app, jsonify, request
+from pydantic import ValidationError
+
+from carbon_optimizer import advanced_scheduling
+from carbon_optimizer.ops import metrics
+from carbon_optimizer.web import openapi
+from carbon_optimizer.web import models as schemas
+from carbon_optimizer import VERSION
+from carbon_optimizer.engine import CarbonEngine, Outcome
+from carbon_optimizer.web.errors import ApiError, error_response, register_error_handlers
+from carbon_optimizer.data.cache import ForecastCache
+from carbon_optimizer.ops.log_format import configure_logging
+from carbon_optimizer.data.providers.base import ProviderError, ZoneNotFound
+from carbon_optimizer.data.providers.factory import build_provider
+from carbon_optimizer.web import security
+from carbon_optimizer.secret_store import SecretStore, build_secret_store
+from carbon_optimizer.settings import ConfigError, Settings, load_settings
+from carbon_optimizer.timeseries import from_epoch, rfc3339, to_epoch
+
+log = logging.getLogger(__name__)
+api = Blueprint("api", __name__, url_prefix="/api/v1")
+ops = Blueprint("ops", __name__)
+
+# Failures that a client can fix by changing the request, and their status.
+_CLIENT_FAILURES = {"zone_not_found": 400, "window_not_covered": 422, "too_large": 422}
+
+
+def _now() -> datetime:
+    return current_app.config["CLOCK"]()
+
+
+def _engine() -> CarbonEngine:
+    return current_app.extensions["carbon_engine"]
+
+
+def _settings() -> Settings:
+    return current_app.extensions["carbon_settings"]
+
+
+def _retry_after() -> str:
+    return str(max(1, _settings().upstream_failure_backoff_seconds or 30))
+
+
+# -- request parsing ------------------------------------------------------------------------------
+
+def _json_body() -> object:
+    if request.mimetype != "application/json":
+        raise ApiError(415, "send the request body as application/json")
+    raw = request.get_data(cache=False)
+    try:
+        return json.loads(raw)
+    except (ValueError, RecursionError):
+        raise ApiError(400, "the request body is not valid JSON") from None
+
+
+def _field_path(location: tuple) -> str:
+    """pydantic's error location as a client reads it: workloads[3].duration."""
+    path = ""
+    for part in location:
+        path += f"[{part}]" if isinstance(part, int) else (f".{part}" if path else str(part))
+    return path or "body"
+
+
+# Plainer words than pydantic's for the errors clients meet most.
+_MESSAGES = {
+    "string_pattern_mismatch": "must be an Electricity Maps zone key such as DE or US-CAL-CISO",
+    "extra_forbidden": "unknown field",
+    "model_type": "must be a JSON object",
+    "timezone_aware": "must be an RFC 3339 timestamp with an offset, e.g. 2026-11-23T08:00:00Z",
+}
+
+
+def _validation_error(exc: ValidationError) -> ApiError:
+    details = [{"field": _field_path(error["loc"]),
+                "message": _MESSAGES.get(error["type"], error["msg"].removeprefix("Value error, "))}
+               for error in exc.errors(include_input=False, include_url=False)]
+    return ApiError(400, "the request is not valid; see details", details=details)
+
+
+def _parse_workloads(body: object) -> tuple[list[schemas.Workload], Optional[schemas.WorkloadBatch]]:
+    """The workloads asked for, and the batch they came in (None for a single workload)."""
+    if not isinstance(body, dict):
+        raise ApiError(400, "the body must be a JSON object: one workload, or {\"workloads\": [...]}")
+    if "workloads" in body:
+        items = body["workloads"]
+        limit = _settings().max_batch_size
+        if isinstance(items, list) and len(items) > limit:
+            raise ApiError(400, "too many workloads", details=[
+                {"field": "workloads", "message": f"at most {limit} workloads per request"}])
+        try:
+            batch = schemas.WorkloadBatch.model_validate(body)
+            return batch.workloads, batch
+        except ValidationError as exc:
+            raise _validation_error(exc) from None
+    try:
+        return [schemas.Workload.model_validate(body)], None
+    except ValidationError as exc:
+        raise _validation_error(exc) from None
+
+
+def _jobs(workloads: list[schemas.Workload], batch: bool, now: datetime):
+    settings = _settings()
+    jobs, details = [], []
+    for index, workload in enumerate(workloads):
+        try:
+            jobs.append(workload.to_job(now, settings.default_zones,
+                                        timedelta(hours=settings.default_window_hours)))
+        except ValueError as exc:
+            details.append({"field": f"workloads[{index}]" if batch else "body", "message": str(exc)})
+    if details:
+        raise ApiError(400, "the request is not valid; see details", details=details)
+    return jobs
+
+
+# -- API routes -----------------------------------------------------------------------------------
+
+def _unschedulable(outcome: Outcome) -> dict:
+    body = {"id": outcome.job.id, "status": "unschedulable", "code": outcome.failure_code,
+            "reason": outcome.failure_message}
+    if outcome.zone_failures:
+        body["unavailable_zones"] = [{"zone": f.zone, "code": f.error.code, "message": f.error.message}
+                                     for f in outcome.zone_failures]
+    return body
+
+
+@api.post("/optimize")
+def optimize():
+    body = _json_body()
+    workloads, batch = _parse_workloads(body)
+    now = _now()
+    capacity = batch.capacity if batch is not None else None
+    outcomes = _engine().optimize(_jobs(workloads, batch is not None, now), now,
+                                  capacity.limits() if capacity is not None else None)
+    if batch is None:
+        outcome = outcomes[0]
+        if outcome.scheduled:
+            return jsonify(outcome.result)
+        status = _CLIENT_FAILURES.get(outcome.failure_code or "", 503)
+        headers = {"Retry-After": _retry_after()} if status == 503 else None
+        field = "zones" if outcome.failure_code == "zone_not_found" else "body"
+        return error_response(status, outcome.failure_message or "cannot schedule", outcome.failure_code,
+                              details=[{"field": field, "message": outcome.failure_message}],
+                              headers=headers)
+    results = [o.result if o.scheduled else _unschedulable(o) for o in outcomes]
+    scheduled = [o.result for o in outcomes if o.scheduled]
+    summary = {
+        "workloads": len(outcomes),
+        "scheduled": len(scheduled),
+        "unschedulable": len(outcomes) - len(scheduled),
+        "saving_grams": round(sum(r["saving_grams"] or 0.0 for r in scheduled), 3),
+    }
+    return jsonify({"results": results, "summary": summary})
+
+
+def _hours_parameter() -> Optional[int]:
+    text = request.args.get("hours")
+    if text is None:
+        return None
+    if not (text.isascii() and text.isdigit() and len(text) <= 4) \
+            or not 1 <= int(text) <= schemas.MAX_FORECAST_HOURS:
+        raise ApiError(400, "hours must be a whole number of hours from now",
+                       details=[{"field": "hours", "message":
+                                 f"a whole number from 1 to {schemas.MAX_FORECAST_HOURS}"}])
+    return int(text)
+
+
+@api.get("/forecast")
+def forecast():
+    zone = request.args.get("zone", "")
+    try:
+        schemas.ZONE_ADAPTER.validate_python(zone)
+    except ValidationError:
+        raise ApiError(400, "give one Electricity Maps zone key, e.g. ?zone=DE",
+                       details=[{"field": "zone", "message": "missing or not a zone key"}]) from None
+    hours = _hours_parameter()
+    now = _now()
+    try:
+        found = _engine().forecast(zone, now)
+    except ZoneNotFound as exc:
+        raise ApiError(404, exc.message, exc.code) from None
+    except ProviderError as exc:
+        raise ApiError(503, exc.message, exc.code, headers={"Retry-After": _retry_after()}) from None
+    # Provenance describes the provider's forecast; the points may run past it, flagged estimated.
+    provenance = found.provenance()
+    if hours is not None:
+        found = advanced_scheduling.extended_to(_engine(), found, to_epoch(now) + 3600 * hours, now)
+    series = found.series
+    estimated = series.estimated_mask()
+    points = [{"datetime": rfc3339(from_epoch(t)), "carbon_intensity": float(v), "estimated": bool(e)}
+              for t, v, e in zip(series.boundaries()[:-1], series.values, estimated)]
+    return jsonify({"zone": zone, "step_seconds": series.step_seconds, "forecast": points,
+                    "provenance": provenance})
+
+
+@api.get("/openapi.json")
+def openapi_document():
+    return jsonify(current_app.extensions["carbon_openapi"])
+
+
+# -- operations -----------------------------------------------------------------------------------
+
+@ops.get("/health")
+def health():
+    checks = {**_engine().health(), **security.health_checks()}
+    degraded = (checks["redis"]["status"] == "down" or checks["provider"]["status"] != "ok"
+                or security.degraded(checks))
+    return jsonify({"status": "degraded" if degraded else "ok", "checks": checks})
+
+
+@ops.get("/docs")
+def docs():
+    page = openapi.render_docs(current_app.extensions["carbon_openapi"])
+    return Response(page, mimetype="text/html")
+
+
+def _wire_metrics(app: Flask) -> None:
+    if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        from prometheus_flask_exporter.multiprocess import GunicornInternalPrometheusMetrics
+        exporter = GunicornInternalPrometheusMetrics(app, group_by="endpoint")
+    else:
+        from prometheus_client import CollectorRegistry
+        from prometheus_flask_exporter import PrometheusMetrics
+        registry = CollectorRegistry()  # one per app, so tests can build many apps
+        for metric in (metrics.UPSTREAM_CALLS, metrics.UPSTREAM_LATENCY, metrics.CACHE_EVENTS,
+                       metrics.STALE_SERVES, metrics.REDIS_UP, metrics.GRAMS_AVOIDED,
+                       metrics.WORKLOADS_SCHEDULED, metrics.SECRET_REFRESHES, metrics.RATE_LIMITED,
+                       metrics.AUTH_FAILURES):
+            registry.register(metric)
+        exporter = PrometheusMetrics(app, registry=registry, group_by="endpoint")
+    exporter.info("carbon_optimizer_info", "Service version", version=VERSION)
+
+
+def create_app(test_config: Optional[dict] = None, settings: Optional[Settings] = None,
+               secret_store: Optional[SecretStore] = None,
+               clock: Optional[Callable[[], datetime]] = None) -> Flask:
+    settings = settings or load_settings()
+    configure_logging(settings.log_level)
+    secret_store = secret_store or build_secret_store(settings)
+    provider = build_provider(settings, secret_store)
+    cache = ForecastCache(
+        redis_url=settings.redis_url, ttl=settings.cache_ttl_seconds,
+        stale_ttl=settings.cache_stale_ttl_seconds, lock_seconds=settings.upstream_lock_seconds,
+        failure_backoff=settings.upstream_failure_backoff_seconds,
+        key_prefix=settings.cache_key_prefix)
+
+    app = Flask(__name__)
+    app.config.update(MAX_CONTENT_LENGTH=settings.max_body_bytes, JSON_SORT_KEYS=False,
+                      CLOCK=clock or (lambda: datetime.now(timezone.utc)))
+    app.json.sort_keys = False
+    if test_config:
+        app.config.update(test_config)
+    app.extensions["carbon_settings"] = settings
+    app.extensions["carbon_secrets"] = secret_store
+    app.extensions["carbon_engine"] = CarbonEngine(provider, cache)
+    app.extensions["carbon_openapi"] = openapi.build_document(VERSION, settings.max_batch_size)
+
+    register_error_handlers(app)
+    app.register_blueprint(api)
+    app.register_blueprint(ops)
+    _wire_metrics(app)
+    security.install_security(app, settings, secret_store)
+
+    log.info("carbon-optimizer ready", extra={"provider": provider.name, "version": VERSION,
+                                              "redis": bool(settings.redis_url)})
+    return app
+
+
+def wsgi_app() -> Flask:
+    """The production app from the environment; a configuration error exits with its reason."""
+    try:
+        return create_app()
+    except ConfigError as exc:
+        # A clear one-line reason, then a non-zero exit that Gunicorn reports as a boot failure.
+        logging.basicConfig()
+        log.critical(str(exc))
+        raise SystemExit(3) from None
