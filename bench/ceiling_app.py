@@ -24,7 +24,7 @@ def app(environ, start_response):
 
 
 def product():
-    from carbon_optimizer.web import app as service  # builds the service from the environment, as `app:app` does
+    import app as service  # builds the service from the environment, as `app:app` does
 
     @service.app.get(CONSTANT_PATH)
     def bench_constant():

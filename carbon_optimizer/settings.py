@@ -13,8 +13,7 @@ from typing import Literal, Mapping, Optional
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
 
 
-class ConfigError(Exception):
-    """Raised at start-up when the environment does not describe a runnable service."""
+from carbon_optimizer.errors import ConfigError  # noqa: F401  (raised here; importers find it here too)
 
 
 def _split_csv(value: object) -> object:

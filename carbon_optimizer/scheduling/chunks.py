@@ -22,6 +22,8 @@ from typing import Optional
 
 import numpy as np
 
+from carbon_optimizer.errors import TooLarge
+
 # Beyond this many DP cells (units x used units x chunk counts) the request is refused, not slowed.
 MAX_DP_CELLS = 40_000_000
 
@@ -52,10 +54,6 @@ class ChunkPlan:
     @property
     def end(self) -> int:
         return self.chunks[-1].end
-
-
-class TooLarge(ValueError):
-    """The exact search for this request would need more memory than allowed."""
 
 
 def grid_unit(boundaries: np.ndarray, duration: int, min_chunk: int) -> int:

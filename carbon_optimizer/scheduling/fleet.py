@@ -7,7 +7,7 @@ the intensity over its units.
 
 The exact problem is an integer programme (NP-hard in general). Every batch gets a heuristic plan,
 which places 1,000 workloads on a 288-unit grid in well under two seconds (bench/fleet_bench.py);
-batches small enough are then solved exactly by HiGHS (fleet_milp.py), which the heuristic alone
+batches small enough are then solved exactly by HiGHS (fleet_exact.py), which the heuristic alone
 missed by up to a few percent, or by a job left out, on some small instances (tests/test_fleet.py).
 The heuristic:
 1. place jobs one at a time, each in its cheapest start that keeps every limit, in two orders
@@ -19,14 +19,16 @@ The heuristic:
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from typing import Optional, Sequence
 
 import numpy as np
 
+from carbon_optimizer.scheduling.fleet_model import Capacity, FleetJob, FleetPlan, Placement  # noqa: F401
+
 MAX_PASSES = 8
 # Batches whose programme has at most this many (job, zone, start) binaries are solved exactly
-# (fleet_milp, HiGHS) within EXACT_SECONDS; the heuristic plan stays when that finds nothing better.
+# (fleet_exact, HiGHS) within EXACT_SECONDS; the heuristic plan stays when that finds nothing better.
 # (Measured: tiny batches solve in milliseconds; at 1,500 binaries HiGHS needs seconds to improve on
 # the heuristic by under 1%, so the limit keeps a request's worst case near one second.)
 EXACT_COLUMNS = 3_000
@@ -37,44 +39,6 @@ POLISHED = 12
 # Above this many jobs the local search is bounded: a 100-job batch then takes 0.2 s instead of
 # 3.7 s, for grams within about 1% of the unbounded search.
 LARGE_BATCH = 40
-
-
-@dataclass(frozen=True)
-class FleetJob:
-    length: int
-    earliest: int
-    latest: int
-    zones: tuple[int, ...]
-    power_kw: Optional[float] = None
-
-    @property
-    def weight(self) -> float:
-        return self.power_kw if self.power_kw is not None else 1.0
-
-
-@dataclass(frozen=True)
-class Capacity:
-    """Limits per unit of time; None means unlimited."""
-    max_concurrent: Optional[int] = None                         # all zones together
-    zone_concurrent: Optional[Sequence[Optional[int]]] = None    # per zone
-    zone_power_kw: Optional[Sequence[Optional[float]]] = None    # per zone, sum of power_kw
-
-
-@dataclass(frozen=True)
-class Placement:
-    zone: int
-    start: int
-
-
-@dataclass
-class FleetPlan:
-    placements: list[Optional[Placement]]
-    reasons: list[Optional[str]]
-    emissions: float  # sum of weight x intensity x units over placed jobs
-
-    @property
-    def placed(self) -> int:
-        return sum(p is not None for p in self.placements)
 
 
 class _Usage:
@@ -356,8 +320,9 @@ def schedule_fleet(intensity: np.ndarray, jobs: Sequence[FleetJob],
     placements = best
     if 0 < sum(len(jobs[i].zones) * (jobs[i].latest - jobs[i].earliest + 1) for i in candidates) \
             <= EXACT_COLUMNS:
-        from carbon_optimizer.scheduling import fleet_exact as fleet_milp  # here: SciPy takes 0.4 s to import, and only capacity batches need it
-        found = fleet_milp.solve(prefix, jobs, candidates, capacity, EXACT_SECONDS)
+        # Imported here: SciPy takes 0.4 s to import, and only capacity batches need it.
+        from carbon_optimizer.scheduling import fleet_exact
+        found = fleet_exact.solve(prefix, jobs, candidates, capacity, EXACT_SECONDS)
         exact = None if found is None else [None if p is None else Placement(*p) for p in found]
         if exact is not None and _feasible(jobs, exact, zones, units, capacity) \
                 and key((exact,)) < key((placements,)):

@@ -11,14 +11,13 @@ ones keep the heuristic plan.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Optional, Sequence
+from typing import Optional, Sequence
 
 import numpy as np
 from scipy.optimize import Bounds, LinearConstraint, milp
 from scipy.sparse import coo_matrix
 
-if TYPE_CHECKING:  # fleet imports this module; the types are only named here
-    from carbon_optimizer.scheduling.fleet import Capacity, FleetJob
+from carbon_optimizer.scheduling.fleet_model import Capacity, FleetJob
 
 
 def solve(prefix: np.ndarray, jobs: Sequence[FleetJob], candidates: Sequence[int],

@@ -7,8 +7,8 @@ blends two readings of what is known:
 - the zone's hour-of-week profile, scaled to the level of that last day (it carries the weekly shape
   and, far out, regresses to what is typical for the hour).
 The weight on persistence decays with distance, exp(-k / points per day): close to the horizon the
-forecast's last day is the better guide, days out the profile is. The backtest (bench/backtest.py)
-measures this against searching inside the horizon only.
+forecast's last day is the better guide, days out the profile is. The backtest (tools/backtest.py)
+measures this, through the engine, against searching inside the horizon only.
 """
 
 from __future__ import annotations
@@ -21,6 +21,8 @@ import numpy as np
 from carbon_optimizer.timeseries import ForecastSeries
 
 DAY = 86400
+# How far past the provider's forecast an estimate may reach: beyond two weeks it is a guess.
+MAX_EXTENSION_SECONDS = 14 * DAY
 HOUR = 3600
 WEEK_HOURS = 168
 

@@ -14,29 +14,23 @@ from typing import Callable, Optional
 from flask import Blueprint, Flask, Response, current_app, jsonify, request
 from pydantic import ValidationError
 
-from carbon_optimizer import advanced_scheduling
 from carbon_optimizer.ops import metrics
 from carbon_optimizer.web import openapi
 from carbon_optimizer.web import models as schemas
 from carbon_optimizer import VERSION
-from carbon_optimizer.engine import CarbonEngine, Outcome
-from carbon_optimizer.web.errors import ApiError, error_response, register_error_handlers
-from carbon_optimizer.data.cache import ForecastCache
+from carbon_optimizer.engine import CarbonEngine, build_engine
+from carbon_optimizer.errors import CarbonDataError, FailureCode, RequestError
+from carbon_optimizer.scheduling.model import Unschedulable
+from carbon_optimizer.web.errors import register_error_handlers
 from carbon_optimizer.ops.log_format import configure_logging
-from carbon_optimizer.data.providers.base import ProviderError, ZoneNotFound
-from carbon_optimizer.data.providers.factory import build_provider
 from carbon_optimizer.web import security
 from carbon_optimizer.secret_store import SecretStore, build_secret_store
 from carbon_optimizer.settings import ConfigError, Settings, load_settings
-from carbon_optimizer.timeseries import from_epoch, rfc3339, to_epoch
+from carbon_optimizer.timeseries import to_epoch
 
 log = logging.getLogger(__name__)
 api = Blueprint("api", __name__, url_prefix="/api/v1")
 ops = Blueprint("ops", __name__)
-
-# Failures that a client can fix by changing the request, and their status.
-_CLIENT_FAILURES = {"zone_not_found": 400, "window_not_covered": 422, "too_large": 422}
-
 
 def _now() -> datetime:
     return current_app.config["CLOCK"]()
@@ -58,12 +52,12 @@ def _retry_after() -> str:
 
 def _json_body() -> object:
     if request.mimetype != "application/json":
-        raise ApiError(415, "send the request body as application/json")
+        raise RequestError(FailureCode.UNSUPPORTED_MEDIA_TYPE, "send the request body as application/json")
     raw = request.get_data(cache=False)
     try:
         return json.loads(raw)
     except (ValueError, RecursionError):
-        raise ApiError(400, "the request body is not valid JSON") from None
+        raise RequestError(FailureCode.INVALID_REQUEST, "the request body is not valid JSON") from None
 
 
 def _field_path(location: tuple) -> str:
@@ -83,22 +77,22 @@ _MESSAGES = {
 }
 
 
-def _validation_error(exc: ValidationError) -> ApiError:
+def _validation_error(exc: ValidationError) -> RequestError:
     details = [{"field": _field_path(error["loc"]),
                 "message": _MESSAGES.get(error["type"], error["msg"].removeprefix("Value error, "))}
                for error in exc.errors(include_input=False, include_url=False)]
-    return ApiError(400, "the request is not valid; see details", details=details)
+    return RequestError(FailureCode.INVALID_REQUEST, "the request is not valid; see details", details=details)
 
 
 def _parse_workloads(body: object) -> tuple[list[schemas.Workload], Optional[schemas.WorkloadBatch]]:
     """The workloads asked for, and the batch they came in (None for a single workload)."""
     if not isinstance(body, dict):
-        raise ApiError(400, "the body must be a JSON object: one workload, or {\"workloads\": [...]}")
+        raise RequestError(FailureCode.INVALID_REQUEST, "the body must be a JSON object: one workload, or {\"workloads\": [...]}")
     if "workloads" in body:
         items = body["workloads"]
         limit = _settings().max_batch_size
         if isinstance(items, list) and len(items) > limit:
-            raise ApiError(400, "too many workloads", details=[
+            raise RequestError(FailureCode.INVALID_REQUEST, "too many workloads", details=[
                 {"field": "workloads", "message": f"at most {limit} workloads per request"}])
         try:
             batch = schemas.WorkloadBatch.model_validate(body)
@@ -121,19 +115,19 @@ def _jobs(workloads: list[schemas.Workload], batch: bool, now: datetime):
         except ValueError as exc:
             details.append({"field": f"workloads[{index}]" if batch else "body", "message": str(exc)})
     if details:
-        raise ApiError(400, "the request is not valid; see details", details=details)
+        raise RequestError(FailureCode.INVALID_REQUEST, "the request is not valid; see details", details=details)
     return jobs
 
 
 # -- API routes -----------------------------------------------------------------------------------
 
-def _unschedulable(outcome: Outcome) -> dict:
-    body = {"id": outcome.job.id, "status": "unschedulable", "code": outcome.failure_code,
-            "reason": outcome.failure_message}
-    if outcome.zone_failures:
-        body["unavailable_zones"] = [{"zone": f.zone, "code": f.error.code, "message": f.error.message}
-                                     for f in outcome.zone_failures]
-    return body
+def _failure(outcome: Unschedulable) -> RequestError:
+    """A single workload that cannot be scheduled, as an error answer with the failure's status."""
+    code = outcome.code
+    headers = {"Retry-After": _retry_after()} if code.transient else None
+    field = "zones" if code in (FailureCode.ZONE_NOT_FOUND, FailureCode.ZONE_NOT_ENTITLED) else "body"
+    return RequestError(code, outcome.message, details=[{"field": field, "message": outcome.message}],
+                        headers=headers)
 
 
 @api.post("/optimize")
@@ -144,25 +138,12 @@ def optimize():
     capacity = batch.capacity if batch is not None else None
     outcomes = _engine().optimize(_jobs(workloads, batch is not None, now), now,
                                   capacity.limits() if capacity is not None else None)
-    if batch is None:
-        outcome = outcomes[0]
-        if outcome.scheduled:
-            return jsonify(outcome.result)
-        status = _CLIENT_FAILURES.get(outcome.failure_code or "", 503)
-        headers = {"Retry-After": _retry_after()} if status == 503 else None
-        field = "zones" if outcome.failure_code == "zone_not_found" else "body"
-        return error_response(status, outcome.failure_message or "cannot schedule", outcome.failure_code,
-                              details=[{"field": field, "message": outcome.failure_message}],
-                              headers=headers)
-    results = [o.result if o.scheduled else _unschedulable(o) for o in outcomes]
-    scheduled = [o.result for o in outcomes if o.scheduled]
-    summary = {
-        "workloads": len(outcomes),
-        "scheduled": len(scheduled),
-        "unschedulable": len(outcomes) - len(scheduled),
-        "saving_grams": round(sum(r["saving_grams"] or 0.0 for r in scheduled), 3),
-    }
-    return jsonify({"results": results, "summary": summary})
+    if batch is not None:
+        return jsonify(schemas.BatchResponse.of(outcomes, now).to_json())
+    outcome = outcomes[0]
+    if isinstance(outcome, Unschedulable):
+        raise _failure(outcome)
+    return jsonify(schemas.ScheduledWorkload.of(outcome, now).to_json())
 
 
 def _hours_parameter() -> Optional[int]:
@@ -171,7 +152,7 @@ def _hours_parameter() -> Optional[int]:
         return None
     if not (text.isascii() and text.isdigit() and len(text) <= 4) \
             or not 1 <= int(text) <= schemas.MAX_FORECAST_HOURS:
-        raise ApiError(400, "hours must be a whole number of hours from now",
+        raise RequestError(FailureCode.INVALID_REQUEST, "hours must be a whole number of hours from now",
                        details=[{"field": "hours", "message":
                                  f"a whole number from 1 to {schemas.MAX_FORECAST_HOURS}"}])
     return int(text)
@@ -183,26 +164,20 @@ def forecast():
     try:
         schemas.ZONE_ADAPTER.validate_python(zone)
     except ValidationError:
-        raise ApiError(400, "give one Electricity Maps zone key, e.g. ?zone=DE",
+        raise RequestError(FailureCode.INVALID_REQUEST, "give one Electricity Maps zone key, e.g. ?zone=DE",
                        details=[{"field": "zone", "message": "missing or not a zone key"}]) from None
     hours = _hours_parameter()
     now = _now()
     try:
         found = _engine().forecast(zone, now)
-    except ZoneNotFound as exc:
-        raise ApiError(404, exc.message, exc.code) from None
-    except ProviderError as exc:
-        raise ApiError(503, exc.message, exc.code, headers={"Retry-After": _retry_after()}) from None
-    # Provenance describes the provider's forecast; the points may run past it, flagged estimated.
-    provenance = found.provenance()
+    except CarbonDataError as exc:
+        # A zone the provider does not know is a missing resource here (404), not a bad request.
+        status = 404 if exc.code is FailureCode.ZONE_NOT_FOUND else exc.code.status
+        headers = {"Retry-After": _retry_after()} if exc.code.transient else None
+        raise RequestError(exc.code, exc.message, headers=headers, status=status) from None
     if hours is not None:
-        found = advanced_scheduling.extended_to(_engine(), found, to_epoch(now) + 3600 * hours, now)
-    series = found.series
-    estimated = series.estimated_mask()
-    points = [{"datetime": rfc3339(from_epoch(t)), "carbon_intensity": float(v), "estimated": bool(e)}
-              for t, v, e in zip(series.boundaries()[:-1], series.values, estimated)]
-    return jsonify({"zone": zone, "step_seconds": series.step_seconds, "forecast": points,
-                    "provenance": provenance})
+        found = _engine().extended(found, to_epoch(now) + 3600 * hours, now)
+    return jsonify(schemas.ForecastResponse.of(found).to_json())
 
 
 @api.get("/openapi.json")
@@ -249,12 +224,7 @@ def create_app(test_config: Optional[dict] = None, settings: Optional[Settings] 
     settings = settings or load_settings()
     configure_logging(settings.log_level)
     secret_store = secret_store or build_secret_store(settings)
-    provider = build_provider(settings, secret_store)
-    cache = ForecastCache(
-        redis_url=settings.redis_url, ttl=settings.cache_ttl_seconds,
-        stale_ttl=settings.cache_stale_ttl_seconds, lock_seconds=settings.upstream_lock_seconds,
-        failure_backoff=settings.upstream_failure_backoff_seconds,
-        key_prefix=settings.cache_key_prefix)
+    engine = build_engine(settings, secret_store)
 
     app = Flask(__name__)
     app.config.update(MAX_CONTENT_LENGTH=settings.max_body_bytes, JSON_SORT_KEYS=False,
@@ -264,7 +234,7 @@ def create_app(test_config: Optional[dict] = None, settings: Optional[Settings] 
         app.config.update(test_config)
     app.extensions["carbon_settings"] = settings
     app.extensions["carbon_secrets"] = secret_store
-    app.extensions["carbon_engine"] = CarbonEngine(provider, cache)
+    app.extensions["carbon_engine"] = engine
     app.extensions["carbon_openapi"] = openapi.build_document(VERSION, settings.max_batch_size)
 
     register_error_handlers(app)
@@ -273,7 +243,7 @@ def create_app(test_config: Optional[dict] = None, settings: Optional[Settings] 
     _wire_metrics(app)
     security.install_security(app, settings, secret_store)
 
-    log.info("carbon-optimizer ready", extra={"provider": provider.name, "version": VERSION,
+    log.info("carbon-optimizer ready", extra={"provider": engine.provider.name, "version": VERSION,
                                               "redis": bool(settings.redis_url)})
     return app
 

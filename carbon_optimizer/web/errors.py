@@ -8,29 +8,21 @@ from typing import Optional
 from flask import Flask, jsonify
 from werkzeug.exceptions import HTTPException
 
+from carbon_optimizer.errors import FailureCode, RequestError
+
 log = logging.getLogger(__name__)
 
-_CODES = {
-    400: "invalid_request", 401: "unauthorized", 403: "forbidden", 404: "not_found",
-    405: "method_not_allowed", 413: "payload_too_large", 415: "unsupported_media_type",
-    422: "unprocessable", 429: "rate_limited", 503: "service_unavailable",
-}
+def ApiError(status: int, message: str, code: Optional[FailureCode] = None,
+             details: Optional[list[dict]] = None, headers: Optional[dict] = None) -> RequestError:
+    """A RequestError for an HTTP status (the generic code of that status unless one is named)."""
+    return RequestError(code or FailureCode.for_status(status), message, details, headers, status)
 
 
-class ApiError(Exception):
-    def __init__(self, status: int, message: str, code: Optional[str] = None,
-                 details: Optional[list[dict]] = None, headers: Optional[dict] = None):
-        super().__init__(message)
-        self.status = status
-        self.code = code or _CODES.get(status, "error")
-        self.message = message
-        self.details = details
-        self.headers = headers or {}
-
-
-def error_response(status: int, message: str, code: Optional[str] = None,
+def error_response(status: int, message: str, code: Optional[FailureCode] = None,
                    details: Optional[list[dict]] = None, headers: Optional[dict] = None):
-    body = {"code": code or _CODES.get(status, "error"), "message": message}
+    """The JSON error envelope: {"error": {"code", "message", "details"?}}."""
+    body = {"code": FailureCode(code).value if code else FailureCode.for_status(status).value,
+            "message": message}
     if details:
         body["details"] = details
     response = jsonify({"error": body})
@@ -41,8 +33,8 @@ def error_response(status: int, message: str, code: Optional[str] = None,
 
 
 def register_error_handlers(app: Flask) -> None:
-    @app.errorhandler(ApiError)
-    def _api_error(exc: ApiError):
+    @app.errorhandler(RequestError)
+    def _api_error(exc: RequestError):
         return error_response(exc.status, exc.message, exc.code, exc.details, exc.headers)
 
     @app.errorhandler(HTTPException)
@@ -61,4 +53,4 @@ def register_error_handlers(app: Flask) -> None:
     @app.errorhandler(Exception)
     def _unexpected(exc: Exception):
         log.exception("unhandled error")
-        return error_response(500, "internal error", "internal_error")
+        return error_response(500, "internal error", FailureCode.INTERNAL_ERROR)

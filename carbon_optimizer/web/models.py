@@ -7,13 +7,17 @@ from datetime import datetime, timedelta, timezone
 from typing import Annotated, Literal, Optional, Union
 
 from pydantic import (
-    AwareDatetime, BaseModel, BeforeValidator, ConfigDict, Field, StrictBool, StrictInt, TypeAdapter,
+    AwareDatetime, BaseModel, BeforeValidator, ConfigDict, Field, PlainSerializer, StrictBool,
+    StrictInt, TypeAdapter,
     ValidationError,
     WithJsonSchema, model_validator,
 )
 
-from carbon_optimizer.engine import Job
-from carbon_optimizer.timeseries import to_epoch
+from carbon_optimizer.errors import FailureCode
+from carbon_optimizer.scheduling.model import (
+    CapacityLimits, Job, Schedule, Unschedulable, ZoneFailure, ZoneSeries,
+)
+from carbon_optimizer.timeseries import from_epoch, rfc3339, to_epoch
 
 MAX_DURATION = timedelta(days=7)
 MAX_WINDOW = timedelta(days=31)
@@ -159,10 +163,11 @@ class FleetCapacity(BaseModel):
     max_power_kw: Optional[dict[Zone, Annotated[float, Field(gt=0, le=1e9, allow_inf_nan=False)]]] = \
         Field(None, description="per zone: the sum of running workloads' power_kw")
 
-    def limits(self) -> dict:
+    def limits(self) -> CapacityLimits:
         per_zone = self.max_concurrent if isinstance(self.max_concurrent, dict) else None
-        return {"max_concurrent": None if per_zone is not None else self.max_concurrent,
-                "max_concurrent_per_zone": per_zone, "max_power_kw": self.max_power_kw}
+        return CapacityLimits(max_concurrent=None if per_zone is not None else self.max_concurrent,
+                              max_concurrent_per_zone=per_zone or {},
+                              max_power_kw=self.max_power_kw or {})
 
 
 class WorkloadBatch(BaseModel):
@@ -175,60 +180,103 @@ class WorkloadBatch(BaseModel):
 OptimizeRequest = Union[Workload, WorkloadBatch]
 
 # -- responses ------------------------------------------------------------------------------------
+# The models below document the answers (OpenAPI) and build them: each answer is made by one `of`
+# classmethod from the engine's typed values, so the document and the answers cannot drift apart.
+
+UtcTime = Annotated[datetime, PlainSerializer(rfc3339, return_type=str, when_used="json"),
+                    WithJsonSchema({"type": "string", "format": "date-time",
+                                    "examples": ["2026-11-23T08:00:00Z"]})]
+
+
+def _time(epoch_seconds: Optional[float]) -> Optional[datetime]:
+    return None if epoch_seconds is None else from_epoch(epoch_seconds)
+
+
+def _round(value: Optional[float], digits: int) -> Optional[float]:
+    return None if value is None else round(value, digits)
 
 
 class _Response(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
+    def to_json(self) -> dict:
+        """The answer as JSON: optional members the builder left out are omitted, not null."""
+        return self.model_dump(mode="json", exclude_unset=True)
+
 
 class EstimatedPart(_Response):
-    start: str
+    start: UtcTime
     minutes: int
 
 
 class Chunk(_Response):
-    start: str
-    end: str
+    start: UtcTime
+    end: UtcTime
     duration_minutes: int
 
 
 class Provenance(_Response):
     provider: str
-    updated_at: Optional[str] = Field(description="when the provider last updated this forecast")
-    fetched_at: Optional[str] = Field(description="when this service fetched it (null: not cached)")
+    updated_at: Optional[UtcTime] = Field(description="when the provider last updated this forecast")
+    fetched_at: Optional[UtcTime] = Field(description="when this service fetched it (null: not cached)")
     stale: bool = Field(description="served past its TTL because the provider failed")
-    forecast_start: str
-    forecast_end: str
+    forecast_start: UtcTime
+    forecast_end: UtcTime = Field(description="where the provider's forecast ends (estimates, if "
+                                              "any, lie after it)")
     window_coverage: float = Field(description="share of the allowed window the forecast covers")
     search_limited_by_horizon: bool = Field(
         description="part of the allowed window was not searched: it runs past the forecast "
                     "(extend_horizon false) or past the 14 days of estimates after it")
     estimated: bool = Field(description="the chosen window rests partly on estimated values")
     estimated_part: Optional[EstimatedPart] = Field(
-        None, description="the part of the chosen window past the provider's forecast")
-    replan_at: Optional[str] = Field(
-        None, description="when asking again finds the chosen window inside a real forecast")
+        description="the part of the chosen window past the provider's forecast")
+    replan_at: Optional[UtcTime] = Field(
+        description="when asking again finds the chosen window inside a real forecast")
+
+    @classmethod
+    def of(cls, schedule: Schedule) -> "Provenance":
+        source, coverage = schedule.source, schedule.coverage
+        forecast = source.forecast
+        part = None
+        if coverage.estimated_start is not None:
+            part = EstimatedPart(start=from_epoch(coverage.estimated_start),
+                                 minutes=(coverage.estimated_seconds or 0) // 60)
+        return cls(provider=forecast.provider, updated_at=forecast.updated_at,
+                   fetched_at=_time(source.fetched_at), stale=source.stale,
+                   forecast_start=forecast.start, forecast_end=forecast.end,
+                   window_coverage=round(coverage.window_coverage, 4),
+                   search_limited_by_horizon=coverage.search_limited_by_horizon,
+                   estimated=coverage.estimated, estimated_part=part,
+                   replan_at=_time(coverage.replan_at))
 
 
 class Baseline(_Response):
     zone: str
-    start: str
-    end: str
+    start: UtcTime
+    end: UtcTime
     carbon_intensity: float
 
 
 class UnavailableZone(_Response):
     zone: str
-    code: str
+    code: FailureCode
     message: str
+
+    @classmethod
+    def all_of(cls, failures: tuple[ZoneFailure, ...]) -> dict:
+        """The `unavailable_zones` member, when any zone failed."""
+        if not failures:
+            return {}
+        return {"unavailable_zones": [cls(zone=f.zone, code=f.code, message=f.message)
+                                      for f in failures]}
 
 
 class ScheduledWorkload(_Response):
     id: Optional[str]
     status: Literal["scheduled"]
     zone: str
-    start: str = Field(description="RFC 3339, UTC, minute precision")
-    end: str
+    start: UtcTime = Field(description="RFC 3339, UTC, minute precision")
+    end: UtcTime
     start_in_seconds: int = Field(description="whole seconds from now until start (0: start now)")
     duration_minutes: int
     carbon_intensity: float = Field(description="mean gCO2eq/kWh over the chosen window")
@@ -238,35 +286,108 @@ class ScheduledWorkload(_Response):
     baseline_emissions_grams: Optional[float]
     saving_grams: Optional[float]
     provenance: Provenance
-    unavailable_zones: Optional[list[UnavailableZone]] = None
+    unavailable_zones: Optional[list[UnavailableZone]] = Field(
+        None, description="zones asked for whose carbon data could not be had (present only then)")
     chunks: Optional[list[Chunk]] = Field(
         None, description="interruptible workloads: the intervals to run, in order")
+
+    @classmethod
+    def of(cls, schedule: Schedule, now: datetime) -> "ScheduledWorkload":
+        job, baseline = schedule.job, schedule.baseline
+        emissions = _round(schedule.emissions_grams, 3)
+        baseline_emissions = _round(schedule.baseline_emissions_grams, 3)
+        extra: dict = UnavailableZone.all_of(schedule.unavailable)
+        if job.interruptible:
+            extra["chunks"] = [Chunk(start=from_epoch(a), end=from_epoch(b),
+                                     duration_minutes=(b - a) // 60) for a, b in schedule.intervals]
+        return cls(
+            id=job.id, status="scheduled", zone=schedule.zone,
+            start=from_epoch(schedule.start), end=from_epoch(schedule.end),
+            start_in_seconds=max(0, schedule.start - to_epoch(now)),
+            duration_minutes=job.duration // 60,
+            carbon_intensity=round(schedule.mean_intensity, 3),
+            baseline=None if baseline is None else Baseline(
+                zone=baseline.zone, start=from_epoch(baseline.start), end=from_epoch(baseline.end),
+                carbon_intensity=round(baseline.mean_intensity, 3)),
+            saving_percent=_round(schedule.saving_percent, 2),
+            emissions_grams=emissions,
+            baseline_emissions_grams=baseline_emissions,
+            saving_grams=None if emissions is None or baseline_emissions is None
+            else round(baseline_emissions - emissions, 3),
+            provenance=Provenance.of(schedule), **extra)
 
 
 class UnschedulableWorkload(_Response):
     id: Optional[str]
     status: Literal["unschedulable"]
-    code: str
+    code: FailureCode
     reason: str
-    unavailable_zones: Optional[list[UnavailableZone]] = None
+    unavailable_zones: Optional[list[UnavailableZone]] = Field(
+        None, description="zones asked for whose carbon data could not be had (present only then)")
+
+    @classmethod
+    def of(cls, failure: Unschedulable) -> "UnschedulableWorkload":
+        return cls(id=failure.job.id, status="unschedulable", code=failure.code,
+                   reason=failure.message, **UnavailableZone.all_of(failure.unavailable))
+
+
+class BatchSummary(_Response):
+    workloads: int
+    scheduled: int
+    unschedulable: int
+    saving_grams: float = Field(description="sum over the scheduled workloads that give energy")
 
 
 class BatchResponse(_Response):
     results: list[Union[ScheduledWorkload, UnschedulableWorkload]]
-    summary: dict[str, Union[int, float]]
+    summary: BatchSummary
+
+    @classmethod
+    def of(cls, outcomes: list, now: datetime) -> "BatchResponse":
+        results = [ScheduledWorkload.of(o, now) if isinstance(o, Schedule)
+                   else UnschedulableWorkload.of(o) for o in outcomes]
+        scheduled = [r for r in results if isinstance(r, ScheduledWorkload)]
+        return cls(results=results, summary=BatchSummary(
+            workloads=len(results), scheduled=len(scheduled),
+            unschedulable=len(results) - len(scheduled),
+            saving_grams=round(sum(r.saving_grams or 0.0 for r in scheduled), 3)))
 
 
 class ForecastPoint(_Response):
-    datetime: str
+    datetime: UtcTime
     carbon_intensity: float
     estimated: bool
+
+
+class ForecastProvenance(_Response):
+    provider: str
+    updated_at: Optional[UtcTime]
+    fetched_at: Optional[UtcTime]
+    stale: bool
+    forecast_start: UtcTime
+    forecast_end: UtcTime = Field(description="where the provider's forecast ends; points after it "
+                                              "are estimates (flagged estimated)")
 
 
 class ForecastResponse(_Response):
     zone: str
     step_seconds: int
     forecast: list[ForecastPoint]
-    provenance: dict[str, Union[str, bool, None]]
+    provenance: ForecastProvenance
+
+    @classmethod
+    def of(cls, zone: ZoneSeries) -> "ForecastResponse":
+        forecast = zone.forecast
+        series = zone.extended or forecast
+        estimated = series.estimated_mask().tolist()
+        points = [ForecastPoint(datetime=from_epoch(t), carbon_intensity=v, estimated=e)
+                  for t, v, e in zip(series.boundaries()[:-1].tolist(), series.values.tolist(),
+                                     estimated)]
+        return cls(zone=forecast.zone, step_seconds=series.step_seconds, forecast=points,
+                   provenance=ForecastProvenance(
+                       provider=forecast.provider, updated_at=forecast.updated_at,
+                       fetched_at=_time(zone.fetched_at), stale=zone.stale,
+                       forecast_start=forecast.start, forecast_end=forecast.end))
 
 
 class ErrorDetail(_Response):
@@ -275,7 +396,7 @@ class ErrorDetail(_Response):
 
 
 class ErrorBody(_Response):
-    code: str
+    code: FailureCode
     message: str
     details: Optional[list[ErrorDetail]] = None
 

@@ -5,47 +5,15 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Optional, Protocol
 
+from carbon_optimizer.errors import (  # noqa: F401
+    CarbonDataError, InvalidToken, UpstreamUnavailable, ZoneNotEntitled, ZoneNotFound,
+)
 from carbon_optimizer.timeseries import ForecastSeries
 
 
-class ProviderError(Exception):
-    """A failure to get carbon data for a zone. Messages name the zone, never a secret."""
-
-    code = "upstream_error"
-    # Whether a stale copy may be served instead (a passing fault) or the failure is final for
-    # this zone (unknown zone, token not entitled).
-    transient = True
-
-    def __init__(self, zone: str, message: str):
-        super().__init__(message)
-        self.zone = zone
-        self.message = message
-
-
-class UpstreamUnavailable(ProviderError):
-    """Timeouts, refused connections, 5xx, 429, malformed answers: try again later."""
-
-    code = "upstream_unavailable"
-
-
-class InvalidToken(ProviderError):
-    """The provider rejected the credentials themselves."""
-
-    code = "upstream_auth_failed"
-
-
-class ZoneNotEntitled(ProviderError):
-    """The credentials are valid but not entitled to this zone."""
-
-    code = "zone_not_entitled"
-    transient = False
-
-
-class ZoneNotFound(ProviderError):
-    """The provider has no data for this zone."""
-
-    code = "zone_not_found"
-    transient = False
+# The failures every provider raises live in the one error hierarchy; named here too, because
+# the cache rebuilds a remembered failure by its class name.
+ProviderError = CarbonDataError
 
 
 class Provider(Protocol):

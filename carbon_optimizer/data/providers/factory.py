@@ -3,19 +3,28 @@
 from __future__ import annotations
 
 import logging
+from typing import Any, Protocol
 
 from carbon_optimizer.ops import metrics
 from carbon_optimizer.data.providers.base import Provider
 from carbon_optimizer.data.providers.csv_file import CsvFileProvider
 from carbon_optimizer.data.providers.demo import DemoProvider
 from carbon_optimizer.data.providers.electricitymaps import ElectricityMapsProvider
-from carbon_optimizer.secret_store import SecretStore
-from carbon_optimizer.settings import ConfigError, Settings
+from carbon_optimizer.errors import ConfigError
+from carbon_optimizer.settings import Settings
 
 log = logging.getLogger(__name__)
 
 
-def build_provider(settings: Settings, secrets: SecretStore) -> Provider:
+class KeySource(Protocol):
+    """Where the Electricity Maps key is read (a secret store); read on every call, so a rotated
+    key is used at once. Named by shape, so the data layer needs no secret-store import."""
+    backend: str
+
+    def current(self) -> Any: ...
+
+
+def build_provider(settings: Settings, secrets: KeySource) -> Provider:
     choice = settings.carbon_provider
     has_key = bool(secrets.current().electricity_maps_api_key)
     if choice == "auto":

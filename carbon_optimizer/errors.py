@@ -1,0 +1,145 @@
+"""The one error hierarchy: every failure the service can name has a FailureCode, and the code
+carries its HTTP status, so no layer maps bare strings to statuses.
+
+Layers raise these (or return them inside an Unschedulable); only the web layer turns them into
+HTTP answers. Messages name fields, zones and values, never a secret.
+"""
+
+from __future__ import annotations
+
+from enum import Enum
+from typing import Optional
+
+
+class FailureCode(str, Enum):
+    """A failure's stable name in answers (`error.code`), its HTTP status, and whether the same
+    request may succeed later (then a 503 answer carries Retry-After)."""
+
+    status: int
+    transient: bool
+
+    def __new__(cls, code: str, status: int, transient: bool = False) -> "FailureCode":
+        member = str.__new__(cls, code)
+        member._value_ = code
+        member.status = status
+        member.transient = transient
+        return member
+
+    # The request itself
+    INVALID_REQUEST = "invalid_request", 400
+    UNAUTHORIZED = "unauthorized", 401
+    FORBIDDEN = "forbidden", 403
+    NOT_FOUND = "not_found", 404
+    METHOD_NOT_ALLOWED = "method_not_allowed", 405
+    PAYLOAD_TOO_LARGE = "payload_too_large", 413
+    UNSUPPORTED_MEDIA_TYPE = "unsupported_media_type", 415
+    UNPROCESSABLE = "unprocessable", 422
+    RATE_LIMITED = "rate_limited", 429
+    # Scheduling: the request is valid, but no plan satisfies it; the client changes the request.
+    WINDOW_NOT_COVERED = "window_not_covered", 422
+    CAPACITY_EXCEEDED = "capacity_exceeded", 422
+    TOO_LARGE = "too_large", 422
+    # Carbon data. Final for the zone (client error: choose another zone) ...
+    ZONE_NOT_FOUND = "zone_not_found", 400
+    ZONE_NOT_ENTITLED = "zone_not_entitled", 422
+    # ... or passing: the same request may work later.
+    UPSTREAM_UNAVAILABLE = "upstream_unavailable", 503, True
+    UPSTREAM_AUTH_FAILED = "upstream_auth_failed", 503, True
+    UPSTREAM_ERROR = "upstream_error", 503, True
+    SERVICE_UNAVAILABLE = "service_unavailable", 503, True
+    INTERNAL_ERROR = "internal_error", 500
+
+    @classmethod
+    def for_status(cls, status: int) -> "FailureCode":
+        """The generic code of an HTTP status (for answers Werkzeug or an extension shaped)."""
+        return _GENERIC.get(status, cls.INTERNAL_ERROR if status >= 500 else cls.INVALID_REQUEST)
+
+
+_GENERIC = {code.status: code for code in (
+    FailureCode.INVALID_REQUEST, FailureCode.UNAUTHORIZED, FailureCode.FORBIDDEN,
+    FailureCode.NOT_FOUND, FailureCode.METHOD_NOT_ALLOWED, FailureCode.PAYLOAD_TOO_LARGE,
+    FailureCode.UNSUPPORTED_MEDIA_TYPE, FailureCode.UNPROCESSABLE, FailureCode.RATE_LIMITED,
+    FailureCode.SERVICE_UNAVAILABLE, FailureCode.INTERNAL_ERROR)}
+
+
+class CarbonOptimizerError(Exception):
+    """Base of every error the service raises on purpose."""
+
+    code: FailureCode = FailureCode.INTERNAL_ERROR
+
+    def __init__(self, message: str, code: Optional[FailureCode] = None):
+        super().__init__(message)
+        self.message = message
+        if code is not None:
+            self.code = code
+
+
+class ConfigError(CarbonOptimizerError):
+    """The environment does not describe a runnable service (raised at start-up)."""
+
+
+class SecretError(CarbonOptimizerError):
+    """A secret could not be read or is malformed. The message never holds a secret value."""
+
+
+class SchedulingError(CarbonOptimizerError):
+    """A solver refused a request (e.g. too large for an exact search)."""
+
+    code = FailureCode.TOO_LARGE
+
+
+class TooLarge(SchedulingError):
+    """The exact search for this request would need more work or memory than allowed."""
+
+    code = FailureCode.TOO_LARGE
+
+
+class CarbonDataError(CarbonOptimizerError):
+    """No carbon data for a zone. Messages name the zone, never a secret."""
+
+    code = FailureCode.UPSTREAM_ERROR
+
+    def __init__(self, zone: str, message: str):
+        super().__init__(message)
+        self.zone = zone
+
+    @property
+    def transient(self) -> bool:
+        """Whether a stale copy may be served instead (a passing fault) or the failure is final
+        for this zone (unknown zone, token not entitled)."""
+        return self.code.transient
+
+
+class UpstreamUnavailable(CarbonDataError):
+    """Timeouts, refused connections, 5xx, 429, malformed answers: try again later."""
+
+    code = FailureCode.UPSTREAM_UNAVAILABLE
+
+
+class InvalidToken(CarbonDataError):
+    """The provider rejected the service's own credentials: an operator's problem, not the client's."""
+
+    code = FailureCode.UPSTREAM_AUTH_FAILED
+
+
+class ZoneNotEntitled(CarbonDataError):
+    """The credentials are valid but not entitled to this zone."""
+
+    code = FailureCode.ZONE_NOT_ENTITLED
+
+
+class ZoneNotFound(CarbonDataError):
+    """The provider has no data for this zone."""
+
+    code = FailureCode.ZONE_NOT_FOUND
+
+
+class RequestError(CarbonOptimizerError):
+    """A request the web layer refuses; `details` name the fields and values involved."""
+
+    def __init__(self, code: FailureCode, message: str, details: Optional[list[dict]] = None,
+                 headers: Optional[dict] = None, status: Optional[int] = None):
+        super().__init__(message, code)
+        self.details = details
+        self.headers = headers or {}
+        self.status = status or code.status

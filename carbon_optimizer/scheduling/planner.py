@@ -1,0 +1,202 @@
+"""The one scheduling path: Jobs and each zone's series in, a Schedule or an Unschedulable out.
+
+Pure: no I/O, no clock ("now" is an argument). The engine gathers the series (forecasts, extended
+with estimates where a job's window runs past them); this module picks the solver that fits each
+job (window, chunks, or the fleet for a batch under capacity) and builds every answer.
+"""
+
+from __future__ import annotations
+
+import math
+from functools import reduce
+from typing import Optional, Sequence
+
+import numpy as np
+
+from carbon_optimizer.errors import FailureCode, TooLarge
+from carbon_optimizer.scheduling import window as windows
+from carbon_optimizer.scheduling.chunks import best_chunks
+from carbon_optimizer.scheduling.fleet import schedule_fleet
+from carbon_optimizer.scheduling.fleet_model import Capacity, FleetJob
+from carbon_optimizer.scheduling.horizon import estimated_span, replan_at
+from carbon_optimizer.scheduling.model import (
+    Baseline, CapacityLimits, Coverage, Job, Outcome, Schedule, Unschedulable, ZoneFailure,
+    ZoneSeries, Zones,
+)
+from carbon_optimizer.timeseries import ForecastSeries, rfc3339
+
+_NOT_COVERED_PAST_HORIZON = ("no forecast covers a run of this workload inside its allowed window "
+                             "(estimates reach at most 14 days past a forecast)")
+
+
+def reaches_past_forecast(job: Job, zone: ZoneSeries) -> bool:
+    """Whether a search for `job` in this zone needs estimates past the provider's forecast."""
+    return job.extend_horizon and job.latest_end > zone.forecast.end_epoch
+
+
+def _split(job: Job, zones: Zones) -> tuple[list[str], tuple[ZoneFailure, ...]]:
+    usable = [z for z in job.zones if isinstance(zones[z], ZoneSeries)]
+    failures = tuple(f for z in job.zones if isinstance(f := zones[z], ZoneFailure))
+    return usable, failures
+
+
+def _no_data(job: Job, failures: tuple[ZoneFailure, ...]) -> Unschedulable:
+    return Unschedulable(job, failures[0].code, "; ".join(f.message for f in failures), failures)
+
+
+def plan(job: Job, zones: Zones, now: int) -> Outcome:
+    """The cleanest run of one job over its zones: a contiguous window, or chunks when the job is
+    interruptible; an Unschedulable saying why when there is none."""
+    usable, failures = _split(job, zones)
+    if not usable:
+        return _no_data(job, failures)
+    series = [zones[z].searched(job) for z in usable]
+    if job.interruptible:
+        found = None
+        for zone, one in zip(usable, series):
+            try:
+                chunks = best_chunks(one.boundaries(), one.values, job.duration, job.earliest_start,
+                                     job.latest_end, job.min_chunk, job.max_chunks)
+            except TooLarge as exc:
+                return Unschedulable(job, exc.code, exc.message, failures)
+            if chunks is not None and (found is None
+                                       or chunks.mean_intensity < found[1].mean_intensity - 1e-9):
+                found = (zone, chunks)
+        if found is None:
+            return Unschedulable(job, FailureCode.WINDOW_NOT_COVERED, _NOT_COVERED_PAST_HORIZON,
+                                 failures)
+        zone, chunks = found
+        intervals = tuple((c.start, c.end) for c in chunks.chunks)
+        return _schedule(job, zones, zone, intervals, chunks.mean_intensity, now, failures)
+    chosen = windows.best_window_across(
+        [(s.boundaries(), s.values) for s in series], job.duration, job.earliest_start,
+        job.latest_start, integrals=[s.integral() for s in series])
+    if chosen is None:
+        if any(reaches_past_forecast(job, zones[z]) for z in usable):
+            message = _NOT_COVERED_PAST_HORIZON
+        else:
+            message = ("no forecast covers a whole run of this workload between its earliest and "
+                       "latest start; " + "; ".join(
+                           f"{z} is covered from {rfc3339(zones[z].forecast.start)} to "
+                           f"{rfc3339(zones[z].forecast.end)}" for z in usable))
+        return Unschedulable(job, FailureCode.WINDOW_NOT_COVERED, message, failures)
+    window = chosen.window
+    return _schedule(job, zones, usable[chosen.zone_index], ((window.start, window.end),),
+                     window.mean_intensity, now, failures)
+
+
+def plan_batch(jobs: Sequence[Job], zones: Zones, capacity: CapacityLimits, now: int) -> list[Outcome]:
+    """Place a batch jointly under shared capacity (fleet solver) over the providers' forecasts.
+
+    Chunks are not split under capacity: an interruptible job runs in one piece here.
+    """
+    outcomes: list[Optional[Outcome]] = [None] * len(jobs)
+    live = []
+    for i, job in enumerate(jobs):
+        usable, failures = _split(job, zones)
+        if usable:
+            live.append(i)
+        else:
+            outcomes[i] = _no_data(job, failures)
+    if live:
+        _place_fleet(jobs, zones, capacity, now, live, outcomes)
+    return outcomes  # type: ignore[return-value]
+
+
+def _place_fleet(jobs, zones: Zones, capacity: CapacityLimits, now: int, live: list[int],
+                 outcomes: list) -> None:
+    names = list(dict.fromkeys(z for i in live for z in jobs[i].zones
+                               if isinstance(zones[z], ZoneSeries)))
+    series = [zones[z].forecast for z in names]
+    # One grid for the batch: fine enough for every step and duration.
+    unit = reduce(math.gcd, [s.step_seconds for s in series] + [jobs[i].duration for i in live])
+    origin = max(s.start_epoch for s in series)
+    origin = -(-origin // unit) * unit
+    units = (min(s.end_epoch for s in series) - origin) // unit
+    if units <= 0:
+        for i in live:
+            outcomes[i] = Unschedulable(jobs[i], FailureCode.WINDOW_NOT_COVERED,
+                                        "the batch's zones share no forecast period",
+                                        _split(jobs[i], zones)[1])
+        return
+    times = origin + unit * np.arange(units)
+    intensity = np.stack([s.values[np.searchsorted(s.boundaries(), times, side="right") - 1]
+                          for s in series])
+    fleet_jobs = [FleetJob(length=jobs[i].duration // unit,
+                           earliest=-(-(jobs[i].earliest_start - origin) // unit),
+                           latest=(jobs[i].latest_start - origin) // unit,
+                           zones=tuple(names.index(z) for z in jobs[i].zones if z in names),
+                           power_kw=jobs[i].power_kw)
+                  for i in live]
+    result = schedule_fleet(intensity, fleet_jobs, Capacity(
+        max_concurrent=capacity.max_concurrent,
+        zone_concurrent=[capacity.max_concurrent_per_zone.get(z) for z in names],
+        zone_power_kw=[capacity.max_power_kw.get(z) for z in names]))
+    messages = {
+        FailureCode.WINDOW_NOT_COVERED: "no start inside the allowed window is covered by the "
+                                        "forecasts of every zone in the batch",
+        FailureCode.CAPACITY_EXCEEDED: "the batch's capacity (concurrency or power) leaves no room "
+                                       "for this workload inside its allowed window"}
+    for i, place, reason in zip(live, result.placements, result.reasons):
+        job = jobs[i]
+        failures = _split(job, zones)[1]
+        if place is None:
+            code = FailureCode(reason)
+            outcomes[i] = Unschedulable(job, code, messages[code], failures)
+            continue
+        zone = names[place.zone]
+        start = origin + place.start * unit
+        one = zones[zone].forecast
+        mean = windows.window_mean(one.boundaries(), one.values, start, job.duration, one.integral())
+        outcomes[i] = _schedule(job, zones, zone, ((start, start + job.duration),), mean, now,
+                                failures, use_estimates=False)
+
+
+def _schedule(job: Job, zones: Zones, zone: str, intervals: tuple[tuple[int, int], ...],
+              mean: float, now: int, failures: tuple[ZoneFailure, ...],
+              use_estimates: bool = True) -> Schedule:
+    """The one place a Schedule is built."""
+    chosen: ZoneSeries = zones[zone]
+    searched = chosen.searched(job) if use_estimates else chosen.forecast
+    return Schedule(job=job, zone=zone, intervals=intervals, mean_intensity=mean,
+                    baseline=_baseline(job, zones, use_estimates),
+                    coverage=_coverage(job, chosen.forecast, searched, intervals, now),
+                    source=chosen, unavailable=failures)
+
+
+def _baseline(job: Job, zones: Zones, use_estimates: bool) -> Optional[Baseline]:
+    """Run at the earliest allowed start (or the first covered minute) in the first zone."""
+    first = zones[job.zones[0]]
+    if not isinstance(first, ZoneSeries):
+        return None
+    series = first.searched(job) if use_estimates else first.forecast
+    boundaries = series.boundaries()
+    bounds = windows.start_range(boundaries, job.duration, job.earliest_start, job.latest_start)
+    if bounds is None:
+        return None
+    start = bounds[0]
+    mean = windows.window_mean(boundaries, series.values, start, job.duration, series.integral())
+    return Baseline(zone=first.zone, start=start, end=start + job.duration, mean_intensity=mean)
+
+
+def _coverage(job: Job, forecast: ForecastSeries, searched: ForecastSeries,
+              intervals: tuple[tuple[int, int], ...], now: int) -> Coverage:
+    """What the provider's forecast covers of the allowed window, and what of the choice rests on
+    estimates (points flagged estimated, or anything past the forecast)."""
+    allowed_start, allowed_end = job.earliest_start, job.latest_end
+    real_end = forecast.end_epoch
+    covered = max(0, min(allowed_end, real_end) - max(allowed_start, forecast.start_epoch))
+    start, end = intervals[0][0], intervals[-1][1]
+    estimated = False
+    if searched.estimated is not None:  # most series have no estimated point: skip the arrays
+        boundaries = searched.boundaries()
+        overlaps = (boundaries[:-1] < end) & (boundaries[1:] > start)
+        estimated = bool((overlaps & searched.estimated).any())
+    span = estimated_span(searched, list(intervals), real_end)
+    return Coverage(
+        window_coverage=min(1.0, covered / max(1, allowed_end - allowed_start)),
+        search_limited_by_horizon=allowed_end > searched.end_epoch,
+        estimated=estimated or span is not None,
+        estimated_start=None if span is None else span["start"],
+        estimated_seconds=None if span is None else span["seconds"],
+        replan_at=replan_at(end, now, real_end, forecast.step_seconds))
