@@ -5,7 +5,7 @@ VENV ?= .venv
 PYTHON ?= python3
 PY := $(VENV)/bin/python
 
-.PHONY: run test lint lint-deploy lint-security bench clean
+.PHONY: run test lint lint-imports lint-deploy lint-security bench clean
 
 $(VENV)/.runtime: requirements.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -23,7 +23,11 @@ test: $(VENV)/.dev
 	$(PY) -m pytest
 
 # Checks beyond the tests, run by CI after them.
-lint: lint-deploy lint-security
+lint: lint-imports lint-deploy lint-security
+
+# The layer rules in .importlinter: dependency direction, Flask only in web/, no cycles.
+lint-imports: $(VENV)/.dev
+	$(VENV)/bin/lint-imports
 
 # Dockerfile, compose, Kubernetes and Prometheus rules, by linters and schemas (no Docker engine here).
 lint-deploy: $(VENV)/.dev
@@ -31,7 +35,7 @@ lint-deploy: $(VENV)/.dev
 
 # Static security analysis and known-vulnerability audit of the pinned requirements.
 lint-security: $(VENV)/.dev
-	$(VENV)/bin/bandit -q -r . -x ./.venv,./tests,./bench --severity-level high
+	$(VENV)/bin/bandit -q -r . -x ./.venv,./tests,./bench,./tools --severity-level high
 	scripts/audit_requirements.sh requirements.txt
 
 # Benchmarks (see BENCHMARKS.md); not part of CI.
