@@ -1,7 +1,7 @@
 """The WSGI entry point: `gunicorn -c gunicorn.conf.py app:app`, or `python app.py` for a debug run.
 
 Importing this module builds the production app from the environment; nothing else does that.
-Tests and tools call `carbon_optimizer.web.create_app(...)` instead. The code lives in the
+Tests and tools call `carbon_optimizer.web.app.create_app(...)` instead. The code lives in the
 `carbon_optimizer` package (docs/architecture.md says where each part is).
 """
 

@@ -1,6 +1,6 @@
 """The scheduling engine, for scripts and tools: `from engine import CarbonEngine, Job`.
 
-The service builds its engine in `carbon_optimizer.web.create_app`; the engine itself lives in
+The service builds its engine in `carbon_optimizer.web.app.create_app`; the engine itself lives in
 `carbon_optimizer/engine.py` and knows nothing of HTTP.
 """
 

@@ -25,7 +25,7 @@ from carbon_optimizer.scheduling.horizon import MAX_EXTENSION_SECONDS, extend_se
 from carbon_optimizer.scheduling.model import (
     CapacityLimits, Job, Outcome, Schedule, ZoneFailure, ZoneSeries,
 )
-from carbon_optimizer.secret_store import SecretStore
+from carbon_optimizer.secret_store import BaseSecretStore
 from carbon_optimizer.settings import Settings
 from carbon_optimizer.timeseries import ForecastSeries, from_epoch, rfc3339, to_epoch
 
@@ -149,7 +149,7 @@ class CarbonEngine:
         }
 
 
-def build_engine(settings: Settings, secrets: SecretStore) -> CarbonEngine:
+def build_engine(settings: Settings, secrets: BaseSecretStore) -> CarbonEngine:
     """The engine configuration asks for: its provider and its cache."""
     provider = build_provider(settings, secrets)
     cache = ForecastCache(

@@ -2,7 +2,7 @@
 
 Every environment variable the service reads (apart from Gunicorn's own, in gunicorn.conf.py) is a
 field alias here, so this model is the single list that DEPLOYMENT.md's table is checked against.
-Secret values (the Electricity Maps key, client API keys) are not settings: see secret_store.py.
+Secret values (the Electricity Maps key, client API keys) are not settings: see secret_store/.
 """
 
 from __future__ import annotations
@@ -54,7 +54,7 @@ class Settings(BaseModel):
     # Logging
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field("INFO", alias="LOG_LEVEL")
 
-    # Secret store (issue 3; see secret_store.py). VAULT_TOKEN and VAULT_SECRET_ID are SecretStr so
+    # Secret store (issue 3; see secret_store/). VAULT_TOKEN and VAULT_SECRET_ID are SecretStr so
     # that no repr, log line or error ever shows them.
     environment: Literal["production", "development"] = Field("production", alias="ENVIRONMENT")
     secrets_backend: Literal["env", "aws", "vault"] = Field("env", alias="SECRETS_BACKEND")
@@ -76,7 +76,7 @@ class Settings(BaseModel):
     vault_k8s_token_path: str = Field("/var/run/secrets/kubernetes.io/serviceaccount/token",
                                       alias="VAULT_K8S_TOKEN_PATH")
 
-    # Public-API protection (issue 3; see security.py)
+    # Public-API protection (issue 3; see web/auth.py, web/limits.py, web/headers.py)
     docs_access: Literal["public", "api_key", "disabled"] = Field("public", alias="DOCS_ACCESS")
     metrics_allow_cidrs: list[str] = Field(default_factory=list, alias="METRICS_ALLOW_CIDRS")
     rate_limit_enabled: bool = Field(True, alias="RATE_LIMIT_ENABLED")

@@ -20,7 +20,7 @@ FIXED_NOW = datetime(2026, 11, 23, 10, 17, 30, tzinfo=timezone.utc)
 def make_app():
     """Build an app from environment-style settings, at a fixed clock by default."""
     def build(env: dict | None = None, clock=lambda: FIXED_NOW, **kwargs):
-        # Rate limits (security.py) are off here: tests/test_security.py tests them on its own apps.
+        # Rate limits (web/limits.py) are off here: tests/test_security.py tests them on its own apps.
         env = {"RATE_LIMIT_ENABLED": "false", **(env or {})}
         kwargs.setdefault("secret_store", SecretStore(env))
         return create_app(settings=load_settings(env), clock=clock, **kwargs)

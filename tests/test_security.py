@@ -15,9 +15,10 @@ import pytest
 import redis
 import requests
 
+from carbon_optimizer.web import app as web_app
 from carbon_optimizer.web.app import create_app
 from carbon_optimizer.secret_store import RefreshingSecretStore, Secrets, SecretStore
-from carbon_optimizer.web.security import matches_any
+from carbon_optimizer.web.auth import matches_any
 from carbon_optimizer.settings import load_settings
 from tests import leak_guard
 from tests.leak_guard import secret
@@ -153,6 +154,29 @@ def test_429_is_the_json_envelope_with_retry_after_and_ratelimit_headers():
     for _ in range(5):
         assert client.get("/health").status_code == 200 and client.get("/metrics").status_code == 200
     assert "X-RateLimit-Limit" not in client.get("/health").headers
+
+
+def test_each_app_keeps_its_own_limits_when_several_are_built_in_one_process():
+    # flask-limiter keeps storage and the enabled switch on its Limiter: one shared by apps would
+    # let the last app built (here, one with limits off) decide for all of them.
+    two = build({"RATE_LIMIT_OPTIMIZE": "2 per minute"}).test_client()
+    off = build({"RATE_LIMIT_ENABLED": "false", "RATE_LIMIT_OPTIMIZE": "1 per minute"}).test_client()
+    one = build({"RATE_LIMIT_OPTIMIZE": "1 per minute"}).test_client()
+    assert [two.post("/api/v1/optimize", json=BODY).status_code for _ in range(3)] == [200, 200, 429]
+    assert [off.post("/api/v1/optimize", json=BODY).status_code for _ in range(3)] == [200, 200, 200]
+    assert [one.post("/api/v1/optimize", json=BODY).status_code for _ in range(2)] == [200, 429]
+    assert get(off, "/health").json["checks"]["rate_limit"] == {"status": "disabled"}
+
+
+def test_the_optimize_limit_is_declared_on_the_view_so_a_renamed_route_keeps_it():
+    app = build({"RATE_LIMIT_OPTIMIZE": "2 per minute"})
+    # The view function as its module defines it, under another endpoint name and path: as after
+    # renaming the route, nothing refers to "api.optimize".
+    app.add_url_rule("/api/v1/plan", endpoint="api.plan", view_func=web_app.optimize, methods=["POST"])
+    client = app.test_client()
+    answers = [client.post("/api/v1/plan", json=BODY) for _ in range(3)]
+    assert [a.status_code for a in answers] == [200, 200, 429]
+    assert answers[0].headers["X-RateLimit-Limit"] == "2"
 
 
 def test_default_limit_is_one_budget_per_client_across_routes_and_keyed_by_api_key():
@@ -309,7 +333,7 @@ def test_cors_is_off_by_default_and_limited_to_configured_origins():
         "/health", headers={"Origin": "https://ci.example.com"}).headers
 
 
-def test_security_headers_body_limit_and_no_debug_outside_development():
+def test_security_headers_body_limit_and_no_debug_outside_development(monkeypatch):
     client = build().test_client()
     answer = client.get("/api/v1/forecast?zone=DE")
     assert answer.headers["X-Content-Type-Options"] == "nosniff"
@@ -319,8 +343,9 @@ def test_security_headers_body_limit_and_no_debug_outside_development():
     too_big = build({"MAX_BODY_BYTES": "2048"}).test_client().post(
         "/api/v1/optimize", data=json.dumps({"id": "x" * 4096}), content_type="application/json")
     assert too_big.status_code == 413
-    assert build(test_config={"DEBUG": True}).debug is False
-    assert build({"ENVIRONMENT": "development"}, test_config={"DEBUG": True}).debug is True
+    monkeypatch.setenv("FLASK_DEBUG", "1")  # how debug mode is asked for (`flask --debug` sets it)
+    assert build().debug is False
+    assert build({"ENVIRONMENT": "development"}).debug is True
 
 
 # -- last: nothing leaked -------------------------------------------------------------------------

@@ -10,8 +10,6 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Mapping, Optional, Union
 
-import numpy as np
-
 from carbon_optimizer.errors import FailureCode
 from carbon_optimizer.timeseries import ForecastSeries
 
@@ -153,10 +151,3 @@ class Unschedulable:
 
 Outcome = Union[Schedule, Unschedulable]
 
-
-def covered_mask(boundaries: np.ndarray, estimated: Optional[np.ndarray], start: int, end: int) -> bool:
-    """Whether any estimated point of a series overlaps [start, end)."""
-    if estimated is None:
-        return False
-    overlaps = (boundaries[:-1] < end) & (boundaries[1:] > start)
-    return bool((overlaps & estimated).any())

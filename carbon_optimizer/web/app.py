@@ -23,8 +23,8 @@ from carbon_optimizer.errors import CarbonDataError, FailureCode, RequestError
 from carbon_optimizer.scheduling.model import Unschedulable
 from carbon_optimizer.web.errors import register_error_handlers
 from carbon_optimizer.ops.log_format import configure_logging
-from carbon_optimizer.web import security
-from carbon_optimizer.secret_store import SecretStore, build_secret_store
+from carbon_optimizer.web import auth, headers, limits
+from carbon_optimizer.secret_store import BaseSecretStore, build_secret_store
 from carbon_optimizer.settings import ConfigError, Settings, load_settings
 from carbon_optimizer.timeseries import to_epoch
 
@@ -121,6 +121,11 @@ def _jobs(workloads: list[schemas.Workload], batch: bool, now: datetime):
 
 # -- API routes -----------------------------------------------------------------------------------
 
+def _answer(model: schemas.Response) -> Response:
+    """The one place an answer model becomes an HTTP body."""
+    return Response(model.to_json(), mimetype="application/json")
+
+
 def _failure(outcome: Unschedulable) -> RequestError:
     """A single workload that cannot be scheduled, as an error answer with the failure's status."""
     code = outcome.code
@@ -131,6 +136,7 @@ def _failure(outcome: Unschedulable) -> RequestError:
 
 
 @api.post("/optimize")
+@limits.limit(limits.optimize_limit, methods=["POST"])
 def optimize():
     body = _json_body()
     workloads, batch = _parse_workloads(body)
@@ -139,11 +145,11 @@ def optimize():
     outcomes = _engine().optimize(_jobs(workloads, batch is not None, now), now,
                                   capacity.limits() if capacity is not None else None)
     if batch is not None:
-        return jsonify(schemas.BatchResponse.of(outcomes, now).to_json())
+        return _answer(schemas.BatchResponse.of(outcomes, now))
     outcome = outcomes[0]
     if isinstance(outcome, Unschedulable):
         raise _failure(outcome)
-    return jsonify(schemas.ScheduledWorkload.of(outcome, now).to_json())
+    return _answer(schemas.ScheduledWorkload.of(outcome, now))
 
 
 def _hours_parameter() -> Optional[int]:
@@ -177,21 +183,24 @@ def forecast():
         raise RequestError(exc.code, exc.message, headers=headers, status=status) from None
     if hours is not None:
         found = _engine().extended(found, to_epoch(now) + 3600 * hours, now)
-    return jsonify(schemas.ForecastResponse.of(found).to_json())
+    return _answer(schemas.ForecastResponse.of(found))
 
 
 @api.get("/openapi.json")
 def openapi_document():
-    return jsonify(current_app.extensions["carbon_openapi"])
+    # Read per request: keys can appear on a secret refresh, and the document follows enforcement.
+    keyed = bool(current_app.extensions["carbon_secrets"].current().api_keys)
+    return jsonify(openapi.served(current_app.extensions["carbon_openapi"], keyed))
 
 
 # -- operations -----------------------------------------------------------------------------------
 
 @ops.get("/health")
 def health():
-    checks = {**_engine().health(), **security.health_checks()}
+    checks = {**_engine().health(), "secrets": current_app.extensions["carbon_secrets"].status(),
+              "rate_limit": limits.health_check()}
     degraded = (checks["redis"]["status"] == "down" or checks["provider"]["status"] != "ok"
-                or security.degraded(checks))
+                or checks["secrets"]["status"] == "failing" or checks["rate_limit"]["status"] == "fallback")
     return jsonify({"status": "degraded" if degraded else "ok", "checks": checks})
 
 
@@ -218,8 +227,8 @@ def _wire_metrics(app: Flask) -> None:
     exporter.info("carbon_optimizer_info", "Service version", version=VERSION)
 
 
-def create_app(test_config: Optional[dict] = None, settings: Optional[Settings] = None,
-               secret_store: Optional[SecretStore] = None,
+def create_app(settings: Optional[Settings] = None, *,
+               secret_store: Optional[BaseSecretStore] = None,
                clock: Optional[Callable[[], datetime]] = None) -> Flask:
     settings = settings or load_settings()
     configure_logging(settings.log_level)
@@ -230,8 +239,6 @@ def create_app(test_config: Optional[dict] = None, settings: Optional[Settings] 
     app.config.update(MAX_CONTENT_LENGTH=settings.max_body_bytes, JSON_SORT_KEYS=False,
                       CLOCK=clock or (lambda: datetime.now(timezone.utc)))
     app.json.sort_keys = False
-    if test_config:
-        app.config.update(test_config)
     app.extensions["carbon_settings"] = settings
     app.extensions["carbon_secrets"] = secret_store
     app.extensions["carbon_engine"] = engine
@@ -241,7 +248,10 @@ def create_app(test_config: Optional[dict] = None, settings: Optional[Settings] 
     app.register_blueprint(api)
     app.register_blueprint(ops)
     _wire_metrics(app)
-    security.install_security(app, settings, secret_store)
+    headers.init_app(app, settings)                       # debug off, ProxyFix, CORS, headers
+    auth.identify_clients(app, secret_store)              # before the limiter: it keys on the client
+    limits.init_app(app, settings)                        # after the blueprints: finds declared limits
+    auth.require_api_keys(app, settings, secret_store)    # after the limiter: wrong keys count too
 
     log.info("carbon-optimizer ready", extra={"provider": engine.provider.name, "version": VERSION,
                                               "redis": bool(settings.redis_url)})

@@ -196,26 +196,28 @@ def _round(value: Optional[float], digits: int) -> Optional[float]:
     return None if value is None else round(value, digits)
 
 
-class _Response(BaseModel):
+class Response(BaseModel):
+    """Base of every answer model."""
     model_config = ConfigDict(extra="forbid")
 
-    def to_json(self) -> dict:
-        """The answer as JSON: optional members the builder left out are omitted, not null."""
-        return self.model_dump(mode="json", exclude_unset=True)
+    def to_json(self) -> str:
+        """The answer as JSON text (pydantic-core writes it, in one pass): optional members the
+        builder left out are omitted, not null."""
+        return self.model_dump_json(exclude_unset=True)
 
 
-class EstimatedPart(_Response):
+class EstimatedPart(Response):
     start: UtcTime
     minutes: int
 
 
-class Chunk(_Response):
+class Chunk(Response):
     start: UtcTime
     end: UtcTime
     duration_minutes: int
 
 
-class Provenance(_Response):
+class Provenance(Response):
     provider: str
     updated_at: Optional[UtcTime] = Field(description="when the provider last updated this forecast")
     fetched_at: Optional[UtcTime] = Field(description="when this service fetched it (null: not cached)")
@@ -250,14 +252,14 @@ class Provenance(_Response):
                    replan_at=_time(coverage.replan_at))
 
 
-class Baseline(_Response):
+class Baseline(Response):
     zone: str
     start: UtcTime
     end: UtcTime
     carbon_intensity: float
 
 
-class UnavailableZone(_Response):
+class UnavailableZone(Response):
     zone: str
     code: FailureCode
     message: str
@@ -271,7 +273,7 @@ class UnavailableZone(_Response):
                                       for f in failures]}
 
 
-class ScheduledWorkload(_Response):
+class ScheduledWorkload(Response):
     id: Optional[str]
     status: Literal["scheduled"]
     zone: str
@@ -317,7 +319,7 @@ class ScheduledWorkload(_Response):
             provenance=Provenance.of(schedule), **extra)
 
 
-class UnschedulableWorkload(_Response):
+class UnschedulableWorkload(Response):
     id: Optional[str]
     status: Literal["unschedulable"]
     code: FailureCode
@@ -331,14 +333,14 @@ class UnschedulableWorkload(_Response):
                    reason=failure.message, **UnavailableZone.all_of(failure.unavailable))
 
 
-class BatchSummary(_Response):
+class BatchSummary(Response):
     workloads: int
     scheduled: int
     unschedulable: int
     saving_grams: float = Field(description="sum over the scheduled workloads that give energy")
 
 
-class BatchResponse(_Response):
+class BatchResponse(Response):
     results: list[Union[ScheduledWorkload, UnschedulableWorkload]]
     summary: BatchSummary
 
@@ -353,13 +355,13 @@ class BatchResponse(_Response):
             saving_grams=round(sum(r.saving_grams or 0.0 for r in scheduled), 3)))
 
 
-class ForecastPoint(_Response):
+class ForecastPoint(Response):
     datetime: UtcTime
     carbon_intensity: float
     estimated: bool
 
 
-class ForecastProvenance(_Response):
+class ForecastProvenance(Response):
     provider: str
     updated_at: Optional[UtcTime]
     fetched_at: Optional[UtcTime]
@@ -369,7 +371,7 @@ class ForecastProvenance(_Response):
                                               "are estimates (flagged estimated)")
 
 
-class ForecastResponse(_Response):
+class ForecastResponse(Response):
     zone: str
     step_seconds: int
     forecast: list[ForecastPoint]
@@ -390,21 +392,21 @@ class ForecastResponse(_Response):
                        forecast_start=forecast.start, forecast_end=forecast.end))
 
 
-class ErrorDetail(_Response):
+class ErrorDetail(Response):
     field: str
     message: str
 
 
-class ErrorBody(_Response):
+class ErrorBody(Response):
     code: FailureCode
     message: str
     details: Optional[list[ErrorDetail]] = None
 
 
-class ErrorResponse(_Response):
+class ErrorResponse(Response):
     error: ErrorBody
 
 
-class HealthResponse(_Response):
+class HealthResponse(Response):
     status: Literal["ok", "degraded"]
     checks: dict[str, dict[str, Optional[str]]]

@@ -45,6 +45,9 @@ def build_document(version: str, max_batch_size: int) -> dict:
             "/api/v1/optimize": {"post": {
                 "summary": "Choose when (and where) to run one workload or a batch",
                 "operationId": "optimize",
+                # What the server enforces when API_KEYS is set (web/auth.py); generated clients
+                # send the key where an operation lists it. tests/test_openapi.py checks both agree.
+                "security": [{"ApiKey": []}],
                 "requestBody": {"required": True, "content": {"application/json": {"schema": {
                     "oneOf": [{"$ref": _REF.format(model="Workload")},
                               {"$ref": _REF.format(model="WorkloadBatch")}]}}}},
@@ -53,17 +56,22 @@ def build_document(version: str, max_batch_size: int) -> dict:
                             "content": {"application/json": {"schema": {"oneOf": [
                                 {"$ref": _REF.format(model="ScheduledWorkload")},
                                 {"$ref": _REF.format(model="BatchResponse")}]}}}},
-                    "400": _error("invalid request; one detail per field"),
+                    "400": _error("invalid request, one detail per field; or zone_not_found: a zone "
+                                  "the provider does not know"),
                     "401": unauthorized,
                     "413": _error("request body too large"),
                     "415": _error("body is not application/json"),
-                    "422": _error("a single workload cannot be scheduled (e.g. no forecast covers it)"),
+                    "422": _error("a single workload cannot be scheduled: window_not_covered, "
+                                  "too_large, or zone_not_entitled (the service's data plan does "
+                                  "not cover the zone); final, do not retry unchanged"),
                     "429": rate_limited,
-                    "503": _error("no carbon data for a zone; see Retry-After"),
+                    "503": _error("no carbon data for a zone just now (a passing upstream fault); "
+                                  "retry after Retry-After seconds"),
                 }}},
             "/api/v1/forecast": {"get": {
                 "summary": "The normalised forecast for a zone, as the optimizer uses it",
                 "operationId": "forecast",
+                "security": [{"ApiKey": []}],
                 "parameters": [{"name": "zone", "in": "query", "required": True,
                                 "schema": {"type": "string", "pattern": schemas.ZONE_PATTERN}},
                                {"name": "hours", "in": "query", "required": False,
@@ -77,12 +85,14 @@ def build_document(version: str, max_batch_size: int) -> dict:
                     "400": _error("missing or malformed zone or hours"),
                     "401": unauthorized,
                     "404": _error("the provider has no data for this zone"),
+                    "422": _error("zone_not_entitled: the service's data plan does not cover the zone"),
                     "429": rate_limited,
                     "503": _error("no carbon data can be had for this zone now; see Retry-After"),
                 }}},
             "/health": {"get": {
                 "summary": "Liveness and dependency state, for load balancers",
                 "operationId": "health",
+                "security": [],  # open to load balancers, whatever a document-wide default says
                 "responses": {"200": _ok("HealthResponse", "the process can serve")}}},
         },
         "components": {
@@ -90,6 +100,18 @@ def build_document(version: str, max_batch_size: int) -> dict:
             "securitySchemes": {"ApiKey": {"type": "apiKey", "in": "header", "name": "X-API-Key"}},
         },
     }
+
+
+def served(document: dict, api_keys_configured: bool) -> dict:
+    """The document as this deployment enforces it. Without client keys (API_KEYS, or an empty
+    `api_keys` in the secret) the API is open, so no operation requires a key: a document that said
+    otherwise would be wrong, and generated clients would ask for a key nobody has."""
+    if api_keys_configured:
+        return document
+    paths = {path: {method: {**operation, "security": []} if "security" in operation else operation
+                    for method, operation in operations.items()}
+             for path, operations in document["paths"].items()}
+    return {**document, "paths": paths}
 
 
 def render_docs(document: dict) -> str:

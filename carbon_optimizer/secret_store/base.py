@@ -1,0 +1,194 @@
+"""What every secret backend shares: the Secrets value, the JSON shape of the remote secret, the
+store interface, the refresh loop of the remote backends, and the redaction of failures.
+
+Nothing here knows a particular backend; `env.py`, `aws.py` and `vault.py` build on it.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from dataclasses import dataclass, field
+from typing import Any, Callable, Optional
+
+from carbon_optimizer.errors import ConfigError, SecretError
+from carbon_optimizer.ops import metrics
+
+# The package's name, not this module's: log lines keep the logger name they had before the split.
+log = logging.getLogger(__package__)
+
+# The layout of the secret, for messages; it holds no secret (hence nosec for bandit's B105).
+SECRET_SHAPE = (  # nosec B105
+    '{"electricity_maps_api_key": "<key>", "api_keys": ["<client key>", ...], "metrics_token": "<optional>"}')
+
+# Turns a backend client's exception into words with no payload, or None if it is not that client's.
+Describer = Callable[[BaseException], Optional[str]]
+
+__all__ = ["SECRET_SHAPE", "BaseSecretStore", "Describer", "RefreshingSecretStore", "SecretError", "Secrets",
+           "describe_failure", "guarded", "parse_secret"]
+
+
+@dataclass(frozen=True)
+class Secrets:
+    electricity_maps_api_key: Optional[str] = None
+    api_keys: tuple[str, ...] = field(default_factory=tuple)
+    metrics_token: Optional[str] = None
+
+    def __repr__(self) -> str:  # never print values, even by accident
+        return (f"Secrets(electricity_maps_api_key={'set' if self.electricity_maps_api_key else 'unset'}, "
+                f"api_keys={len(self.api_keys)}, metrics_token={'set' if self.metrics_token else 'unset'})")
+
+    __str__ = __repr__
+
+
+def parse_secret(data: Any, require_provider_key: bool = True) -> Secrets:
+    """The JSON object of the `aws` and `vault` backends, checked; errors name keys, never values."""
+    if not isinstance(data, dict):
+        raise SecretError(f"the secret is not a JSON object; expected {SECRET_SHAPE}")
+    em_key = data.get("electricity_maps_api_key")
+    if em_key is not None and not isinstance(em_key, str):
+        raise SecretError("key 'electricity_maps_api_key' must be a string")
+    em_key = (em_key or "").strip() or None
+    if require_provider_key and not em_key:
+        raise SecretError("missing key 'electricity_maps_api_key' (or it is empty)")
+    if "api_keys" not in data:
+        raise SecretError("missing key 'api_keys' (a list of client API keys; [] for an open API)")
+    raw = data["api_keys"]
+    if isinstance(raw, str):
+        raw = raw.split(",")
+    if not isinstance(raw, list) or not all(isinstance(k, str) for k in raw):
+        raise SecretError("key 'api_keys' must be a list of strings or one comma-separated string")
+    keys = tuple(dict.fromkeys(k.strip() for k in raw if k.strip()))
+    if raw and not keys:
+        raise SecretError("key 'api_keys' holds only blank keys")
+    token = data.get("metrics_token")
+    if token is not None and not isinstance(token, str):
+        raise SecretError("key 'metrics_token' must be a string")
+    return Secrets(electricity_maps_api_key=em_key, api_keys=keys, metrics_token=(token or "").strip() or None)
+
+
+class BaseSecretStore:
+    """What the service reads secrets through. `current()` is called on every use, so a refreshed
+    value takes effect without a restart; `status()` is the /health line; `close()` stops any
+    background work."""
+
+    backend = "base"
+    location = ""
+    _secrets: Secrets
+
+    def current(self) -> Secrets:
+        return self._secrets
+
+    def status(self) -> dict:
+        return {"backend": self.backend, "status": "ok"}
+
+    def close(self) -> None:
+        """Stop background refreshing (nothing to stop unless a subclass refreshes)."""
+
+
+class RefreshingSecretStore(BaseSecretStore):
+    """A remote backend: `fetch()` loads every secret; it runs at start-up and then on an interval."""
+
+    backend = "remote"
+
+    def __init__(self, fetch: Callable[[], Secrets], location: str, refresh_seconds: float,
+                 start_thread: bool = True):
+        self._fetch = fetch
+        self.location = location
+        self.refresh_seconds = refresh_seconds
+        self._lock = threading.Lock()
+        self._last_success: Optional[float] = None
+        self._last_failure: Optional[float] = None
+        self._failures = 0  # consecutive
+        self._last_error: Optional[str] = None
+        try:
+            self._secrets = fetch()
+        except SecretError as exc:
+            raise ConfigError(f"secrets ({self.backend} backend, {location}): {exc}") from None
+        self._last_success = time.time()
+        metrics.SECRET_REFRESHES.labels(self.backend, "ok").inc()
+        log.info("secrets loaded", extra={"secret_backend": self.backend, "secret_location": location,
+                                          "api_keys": len(self._secrets.api_keys)})
+        self._stop = threading.Event()
+        self._thread: Optional[threading.Thread] = None
+        if start_thread and refresh_seconds > 0:
+            self._thread = threading.Thread(target=self._run, name=f"secret-refresh-{self.backend}",
+                                            daemon=True)
+            self._thread.start()
+
+    def refresh(self) -> bool:
+        """Load the secret again; on failure keep the last good values. True when it worked."""
+        try:
+            fresh = self._fetch()
+            if self._secrets.api_keys and not fresh.api_keys:
+                raise SecretError("refusing to drop every client API key on refresh (that would open "
+                                  "the API); restart the service to run without keys")
+        except Exception as exc:  # noqa: BLE001 - any failure keeps the last good values
+            message = str(exc) if isinstance(exc, SecretError) else describe_failure(exc)
+            with self._lock:
+                self._failures += 1
+                self._last_failure = time.time()
+                self._last_error = message
+            metrics.SECRET_REFRESHES.labels(self.backend, "error").inc()
+            log.warning("secret refresh failed; keeping the last good values",
+                        extra={"secret_backend": self.backend, "secret_location": self.location,
+                               "reason": message, "consecutive_failures": self._failures})
+            return False
+        with self._lock:
+            changed = fresh != self._secrets
+            self._secrets = fresh
+            self._failures = 0
+            self._last_success = time.time()
+            self._last_error = None
+        metrics.SECRET_REFRESHES.labels(self.backend, "ok").inc()
+        if changed:
+            log.info("secrets changed on refresh", extra={
+                "secret_backend": self.backend, "api_keys": len(fresh.api_keys)})
+        return True
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.refresh_seconds):
+            self.refresh()
+
+    def close(self) -> None:
+        self._stop.set()
+
+    def status(self) -> dict:
+        from carbon_optimizer.timeseries import from_epoch, rfc3339
+        with self._lock:
+            failing = self._failures > 0
+            body = {"backend": self.backend, "status": "failing" if failing else "ok",
+                    "location": self.location,
+                    "last_refresh": rfc3339(from_epoch(int(self._last_success))) if self._last_success else None}
+            if failing:
+                body["consecutive_failures"] = self._failures
+                body["detail"] = f"refresh failing ({self._last_error}); serving the last good values"
+        return body
+
+
+# -- redaction ------------------------------------------------------------------------------------
+
+def describe_failure(exc: BaseException, *describers: Describer) -> str:
+    """A failure, by kind and without any payload: no value can leak through it. Each backend
+    passes the describer of its own client; what none of them knows is named by type only."""
+    for describe in describers:
+        text = describe(exc)
+        if text is not None:
+            return text
+    import requests  # imported here, as the backends' clients are: only failures need it
+    if isinstance(exc, requests.RequestException):
+        return f"cannot reach the secret store ({type(exc).__name__})"
+    return f"unexpected error {type(exc).__name__}"
+
+
+def guarded(fetch: Callable[[], Secrets], *describers: Describer) -> Callable[[], Secrets]:
+    """`fetch`, with any failure turned into a SecretError that carries no payload."""
+    def run() -> Secrets:
+        try:
+            return fetch()
+        except SecretError:
+            raise
+        except Exception as exc:  # noqa: BLE001
+            raise SecretError(describe_failure(exc, *describers)) from None
+    return run

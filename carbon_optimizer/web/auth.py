@@ -1,0 +1,111 @@
+"""Who may call what: client API keys on the API (and on the docs when DOCS_ACCESS=api_key), and
+access to /metrics (a network allowlist and a bearer token).
+
+Two request hooks, installed on either side of the rate limiter (see create_app):
+`identify_clients` first, because the limiter keys its budgets on who is calling, and
+`require_api_keys` after it, so that requests with a wrong key are counted too and key guessing is
+rate limited. Secrets are read from the store on every request, so a rotated key applies as soon as
+the store refreshes; no key, token or hash of one is ever logged.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import ipaddress
+from typing import Iterable, Optional
+
+from flask import Flask, Response, g, request
+
+from carbon_optimizer.ops import metrics
+from carbon_optimizer.secret_store import BaseSecretStore
+from carbon_optimizer.settings import Settings
+from carbon_optimizer.web.errors import error_response
+
+API_KEY_HEADER = "X-API-Key"
+OPEN_PATHS = ("/health",)            # never authenticated (the load balancer's probe)
+DOCS_PATHS = ("/docs", "/api/v1/openapi.json")
+
+
+def _digest(value: str) -> bytes:
+    return hashlib.sha256(value.encode("utf-8", "surrogatepass")).digest()
+
+
+def matches_any(given: Optional[str], valid: Iterable[str]) -> bool:
+    """Whether `given` is one of `valid`, in time that depends on neither which one nor how much of
+    it matched: every key is compared, as equal-length digests, with hmac.compare_digest."""
+    if not given:
+        return False
+    probe = _digest(given)
+    found = False
+    for key in valid:
+        found |= hmac.compare_digest(probe, _digest(key))
+    return found
+
+
+def _presented_key() -> Optional[str]:
+    # Leading and trailing blanks are not part of an HTTP field value (RFC 9110 5.5): strip them,
+    # as every HTTP server in front of us does; anything else must match a key exactly.
+    value = request.headers.get(API_KEY_HEADER)
+    return value.strip(" \t") or None if value is not None else None
+
+
+def client_identity() -> str:
+    """Who is calling, for rate limits: a valid API key (as a digest prefix, never the key), else
+    the client IP (behind trusted proxies, the one ProxyFix found)."""
+    if getattr(g, "api_client", None):
+        return g.api_client
+    return f"ip:{request.remote_addr or 'unknown'}"
+
+
+def identify_clients(app: Flask, secret_store: BaseSecretStore) -> None:
+    @app.before_request
+    def _identify() -> None:
+        """Remember a valid key's identity in g.api_client; refusing is left to require_api_keys."""
+        g.api_client = None
+        keys = secret_store.current().api_keys
+        presented = _presented_key()
+        if keys and presented and matches_any(presented, keys):
+            g.api_client = "key:" + hashlib.sha256(presented.encode()).hexdigest()[:16]
+
+
+def require_api_keys(app: Flask, settings: Settings, secret_store: BaseSecretStore) -> None:
+    @app.before_request
+    def _authenticate() -> Optional[Response]:
+        path = request.path
+        if path in OPEN_PATHS or request.method == "OPTIONS":  # CORS preflights carry no key
+            return None
+        if path == "/metrics":
+            return _check_metrics(settings, secret_store)
+        if path in DOCS_PATHS:
+            if settings.docs_access == "disabled":
+                return error_response(404, "no such endpoint")
+            if settings.docs_access == "public":
+                return None
+        if path.startswith("/api/") or (request.endpoint or "").startswith("api.") or path in DOCS_PATHS:
+            if secret_store.current().api_keys and not g.api_client:
+                metrics.AUTH_FAILURES.labels("api").inc()
+                return error_response(401, f"missing or invalid API key; send it in the {API_KEY_HEADER} header",
+                                      headers={"WWW-Authenticate": f'ApiKey header="{API_KEY_HEADER}"'})
+        return None
+
+
+def _check_metrics(settings: Settings, secret_store: BaseSecretStore) -> Optional[Response]:
+    if settings.metrics_allow_cidrs:
+        try:
+            address = ipaddress.ip_address(request.remote_addr or "")
+        except ValueError:
+            address = None
+        networks = [ipaddress.ip_network(c, strict=False) for c in settings.metrics_allow_cidrs]
+        if address is None or not any(address in network for network in networks):
+            metrics.AUTH_FAILURES.labels("metrics").inc()
+            return error_response(403, "metrics are not served to this address")
+    token = secret_store.current().metrics_token
+    if token:
+        header = request.headers.get("Authorization", "")
+        scheme, _, presented = header.partition(" ")
+        if scheme.lower() != "bearer" or not matches_any(presented.strip(), [token]):
+            metrics.AUTH_FAILURES.labels("metrics").inc()
+            return error_response(401, "metrics need a bearer token",
+                                  headers={"WWW-Authenticate": "Bearer"})
+    return None

@@ -1,0 +1,73 @@
+"""The OpenAPI document's security requirements say what the server enforces: with client keys
+configured, exactly the operations that answer 401 without a key declare the ApiKey scheme (so a
+client generated from the document sends it); without keys the API is open and none declares it."""
+
+from __future__ import annotations
+
+import pytest
+
+from carbon_optimizer.secret_store import SecretStore
+from carbon_optimizer.settings import load_settings
+from carbon_optimizer.web.app import create_app
+
+KEY = "FAKE-openapi-key-3c8e"
+BODY = {"duration": "PT1H", "zones": ["DE"], "max_delay": "PT6H"}
+SAMPLE_QUERY = {"zone": "DE", "hours": "2"}  # a value for each query parameter the document has
+
+
+def build(env: dict):
+    env = {"CARBON_PROVIDER": "demo", "RATE_LIMIT_ENABLED": "false", **env}
+    return create_app(settings=load_settings(env), secret_store=SecretStore(env))
+
+
+def operations(document: dict):
+    for path, items in document["paths"].items():
+        for method, operation in items.items():
+            yield path, method, operation
+
+
+def requires_key(operation: dict, document: dict) -> bool:
+    # An operation's own `security` wins over the document's; [] or a {} entry means "no auth".
+    requirements = operation.get("security", document.get("security", []))
+    return bool(requirements) and all(requirement for requirement in requirements)
+
+
+def call(client, path: str, method: str, operation: dict, headers: dict):
+    query = {p["name"]: SAMPLE_QUERY[p["name"]] for p in operation.get("parameters", []) if p["in"] == "query"}
+    body = BODY if "requestBody" in operation else None
+    return client.open(path, method=method.upper(), query_string=query, json=body, headers=headers)
+
+
+def test_exactly_the_keyed_operations_declare_the_api_key_scheme():
+    client = build({"API_KEYS": KEY}).test_client()
+    document = client.get("/api/v1/openapi.json", headers={"X-API-Key": KEY}).json
+    assert document["components"]["securitySchemes"]["ApiKey"] == {
+        "type": "apiKey", "in": "header", "name": "X-API-Key"}
+    keyed = {operation["operationId"]: operation["security"]
+             for _, _, operation in operations(document) if requires_key(operation, document)}
+    assert keyed == {"optimize": [{"ApiKey": []}], "forecast": [{"ApiKey": []}]}
+    health = document["paths"]["/health"]["get"]
+    assert not requires_key(health, document)
+
+
+@pytest.mark.parametrize("docs_access", ["public", "api_key"])
+def test_401_without_a_key_if_and_only_if_the_document_requires_one(docs_access):
+    client = build({"API_KEYS": KEY, "DOCS_ACCESS": docs_access}).test_client()
+    document = client.get("/api/v1/openapi.json", headers={"X-API-Key": KEY}).json
+    seen = set()
+    for path, method, operation in operations(document):
+        without = call(client, path, method, operation, headers={})
+        assert (without.status_code == 401) == requires_key(operation, document), \
+            (method, path, without.status_code)
+        with_key = call(client, path, method, operation, headers={"X-API-Key": KEY})
+        assert with_key.status_code == 200, (method, path, with_key.status_code, with_key.json)
+        seen.add(operation["operationId"])
+    assert seen == {"optimize", "forecast", "health"}
+
+
+def test_without_client_keys_the_api_is_open_and_the_document_says_so():
+    client = build({}).test_client()
+    document = client.get("/api/v1/openapi.json").json
+    for path, method, operation in operations(document):
+        assert not requires_key(operation, document), (method, path)
+        assert call(client, path, method, operation, headers={}).status_code == 200, (method, path)
