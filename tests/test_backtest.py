@@ -1,67 +1,196 @@
-"""The backtest's accounting on synthetic data, and a small slice of the real exports when present."""
+"""The backtest measures the engine's answers: exactly, against brute force written here, and only
+through CarbonEngine.optimize (no private search to drift from what the service answers)."""
 
+from datetime import datetime, timezone
+from itertools import combinations
 from pathlib import Path
 
 import numpy as np
 import pytest
 
+from carbon_optimizer.data.providers.replay import ReplayProvider
+from carbon_optimizer.engine import CarbonEngine
+from carbon_optimizer.timeseries import ForecastSeries, to_epoch
 from tools import backtest
-from tools.backtest import Scenario, simulate
+from tools.backtest import Case, Dataset, ForecastKind, simulate
 
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "carbon-intensity"
-SMALL = [Scenario("1 h, 24 h slack", 1, 24), Scenario("6 h, 24 h slack", 6, 24),
-         Scenario("6 h interruptible", 6, 24, interruptible=True), Scenario("1 h, 72 h slack", 1, 72),
-         Scenario("nightly +-4 h", 0.5, 8, 24, 21, 4)]
+HOUR = 3600
+START = datetime(2022, 3, 7, tzinfo=timezone.utc)   # a Monday
+T0 = to_epoch(START)
+PERFECT = ForecastKind("perfect", None)
+SMALL_CASES = [
+    Case("1 h, 24 h slack", HOUR, 24 * HOUR),
+    Case("3 h, 10 h slack", 3 * HOUR, 10 * HOUR),
+    Case("30 min, 5 h slack, reference 2 h late", 1800, 5 * HOUR, reference_delay=2 * HOUR),
+    Case("3 h interruptible, 8 h slack", 3 * HOUR, 8 * HOUR, interruptible=True),
+    Case("daily at 22:00, 2 h, 6 h slack", 2 * HOUR, 6 * HOUR, daily_at=22),
+]
 
 
-def weekly_series(weeks=10, seed=3):
-    hours = np.arange(weeks * 168)
-    day = 300 - 150 * np.clip(np.cos((hours % 24 - 13) / 24 * 2 * np.pi), 0, None)
-    return day * np.where((hours // 24) % 7 >= 5, 0.8, 1.0) + np.random.default_rng(seed).normal(0, 5, len(hours))
+def synthetic(days=12, seed=7, zone="XX"):
+    """Hourly values with a daily valley, noise, and a cleaner weekend: nothing like a constant."""
+    hours = np.arange(days * 24)
+    daily = 300 - 120 * np.clip(np.cos((hours % 24 - 13) / 24 * 2 * np.pi), 0, None)
+    weekend = np.where((hours // 24) % 7 >= 5, 0.6, 1.0)
+    values = np.round(daily * weekend + np.random.default_rng(seed).normal(0, 25, len(hours)), 1)
+    return ForecastSeries(zone=zone, start=START, step_seconds=HOUR, values=values, provider="test")
 
 
-@pytest.mark.parametrize("scenario", SMALL, ids=lambda s: s.name)
-def test_accounting_on_synthetic_data(scenario):
-    actual = weekly_series()
-    perfect = simulate(actual, scenario, "perfect")
-    assert perfect["realized"] == pytest.approx(perfect["oracle"])   # perfect knowledge is the oracle
-    assert perfect["oracle"] < perfect["run_now"]
-    for kind in ("noisy 10%", "24 h + extension", "24 h only"):
-        result = simulate(actual, scenario, kind, seed=1)
-        assert result["arrivals"] == perfect["arrivals"]
-        assert perfect["oracle"] - 1e-6 <= result["realized"]        # nobody beats the oracle
-    noisy = simulate(actual, scenario, "noisy 10%", seed=1)
-    assert noisy["realized"] == simulate(actual, scenario, "noisy 10%", seed=1)["realized"]  # seeded
+def dataset(series, days=5):
+    begin = series.start_epoch
+    return Dataset("synthetic", series.zone, begin, begin + days * 86400, series.end_epoch)
 
 
-def test_extension_finds_the_cleaner_weekend_that_horizon_only_cannot_see():
-    actual = np.tile(weekly_series(weeks=1), 10)   # the weekend (0.8x) repeats every week
-    scenario = Scenario("1 h, 72 h slack", 1, 72)
-    extended = simulate(actual, scenario, "24 h + extension")
-    limited = simulate(actual, scenario, "24 h only")
-    assert limited["realized"] > extended["realized"]
-    # The estimate's error only costs a little of what the oracle saves.
-    saved = extended["run_now"] - extended["realized"]
-    assert saved >= 0.9 * (extended["run_now"] - extended["oracle"])
+def brute_force(values, case, now):
+    """The least emissions (gCO2eq/kWh x s) for one arrival, by enumeration on a minute grid."""
+    per_minute = np.repeat(values, 60)                 # the hourly series, minute by minute
+    first = (now - T0) // 60
+    minutes, slack = case.duration // 60, case.slack // 60
+    if case.interruptible:                              # every set of whole hours in the window
+        hours = values[first // 60:(first + slack + minutes) // 60]
+        return min(sum(c) for c in combinations(hours, minutes // 60)) * HOUR
+    return min(per_minute[m:m + minutes].sum() * 60 for m in range(first, first + slack + 1))
 
 
-def test_table_and_chart(tmp_path):
-    rows = backtest.run({"synthetic": weekly_series()}, scenarios=SMALL[:2],
-                        forecasts=["perfect", "24 h only"])
-    assert len(rows) == 4 and all(0 <= r["saving"] <= r["oracle"] + 1e-9 for r in rows)
-    assert "synthetic" in backtest.table(rows)
+@pytest.mark.parametrize("case", SMALL_CASES, ids=lambda c: c.name)
+def test_with_a_perfect_forecast_realized_emissions_are_the_brute_force_optimum(case):
+    series = synthetic()
+    recorded = ReplayProvider({"XX": series})
+    result = simulate(recorded, dataset(series), case, PERFECT, every=5)
+    times = backtest.arrivals(dataset(series), case, 5)
+    assert result.jobs == len(times) >= 4
+    expected = np.array([brute_force(series.values, case, now) for now in times.tolist()])
+    assert result.realized == pytest.approx(expected, rel=1e-12)
+    assert result.oracle == pytest.approx(expected, rel=1e-12)       # the measuring stick too
+    at_once = [(now + case.reference_delay - T0) // 60 for now in times.tolist()]
+    by_hand = [np.repeat(series.values, 60)[m:m + case.duration // 60].sum() * 60 for m in at_once]
+    assert result.reference == pytest.approx(by_hand, rel=1e-12)
+    assert result.unscheduled == 0
+    summary = result.summary()
+    assert summary["captured"] == pytest.approx(100.0) and summary["worse"] == 0.0
+    assert summary["oracle"] > 0
+
+
+@pytest.mark.parametrize("kind", [ForecastKind("noisy 20%", None, noise=0.2),
+                                  ForecastKind("6 h + extension", 6),
+                                  ForecastKind("6 h only", 6, extend_horizon=False)],
+                         ids=lambda k: k.name)
+def test_imperfect_forecasts_never_beat_the_oracle_and_sometimes_lose(kind):
+    series = synthetic()
+    result = simulate(ReplayProvider({"XX": series}), dataset(series), SMALL_CASES[0], kind, every=5)
+    assert np.all(result.realized >= result.oracle * (1 - 1e-12))
+    assert np.any(result.realized > result.oracle * (1 + 1e-6))   # the forecast kind matters
+
+
+def test_the_backtest_asks_the_engine_once_per_arrival_and_measures_its_answer(monkeypatch):
+    calls = []
+    real_optimize = CarbonEngine.optimize
+
+    def spy(self, jobs, now, capacity=None):
+        calls.append((jobs, now, self.provider))
+        return real_optimize(self, jobs, now, capacity)
+    monkeypatch.setattr(CarbonEngine, "optimize", spy)
+    series = synthetic()
+    case, kind = SMALL_CASES[1], ForecastKind("4 h only", 4, extend_horizon=False)
+    simulate(ReplayProvider({"XX": series}), dataset(series), case, kind, every=5)
+    times = backtest.arrivals(dataset(series), case, 5).tolist()
+    assert [to_epoch(now) for _, now, _ in calls] == times
+    for (jobs, now, provider), arrival in zip(calls, times):
+        assert len(jobs) == 1 and jobs[0].earliest_start == arrival
+        assert jobs[0].latest_start == arrival + case.slack and jobs[0].zones == ("XX",)
+        assert jobs[0].extend_horizon is False
+        assert provider.name == "replay" and provider.forecast_hours == 4
+
+    # What is measured is what the answer says: an answer that always starts last costs exactly that.
+    monkeypatch.setattr(CarbonEngine, "optimize", real_optimize)
+    monkeypatch.setattr(backtest, "chosen_intervals",
+                        lambda outcome: [(outcome.job.latest_start,
+                                          outcome.job.latest_start + outcome.job.duration)])
+    latest = simulate(ReplayProvider({"XX": series}), dataset(series), case, kind, every=5)
+    truth = backtest.Truth(series)
+    assert latest.realized == pytest.approx(
+        [truth.emissions([(t + case.slack, t + case.slack + case.duration)]) for t in times])
+
+
+def test_an_answer_outside_the_allowed_window_is_refused(monkeypatch):
+    series = synthetic()
+    monkeypatch.setattr(backtest, "chosen_intervals",
+                        lambda outcome: [(outcome.job.latest_start + HOUR,
+                                          outcome.job.latest_start + HOUR + outcome.job.duration)])
+    with pytest.raises(backtest.InvalidAnswer):
+        simulate(ReplayProvider({"XX": series}), dataset(series), SMALL_CASES[1], PERFECT)
+
+
+def test_a_held_out_profile_reaches_the_engine():
+    series = synthetic(days=28)   # the profile is learnt from the weeks after the first
+    recorded = ReplayProvider({"XX": series})
+    data = Dataset("synthetic", "XX", series.start_epoch, series.start_epoch + 7 * 86400,
+                   series.end_epoch)
+    case = Case("1 h, 72 h slack", HOUR, 72 * HOUR)
+    plain = simulate(recorded, data, case, ForecastKind("24 h + extension", 24), every=5)
+    held = simulate(recorded, data, case, ForecastKind("held out", 24, held_out_profile=True), every=5)
+    assert not np.array_equal(plain.realized, held.realized)
+    assert "XX" in backtest.profiles_with("XX", np.ones(168))()
+    assert "ES" not in backtest.profiles_with("ES", None)()
+
+
+def test_held_out_profile_is_the_hour_of_week_mean_outside_the_span():
+    series = synthetic(days=21)
+    begin = series.start_epoch + 7 * 86400
+    profile = backtest.held_out_profile(series, begin, begin + 7 * 86400)
+    # START is a Monday 00:00: slot h is hour h of weeks one and three.
+    assert profile == pytest.approx((series.values[:168] + series.values[336:504]) / 2)
+
+
+def test_chosen_intervals_reads_the_typed_answer():
+    series = synthetic()
+    engine = CarbonEngine(ReplayProvider({"XX": series}, forecast_hours=30), backtest.new_cache())
+    now = START.replace(hour=3)
+    job = backtest.Job(duration=3 * HOUR, zones=("XX",), earliest_start=to_epoch(now),
+                       latest_start=to_epoch(now) + 20 * HOUR, interruptible=True)
+    schedule = engine.optimize([job], now)[0]
+    assert backtest.chosen_intervals(schedule) == [tuple(i) for i in schedule.intervals]
+    assert sum(b - a for a, b in backtest.chosen_intervals(schedule)) == 3 * HOUR
+    too_late = backtest.Job(duration=HOUR, zones=("XX",), earliest_start=to_epoch(now) + 40 * HOUR,
+                            latest_start=to_epoch(now) + 41 * HOUR, extend_horizon=False)
+    assert backtest.chosen_intervals(engine.optimize([too_late], now)[0]) == []
+
+
+def test_report_keeps_the_prose_around_the_generated_part(tmp_path):
+    series = synthetic()
+    rows = backtest.run(ReplayProvider({"XX": series}), [dataset(series)], cases=SMALL_CASES[:2],
+                        forecasts=[PERFECT, ForecastKind("6 h only", 6, extend_horizon=False)])
+    assert [(r["case"], r["forecast"]) for r in rows] == [
+        (c.name, k) for c in SMALL_CASES[:2] for k in ("perfect", "6 h only")]
+    meta = {"command": "x", "date": "d", "machine": "m", "seconds": 1.0, "calls": 2,
+            "commit": "c", "every": 5, "days": None}
+    doc = tmp_path / "backtest.md"
+    doc.write_text(f"# Title\n\nprose before\n\n{backtest.BEGIN}\nold\n{backtest.END}\n\nprose after\n")
+    backtest.write_doc(doc, rows, meta, "chart.png")
+    backtest.write_doc(doc, rows, meta, "chart.png")
+    text = doc.read_text()
+    assert text.startswith("# Title\n\nprose before\n\n") and text.endswith("\n\nprose after\n")
+    assert text.count(backtest.BEGIN) == 1 and "old" not in text
+    assert "### 1 h, 24 h slack" in text and "| synthetic | 6 h only |" in text
     backtest.chart(rows, tmp_path / "chart.png")
     assert (tmp_path / "chart.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
 @pytest.mark.skipif(not (DATA / "ES_2022_hourly.csv").exists(), reason="../shared data absent")
-def test_real_slice_of_es_2022():
-    actual = backtest.load_zone(DATA, "ES", [2022])[:12 * 168]
-    assert len(actual) == 12 * 168 and np.isfinite(actual).all()
-    rows = backtest.run({"ES 2022 slice": actual}, scenarios=SMALL)
-    by = {(r["scenario"], r["forecast"]): r for r in rows}
-    for scenario in SMALL:
-        assert by[(scenario.name, "perfect")]["captured"] == pytest.approx(100.0)
-        assert 0 < by[(scenario.name, "perfect")]["oracle"] < 100
-    # Interruptible never does worse than one contiguous run with perfect knowledge.
-    assert by[("6 h interruptible", "perfect")]["oracle"] >= by[("6 h, 24 h slack", "perfect")]["oracle"]
+def test_a_short_run_on_the_exports(tmp_path):
+    doc, png = tmp_path / "backtest.md", tmp_path / "backtest.png"
+    assert backtest.main(["--data", str(DATA), "--zones", "ES", "--years", "2022", "--days", "10",
+                          "--every", "11", "--workers", "1", "--doc", str(doc), "--png", str(png)]) == 0
+    text = doc.read_text()
+    assert "Electricity Maps (electricitymaps.com), ODbL" in text
+    sections = {part.split("\n", 1)[0]: part for part in text.split("\n### ")[1:]}
+    for case in backtest.CASES:
+        rows = [line.split("|")[1:-1] for line in sections[case.name].splitlines()
+                if line.startswith("| ES 2022 |")]
+        assert [r[1].strip() for r in rows] == [k.name for k in backtest.FORECASTS]
+        jobs, oracle, ours, captured = rows[0][2:6]
+        assert int(jobs) >= 9 and float(oracle) > 0
+        assert float(ours) == float(oracle) and captured.strip() == "100.0"   # perfect: the optimum
+        assert all(float(r[4]) <= float(oracle) + 1e-9 for r in rows)        # nobody beats it
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

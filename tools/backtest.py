@@ -1,175 +1,412 @@
-"""Backtest: replay historical carbon intensity, submit workloads over the year, and compare the
-emissions realized by our choices with running at once and with the oracle (perfect knowledge).
+"""Backtest: replay recorded carbon intensity through the service's own engine, and measure what its
+answers would have emitted against running at once and against the oracle.
 
-    .venv/bin/python backtest.py [--data ../shared/data/carbon-intensity] [--png docs/backtest.png]
+    .venv/bin/python -m tools.backtest            # full run; rewrites docs/backtest.md and .png
+
+For each case (zone-year, job length, slack, interruptible or not) and forecast kind, a job arrives
+every `--every` hours (the nightly job once a day). At each arrival the backtest builds a `Job` and
+asks `CarbonEngine.optimize` over a `ReplayProvider`, which reveals only what was known at that
+moment (a perfect forecast of a limited horizon, optionally with seeded noise; history before it).
+The backtest has no window search or estimator of its own: it reads the engine's chosen intervals
+(`chosen_intervals`) and integrates the TRUE recorded intensity over them. The oracle (the best
+choice over the true series) is computed here, as the measuring stick only.
 
 Data: Electricity Maps data-portal exports (Electricity Maps (electricitymaps.com), ODbL), hourly,
-life-cycle intensity, read by path and never copied. Everything is vectorised over arrivals: every
-arrival's forecast is one row of a matrix, window sums come from cumulative sums along the rows.
-
-Forecasts: perfect (the real values), noisy (plus Gaussian error of 5% or 10% of the zone's mean,
-independent per issue time and hour, fixed seeds), and horizon-limited (the first 24 h real, the rest
-estimated by horizon_extension.estimate_values from the forecast's last day and an hour-of-week
-profile of the four weeks before the arrival) against searching inside those 24 h only.
+life-cycle intensity, read by path and never copied.
 """
 
 from __future__ import annotations
 
 import argparse
+import os
+import platform
+import subprocess
 import sys
 import time
-from dataclasses import dataclass
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
 from pathlib import Path
-from typing import Optional
+from typing import Optional, Sequence
 
 import numpy as np
 
-from carbon_optimizer.scheduling.horizon import estimate_values
-from carbon_optimizer.data.providers.csv_file import read_portal_csv
-from carbon_optimizer.timeseries import series_from_points
+from carbon_optimizer.data.cache import ForecastCache
+from carbon_optimizer.data.profiles import hour_of_week_profiles
+from carbon_optimizer.data.providers.replay import ReplayProvider
+from carbon_optimizer.engine import CarbonEngine, Job
+from carbon_optimizer.scheduling.model import Outcome, Schedule
+from carbon_optimizer.timeseries import ForecastSeries, from_epoch, to_epoch
 
-DEFAULT_DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "carbon-intensity"
-WEEK = 168
-WARM_UP = 5 * WEEK  # arrivals start after five weeks, so the profile has four weeks behind it
-HORIZON = 24
+ROOT = Path(__file__).resolve().parents[1]
+DEFAULT_DATA = ROOT.parent / "shared" / "data" / "carbon-intensity"
+ATTRIBUTION = "Electricity Maps (electricitymaps.com), ODbL"
+HOUR = 3600
+# 5 is coprime with 24: over the year every arrival hour of the day appears about equally often.
+DEFAULT_EVERY = 5
+# Relative tolerance when comparing emissions (sums of ~1e6 g/kWh x s): below it, a tie.
+TIE = 1e-9
 
 
 @dataclass(frozen=True)
-class Scenario:
+class Case:
     name: str
-    length: float             # hours; 0.5 runs for half of one hour
-    slack: int                # hours between earliest and latest start
-    every: int = 1            # an arrival every so many hours ...
-    phase: int = 0            # ... at this hour of the day (UTC)
-    baseline_offset: int = 0  # "run now" starts this many hours after the arrival
+    duration: int                   # seconds
+    slack: int                      # seconds from the earliest to the latest start
     interruptible: bool = False
+    daily_at: Optional[int] = None  # UTC hour of a once-a-day arrival; None: every `every` hours
+    reference_delay: int = 0        # "run at once" starts this long after the arrival
 
 
-SCENARIOS = [
-    Scenario("nightly 30 min at 01:00, +-2 h", 0.5, 4, 24, 23, 2),
-    Scenario("nightly 30 min at 01:00, +-4 h", 0.5, 8, 24, 21, 4),
-    Scenario("nightly 30 min at 01:00, +-8 h", 0.5, 16, 24, 17, 8),
-    Scenario("1 h job, 24 h slack", 1, 24),
-    Scenario("6 h job, 24 h slack", 6, 24),
-    Scenario("24 h job, 24 h slack", 24, 24),
-    Scenario("1 h job, 168 h slack", 1, 168),
-    Scenario("6 h job, 24 h slack, interruptible", 6, 24, interruptible=True),
-    Scenario("24 h job, 24 h slack, interruptible", 24, 24, interruptible=True),
+@dataclass(frozen=True)
+class ForecastKind:
+    name: str
+    hours: Optional[int]            # the provider's horizon; None: the job's whole allowed window
+    noise: float = 0.0              # error sd as a share of the zone's mean
+    extend_horizon: bool = True     # the Job's flag: search past the forecast on the engine's estimates
+    held_out_profile: bool = False  # the engine's hour-of-week profile from other years only
+
+
+CASES = [
+    Case("1 h job, 24 h slack", HOUR, 24 * HOUR),
+    Case("1 h job, 72 h slack", HOUR, 72 * HOUR),
+    Case("6 h job, 24 h slack", 6 * HOUR, 24 * HOUR),
+    Case("6 h job, 72 h slack", 6 * HOUR, 72 * HOUR),
+    Case("24 h job, 24 h slack", 24 * HOUR, 24 * HOUR),
+    Case("24 h job, 72 h slack", 24 * HOUR, 72 * HOUR),
+    Case("6 h job, 24 h slack, interruptible", 6 * HOUR, 24 * HOUR, interruptible=True),
+    Case("24 h job, 24 h slack, interruptible", 24 * HOUR, 24 * HOUR, interruptible=True),
+    # A nightly job due at 01:00 UTC that may move 4 h either way: submitted at 21:00, its
+    # reference is its nominal 01:00 start (as in the previous backtest), not the submission time.
+    Case("nightly 30 min at 01:00, ±4 h", 30 * 60, 8 * HOUR, daily_at=21, reference_delay=4 * HOUR),
 ]
-FORECASTS = ["perfect", "noisy 5%", "noisy 10%", "24 h + extension", "24 h only"]
+FORECASTS = [
+    ForecastKind("perfect", None),
+    ForecastKind("noisy 5%", None, noise=0.05),
+    ForecastKind("24 h + extension", 24, extend_horizon=True),
+    ForecastKind("24 h only", 24, extend_horizon=False),
+    ForecastKind("24 h + extension, held-out profile", 24, extend_horizon=True, held_out_profile=True),
+]
 
 
-def load_zone(directory: Path, zone: str, years: list[int]) -> np.ndarray:
-    """Hourly intensities for the zone over the years, gaps held from the previous hour."""
-    points = []
-    for year in years:
-        path = directory / f"{zone}_{year}_hourly.csv"
-        points += [(moment, value) for _, moment, value in read_portal_csv(path)]
-    return series_from_points(zone, "file", points).values
+@dataclass(frozen=True)
+class Dataset:
+    label: str     # "ES 2022"
+    zone: str
+    begin: int     # arrivals at or after this epoch second ...
+    end: int       # ... and before this one
+    data_end: int  # where the recording stops: every allowed window must end by then
 
 
-def _arrivals(count: int, scenario: Scenario, reach: int) -> np.ndarray:
-    first = WARM_UP + (scenario.phase - WARM_UP) % 24 if scenario.every == 24 else WARM_UP
-    return np.arange(first, count - reach, scenario.every)
+@dataclass
+class CaseResult:
+    dataset: str
+    case: str
+    forecast: str
+    realized: np.ndarray = field(repr=False)    # per job: true emissions of the engine's choice
+    reference: np.ndarray = field(repr=False)   # ... of running at once
+    oracle: np.ndarray = field(repr=False)      # ... of the best choice over the true series
+    unscheduled: int = 0                        # answers with no plan (counted as run at once)
+
+    @property
+    def jobs(self) -> int:
+        return len(self.realized)
+
+    def summary(self) -> dict:
+        total = self.reference.sum()
+        ours = 100 * (1 - self.realized.sum() / total)
+        best = 100 * (1 - self.oracle.sum() / total)
+        worse = self.realized > self.reference * (1 + TIE)
+        return {"data": self.dataset, "case": self.case, "forecast": self.forecast, "jobs": self.jobs,
+                "oracle": best, "saving": ours, "captured": 100 * ours / best if best > 0 else float("nan"),
+                "worse": 100 * worse.mean(), "unscheduled": self.unscheduled}
 
 
-def _profile_rows(actual: np.ndarray, arrivals: np.ndarray, offsets: np.ndarray) -> np.ndarray:
-    """Hour-of-week means over the four weeks before each arrival, at arrival + offset."""
-    targets = arrivals[:, None] + offsets[None, :]
-    weeks_back = (offsets[None, :] + WEEK) // WEEK  # the first whole week that lies before arrival
-    return np.mean([actual[targets - WEEK * (weeks_back + k)] for k in range(4)], axis=0)
+class InvalidAnswer(AssertionError):
+    """The engine answered with intervals the job does not allow: an engine bug, not a figure."""
 
 
-def forecast_matrix(actual: np.ndarray, arrivals: np.ndarray, reach: int, kind: str,
-                    seed: int = 0) -> np.ndarray:
-    """What the scheduler believes at each arrival about the next `reach` hours (rows)."""
-    offsets = np.arange(reach)
-    truth = actual[arrivals[:, None] + offsets[None, :]]
-    if kind == "perfect" or kind == "24 h only":
-        return truth
-    if kind.startswith("noisy"):
-        share = float(kind.split()[1].rstrip("%")) / 100
-        rng = np.random.default_rng(seed)
-        return truth + rng.normal(0.0, share * actual.mean(), size=truth.shape)
-    if kind == "24 h + extension":
-        if reach <= HORIZON:
-            return truth
-        tail = truth[:, :HORIZON]
-        tail_profile = _profile_rows(actual, arrivals, np.arange(HORIZON))
-        future_profile = _profile_rows(actual, arrivals, np.arange(HORIZON, reach))
-        estimate = estimate_values(tail, reach - HORIZON, tail_profile, future_profile)
-        return np.concatenate((tail, estimate), axis=1)
-    raise ValueError(kind)
+# -- reading the engine's answer ------------------------------------------------------------------
+
+def chosen_intervals(outcome: Outcome) -> list[tuple[int, int]]:
+    """The intervals (epoch seconds) the engine chose for one job; empty when it scheduled nothing.
+    The one place that reads the engine's answer."""
+    if not isinstance(outcome, Schedule):
+        return []
+    return [(int(a), int(b)) for a, b in outcome.intervals]
 
 
-def _window_sums(rows: np.ndarray, length: float) -> np.ndarray:
-    """Sum over each window of `length` hours starting at each hour (half an hour: half a slot)."""
-    if length < 1:
-        return rows * length
-    whole = int(length)
-    cumulative = np.concatenate((np.zeros((rows.shape[0], 1)), np.cumsum(rows, axis=1)), axis=1)
-    return cumulative[:, whole:] - cumulative[:, :-whole]
+def _check(intervals: list[tuple[int, int]], job: Job) -> None:
+    total = sum(b - a for a, b in intervals)
+    ordered = all(a < b for a, b in intervals) and all(
+        intervals[i][1] <= intervals[i + 1][0] for i in range(len(intervals) - 1))
+    inside = intervals[0][0] >= job.earliest_start and intervals[-1][1] <= job.latest_start + job.duration
+    contiguous = job.interruptible or (len(intervals) == 1 and intervals[0][0] <= job.latest_start)
+    if not (total == job.duration and ordered and inside and contiguous):
+        raise InvalidAnswer(f"the engine chose {intervals} for {job}")
 
 
-def simulate(actual: np.ndarray, scenario: Scenario, kind: str, seed: int = 0) -> dict:
-    """Total grams per kWh-hour for our choice, run-now and the oracle, over every arrival."""
-    length = max(1, int(np.ceil(scenario.length)))
-    reach = scenario.slack + length
-    arrivals = _arrivals(len(actual), scenario, reach)
-    truth = actual[arrivals[:, None] + np.arange(reach)[None, :]]
-    believed = forecast_matrix(actual, arrivals, reach, kind, seed)
-    if kind == "24 h only" and reach > HORIZON:
-        believed = believed.copy()
-        believed[:, HORIZON:] = np.inf  # nothing is known past the horizon
-    if scenario.interruptible:
-        need = int(scenario.length)
-        chosen = np.argsort(believed, axis=1, kind="stable")[:, :need]   # cheapest hours believed
-        realized = np.take_along_axis(truth, chosen, axis=1).sum(axis=1)
-        if kind == "24 h only" and reach > HORIZON and need > HORIZON:
-            realized = np.full(len(arrivals), np.nan)
-        oracle = np.sort(truth, axis=1)[:, :need].sum(axis=1)
+# -- the truth and the oracle (the measuring stick; never a scheduling path) --------------------
+
+class Truth:
+    """The recorded series as exact integrals: emissions of any interval, best possible choices."""
+
+    def __init__(self, series: ForecastSeries):
+        self.boundaries = series.boundaries().astype(np.float64)
+        self.values = np.asarray(series.values, dtype=np.float64)
+        self.integral = np.concatenate(([0.0], np.cumsum(self.values * np.diff(self.boundaries))))
+
+    def emissions(self, intervals: Sequence[tuple[int, int]]) -> float:
+        """The integral of intensity over the intervals, gCO2eq/kWh x s (x kW / 3600: grams)."""
+        edges = np.asarray(intervals, dtype=np.float64)
+        at = np.interp(edges, self.boundaries, self.integral)
+        return float((at[:, 1] - at[:, 0]).sum())
+
+    def _local(self, begin: int, end: int) -> slice:
+        lo = max(0, int(np.searchsorted(self.boundaries, begin, side="right")) - 1)
+        hi = min(len(self.boundaries), int(np.searchsorted(self.boundaries, end, side="left")) + 1)
+        return slice(lo, hi)
+
+    def best_contiguous(self, duration: int, earliest: int, latest: int) -> float:
+        """Least emissions of one run starting anywhere in [earliest, latest].
+
+        A run's emissions are linear in its start between the moments when its start or its end
+        crosses a boundary of the series, so the least is at one of those moments or at an end.
+        """
+        local = self._local(earliest, latest + duration)
+        b = self.boundaries[local]
+        starts = np.concatenate((b, b - duration, [earliest, latest]))
+        starts = starts[(starts >= earliest) & (starts <= latest)]
+        at_start = np.interp(starts, self.boundaries, self.integral)
+        at_end = np.interp(starts + duration, self.boundaries, self.integral)
+        return float((at_end - at_start).min())
+
+    def best_split(self, duration: int, begin: int, end: int) -> float:
+        """Least emissions of `duration` seconds taken anywhere in [begin, end), in any pieces:
+        the cleanest stretches first."""
+        local = self._local(begin, end)
+        edges = np.clip(self.boundaries[local], begin, end)
+        lengths, values = np.diff(edges), self.values[local][:len(edges) - 1]
+        order = np.argsort(values, kind="stable")
+        taken = np.minimum(lengths[order], np.maximum(0.0, duration - np.concatenate(
+            ([0.0], np.cumsum(lengths[order])[:-1]))))
+        if taken.sum() < duration - 1e-6:
+            raise ValueError("the recording does not cover the job's window")
+        return float((taken * values[order]).sum())
+
+
+# -- the engine's hour-of-week profiles ------------------------------------------------------------
+
+def held_out_profile(series: ForecastSeries, begin: int, end: int) -> Optional[np.ndarray]:
+    """Mean per UTC hour of week (Monday 00:00 first) of the recording outside [begin, end);
+    None when some hour of the week is never seen there."""
+    starts = series.boundaries()[:-1]
+    keep = (starts < begin) | (starts >= end)
+    slot = ((starts[keep] // HOUR) + 72) % 168     # 1970-01-01 was a Thursday, 72 h past Monday 0:00
+    counts = np.bincount(slot, minlength=168)
+    if not counts.all():
+        return None
+    return np.bincount(slot, weights=series.values[keep], minlength=168) / counts
+
+
+def profiles_with(zone: str, profile: Optional[np.ndarray]):
+    """The engine's profile source with `zone`'s replaced by `profile` (None: no profile).
+
+    The shipped profiles (demo_profiles.json) are means over 2021 and 2022 of the very recordings
+    replayed here: in-sample. This measures the extension without that look-ahead."""
+    def profiles() -> dict:
+        table = {z: p for z, p in hour_of_week_profiles().items() if z != zone}
+        if profile is not None:
+            table[zone] = profile
+        return table
+    return profiles
+
+
+# -- one case ---------------------------------------------------------------------------------------
+
+def arrivals(dataset: Dataset, case: Case, every: int, days: Optional[int] = None) -> np.ndarray:
+    """Arrival times (epoch seconds, on the hour) whose whole allowed window lies in the data."""
+    end = dataset.end if days is None else min(dataset.end, dataset.begin + days * 86400)
+    last = dataset.data_end - case.slack - case.duration  # the recording must cover the window
+    if case.daily_at is not None:
+        first = dataset.begin + ((case.daily_at * HOUR - dataset.begin) % 86400)
+        step = 86400
     else:
-        true_sums = _window_sums(truth, scenario.length)
-        believed_sums = _window_sums(np.where(np.isinf(believed), 1e12, believed), scenario.length)
-        believed_sums = believed_sums[:, :scenario.slack + 1]
-        true_sums = true_sums[:, :scenario.slack + 1]
-        pick = np.argmin(believed_sums, axis=1)
-        realized = true_sums[np.arange(len(arrivals)), pick]
-        oracle = true_sums.min(axis=1)
-    run_now = _window_sums(truth, scenario.length)[:, scenario.baseline_offset]
-    return {"arrivals": len(arrivals), "realized": float(np.nansum(realized)),
-            "run_now": float(run_now.sum()), "oracle": float(oracle.sum())}
+        first, step = dataset.begin, every * HOUR
+    times = np.arange(first, end, step, dtype=np.int64)
+    return times[times <= last]
 
 
-def saving(result: dict) -> tuple[float, float, float]:
-    """(our saving %, oracle saving %, share of the oracle's saving we capture %)."""
-    ours = 100 * (1 - result["realized"] / result["run_now"])
-    best = 100 * (1 - result["oracle"] / result["run_now"])
-    return ours, best, (100 * ours / best if best > 0 else 100.0)
+def new_cache() -> ForecastCache:
+    # The replay provider's shared_cache is False, so the engine never consults it.
+    return ForecastCache(redis_url=None, ttl=300, stale_ttl=3600, lock_seconds=1, failure_backoff=0)
 
 
-def run(datasets: dict[str, np.ndarray], scenarios=SCENARIOS, forecasts=FORECASTS) -> list[dict]:
-    rows = []
-    for label, actual in datasets.items():
-        for scenario in scenarios:
-            for seed, kind in enumerate(forecasts):
-                if scenario.interruptible and kind == "24 h only" and scenario.length > HORIZON:
-                    continue
-                result = simulate(actual, scenario, kind, seed=seed)
-                ours, best, share = saving(result)
-                rows.append({"data": label, "scenario": scenario.name, "forecast": kind,
-                             "arrivals": result["arrivals"], "saving": ours, "oracle": best,
-                             "captured": share})
-    return rows
+def simulate(recorded: ReplayProvider, dataset: Dataset, case: Case, kind: ForecastKind,
+             every: int = DEFAULT_EVERY, days: Optional[int] = None, seed: int = 0) -> CaseResult:
+    """Ask the engine at every arrival; measure its choices on the true series."""
+    zone = dataset.zone
+    series = recorded.recorded(zone)
+    truth = Truth(series)
+    times = arrivals(dataset, case, every, days)
+    # "perfect": the forecast reaches the end of the job's allowed window.
+    hours = kind.hours if kind.hours is not None else -(-(case.slack + case.duration) // HOUR)
+    provider = recorded.with_options(forecast_hours=hours, noise=kind.noise, seed=seed)
+    options = {}
+    if kind.held_out_profile:
+        options["profiles"] = profiles_with(zone, held_out_profile(series, dataset.begin, dataset.end))
+    engine = CarbonEngine(provider, new_cache(), **options)
+    realized, reference, oracle = (np.empty(len(times)) for _ in range(3))
+    unscheduled = 0
+    for i, now in enumerate(times.tolist()):
+        job = Job(duration=case.duration, zones=(zone,), earliest_start=now,
+                  latest_start=now + case.slack, interruptible=case.interruptible,
+                  extend_horizon=kind.extend_horizon)
+        at_once = [(now + case.reference_delay, now + case.reference_delay + case.duration)]
+        outcome = engine.optimize([job], from_epoch(now))[0]
+        intervals = chosen_intervals(outcome)
+        if intervals:
+            _check(intervals, job)
+        else:  # no plan: the caller runs the job at once
+            unscheduled += 1
+            intervals = at_once
+        realized[i] = truth.emissions(intervals)
+        reference[i] = truth.emissions(at_once)
+        oracle[i] = (truth.best_split(case.duration, now, now + case.slack + case.duration)
+                     if case.interruptible else
+                     truth.best_contiguous(case.duration, now, now + case.slack))
+    return CaseResult(dataset.label, case.name, kind.name, realized, reference, oracle, unscheduled)
+
+
+def datasets_for(recorded: ReplayProvider, zones: Sequence[str], years: Sequence[int]) -> list[Dataset]:
+    """One dataset per zone and year; arrivals in that year, windows may run into the next."""
+    found = []
+    for zone in zones:
+        series = recorded.recorded(zone)
+        for year in years:
+            begin = to_epoch(datetime(year, 1, 1, tzinfo=timezone.utc))
+            if series.start_epoch <= begin < series.end_epoch:
+                year_end = to_epoch(datetime(year + 1, 1, 1, tzinfo=timezone.utc))
+                found.append(Dataset(f"{zone} {year}", zone, begin, year_end, series.end_epoch))
+    return found
+
+
+def _task(args) -> list[dict]:
+    recorded, dataset, case, kinds, every, days = args
+    return [simulate(recorded, dataset, case, kind, every, days, seed=seed).summary()
+            for seed, kind in enumerate(kinds)]
+
+
+def run(recorded: ReplayProvider, datasets: Sequence[Dataset], cases=CASES, forecasts=FORECASTS,
+        every: int = DEFAULT_EVERY, days: Optional[int] = None, workers: int = 1) -> list[dict]:
+    """Summaries for every dataset x case x forecast kind, in that order."""
+    tasks = [(recorded, d, c, list(forecasts), every, days) for d in datasets for c in cases]
+    if workers <= 1:
+        parts = [_task(t) for t in tasks]
+    else:  # cases are independent: one per process
+        with ProcessPoolExecutor(max_workers=workers) as pool:
+            parts = list(pool.map(_task, tasks))
+    return [row for part in parts for row in part]
+
+
+# -- reporting --------------------------------------------------------------------------------------
+
+COLUMNS = ("jobs", "oracle saving %", "our saving %", "of oracle %", "worse than at once %", "no plan")
+
+
+def _cells(row: dict) -> list[str]:
+    captured = "–" if np.isnan(row["captured"]) else f"{row['captured']:.1f}"
+    return [str(row["jobs"]), f"{row['oracle']:.2f}", f"{row['saving']:.2f}", captured,
+            f"{row['worse']:.1f}", str(row["unscheduled"])]
 
 
 def table(rows: list[dict]) -> str:
-    lines = [f"{'data':<18} {'scenario':<38} {'forecast':<17} {'jobs':>6} {'saving%':>8} "
-             f"{'oracle%':>8} {'of oracle%':>10}"]
+    """Plain text, one line per dataset x case x forecast."""
+    short = ("jobs", "oracle%", "ours%", "of orc%", "worse%", "no plan")
+    lines = [f"{'data':<17} {'case':<37} {'forecast':<36} " + " ".join(f"{c:>9}" for c in short)]
     for r in rows:
-        lines.append(f"{r['data']:<18} {r['scenario']:<38} {r['forecast']:<17} {r['arrivals']:>6} "
-                     f"{r['saving']:>8.2f} {r['oracle']:>8.2f} {r['captured']:>10.1f}")
+        lines.append(f"{r['data']:<17} {r['case']:<37} {r['forecast']:<36} "
+                     + " ".join(f"{c:>9}" for c in _cells(r)))
     return "\n".join(lines)
+
+
+def findings(rows: list[dict]) -> list[str]:
+    """Plain statements the tables support, recomputed on every run."""
+    by = {(r["data"], r["case"], r["forecast"]): r for r in rows}
+    notes = []
+    perfect = [r["captured"] for r in rows if r["forecast"] == "perfect" and not np.isnan(r["captured"])]
+    if perfect:
+        notes.append(f"With a perfect forecast the engine captures {min(perfect):.2f}–{max(perfect):.2f}% "
+                     "of the oracle's saving (100% means it found the optimum every time).")
+    worse_ext = []
+    for (data, case, kind), r in by.items():
+        only = by.get((data, case, "24 h only"))
+        if kind == "24 h + extension" and only is not None and r["saving"] < only["saving"] - 0.005:
+            worse_ext.append(f"{data}, {case}: {r['saving']:.2f}% against {only['saving']:.2f}%")
+    if worse_ext:
+        notes.append("Searching past the 24 h horizon on the engine's estimates saves LESS than "
+                     "searching inside it in " + f"{len(worse_ext)} of "
+                     f"{sum(1 for k in by if k[2] == '24 h + extension')} zone-year cases: "
+                     + "; ".join(worse_ext) + ".")
+    else:
+        notes.append("Searching past the 24 h horizon never saved less than searching inside it.")
+    held = [(k, r) for k, r in by.items() if k[2] == "24 h + extension, held-out profile"]
+    if held:
+        deltas = [r["saving"] - by[(k[0], k[1], "24 h + extension")]["saving"] for k, r in held
+                  if (k[0], k[1], "24 h + extension") in by]
+        notes.append("With the profile held out (learnt from the other year only) the extension's "
+                     f"saving changes by {min(deltas):+.2f} to {max(deltas):+.2f} points (the shipped "
+                     "profiles for ES and US-CAL-CISO are means over 2021 and 2022: in-sample here).")
+    for kind in dict.fromkeys(r["forecast"] for r in rows):
+        cases = [r for r in rows if r["forecast"] == kind]
+        worst = max(cases, key=lambda r: r["worse"])
+        if worst["worse"] == 0:
+            notes.append(f"{kind}: no job emits more than running at once, in any case.")
+            continue
+        notes.append(f"{kind}: {min(r['worse'] for r in cases):.1f}–{worst['worse']:.1f}% of jobs "
+                     f"emit more than running at once, depending on the case (most: {worst['data']}, "
+                     f"{worst['case']}).")
+    unplanned = [r for r in rows if r["unscheduled"]]
+    if unplanned:
+        notes.append("Jobs the engine could not plan (counted as run at once): " + "; ".join(
+            f"{r['data']}, {r['case']}, {r['forecast']}: {r['unscheduled']}" for r in unplanned) + ".")
+    return notes
+
+
+BEGIN = "<!-- backtest:begin (generated by tools/backtest.py; edits here are overwritten) -->"
+END = "<!-- backtest:end -->"
+
+
+def markdown(rows: list[dict], meta: dict, png_name: str) -> str:
+    out = [BEGIN, "",
+           f"Run `{meta['command']}` on {meta['date']} ({meta['machine']}): {meta['seconds']:.0f} s, "
+           f"{meta['calls']} engine calls. Engine: {meta['commit']}. Arrivals every {meta['every']} h "
+           "(the nightly job once a day)" + (f", first {meta['days']} days of each year only"
+                                            if meta["days"] else "") + ".", "",
+           f"Figures derived from data by {ATTRIBUTION}.", "", "### Findings (recomputed on every run)", ""]
+    out += [f"- {note}" for note in findings(rows)]
+    out += ["", f"![saving per case and forecast, and share of jobs worse than at once]({png_name})", ""]
+    for case in dict.fromkeys(r["case"] for r in rows):
+        out += [f"### {case}", "", "| data | forecast | " + " | ".join(COLUMNS) + " |",
+                "|---|---|" + "---:|" * len(COLUMNS)]
+        out += [f"| {r['data']} | {r['forecast']} | " + " | ".join(_cells(r)) + " |"
+                for r in rows if r["case"] == case]
+        out.append("")
+    out.append(END)
+    return "\n".join(out)
+
+
+def write_doc(path: Path, rows: list[dict], meta: dict, png_name: str) -> None:
+    """Replace the generated part of `path` (between the markers); keep the prose around it."""
+    generated = markdown(rows, meta, png_name)
+    text = path.read_text(encoding="utf-8") if path.exists() else ""
+    if BEGIN in text and END in text:
+        before, rest = text.split(BEGIN, 1)
+        after = rest.split(END, 1)[1]
+        text = before + generated + after
+    else:
+        text = (text.rstrip() + "\n\n" if text else "# Backtest\n\n") + generated + "\n"
+    path.write_text(text, encoding="utf-8")
 
 
 def chart(rows: list[dict], path: Path) -> None:
@@ -177,51 +414,91 @@ def chart(rows: list[dict], path: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
     datasets = list(dict.fromkeys(r["data"] for r in rows))
-    scenarios = list(dict.fromkeys(r["scenario"] for r in rows))
+    cases = list(dict.fromkeys(r["case"] for r in rows))
     kinds = list(dict.fromkeys(r["forecast"] for r in rows))
-    figure, axes = plt.subplots(len(datasets), 1, figsize=(14, 3.6 * len(datasets)), squeeze=False)
-    width = 0.8 / (len(kinds) + 1)
-    for axis, label in zip(axes[:, 0], datasets):
-        for k, kind in enumerate(kinds + ["oracle"]):
-            values = []
-            for scenario in scenarios:
-                match = [r for r in rows if r["data"] == label and r["scenario"] == scenario
-                         and r["forecast"] == (kind if kind != "oracle" else "perfect")]
-                values.append((match[0]["oracle"] if kind == "oracle" else match[0]["saving"])
-                              if match else np.nan)
-            axis.bar(np.arange(len(scenarios)) + k * width, values, width, label=kind)
-        axis.set_title(f"{label}: saving vs run-now (%)")
-        axis.set_xticks(np.arange(len(scenarios)) + 0.4, scenarios, rotation=12, fontsize=7)
-        axis.grid(axis="y", alpha=0.3)
-    axes[0, 0].legend(fontsize=7, ncol=len(kinds) + 1)
-    figure.text(0.99, 0.005, "Data: Electricity Maps (electricitymaps.com), ODbL", ha="right",
-                fontsize=7)
-    figure.tight_layout()
-    figure.savefig(path, dpi=110)
+    by = {(r["data"], r["case"], r["forecast"]): r for r in rows}
+    figure, axes = plt.subplots(len(datasets), 2, figsize=(18, 3.8 * len(datasets) + 0.5),
+                                squeeze=False, gridspec_kw={"width_ratios": [1, 1]})
+    width = 0.8 / len(kinds)
+    x = np.arange(len(cases))
+    for (left, right), label in zip(axes, datasets):
+        for k, kind in enumerate(kinds):
+            get = lambda key: [by[(label, c, kind)][key] if (label, c, kind) in by else np.nan for c in cases]
+            left.bar(x + k * width, get("saving"), width, label=kind)
+            right.bar(x + k * width, get("worse"), width, label=kind)
+        oracle = [by[(label, c, kinds[0])]["oracle"] if (label, c, kinds[0]) in by else np.nan for c in cases]
+        left.scatter(x + 0.4 - width / 2, oracle, marker="_", s=900, color="black", label="oracle", zorder=3)
+        left.set_title(f"{label}: saving against running at once (%)", fontsize=9)
+        right.set_title(f"{label}: jobs emitting more than at once (%)", fontsize=9)
+        for axis in (left, right):
+            axis.set_xticks(x + 0.4 - width / 2, [c.replace(" at ", "\n").replace(", ", "\n")
+                                                  for c in cases], fontsize=6.5)
+            axis.grid(axis="y", alpha=0.3)
+    handles, labels = axes[0, 0].get_legend_handles_labels()
+    figure.legend(handles, labels, loc="upper center", ncol=len(labels), fontsize=8)
+    figure.text(0.99, 0.003, f"Data: {ATTRIBUTION}", ha="right", fontsize=7)
+    figure.tight_layout(rect=(0, 0.01, 1, 0.975))
+    figure.savefig(path, dpi=100)
     plt.close(figure)
+
+
+def _machine() -> str:
+    model = platform.processor() or platform.machine()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                model = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return (f"{model}, {os.cpu_count()} cores, {platform.system()} {platform.release()}, "
+            f"Python {platform.python_version()}, NumPy {np.__version__}")
+
+
+def _commit() -> str:
+    try:
+        sha = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True,
+                             text=True, timeout=10).stdout.strip()
+        dirty = subprocess.run(["git", "status", "--porcelain", "--", "carbon_optimizer"], cwd=ROOT,
+                               capture_output=True, text=True, timeout=10).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return "commit unknown"
+    return f"commit {sha}" + (" with uncommitted changes under carbon_optimizer/" if dirty else "")
 
 
 def main(argv: Optional[list[str]] = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--data", type=Path, default=DEFAULT_DATA)
+    parser.add_argument("--data", type=Path, default=DEFAULT_DATA, help="data-portal exports (*.csv)")
     parser.add_argument("--zones", nargs="+", default=["ES", "US-CAL-CISO"])
     parser.add_argument("--years", nargs="+", type=int, default=[2021, 2022])
-    parser.add_argument("--png", type=Path, default=Path("docs/backtest.png"))
+    parser.add_argument("--every", type=int, default=DEFAULT_EVERY, help="hours between arrivals")
+    parser.add_argument("--days", type=int, default=None, help="only the first DAYS of each year")
+    parser.add_argument("--workers", type=int, default=min(2, os.cpu_count() or 1))
+    parser.add_argument("--doc", type=Path, default=ROOT / "docs" / "backtest.md",
+                        help="markdown to update between its markers ('' for none)")
+    parser.add_argument("--png", type=Path, default=ROOT / "docs" / "backtest.png")
     args = parser.parse_args(argv)
     began = time.perf_counter()
-    datasets = {}
-    for zone in args.zones:
-        for year in args.years:
-            # Each year alone (the paper's unit), with the previous year's tail as warm-up when known.
-            years = [year - 1, year] if (args.data / f"{zone}_{year - 1}_hourly.csv").exists() else [year]
-            values = load_zone(args.data, zone, years)
-            datasets[f"{zone} {year}"] = values if len(years) == 1 else values[-(8760 + WARM_UP):]
-    rows = run(datasets)
+    recorded = ReplayProvider.from_directory(args.data)
+    datasets = datasets_for(recorded, args.zones, args.years)
+    if not datasets:
+        parser.error(f"no data for zones {args.zones} in years {args.years} under {args.data}")
+    rows = run(recorded, datasets, every=args.every, days=args.days, workers=args.workers)
+    seconds = time.perf_counter() - began
     print(table(rows))
-    args.png.parent.mkdir(parents=True, exist_ok=True)
-    chart(rows, args.png)
-    print(f"\nchart: {args.png}; {time.perf_counter() - began:.1f} s. "
-          "Data: Electricity Maps (electricitymaps.com), ODbL")
+    print("\n" + "\n".join(f"- {note}" for note in findings(rows)))
+    calls = sum(r["jobs"] for r in rows)
+    if str(args.png):
+        args.png.parent.mkdir(parents=True, exist_ok=True)
+        chart(rows, args.png)
+    if str(args.doc) not in ("", "."):
+        given = " ".join(sys.argv[1:]) if argv is None else " ".join(argv)
+        meta = {"command": ".venv/bin/python -m tools.backtest" + (f" {given}" if given else ""),
+                "date": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
+                "machine": _machine(), "seconds": seconds, "calls": calls, "commit": _commit(),
+                "every": args.every, "days": args.days}
+        write_doc(args.doc, rows, meta, os.path.relpath(args.png, args.doc.parent))
+    print(f"\n{calls} engine calls in {seconds:.1f} s. Data: {ATTRIBUTION}")
     return 0
 
 
