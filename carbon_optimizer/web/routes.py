@@ -1,0 +1,202 @@
+"""The routes: the `api` blueprint (optimize, forecast, the OpenAPI document) and the `ops`
+blueprint (health, docs). Each parses its request into typed values, calls the engine, and hands
+the engine's typed answer to a response model, which writes the body."""
+
+from __future__ import annotations
+
+import json
+import logging
+from datetime import datetime, timedelta
+from typing import Optional
+
+from flask import Blueprint, Response, current_app, jsonify, request
+from pydantic import ValidationError
+
+from carbon_optimizer.engine import CarbonEngine
+from carbon_optimizer.errors import CarbonDataError, FailureCode, RequestError
+from carbon_optimizer.scheduling.model import Unschedulable
+from carbon_optimizer.settings import Settings
+from carbon_optimizer.timeseries import to_epoch
+from carbon_optimizer.web import limits, openapi
+from carbon_optimizer.web import models as schemas
+
+log = logging.getLogger(__name__)
+api = Blueprint("api", __name__, url_prefix="/api/v1")
+ops = Blueprint("ops", __name__)
+
+def _now() -> datetime:
+    return current_app.config["CLOCK"]()
+
+
+def _engine() -> CarbonEngine:
+    return current_app.extensions["carbon_engine"]
+
+
+def _settings() -> Settings:
+    return current_app.extensions["carbon_settings"]
+
+
+def _retry_after() -> str:
+    return str(max(1, _settings().upstream_failure_backoff_seconds or 30))
+
+
+# -- request parsing ------------------------------------------------------------------------------
+
+def _json_body() -> object:
+    if request.mimetype != "application/json":
+        raise RequestError(FailureCode.UNSUPPORTED_MEDIA_TYPE, "send the request body as application/json")
+    raw = request.get_data(cache=False)
+    try:
+        return json.loads(raw)
+    except (ValueError, RecursionError):
+        raise RequestError(FailureCode.INVALID_REQUEST, "the request body is not valid JSON") from None
+
+
+def _field_path(location: tuple) -> str:
+    """pydantic's error location as a client reads it: workloads[3].duration."""
+    path = ""
+    for part in location:
+        path += f"[{part}]" if isinstance(part, int) else (f".{part}" if path else str(part))
+    return path or "body"
+
+
+# Plainer words than pydantic's for the errors clients meet most.
+_MESSAGES = {
+    "string_pattern_mismatch": "must be an Electricity Maps zone key such as DE or US-CAL-CISO",
+    "extra_forbidden": "unknown field",
+    "model_type": "must be a JSON object",
+    "timezone_aware": "must be an RFC 3339 timestamp with an offset, e.g. 2026-11-23T08:00:00Z",
+}
+
+
+def _validation_error(exc: ValidationError) -> RequestError:
+    details = [{"field": _field_path(error["loc"]),
+                "message": _MESSAGES.get(error["type"], error["msg"].removeprefix("Value error, "))}
+               for error in exc.errors(include_input=False, include_url=False)]
+    return RequestError(FailureCode.INVALID_REQUEST, "the request is not valid; see details", details=details)
+
+
+def _parse_workloads(body: object) -> tuple[list[schemas.Workload], Optional[schemas.WorkloadBatch]]:
+    """The workloads asked for, and the batch they came in (None for a single workload)."""
+    if not isinstance(body, dict):
+        raise RequestError(FailureCode.INVALID_REQUEST, "the body must be a JSON object: one workload, or {\"workloads\": [...]}")
+    if "workloads" in body:
+        items = body["workloads"]
+        limit = _settings().max_batch_size
+        if isinstance(items, list) and len(items) > limit:
+            raise RequestError(FailureCode.INVALID_REQUEST, "too many workloads", details=[
+                {"field": "workloads", "message": f"at most {limit} workloads per request"}])
+        try:
+            batch = schemas.WorkloadBatch.model_validate(body)
+            return batch.workloads, batch
+        except ValidationError as exc:
+            raise _validation_error(exc) from None
+    try:
+        return [schemas.Workload.model_validate(body)], None
+    except ValidationError as exc:
+        raise _validation_error(exc) from None
+
+
+def _jobs(workloads: list[schemas.Workload], batch: bool, now: datetime):
+    settings = _settings()
+    jobs, details = [], []
+    for index, workload in enumerate(workloads):
+        try:
+            jobs.append(workload.to_job(now, settings.default_zones,
+                                        timedelta(hours=settings.default_window_hours)))
+        except ValueError as exc:
+            details.append({"field": f"workloads[{index}]" if batch else "body", "message": str(exc)})
+    if details:
+        raise RequestError(FailureCode.INVALID_REQUEST, "the request is not valid; see details", details=details)
+    return jobs
+
+
+# -- API routes -----------------------------------------------------------------------------------
+
+def _answer(model: schemas.Response) -> Response:
+    """The one place an answer model becomes an HTTP body."""
+    return Response(model.to_json(), mimetype="application/json")
+
+
+def _failure(outcome: Unschedulable) -> RequestError:
+    """A single workload that cannot be scheduled, as an error answer with the failure's status."""
+    code = outcome.code
+    headers = {"Retry-After": _retry_after()} if code.transient else None
+    field = "zones" if code in (FailureCode.ZONE_NOT_FOUND, FailureCode.ZONE_NOT_ENTITLED) else "body"
+    return RequestError(code, outcome.message, details=[{"field": field, "message": outcome.message}],
+                        headers=headers)
+
+
+@api.post("/optimize")
+@limits.limit(limits.optimize_limit, methods=["POST"])
+def optimize():
+    body = _json_body()
+    workloads, batch = _parse_workloads(body)
+    now = _now()
+    capacity = batch.capacity if batch is not None else None
+    outcomes = _engine().optimize(_jobs(workloads, batch is not None, now), now,
+                                  capacity.limits() if capacity is not None else None)
+    if batch is not None:
+        return _answer(schemas.BatchResponse.of(outcomes, now))
+    outcome = outcomes[0]
+    if isinstance(outcome, Unschedulable):
+        raise _failure(outcome)
+    return _answer(schemas.ScheduledWorkload.of(outcome, now))
+
+
+def _hours_parameter() -> Optional[int]:
+    text = request.args.get("hours")
+    if text is None:
+        return None
+    if not (text.isascii() and text.isdigit() and len(text) <= 4) \
+            or not 1 <= int(text) <= schemas.MAX_FORECAST_HOURS:
+        raise RequestError(FailureCode.INVALID_REQUEST, "hours must be a whole number of hours from now",
+                       details=[{"field": "hours", "message":
+                                 f"a whole number from 1 to {schemas.MAX_FORECAST_HOURS}"}])
+    return int(text)
+
+
+@api.get("/forecast")
+def forecast():
+    zone = request.args.get("zone", "")
+    try:
+        schemas.ZONE_ADAPTER.validate_python(zone)
+    except ValidationError:
+        raise RequestError(FailureCode.INVALID_REQUEST, "give one Electricity Maps zone key, e.g. ?zone=DE",
+                       details=[{"field": "zone", "message": "missing or not a zone key"}]) from None
+    hours = _hours_parameter()
+    now = _now()
+    try:
+        found = _engine().forecast(zone, now)
+    except CarbonDataError as exc:
+        # A zone the provider does not know is a missing resource here (404), not a bad request.
+        status = 404 if exc.code is FailureCode.ZONE_NOT_FOUND else exc.code.status
+        headers = {"Retry-After": _retry_after()} if exc.code.transient else None
+        raise RequestError(exc.code, exc.message, headers=headers, status=status) from None
+    if hours is not None:
+        found = _engine().extended(found, to_epoch(now) + 3600 * hours, now)
+    return _answer(schemas.ForecastResponse.of(found))
+
+
+@api.get("/openapi.json")
+def openapi_document():
+    # Read per request: keys can appear on a secret refresh, and the document follows enforcement.
+    keyed = bool(current_app.extensions["carbon_secrets"].current().api_keys)
+    return jsonify(openapi.served(current_app.extensions["carbon_openapi"], keyed))
+
+
+# -- operations -----------------------------------------------------------------------------------
+
+@ops.get("/health")
+def health():
+    checks = {**_engine().health(), "secrets": current_app.extensions["carbon_secrets"].status(),
+              "rate_limit": limits.health_check()}
+    degraded = (checks["redis"]["status"] == "down" or checks["provider"]["status"] != "ok"
+                or checks["secrets"]["status"] == "failing" or checks["rate_limit"]["status"] == "fallback")
+    return jsonify({"status": "degraded" if degraded else "ok", "checks": checks})
+
+
+@ops.get("/docs")
+def docs():
+    page = openapi.render_docs(current_app.extensions["carbon_openapi"])
+    return Response(page, mimetype="text/html")
