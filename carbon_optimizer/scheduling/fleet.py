@@ -24,6 +24,7 @@ from typing import Optional, Sequence
 
 import numpy as np
 
+from carbon_optimizer.errors import FailureCode
 from carbon_optimizer.scheduling.fleet_model import Capacity, FleetJob, FleetPlan, Placement  # noqa: F401
 
 MAX_PASSES = 8
@@ -95,18 +96,18 @@ def _best_place(job: FleetJob, usage: _Usage, prefix: np.ndarray,
     return best
 
 
-def _why_not(job: FleetJob, units: int, capacity: Capacity) -> Optional[str]:
+def _why_not(job: FleetJob, units: int, capacity: Capacity) -> Optional[FailureCode]:
     """The reason a job can never be placed, whatever the others do; None when it could be."""
     if job.length > units or job.earliest > job.latest:
-        return "window_not_covered"
+        return FailureCode.WINDOW_NOT_COVERED
     if capacity.max_concurrent is not None and capacity.max_concurrent < 1:
-        return "capacity_exceeded"
+        return FailureCode.CAPACITY_EXCEEDED
     usable = [z for z in job.zones
               if (capacity.zone_concurrent is None or capacity.zone_concurrent[z] is None
                   or capacity.zone_concurrent[z] >= 1)
               and (capacity.zone_power_kw is None or capacity.zone_power_kw[z] is None
                    or (job.power_kw or 0.0) <= capacity.zone_power_kw[z] + 1e-9)]
-    return None if usable else "capacity_exceeded"
+    return None if usable else FailureCode.CAPACITY_EXCEEDED
 
 
 def _greedy(order: Sequence[int], jobs: Sequence[FleetJob], prefix: np.ndarray, zones: int,
@@ -301,7 +302,7 @@ def schedule_fleet(intensity: np.ndarray, jobs: Sequence[FleetJob],
     # Starts clipped to the grid, so that every start considered lies wholly inside it.
     jobs = [replace(j, earliest=max(0, j.earliest), latest=min(j.latest, units - j.length))
             for j in jobs]
-    reasons: list[Optional[str]] = [_why_not(job, units, capacity) for job in jobs]
+    reasons: list[Optional[FailureCode]] = [_why_not(job, units, capacity) for job in jobs]
     candidates = [i for i, r in enumerate(reasons) if r is None]
     heavy = sorted(candidates, key=lambda i: (-jobs[i].weight * jobs[i].length, i))
     tight = sorted(candidates, key=lambda i: ((jobs[i].latest - jobs[i].earliest + 1)
@@ -329,6 +330,6 @@ def schedule_fleet(intensity: np.ndarray, jobs: Sequence[FleetJob],
             placements = exact
     for i in candidates:
         if placements[i] is None:
-            reasons[i] = "capacity_exceeded"
+            reasons[i] = FailureCode.CAPACITY_EXCEEDED
     return FleetPlan(placements=placements, reasons=reasons,
                      emissions=_emissions(jobs, placements, prefix))

@@ -6,6 +6,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Optional, Sequence
 
+from carbon_optimizer.errors import FailureCode
+
 
 @dataclass(frozen=True)
 class FleetJob:
@@ -37,7 +39,7 @@ class Placement:
 @dataclass
 class FleetPlan:
     placements: list[Optional[Placement]]
-    reasons: list[Optional[str]]
+    reasons: list[Optional[FailureCode]]  # why each job left out was left out
     emissions: float  # sum of weight x intensity x units over placed jobs
 
     @property

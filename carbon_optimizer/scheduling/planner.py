@@ -141,7 +141,7 @@ def _place_fleet(jobs, zones: Zones, capacity: CapacityLimits, now: int, live: l
         job = jobs[i]
         failures = _split(job, zones)[1]
         if place is None:
-            code = FailureCode(reason)
+            code = reason
             outcomes[i] = Unschedulable(job, code, messages[code], failures)
             continue
         zone = names[place.zone]
