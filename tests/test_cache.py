@@ -24,11 +24,22 @@ def series(value=100.0):
 
 
 class Clock:
+    """Wall time (`now`, what the cache dates fetches by) and monotonic time (`mono`: the Redis
+    retry, lock deadlines, in-process expiries), advanced by the test instead of waiting."""
+
     def __init__(self):
         self.now = 1_800_000_000.0
+        self.mono = 1000.0
 
     def __call__(self):
         return self.now
+
+    def monotonic(self):
+        return self.mono
+
+    def advance(self, seconds):
+        self.now += seconds
+        self.mono += seconds
 
 
 class CountingFetch:
@@ -49,8 +60,10 @@ class CountingFetch:
 def make_cache(prefix, url=TEST_REDIS_URL, clock=None, **kwargs):
     options = dict(ttl=300, stale_ttl=3600, lock_seconds=5, failure_backoff=30, key_prefix=prefix,
                    poll_seconds=0.01)
+    if clock is not None:
+        options.update(clock=clock, monotonic=clock.monotonic)
     options.update(kwargs)
-    return ForecastCache(redis_url=url, clock=clock or time.time, **options)
+    return ForecastCache(redis_url=url, **options)
 
 
 def test_miss_then_hit_through_redis(redis_client, redis_prefix):
@@ -66,11 +79,52 @@ def test_ttl_expiry_fetches_again(redis_prefix):
     clock = Clock()
     cache, fetch = make_cache(redis_prefix, clock=clock), CountingFetch()
     cache.get("forecast", "DE", fetch)
-    clock.now += 299
+    clock.advance(299)
     cache.get("forecast", "DE", fetch)
-    clock.now += 2
+    clock.advance(2)
     cache.get("forecast", "DE", fetch)
     assert fetch.calls == 2
+
+
+def test_in_process_entries_and_failure_backoff_expire_on_the_monotonic_clock():
+    clock = Clock()
+    cache = make_cache("mem:", url=None, clock=clock, ttl=60, failure_backoff=30)
+    failing = CountingFetch(error=UpstreamUnavailable("DE", "Electricity Maps answered HTTP 500 for zone DE"))
+    with pytest.raises(UpstreamUnavailable):
+        cache.get("forecast", "DE", failing)
+    clock.advance(29.9)  # the failure is still remembered: the provider is not asked
+    with pytest.raises(UpstreamUnavailable):
+        cache.get("forecast", "DE", failing)
+    assert failing.calls == 1
+    clock.advance(0.1)  # the backoff is over
+    fetch = CountingFetch(series(100))
+    assert not cache.get("forecast", "DE", fetch).stale and fetch.calls == 1
+    # The stale copy is kept for stale_ttl (3600 s) of monotonic time, then dropped.
+    clock.advance(3599)
+    assert cache.get("forecast", "DE", failing).stale and failing.calls == 2
+    clock.advance(31)
+    with pytest.raises(UpstreamUnavailable):
+        cache.get("forecast", "DE", failing)
+    assert failing.calls == 3
+
+
+@pytest.mark.parametrize("url", [TEST_REDIS_URL, None], ids=["redis", "in-process"])
+def test_a_lock_never_released_is_waited_for_until_its_deadline_only(redis_prefix, url):
+    """A worker that took the lock and died: the others wait `lock_seconds`, then give up without
+    calling upstream. The lock wait polls for real; only the deadline runs on the test's clock."""
+    clock = Clock()
+
+    def ticking():  # each look at the clock is a second later
+        clock.mono += 1
+        return clock.mono
+
+    cache = make_cache(redis_prefix, url=url, clock=clock, lock_seconds=5, monotonic=ticking)
+    store = cache._redis or cache._local
+    store.set(f"{redis_prefix}forecast:DE:lock", "crashed-worker", 3600)
+    fetch = CountingFetch()
+    with pytest.raises(UpstreamUnavailable, match="timed out waiting"):
+        cache.get("forecast", "DE", fetch)
+    assert fetch.calls == 0
 
 
 def test_a_worker_answers_a_fresh_entry_from_its_own_decoded_copy(redis_client, redis_prefix):
@@ -81,10 +135,10 @@ def test_a_worker_answers_a_fresh_entry_from_its_own_decoded_copy(redis_client, 
     calls = []
     redis_get = reader._redis.get
     reader._redis.get = lambda key: calls.append(key) or redis_get(key)
-    clock.now += 299  # still fresh: no Redis read at all
+    clock.advance(299)  # still fresh: no Redis read at all
     assert reader.get("forecast", "DE", CountingFetch()).series.values[0] == 100 and calls == []
     # The TTL over, the copy is not trusted: Redis decides, and a refetch there is seen.
-    clock.now += 2
+    clock.advance(2)
     writer.get("forecast", "DE", CountingFetch(series(200)))
     refreshed = reader.get("forecast", "DE", CountingFetch(series(300)))
     assert refreshed.series.values[0] == 200 and f"{redis_prefix}forecast:DE" in calls
@@ -115,7 +169,7 @@ def test_failure_serves_the_last_good_copy_flagged_stale(redis_prefix):
     clock = Clock()
     cache = make_cache(redis_prefix, clock=clock, ttl=60)
     cache.get("forecast", "DE", CountingFetch(series(100)))
-    clock.now += 120
+    clock.advance(120)
     failing = CountingFetch(error=UpstreamUnavailable("DE", "Electricity Maps answered HTTP 500 for zone DE"))
     served = cache.get("forecast", "DE", failing)
     assert served.stale and served.series.values[0] == 100
@@ -140,7 +194,7 @@ def test_unknown_zone_is_not_answered_from_a_stale_copy(redis_prefix):
     clock = Clock()
     cache = make_cache(redis_prefix, clock=clock, ttl=60)
     cache.get("forecast", "XX", CountingFetch())
-    clock.now += 120
+    clock.advance(120)
     with pytest.raises(ZoneNotFound):
         cache.get("forecast", "XX", CountingFetch(error=ZoneNotFound("XX", "no data for zone XX")))
 
@@ -161,6 +215,7 @@ def test_unreadable_entry_is_discarded(redis_client, redis_prefix):
     assert fetch.calls == 1
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(shutil.which("redis-server") is None, reason="needs redis-server")
 def test_redis_coming_back_is_used_again_without_restart(tmp_path):
     port = free_port()
@@ -179,8 +234,10 @@ def test_redis_coming_back_is_used_again_without_restart(tmp_path):
         raise RuntimeError("private redis-server did not start")
 
     process, client = start()
+    clock = Clock()
     try:
-        cache = make_cache("t:", url=f"redis://127.0.0.1:{port}/0", redis_retry_seconds=0.2, ttl=300)
+        cache = make_cache("t:", url=f"redis://127.0.0.1:{port}/0", clock=clock, redis_retry_seconds=5,
+                           ttl=300)
         cache.get("forecast", "DE", CountingFetch())
         assert client.exists("t:forecast:DE")
         process.terminate()
@@ -188,7 +245,12 @@ def test_redis_coming_back_is_used_again_without_restart(tmp_path):
         assert not cache.get("forecast", "FR", CountingFetch()).stale  # served from memory
         assert cache.status()["status"] == "down"
         process, client = start()
-        time.sleep(0.3)
+        # Redis is back, but within the retry interval the cache stays on memory...
+        clock.advance(4.9)
+        cache.get("forecast", "NL", CountingFetch())
+        assert not client.exists("t:forecast:NL")
+        # ...and tries Redis again once it is over.
+        clock.advance(0.1)
         cache.get("forecast", "ES", CountingFetch())
         assert client.exists("t:forecast:ES")  # written to Redis again
         # FR, fetched during the outage, is still fresh in this worker's memory, but Redis is filled

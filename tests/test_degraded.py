@@ -1,6 +1,6 @@
 """A dependency down degrades the service; it does not fail requests or crash it."""
 
-from datetime import datetime, timezone
+from datetime import timedelta
 
 import responses
 
@@ -12,17 +12,37 @@ from tests.support import free_port, hourly_forecast
 BASE = "https://api.electricitymaps.test/v3"
 
 
+class Clock:
+    """The app's "now" and the cache's wall and monotonic clocks, advanced together by the test."""
+
+    def __init__(self):
+        self.now = FIXED_NOW
+        self.mono = 1000.0
+
+    def advance(self, seconds: float) -> None:
+        self.now += timedelta(seconds=seconds)
+        self.mono += seconds
+
+    def attach(self, app) -> None:
+        cache = app.extensions["carbon_engine"].cache
+        cache.clock = lambda: self.now.timestamp()
+        cache.monotonic = lambda: self.mono
+
+
 @responses.activate
 def test_redis_down_serves_from_memory_and_health_says_degraded(make_app):
     start = FIXED_NOW.replace(minute=0, second=0)
     responses.get(f"{BASE}/carbon-intensity/forecast", json=hourly_forecast("DE", start, [300, 200, 100] * 16))
+    clock = Clock()
     app = make_app({"CARBON_PROVIDER": "electricitymaps", "ELECTRICITY_MAPS_API_KEY": "k",
                     "ELECTRICITY_MAPS_BASE_URL": BASE, "REDIS_URL": f"redis://127.0.0.1:{free_port()}/0",
-                    "UPSTREAM_RETRIES": "0"})
+                    "UPSTREAM_RETRIES": "0"}, clock=lambda: clock.now)
+    clock.attach(app)
     client = app.test_client()
     for _ in range(3):
         answer = client.post("/api/v1/optimize", json={"duration": 60, "zones": ["DE"]})
         assert answer.status_code == 200
+        clock.advance(10)  # past the Redis retry interval: Redis is tried again, still down
     assert len(responses.calls) == 1  # the in-process cache took over
     health = client.get("/health")
     assert health.status_code == 200
@@ -34,16 +54,16 @@ def test_redis_down_serves_from_memory_and_health_says_degraded(make_app):
 @responses.activate
 def test_provider_down_serves_stale_then_recovers(make_app):
     start = FIXED_NOW.replace(minute=0, second=0)
-    clock = {"now": FIXED_NOW}
+    clock = Clock()
     responses.get(f"{BASE}/carbon-intensity/forecast", json=hourly_forecast("DE", start, [300.0] * 48))
     app = make_app({"CARBON_PROVIDER": "electricitymaps", "ELECTRICITY_MAPS_API_KEY": "k",
                     "ELECTRICITY_MAPS_BASE_URL": BASE, "UPSTREAM_RETRIES": "0", "CACHE_TTL_SECONDS": "60",
-                    "UPSTREAM_FAILURE_BACKOFF_SECONDS": "0"}, clock=lambda: clock["now"])
+                    "UPSTREAM_FAILURE_BACKOFF_SECONDS": "30"}, clock=lambda: clock.now)
+    clock.attach(app)
     client = app.test_client()
     assert client.post("/api/v1/optimize", json={"duration": 60, "zones": ["DE"]}).status_code == 200
     responses.replace(responses.GET, f"{BASE}/carbon-intensity/forecast", status=502)
-    cache = app.extensions["carbon_engine"].cache
-    cache._clock = lambda: datetime.now(timezone.utc).timestamp() + 3600  # the copy is an hour old
+    clock.advance(3600)  # the copy is an hour old
     served_before = STALE_SERVES.labels("DE")._value.get()
     stale = client.post("/api/v1/optimize", json={"duration": 60, "zones": ["DE"]})
     assert stale.status_code == 200 and stale.get_json()["provenance"]["stale"] is True
@@ -52,6 +72,12 @@ def test_provider_down_serves_stale_then_recovers(make_app):
     assert "carbon_stale_forecasts_served_total" in client.get("/metrics").get_data(as_text=True)
     responses.replace(responses.GET, f"{BASE}/carbon-intensity/forecast",
                       json=hourly_forecast("DE", start, [250.0] * 48))
+    # Within the failure backoff the provider is not asked again, even though it has recovered.
+    clock.advance(29)
+    assert client.post("/api/v1/optimize", json={"duration": 60, "zones": ["DE"]}).get_json()[
+        "provenance"]["stale"] is True
+    assert len(responses.calls) == 2
+    clock.advance(1)
     fresh = client.post("/api/v1/optimize", json={"duration": 60, "zones": ["DE"]}).get_json()
     assert fresh["provenance"]["stale"] is False and fresh["carbon_intensity"] == 250.0
     assert client.get("/health").get_json()["status"] == "ok"

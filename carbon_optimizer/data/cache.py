@@ -53,11 +53,13 @@ class _Failure:
 
 
 class _LocalStore:
-    """In-process store: the fallback when Redis is down, and the default with no REDIS_URL."""
+    """In-process store: the fallback when Redis is down, and the default with no REDIS_URL.
+    Expiries follow `monotonic` (the cache's), so a test can advance them."""
 
     name = "memory"
 
-    def __init__(self) -> None:
+    def __init__(self, monotonic: Callable[[], float] = time.monotonic) -> None:
+        self._monotonic = monotonic
         self._lock = threading.Lock()
         self._values: dict[str, tuple[float, str]] = {}  # key -> (expires_at, value)
 
@@ -66,7 +68,7 @@ class _LocalStore:
             item = self._values.get(key)
             if item is None:
                 return None
-            if item[0] <= time.monotonic():
+            if item[0] <= self._monotonic():
                 del self._values[key]
                 return None
             return item[1]
@@ -74,9 +76,10 @@ class _LocalStore:
     def set(self, key: str, value: str, seconds: float, only_if_absent: bool = False) -> bool:
         with self._lock:
             current = self._values.get(key)
-            if only_if_absent and current is not None and current[0] > time.monotonic():
+            now = self._monotonic()
+            if only_if_absent and current is not None and current[0] > now:
                 return False
-            self._values[key] = (time.monotonic() + seconds, value)
+            self._values[key] = (now + seconds, value)
             return True
 
     def delete_if(self, key: str, value: str) -> None:
@@ -113,21 +116,27 @@ class _RedisStore:
 
 
 class ForecastCache:
+    """`clock` (epoch seconds) dates fetches and judges their age; `monotonic` times everything
+    else: the Redis retry, lock deadlines and the in-process store's expiries. Both are plain
+    attributes, so a test can advance time instead of sleeping."""
+
     def __init__(self, redis_url: Optional[str], ttl: float, stale_ttl: float, lock_seconds: float,
                  failure_backoff: float, key_prefix: str = "carbon-optimizer:",
                  redis_retry_seconds: float = 5.0, poll_seconds: float = 0.05,
-                 clock: Callable[[], float] = time.time) -> None:
+                 clock: Callable[[], float] = time.time,
+                 monotonic: Callable[[], float] = time.monotonic) -> None:
+        self.clock = clock
+        self.monotonic = monotonic
         self.ttl = ttl
         self.stale_ttl = max(stale_ttl, ttl)
         self.lock_seconds = lock_seconds
         self.failure_backoff = failure_backoff
         self.prefix = key_prefix
-        self._local = _LocalStore()
+        self._local = _LocalStore(lambda: self.monotonic())
         self._redis = _RedisStore(redis_url) if redis_url else None
         self._redis_down_since: Optional[float] = None
         self._redis_retry_seconds = redis_retry_seconds
         self._poll = poll_seconds
-        self._clock = clock
         # key -> (store name, last fresh entry this worker read there); an entry read from the
         # in-process fallback is not trusted once Redis is back, so Redis is filled again.
         self._decoded: dict[str, tuple[str, CachedForecast]] = {}
@@ -140,7 +149,7 @@ class ForecastCache:
         if self._redis is None:
             return self._local
         if self._redis_down_since is not None:
-            if time.monotonic() - self._redis_down_since < self._redis_retry_seconds:
+            if self.monotonic() - self._redis_down_since < self._redis_retry_seconds:
                 return self._local
         return self._redis
 
@@ -152,7 +161,7 @@ class ForecastCache:
         elif not up:
             if self._redis_down_since is None:
                 log.warning("Redis unreachable (%s); using the in-process cache", type(error).__name__)
-            self._redis_down_since = time.monotonic()
+            self._redis_down_since = self.monotonic()
             metrics.REDIS_UP.set(0)
 
     def status(self) -> dict:
@@ -194,14 +203,14 @@ class ForecastCache:
     def _get(self, store, kind: str, zone: str, fetch: Fetch) -> CachedForecast:
         key = f"{self.prefix}{kind}:{zone}"
         source, decoded = self._decoded.get(key, (None, None))
-        if decoded is not None and source == store.name and self._clock() - decoded.fetched_at < self.ttl:
+        if decoded is not None and source == store.name and self.clock() - decoded.fetched_at < self.ttl:
             metrics.CACHE_EVENTS.labels("hit", "process").inc()
             return decoded
         entry = self._read(store, key)
         if entry is not None and not entry.stale:
             metrics.CACHE_EVENTS.labels("hit", store.name).inc()
             return entry
-        deadline = time.monotonic() + self.lock_seconds
+        deadline = self.monotonic() + self.lock_seconds
         while True:
             failure = self._recent_failure(store, key)
             if failure is not None:
@@ -213,13 +222,14 @@ class ForecastCache:
                 finally:
                     store.delete_if(f"{key}:lock", token)
             # Another worker is fetching: wait for its answer rather than calling upstream too.
-            while store.get(f"{key}:lock") is not None and time.monotonic() < deadline:
+            # A real wait (another process holds the lock), timed by the injectable clock.
+            while store.get(f"{key}:lock") is not None and self.monotonic() < deadline:
                 time.sleep(self._poll)
             entry = self._read(store, key)
             if entry is not None and not entry.stale:
                 metrics.CACHE_EVENTS.labels("hit", store.name).inc()
                 return entry
-            if time.monotonic() >= deadline:
+            if self.monotonic() >= deadline:
                 return self._stale_or_raise(store, entry, zone, _Failure(
                     "UpstreamUnavailable", f"timed out waiting for carbon data for zone {zone}"))
 
@@ -233,13 +243,13 @@ class ForecastCache:
             series = fetch()
         except ProviderError as exc:
             failure = _Failure(type(exc).__name__, exc.message)
-            store.set(f"{self.prefix}last_failure", str(self._clock()), self.stale_ttl)
+            store.set(f"{self.prefix}last_failure", str(self.clock()), self.stale_ttl)
             if self.failure_backoff > 0:
                 store.set(f"{key}:failure", json.dumps(failure.__dict__), self.failure_backoff)
             if not exc.transient:
                 raise
             return self._stale_or_raise(store, entry, zone, failure)
-        now = self._clock()
+        now = self.clock()
         store.set(key, json.dumps({"fetched_at": now, "series": series.to_dict()}), self.stale_ttl)
         store.delete(f"{key}:failure")
         store.set(f"{self.prefix}last_success", str(now), self.stale_ttl)
@@ -258,7 +268,7 @@ class ForecastCache:
             store.delete(key)
             return None
         entry = CachedForecast(series=series, fetched_at=fetched_at,
-                               stale=self._clock() - fetched_at >= self.ttl)
+                               stale=self.clock() - fetched_at >= self.ttl)
         return entry if entry.stale else self._remember(store, key, entry)
 
     _DECODED_LIMIT = 4096  # zones x kinds; more than Electricity Maps has, so only a guard
