@@ -1,6 +1,8 @@
-"""Proof that no secret value escapes: every fake secret the security tests use is registered here,
-every log record of the test run is captured, and answers, health documents, metrics and Gunicorn
-logs are collected; `assert_no_leak()` scans it all for any registered value."""
+"""Proof that no secret value escapes. Every fake secret the tests use is registered with `secret()`.
+A `Scan` collects what happens while it is open: every log record (root logger, INFO and up, as
+the service logs by default), plus the answers, texts and files handed to `record*()`;
+`assert_clean()` then looks for every registered value in all of it. A scan sees only what it
+collected itself, so its verdict does not depend on which tests ran before."""
 
 from __future__ import annotations
 
@@ -10,8 +12,7 @@ from pathlib import Path
 from carbon_optimizer.ops.log_format import JsonFormatter
 
 SECRET_VALUES: set[str] = set()
-_TEXTS: list[str] = []
-_FILES: list[Path] = []
+_OPEN: list["Scan"] = []
 
 
 def secret(value: str) -> str:
@@ -20,46 +21,64 @@ def secret(value: str) -> str:
     return value
 
 
-class _Capture(logging.Handler):
+class Scan(logging.Handler):
+    def __init__(self) -> None:
+        super().__init__(level=logging.DEBUG)
+        self.texts: list[str] = []
+        self.files: list[Path] = []
+        self.log_records = 0
+        self._level = logging.NOTSET
+
     def emit(self, record: logging.LogRecord) -> None:
+        self.log_records += 1
         try:
-            _TEXTS.append(JsonFormatter().format(record))
+            self.texts.append(JsonFormatter().format(record))
         except Exception:  # noqa: BLE001 - a record that cannot format is still a record
-            _TEXTS.append(repr(vars(record)))
+            self.texts.append(repr(vars(record)))
 
+    def __enter__(self) -> "Scan":
+        root = logging.getLogger()
+        # Whatever an earlier test left the root level at, INFO records are made (an app built
+        # inside sets its LOG_LEVEL anyway).
+        self._level = root.level
+        root.setLevel(min(root.level or logging.WARNING, logging.INFO))
+        root.addHandler(self)
+        _OPEN.append(self)
+        return self
 
-_HANDLER = _Capture(level=logging.DEBUG)
+    def __exit__(self, *exc) -> None:
+        root = logging.getLogger()
+        root.removeHandler(self)
+        root.setLevel(self._level)
+        _OPEN.remove(self)
 
-
-def install() -> None:
-    root = logging.getLogger()
-    if _HANDLER not in root.handlers:
-        root.addHandler(_HANDLER)
+    def assert_clean(self) -> int:
+        """Fail on any registered value in what was collected; returns how many texts were scanned."""
+        texts = list(self.texts)
+        for path in self.files:
+            if path.is_dir():
+                texts += [p.read_bytes().decode("utf-8", "replace") for p in path.rglob("*") if p.is_file()]
+            elif path.exists():
+                texts.append(path.read_bytes().decode("utf-8", "replace"))
+        for value in SECRET_VALUES:
+            for text in texts:
+                assert value not in text, \
+                    "a secret value appears in captured output: " + text[:300].replace(value, "<SECRET>")
+        return len(texts)
 
 
 def record(response) -> None:
-    """An HTTP answer (Flask test client or requests): status line, headers and body."""
+    """An HTTP answer (Flask test client or requests): status line, headers and body, to every open scan."""
     body = response.get_data(as_text=True) if hasattr(response, "get_data") else response.text
-    _TEXTS.append(f"{response.status_code} {dict(response.headers)} {body}")
+    record_text(f"{response.status_code} {dict(response.headers)} {body}")
 
 
 def record_text(text: str) -> None:
-    _TEXTS.append(text)
+    for scan in _OPEN:
+        scan.texts.append(text)
 
 
 def record_file(path: Path) -> None:
-    _FILES.append(Path(path))
-
-
-def assert_no_leak() -> int:
-    """Scan everything collected; returns how many texts were scanned (so a test sees it did work)."""
-    texts = list(_TEXTS)
-    for path in _FILES:
-        if path.is_dir():
-            texts += [p.read_bytes().decode("utf-8", "replace") for p in path.rglob("*") if p.is_file()]
-        elif path.exists():
-            texts.append(path.read_bytes().decode("utf-8", "replace"))
-    for value in SECRET_VALUES:
-        for text in texts:
-            assert value not in text, "a secret value appears in captured output: " + text[:200].replace(value, "<SECRET>")
-    return len(texts)
+    """A file or folder, read when the scan checks (so a log is read after its process wrote it)."""
+    for scan in _OPEN:
+        scan.files.append(Path(path))
