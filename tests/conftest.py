@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import subprocess
 import uuid
 from datetime import datetime, timezone
 
@@ -14,6 +15,23 @@ from carbon_optimizer.settings import load_settings
 from tests.support import TEST_REDIS_URL, delete_keys
 
 FIXED_NOW = datetime(2026, 11, 23, 10, 17, 30, tzinfo=timezone.utc)
+
+
+@pytest.fixture(autouse=True)
+def processes_only_in_slow_tests(request, monkeypatch):
+    """`make test-fast` leaves out the tests marked slow: one that starts Gunicorn or redis-server
+    without the mark fails here, so the fast loop never starts a process."""
+    if request.node.get_closest_marker("slow") is not None:
+        return
+
+    class Guarded(subprocess.Popen):
+        def __init__(self, args, *more, **options):
+            command = " ".join(map(str, args)) if isinstance(args, (list, tuple)) else str(args)
+            if "gunicorn" in command or "redis-server" in command:
+                raise AssertionError(f"this test starts `{command}`: mark it @pytest.mark.slow")
+            super().__init__(args, *more, **options)
+
+    monkeypatch.setattr(subprocess, "Popen", Guarded)
 
 
 @pytest.fixture

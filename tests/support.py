@@ -111,7 +111,7 @@ class GunicornProcess:
         self.workers = workers
         # The developer's own service settings (a SECRETS_BACKEND, AWS or Vault credentials, a
         # REDIS_URL) must not leak into a test's service: only what the test gives is configured.
-        # Rate limits (security.py) are off unless a test turns them on: load tests would meet them.
+        # Rate limits (web/limits.py) are off unless a test turns them on: load tests would meet them.
         service_vars = set(settings.env_var_names()) | {"ELECTRICITY_MAPS_API_KEY", "API_KEYS", "METRICS_TOKEN"}
         inherited = {k: v for k, v in os.environ.items() if k not in service_vars
                      and not k.startswith(("GUNICORN_", "PROMETHEUS_", "AWS_", "VAULT_"))}
@@ -159,3 +159,19 @@ def delete_keys(redis_client, prefix: str) -> None:
     """Remove only what a test wrote: the keys under its own prefix."""
     for key in redis_client.scan_iter(match=f"{prefix}*", count=500):
         redis_client.delete(key)
+
+
+def best_start(points: list[dict], minutes: int, earliest: datetime, latest: datetime):
+    """Brute-force reference for one run: each forecast point (`GET /forecast` items) holds for its
+    hour, one value per minute; every whole-minute start in [earliest, latest]; the least mean,
+    earliest on ties. Returns (start, mean), or None when no run fits."""
+    first = datetime.fromisoformat(points[0]["datetime"].replace("Z", "+00:00"))
+    per_minute = [p["carbon_intensity"] for p in points for _ in range(60)]
+    best = None
+    for m in range(len(per_minute) - minutes + 1):
+        start = first + timedelta(minutes=m)
+        if earliest <= start <= latest:
+            mean = sum(per_minute[m:m + minutes]) / minutes
+            if best is None or round(mean, 6) < round(best[1], 6):
+                best = (start, mean)
+    return best

@@ -1,12 +1,13 @@
 """The HTTP contract: answers, defaults, and a JSON error with the right status for bad input."""
 
-from datetime import datetime, timedelta, timezone
+from datetime import datetime, timedelta
 
 import pytest
 from openapi_spec_validator import validate
 
 from carbon_optimizer.web import models as schemas
 from tests.conftest import FIXED_NOW
+from tests.support import best_start
 
 
 def test_single_workload_scheduled_in_demo_mode(client):
@@ -191,11 +192,31 @@ def test_status_codes_are_json(client, make_app):
     assert client.get("/api/v1/forecast?zone=<script>").status_code == 400
 
 
-def test_earliest_start_in_the_past_starts_now(client):
+@pytest.mark.parametrize("zone, latest_start", [
+    ("ES", None),  # the default window: a day from the (past) earliest start
+    # PL's first hour is its cleanest: only a search that starts at now, not at the forecast start
+    # (10:00), tells the two apart.
+    ("PL", FIXED_NOW + timedelta(hours=2)),
+])
+def test_earliest_start_in_the_past_starts_now(client, zone, latest_start):
+    past = FIXED_NOW - timedelta(hours=3)
+    request = {"duration": 60, "zones": [zone], "earliest_start": past.isoformat()}
+    if latest_start is not None:
+        request["latest_start"] = latest_start.isoformat()
+    body = client.post("/api/v1/optimize", json=request).get_json()
+    points = client.get(f"/api/v1/forecast?zone={zone}").get_json()["forecast"]
+    latest = latest_start or past + timedelta(hours=24) - timedelta(minutes=60)
+    start, mean = best_start(points, 60, FIXED_NOW, latest)  # nothing before now
+    assert body["start"] == start.strftime("%Y-%m-%dT%H:%M:%SZ")
+    assert body["start_in_seconds"] == int((start - FIXED_NOW).total_seconds())
+    assert body["carbon_intensity"] == pytest.approx(mean, abs=1e-3)
+
+
+def test_baseline_of_a_past_earliest_start_runs_now(client):
     past = (FIXED_NOW - timedelta(hours=3)).isoformat()
     body = client.post("/api/v1/optimize", json={"duration": 60, "zones": ["ES"],
                                                  "earliest_start": past}).get_json()
-    assert body["status"] == "scheduled" and body["start_in_seconds"] >= 0
+    assert body["baseline"]["start"] == "2026-11-23T10:18:00Z"  # the first whole minute from now
 
 
 def test_offsets_are_answered_in_utc(client):
@@ -203,5 +224,17 @@ def test_offsets_are_answered_in_utc(client):
         "duration": 60, "zones": ["ES"], "earliest_start": "2026-11-23T12:00:00+01:00",
         "latest_start": "2026-11-23T12:00:00+01:00"}).get_json()
     assert body["start"] == "2026-11-23T11:00:00Z" and body["end"] == "2026-11-23T12:00:00Z"
-    now_utc = datetime.now(timezone.utc)
-    assert now_utc.tzinfo is not None
+
+
+def test_a_window_that_has_passed_is_refused_with_its_times():
+    from carbon_optimizer.web.models import Workload
+    workload = Workload.model_validate({"duration": 60, "earliest_start": "2026-11-23T06:00:00Z",
+                                        "latest_start": "2026-11-23T10:16:29Z"})
+    with pytest.raises(ValueError, match=r"latest start \(2026-11-23T10:16:29Z\) has passed \(now is "
+                                         r"2026-11-23T10:17:30Z\)"):
+        workload.to_job(FIXED_NOW, ["DE"], timedelta(hours=24))
+    # A minute's grace: a "start now" that took a moment to arrive still starts now.
+    late = Workload.model_validate({"duration": 60, "earliest_start": "2026-11-23T10:16:31Z",
+                                    "latest_start": "2026-11-23T10:16:31Z"})
+    job = late.to_job(FIXED_NOW, ["DE"], timedelta(hours=24))
+    assert job.earliest_start == job.latest_start == int(FIXED_NOW.timestamp())

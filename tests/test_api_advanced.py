@@ -9,6 +9,7 @@ from carbon_optimizer.web import models as schemas
 from carbon_optimizer.scheduling.chunks import best_chunks
 from carbon_optimizer.data.providers.demo import DemoProvider
 from tests.conftest import FIXED_NOW
+from tests.support import best_start
 from carbon_optimizer.timeseries import to_epoch
 
 
@@ -52,16 +53,21 @@ def test_window_past_the_forecast_is_searched_on_estimates_by_default(client):
     schemas.ScheduledWorkload.model_validate(body)
     provenance = body["provenance"]
     assert provenance["search_limited_by_horizon"] is False
-    assert provenance["forecast_end"] == "2026-11-26T10:00:00Z"
-    end = parse(body["end"])
-    if end > parse(provenance["forecast_end"]):
-        assert provenance["estimated"] is True and provenance["estimated_part"]["minutes"] > 0
-        replan = parse(provenance["replan_at"])
-        # Asking again then, a 72 h forecast reaches the end of the window, and not earlier.
-        assert replan + timedelta(hours=72) >= end + timedelta(minutes=-60)
-        assert replan > FIXED_NOW
-    else:
-        assert provenance["estimated_part"] is None and provenance["replan_at"] is None
+    forecast_end = parse(provenance["forecast_end"])
+    assert forecast_end == parse("2026-11-26T10:00:00Z")
+    # Reference: a brute force over the series GET /forecast?hours= reports (forecast + estimates).
+    points = client.get("/api/v1/forecast?zone=ES&hours=146").get_json()["forecast"]
+    start, mean = best_start(points, 60, FIXED_NOW, FIXED_NOW + timedelta(days=6))
+    assert start >= forecast_end  # on this data the best hour lies wholly in the estimates
+    assert parse(body["start"]) == start and parse(body["end"]) == start + timedelta(hours=1)
+    assert body["carbon_intensity"] == pytest.approx(mean, abs=1e-3)
+    assert provenance["estimated"] is True
+    assert provenance["estimated_part"] == {"start": body["start"], "minutes": 60}
+    # Replan when a forecast as long as this one (71 h 42 m 30 s past now) reaches the window's end:
+    # the end minus that reach, rounded up to the hour step.
+    reach_from = start + timedelta(hours=1) - (forecast_end - FIXED_NOW)
+    replan = reach_from.replace(minute=0, second=0) + timedelta(hours=1)
+    assert parse(provenance["replan_at"]) == replan
 
 
 def test_estimates_are_flagged_when_the_window_lies_past_the_forecast(client):
@@ -91,13 +97,22 @@ def test_capacity_batch_is_placed_jointly_and_overflow_reported(client):
     body = response.get_json()
     schemas.BatchResponse.model_validate(body)
     results = {r["id"]: r for r in body["results"]}
-    placed = [r for r in results.values() if r["status"] == "scheduled"]
-    # 8 h of room (6 h delay + 2 h run), 2 h each, one at a time: at most 4 fit; the late one never.
     assert results["late"]["code"] == "window_not_covered"
-    spans = sorted((parse(r["start"]), parse(r["end"])) for r in placed)
-    assert all(a[1] <= b[0] for a, b in zip(spans, spans[1:]))  # never two at once
-    assert len(placed) == 4 - sum(r.get("code") == "capacity_exceeded" for r in results.values())
-    assert len(placed) >= 3
+    spans = [(parse(r["start"]), parse(r["end"])) for r in body["results"] if r["status"] == "scheduled"]
+    for start, end in spans:
+        assert start.second == 0 and FIXED_NOW <= start <= FIXED_NOW + timedelta(hours=6)
+        assert end - start == timedelta(hours=2)
+    # Brute force of the limits: at every minute of the window, at most one runs and at most 8 kW.
+    first_minute = FIXED_NOW.replace(second=0)
+    for m in range(9 * 60):
+        moment = first_minute + timedelta(minutes=m)
+        running = sum(start <= moment < end for start, end in spans)
+        assert running <= 1 and 5 * running <= 8, moment
+    # Starts are whole minutes from 10:18, runs end by 18:17:30 (6 h delay + 2 h): 7 h 59 min of
+    # room holds three 2 h runs one after another, not four.
+    room = FIXED_NOW + timedelta(hours=8) - (first_minute + timedelta(minutes=1))
+    assert len(spans) == room // timedelta(hours=2) == 3
+    assert [r["id"] for r in body["results"] if r.get("code") == "capacity_exceeded"] in (["w0"], ["w1"], ["w2"], ["w3"])
 
 
 def test_capacity_too_small_for_power(client):
@@ -110,12 +125,54 @@ def test_capacity_too_small_for_power(client):
     assert results["small"]["status"] == "scheduled"
 
 
+def resolve(document, schema):
+    while "$ref" in schema:
+        schema = document["components"]["schemas"][schema["$ref"].rsplit("/", 1)[-1]]
+    return schema
+
+
+def schema_paths(document, schema, prefix="", depth=0):
+    """Every property path a schema documents ("provenance.replan_at", "results[].chunks[].start"),
+    following $ref, anyOf/oneOf/allOf and array items."""
+    if depth > 12:
+        return set()
+    if "$ref" in schema:
+        return schema_paths(document, resolve(document, schema), prefix, depth + 1)
+    found = set()
+    for key in ("anyOf", "oneOf", "allOf"):
+        for option in schema.get(key, []):
+            found |= schema_paths(document, option, prefix, depth + 1)
+    if "items" in schema:
+        found |= schema_paths(document, schema["items"], prefix + "[]", depth + 1)
+    for name, child in schema.get("properties", {}).items():
+        path = f"{prefix}.{name}" if prefix else name
+        found |= {path} | schema_paths(document, child, path, depth + 1)
+    return found
+
+
 def test_openapi_documents_the_new_fields(client):
     document = client.get("/api/v1/openapi.json").get_json()
-    text = str(document)
-    for name in ("interruptible", "min_chunk", "max_chunks", "extend_horizon", "capacity",
-                 "max_power_kw", "chunks", "estimated_part", "replan_at"):
-        assert name in text
+    operation = document["paths"]["/api/v1/optimize"]["post"]
+    request = schema_paths(document, operation["requestBody"]["content"]["application/json"]["schema"])
+    answer = schema_paths(document, operation["responses"]["200"]["content"]["application/json"]["schema"])
+    for field in ("interruptible", "min_chunk", "max_chunks", "extend_horizon"):
+        assert field in request and f"workloads[].{field}" in request, field
+    assert {"capacity.max_concurrent", "capacity.max_power_kw"} <= request
+    # The fields the answers carry, where they carry them: a single answer and each batch result.
+    for prefix in ("", "results[]."):
+        for field in ("chunks[].start", "chunks[].end", "chunks[].duration_minutes", "unavailable_zones",
+                      "provenance.estimated", "provenance.estimated_part.start",
+                      "provenance.estimated_part.minutes", "provenance.replan_at"):
+            assert prefix + field in answer, prefix + field
+    # Each kind of batch result, scheduled or not, names the zones that had no data.
+    batch = next(resolve(document, option) for option in
+                 resolve(document, operation["responses"]["200"]["content"]["application/json"]["schema"])["oneOf"]
+                 if "results" in resolve(document, option)["properties"])
+    kinds = resolve(document, batch["properties"]["results"]["items"])
+    kinds = kinds.get("oneOf") or kinds.get("anyOf")
+    assert len(kinds) == 2
+    for kind in kinds:
+        assert "unavailable_zones" in schema_paths(document, kind)
 
 
 def test_an_interruptible_search_too_large_to_be_exact_is_a_422(client):

@@ -1,105 +1,151 @@
-"""Interruptible workloads against a brute-force reference: every subset of grid units."""
-
-from itertools import combinations
+"""Interruptible workloads (best_chunks) against a brute force written here: every set of whole
+minutes that obeys the chunk rules, on series small enough to enumerate."""
 
 import numpy as np
 import pytest
-from hypothesis import given, settings, strategies as st
+from hypothesis import example, given, settings, strategies as st
 
-from carbon_optimizer.scheduling.chunks import best_chunks, cheapest_units, grid_unit, unit_costs
+from carbon_optimizer.scheduling.chunks import best_chunks
 
 MINUTE = 60
+T0 = 1_800_000_000  # a whole minute
 
 
-def runs_of(indices):
-    runs, start = [], None
-    for position, index in enumerate(indices):
-        if start is None:
-            start = index
-        if position + 1 == len(indices) or indices[position + 1] != index + 1:
-            runs.append((start, index + 1))
-            start = None
-    return runs
+def minute_values(boundaries, values, first, last):
+    """Intensity of each whole minute [t, t + 60) for t in range(first, last, 60); the series holds
+    each value from its boundary to the next."""
+    out = []
+    for t in range(first, last, MINUTE):
+        i = max(k for k in range(len(values)) if boundaries[k] <= t)
+        assert t + MINUTE <= boundaries[i + 1]  # boundaries are whole minutes: one value a minute
+        out.append(float(values[i]))
+    return out
 
 
-def brute_force(costs, need, min_run, max_runs):
-    """Least total cost over every set of `need` units obeying the run rules, or None."""
-    best = None
-    for chosen in combinations(range(len(costs)), need):
-        runs = runs_of(chosen)
-        if any(b - a < min_run for a, b in runs):
-            continue
-        if max_runs is not None and len(runs) > max_runs:
-            continue
-        total = sum(costs[i] for i in chosen)
-        if best is None or total < best:
-            best = total
-    return best
+def run_sets(count, need, least, most):
+    """Every set of separate runs (start, stop) of indices in range(count): lengths at least `least`,
+    `need` indices in all, at most `most` runs (None: any number)."""
+    def extend(position, remaining, runs):
+        if remaining == 0:
+            yield runs
+            return
+        if most is not None and len(runs) == most:
+            return
+        for start in range(position, count):
+            for length in range(least, remaining + 1):
+                if start + length > count:
+                    break
+                yield from extend(start + length + 1, remaining - length, runs + [(start, start + length)])
+    yield from extend(0, need, [])
 
 
-@settings(max_examples=300, deadline=None)
-@given(costs=st.lists(st.integers(0, 30), min_size=1, max_size=11), data=st.data())
-def test_cheapest_units_matches_brute_force(costs, data):
-    need = data.draw(st.integers(1, len(costs)))
-    min_run = data.draw(st.integers(1, need))
-    max_runs = data.draw(st.one_of(st.none(), st.integers(1, 4)))
-    mask = cheapest_units(np.array(costs, dtype=float), need, min_run, max_runs)
-    expected = brute_force(costs, need, min_run, max_runs)
-    if expected is None:
-        assert mask is None
-        return
-    assert mask is not None
-    chosen = np.flatnonzero(mask).tolist()
-    assert len(chosen) == need
-    runs = runs_of(chosen)
-    assert all(b - a >= min_run for a, b in runs)
-    assert max_runs is None or len(runs) <= max_runs
-    assert sum(costs[i] for i in chosen) == expected
+def brute_force(boundaries, values, duration, earliest, deadline, min_chunk, max_chunks):
+    """Least mean intensity over every choice of whole minutes inside [earliest, deadline] and the
+    series, in chunks of at least `min_chunk` (default: the shortest step, at most the duration),
+    at most `max_chunks` of them; None when there is no choice."""
+    if min_chunk is None:
+        min_chunk = min(int(np.diff(boundaries).min()), duration)
+    first = max(-(-earliest // MINUTE) * MINUTE, int(boundaries[0]))
+    last = min(deadline // MINUTE * MINUTE, int(boundaries[-1]))
+    if last - first < duration:
+        return None
+    costs = minute_values(boundaries, values, first, last)
+    least = -(-min_chunk // MINUTE)
+    totals = [sum(sum(costs[a:b]) for a, b in runs)
+              for runs in run_sets(len(costs), duration // MINUTE, least, max_chunks)]
+    return min(totals) / (duration // MINUTE) if totals else None
+
+
+def integral(boundaries, values, start, end):
+    """Exact integral of the held series over [start, end), by overlap with each step."""
+    total = 0.0
+    for i, value in enumerate(values):
+        overlap = min(end, boundaries[i + 1]) - max(start, boundaries[i])
+        total += value * max(0, overlap)
+    return total
+
+
+def check_plan(plan, boundaries, values, duration, earliest, deadline, min_chunk, max_chunks):
+    """The plan keeps every rule, and its stated mean is what its chunks really cost."""
+    least = min_chunk if min_chunk is not None else min(int(np.diff(boundaries).min()), duration)
+    chunks = plan.chunks
+    assert sum(c.end - c.start for c in chunks) == duration
+    assert all(c.end - c.start >= least for c in chunks)
+    assert max_chunks is None or len(chunks) <= max_chunks
+    assert chunks[0].start >= max(earliest, boundaries[0]) and chunks[-1].end <= min(deadline, boundaries[-1])
+    assert all(a.end < b.start for a, b in zip(chunks, chunks[1:]))  # separate, in order
+    cost = sum(integral(boundaries, values, c.start, c.end) for c in chunks)
+    assert plan.mean_intensity == pytest.approx(cost / duration, abs=1e-9)
 
 
 @st.composite
-def regular_series(draw):
-    step = draw(st.sampled_from([15, 30, 60])) * MINUTE
-    n = draw(st.integers(2, 10))
-    start = draw(st.integers(0, 100)) * step
-    boundaries = start + step * np.arange(n + 1, dtype=np.int64)
-    values = np.array(draw(st.lists(st.integers(0, 40), min_size=n, max_size=n)), dtype=float)
+def small_series(draw):
+    """Up to 14 minutes of forecast, steps of whole minutes (irregular too), at a whole minute."""
+    steps = draw(st.lists(st.sampled_from([1, 2, 3, 4, 5]), min_size=1, max_size=6)
+                 .filter(lambda s: sum(s) <= 14))
+    start = T0 + draw(st.integers(0, 1000)) * MINUTE
+    boundaries = np.array([start] + [start + MINUTE * int(x) for x in np.cumsum(steps)], dtype=np.int64)
+    values = np.array(draw(st.lists(st.integers(0, 40), min_size=len(steps), max_size=len(steps))), dtype=float)
     return boundaries, values
 
 
-@settings(max_examples=200, deadline=None)
-@given(data=st.data())
-def test_best_chunks_obeys_the_rules_and_is_optimal(data):
-    boundaries, values = data.draw(regular_series())
-    step = int(boundaries[1] - boundaries[0])
-    span = int(boundaries[-1] - boundaries[0])
-    duration = data.draw(st.integers(1, span // (15 * MINUTE))) * 15 * MINUTE
-    min_chunk = data.draw(st.one_of(st.none(), st.integers(1, duration // (15 * MINUTE)).map(
-        lambda q: q * 15 * MINUTE)))
-    max_chunks = data.draw(st.one_of(st.none(), st.integers(1, 3)))
-    earliest = int(boundaries[0]) + data.draw(st.integers(-3600, span // 2))  # not aligned
-    deadline = earliest + data.draw(st.integers(duration, span + 3600))
+@st.composite
+def rules(draw, span_minutes):
+    duration = draw(st.integers(1, span_minutes)) * MINUTE  # odd minutes included
+    min_chunk = draw(st.one_of(st.none(), st.integers(1, duration // MINUTE).map(lambda m: m * MINUTE)))
+    max_chunks = draw(st.one_of(st.none(), st.integers(1, 3)))
+    return duration, min_chunk, max_chunks
+
+
+def compare(boundaries, values, duration, earliest, deadline, min_chunk, max_chunks):
+    """best_chunks equals the brute force: the same optimum, or both no plan."""
     plan = best_chunks(boundaries, values, duration, earliest, deadline, min_chunk, max_chunks)
-    # Reference: the same grid, every subset of units.
-    least = min_chunk if min_chunk is not None else min(step, duration)
-    unit = grid_unit(boundaries, duration, least)
-    first, costs = unit_costs(boundaries, values, unit, earliest, deadline)
-    expected = None
-    if duration // unit <= len(costs) and len(costs) <= 14:
-        expected = brute_force(list(costs), duration // unit, -(-least // unit), max_chunks)
-    elif len(costs) > 14:
-        return  # too many subsets for the reference
+    expected = brute_force(boundaries, values, duration, earliest, deadline, min_chunk, max_chunks)
     if expected is None:
         assert plan is None
         return
-    assert plan is not None
-    assert sum(c.duration for c in plan.chunks) == duration
-    assert all(c.duration >= least for c in plan.chunks)
-    assert max_chunks is None or len(plan.chunks) <= max_chunks
-    assert plan.chunks[0].start >= max(earliest, boundaries[0])
-    assert plan.chunks[-1].end <= min(deadline, boundaries[-1])
-    assert all(a.end < b.start for a, b in zip(plan.chunks, plan.chunks[1:]))  # separate chunks
-    assert abs(plan.mean_intensity * duration - expected * unit) < 1e-6
+    assert plan is not None, expected
+    check_plan(plan, boundaries, values, duration, earliest, deadline, min_chunk, max_chunks)
+    assert plan.mean_intensity == pytest.approx(expected, abs=1e-9)
+
+
+@st.composite
+def on_point_cases(draw):
+    """Earliest start and deadline on forecast points."""
+    boundaries, values = draw(small_series())
+    duration, min_chunk, max_chunks = draw(rules(int(boundaries[-1] - boundaries[0]) // MINUTE))
+    earliest = int(draw(st.sampled_from(list(boundaries[:-1]))))
+    deadline = int(draw(st.sampled_from([b for b in boundaries if b > earliest])))
+    return boundaries, values, duration, earliest, deadline, min_chunk, max_chunks
+
+
+@st.composite
+def any_second_cases(draw):
+    """Earliest start and deadline at any second, before, inside or after the series."""
+    boundaries, values = draw(small_series())
+    span = int(boundaries[-1] - boundaries[0])
+    duration, min_chunk, max_chunks = draw(rules(span // MINUTE))
+    earliest = int(boundaries[0]) + draw(st.integers(-90, span))
+    deadline = earliest + draw(st.integers(duration, span + 90))
+    return boundaries, values, duration, earliest, deadline, min_chunk, max_chunks
+
+
+@settings(max_examples=300, deadline=None)
+@given(case=on_point_cases())
+def test_best_chunks_is_the_brute_force_optimum_with_the_window_on_forecast_points(case):
+    compare(*case)
+
+
+@pytest.mark.xfail(strict=True, reason=(
+    "known issue, fixed separately: best_chunks places chunks on a grid of gcd(steps, duration, "
+    "min_chunk) anchored at the series start, so an earliest start or deadline off that grid loses "
+    "the minutes between it and the grid (the example: no plan at all where one exists)"))
+@settings(max_examples=300, deadline=None)
+@example(case=(np.array([T0, T0 + 120, T0 + 240], dtype=np.int64), np.array([10.0, 20.0]),
+               120, T0 + 45, T0 + 190, 120, None))
+@given(case=any_second_cases())
+def test_best_chunks_is_the_brute_force_optimum_with_the_window_at_any_second(case):
+    compare(*case)
 
 
 def test_splits_around_a_peak_and_respects_min_chunk():
