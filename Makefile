@@ -5,7 +5,7 @@ VENV ?= .venv
 PYTHON ?= python3
 PY := $(VENV)/bin/python
 
-.PHONY: run test lint lint-imports lint-deploy lint-security bench clean
+.PHONY: run test test-fast lint lint-imports lint-deploy lint-security bench clean
 
 $(VENV)/.runtime: requirements.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -21,6 +21,10 @@ run: $(VENV)/.runtime
 
 test: $(VENV)/.dev
 	$(PY) -m pytest
+
+# The edit loop: in-process tests only (the `slow` ones start Gunicorn or redis-server), first failure stops.
+test-fast: $(VENV)/.dev
+	$(PY) -m pytest -m "not slow" -x -q
 
 # Checks beyond the tests, run by CI after them.
 lint: lint-imports lint-deploy lint-security
@@ -44,6 +48,7 @@ bench: $(VENV)/.dev
 	command -v wrk >/dev/null || (apt-get update -qq && apt-get install -y -qq wrk)
 	$(PY) bench/optimizer_bench.py
 	$(PY) bench/http_bench.py
+	$(PY) bench/soak.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .hypothesis
