@@ -71,3 +71,12 @@ def redis_prefix(redis_client):
     prefix = f"test-{uuid.uuid4().hex[:12]}:"
     yield prefix
     delete_keys(redis_client, prefix)
+
+
+def pytest_collection_modifyitems(items):
+    """A test marked `last_in_module` checks what its module's other tests did, so it runs after
+    them whatever order pytest-randomly chose (that plugin reorders before this hook runs)."""
+    for item in [i for i in items if i.get_closest_marker("last_in_module")]:
+        items.remove(item)
+        same = [k for k, other in enumerate(items) if getattr(other, "module", None) is item.module]
+        items.insert(same[-1] + 1 if same else len(items), item)

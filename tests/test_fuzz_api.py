@@ -92,6 +92,7 @@ def test_upstream_api(case):
     _check(case, f"upstream {case.operation.label}", upstream_down_allowed=True)
 
 
+@pytest.mark.last_in_module
 def test_at_least_1000_generated_cases_ran():
     operations = {label.split(" ", 1)[1] for label in CASES}
     if len(operations) < 3 or len({label.split(" ", 1)[0] for label in CASES}) < 2:
