@@ -19,7 +19,7 @@ RUN groupadd --system --gid 10001 app \
 WORKDIR /app
 COPY --from=build /opt/venv /opt/venv
 # Only what the service needs: the entry points, Gunicorn's settings and the package.
-COPY --chown=root:root app.py engine.py gunicorn.conf.py /app/
+COPY --chown=root:root app.py gunicorn.conf.py /app/
 COPY --chown=root:root carbon_optimizer /app/carbon_optimizer
 USER 10001:10001
 EXPOSE 5000

@@ -6,6 +6,7 @@ collected itself, so its verdict does not depend on which tests ran before."""
 
 from __future__ import annotations
 
+import hashlib
 import logging
 from pathlib import Path
 
@@ -16,8 +17,11 @@ _OPEN: list["Scan"] = []
 
 
 def secret(value: str) -> str:
-    """Register a fake secret value (distinctive, so a hit cannot be a coincidence)."""
+    """Register a fake secret value (distinctive, so a hit cannot be a coincidence), and the forms
+    a hash of it would take in text: a hex digest, or any 12-character prefix of one."""
     SECRET_VALUES.add(value)
+    for algorithm in ("sha256", "sha1", "md5", "blake2b"):
+        SECRET_VALUES.add(hashlib.new(algorithm, value.encode()).hexdigest()[:12])
     return value
 
 

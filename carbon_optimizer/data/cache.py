@@ -45,11 +45,20 @@ class _Failure:
     error_type: str
     message: str
 
+    @property
+    def error_class(self) -> type:
+        found = getattr(base, self.error_type, None)
+        if isinstance(found, type) and issubclass(found, ProviderError):
+            return found
+        return UpstreamUnavailable
+
+    @property
+    def transient(self) -> bool:
+        """Passing (a stale copy may stand in) or final for the zone: the failure code decides."""
+        return self.error_class.code.transient
+
     def raise_for(self, zone: str) -> None:
-        error_class = getattr(base, self.error_type, None)
-        if not (isinstance(error_class, type) and issubclass(error_class, ProviderError)):
-            error_class = UpstreamUnavailable
-        raise error_class(zone, self.message)
+        raise self.error_class(zone, self.message)
 
 
 class _LocalStore:
@@ -291,7 +300,7 @@ class ForecastCache:
 
     def _stale_or_raise(self, store, entry: Optional[CachedForecast], zone: str,
                         failure: _Failure) -> CachedForecast:
-        if entry is not None and failure.error_type not in ("ZoneNotFound", "ZoneNotEntitled"):
+        if entry is not None and failure.transient:
             metrics.CACHE_EVENTS.labels("stale", store.name).inc()
             metrics.STALE_SERVES.labels(zone).inc()
             return CachedForecast(series=entry.series, fetched_at=entry.fetched_at, stale=True)

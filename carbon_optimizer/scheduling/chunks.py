@@ -1,7 +1,7 @@
 """Interruptible workloads: split a run into chunks placed in the cleanest parts of the allowed window.
 
 Pure functions, no I/O, no clock. Times are integer epoch seconds; a series is `boundaries`
-(n + 1 increasing times) and `values` (n intensities), as in optimizer.py.
+(n + 1 increasing times) and `values` (n intensities), as in window.py.
 
 Chunks start and end on a grid of `unit` seconds anchored at the series start, where `unit` is the
 greatest common divisor of the series steps, the duration and the minimum chunk: every unit then has

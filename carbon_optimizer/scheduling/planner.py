@@ -41,7 +41,10 @@ def _split(job: Job, zones: Zones) -> tuple[list[str], tuple[ZoneFailure, ...]]:
 
 
 def _no_data(job: Job, failures: tuple[ZoneFailure, ...]) -> Unschedulable:
-    return Unschedulable(job, failures[0].code, "; ".join(f.message for f in failures), failures)
+    """No zone has data. While any zone's failure is passing, so is the job's (asking again may
+    work); only when every zone failed for good is the failure final."""
+    code = next((f.code for f in failures if f.code.transient), failures[0].code)
+    return Unschedulable(job, code, "; ".join(f.message for f in failures), failures)
 
 
 def plan(job: Job, zones: Zones, now: int) -> Outcome:
@@ -186,12 +189,13 @@ def _coverage(job: Job, forecast: ForecastSeries, searched: ForecastSeries,
     allowed_start, allowed_end = job.earliest_start, job.latest_end
     real_end = forecast.end_epoch
     covered = max(0, min(allowed_end, real_end) - max(allowed_start, forecast.start_epoch))
-    start, end = intervals[0][0], intervals[-1][1]
+    end = intervals[-1][1]
     estimated = False
     if searched.estimated is not None:  # most series have no estimated point: skip the arrays
         boundaries = searched.boundaries()
-        overlaps = (boundaries[:-1] < end) & (boundaries[1:] > start)
-        estimated = bool((overlaps & searched.estimated).any())
+        for a, b in intervals:  # the chosen intervals only, not the gaps between chunks
+            overlaps = (boundaries[:-1] < b) & (boundaries[1:] > a)
+            estimated = estimated or bool((overlaps & searched.estimated).any())
     span = estimated_span(searched, list(intervals), real_end)
     return Coverage(
         window_coverage=min(1.0, covered / max(1, allowed_end - allowed_start)),

@@ -31,16 +31,22 @@ def _digest(value: str) -> bytes:
     return hashlib.sha256(value.encode("utf-8", "surrogatepass")).digest()
 
 
-def matches_any(given: Optional[str], valid: Iterable[str]) -> bool:
-    """Whether `given` is one of `valid`, in time that depends on neither which one nor how much of
-    it matched: every key is compared, as equal-length digests, with hmac.compare_digest."""
+def matching_index(given: Optional[str], valid: Iterable[str]) -> Optional[int]:
+    """The position of `given` among `valid` (None when absent), in time that depends on neither
+    which one nor how much of it matched: every key is compared, as equal-length digests, with
+    hmac.compare_digest."""
     if not given:
-        return False
+        return None
     probe = _digest(given)
-    found = False
-    for key in valid:
-        found |= hmac.compare_digest(probe, _digest(key))
+    found = None
+    for index, key in enumerate(valid):
+        if hmac.compare_digest(probe, _digest(key)) and found is None:
+            found = index
     return found
+
+
+def matches_any(given: Optional[str], valid: Iterable[str]) -> bool:
+    return matching_index(given, valid) is not None
 
 
 def _presented_key() -> Optional[str]:
@@ -65,8 +71,11 @@ def identify_clients(app: Flask, secret_store: BaseSecretStore) -> None:
         g.api_client = None
         keys = secret_store.current().api_keys
         presented = _presented_key()
-        if keys and presented and matches_any(presented, keys):
-            g.api_client = "key:" + hashlib.sha256(presented.encode()).hexdigest()[:16]
+        index = matching_index(presented, keys) if keys and presented else None
+        if index is not None:
+            # The key's position in the configured list names the client for the limiter (its
+            # Redis keys and log lines): no key, and no hash of one, leaves the process.
+            g.api_client = f"key:{index}"
 
 
 def require_api_keys(app: Flask, settings: Settings, secret_store: BaseSecretStore) -> None:

@@ -12,12 +12,6 @@ from carbon_optimizer.errors import FailureCode, RequestError
 
 log = logging.getLogger(__name__)
 
-def ApiError(status: int, message: str, code: Optional[FailureCode] = None,
-             details: Optional[list[dict]] = None, headers: Optional[dict] = None) -> RequestError:
-    """A RequestError for an HTTP status (the generic code of that status unless one is named)."""
-    return RequestError(code or FailureCode.for_status(status), message, details, headers, status)
-
-
 def error_response(status: int, message: str, code: Optional[FailureCode] = None,
                    details: Optional[list[dict]] = None, headers: Optional[dict] = None):
     """The JSON error envelope: {"error": {"code", "message", "details"?}}."""

@@ -142,14 +142,14 @@ class Workload(BaseModel):
             raise ValueError("the allowed window runs past the year 9999") from None
         if latest < earliest:
             raise ValueError("the workload cannot start and finish inside its allowed window")
-        if latest - earliest > MAX_WINDOW:
-            raise ValueError("the allowed window is longer than 31 days")
         if earliest < now:  # nothing starts in the past: an earliest start gone by means "from now"
             if latest < now - timedelta(minutes=1):  # a minute's grace for a client's "start now"
                 raise ValueError(f"the latest start ({rfc3339(latest)}) has passed (now is "
                                  f"{rfc3339(now)}): the workload can no longer start inside its "
                                  "allowed window")
             earliest, latest = now, max(latest, now)
+        if latest - earliest > MAX_WINDOW:
+            raise ValueError("the allowed window is longer than 31 days")
         return Job(id=self.id, duration=int(self.duration.total_seconds()),
                    zones=tuple(self.zones or default_zones),
                    earliest_start=to_epoch(earliest.astimezone(timezone.utc)),

@@ -1,4 +1,4 @@
-"""The OpenAPI 3.1 document, generated from the models in schemas.py, and a small docs page."""
+"""The OpenAPI 3.1 document, generated from the response and request models in models.py, and a small docs page."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import json
 
 from pydantic.json_schema import models_json_schema
 
-from carbon_optimizer.web import models as schemas
+from carbon_optimizer.web import models
 
 _REF = "#/components/schemas/{model}"
 
@@ -23,11 +23,12 @@ def _ok(model: str, description: str) -> dict:
 
 
 def build_document(version: str, max_batch_size: int) -> dict:
-    models = [schemas.Workload, schemas.WorkloadBatch, schemas.ScheduledWorkload,
-              schemas.UnschedulableWorkload, schemas.BatchResponse, schemas.ForecastResponse,
-              schemas.ErrorResponse, schemas.HealthResponse]
-    _, defs = models_json_schema([(m, "validation" if m in (schemas.Workload, schemas.WorkloadBatch)
-                                   else "serialization") for m in models], ref_template=_REF)
+    documented = [models.Workload, models.WorkloadBatch, models.ScheduledWorkload,
+                  models.UnschedulableWorkload, models.BatchResponse, models.ForecastResponse,
+                  models.ErrorResponse, models.HealthResponse]
+    requests = (models.Workload, models.WorkloadBatch)
+    _, defs = models_json_schema([(m, "validation" if m in requests else "serialization")
+                                  for m in documented], ref_template=_REF)
     components = defs.get("$defs", {})
     components["WorkloadBatch"]["properties"]["workloads"]["maxItems"] = max_batch_size
     rate_limited = _error("rate limit exceeded; see Retry-After")
@@ -73,13 +74,13 @@ def build_document(version: str, max_batch_size: int) -> dict:
                 "operationId": "forecast",
                 "security": [{"ApiKey": []}],
                 "parameters": [{"name": "zone", "in": "query", "required": True,
-                                "schema": {"type": "string", "pattern": schemas.ZONE_PATTERN}},
+                                "schema": {"type": "string", "pattern": models.ZONE_PATTERN}},
                                {"name": "hours", "in": "query", "required": False,
                                 "description": "cover this many hours from now: past the provider's "
                                                "forecast, the estimates a search would use "
                                                "(flagged estimated; at most 14 days past it)",
                                 "schema": {"type": "integer", "minimum": 1,
-                                           "maximum": schemas.MAX_FORECAST_HOURS}}],
+                                           "maximum": models.MAX_FORECAST_HOURS}}],
                 "responses": {
                     "200": _ok("ForecastResponse", "the forecast with its provenance"),
                     "400": _error("missing or malformed zone or hours"),

@@ -18,7 +18,7 @@ from carbon_optimizer.scheduling.model import Unschedulable
 from carbon_optimizer.settings import Settings
 from carbon_optimizer.timeseries import to_epoch
 from carbon_optimizer.web import limits, openapi
-from carbon_optimizer.web import models as schemas
+from carbon_optimizer.web import models
 
 log = logging.getLogger(__name__)
 api = Blueprint("api", __name__, url_prefix="/api/v1")
@@ -76,7 +76,7 @@ def _validation_error(exc: ValidationError) -> RequestError:
     return RequestError(FailureCode.INVALID_REQUEST, "the request is not valid; see details", details=details)
 
 
-def _parse_workloads(body: object) -> tuple[list[schemas.Workload], Optional[schemas.WorkloadBatch]]:
+def _parse_workloads(body: object) -> tuple[list[models.Workload], Optional[models.WorkloadBatch]]:
     """The workloads asked for, and the batch they came in (None for a single workload)."""
     if not isinstance(body, dict):
         raise RequestError(FailureCode.INVALID_REQUEST, "the body must be a JSON object: one workload, or {\"workloads\": [...]}")
@@ -87,17 +87,17 @@ def _parse_workloads(body: object) -> tuple[list[schemas.Workload], Optional[sch
             raise RequestError(FailureCode.INVALID_REQUEST, "too many workloads", details=[
                 {"field": "workloads", "message": f"at most {limit} workloads per request"}])
         try:
-            batch = schemas.WorkloadBatch.model_validate(body)
+            batch = models.WorkloadBatch.model_validate(body)
             return batch.workloads, batch
         except ValidationError as exc:
             raise _validation_error(exc) from None
     try:
-        return [schemas.Workload.model_validate(body)], None
+        return [models.Workload.model_validate(body)], None
     except ValidationError as exc:
         raise _validation_error(exc) from None
 
 
-def _jobs(workloads: list[schemas.Workload], batch: bool, now: datetime):
+def _jobs(workloads: list[models.Workload], batch: bool, now: datetime):
     settings = _settings()
     jobs, details = [], []
     for index, workload in enumerate(workloads):
@@ -113,7 +113,7 @@ def _jobs(workloads: list[schemas.Workload], batch: bool, now: datetime):
 
 # -- API routes -----------------------------------------------------------------------------------
 
-def _answer(model: schemas.Response) -> Response:
+def _answer(model: models.Response) -> Response:
     """The one place an answer model becomes an HTTP body."""
     return Response(model.to_json(), mimetype="application/json")
 
@@ -137,11 +137,11 @@ def optimize():
     outcomes = _engine().optimize(_jobs(workloads, batch is not None, now), now,
                                   capacity.limits() if capacity is not None else None)
     if batch is not None:
-        return _answer(schemas.BatchResponse.of(outcomes, now))
+        return _answer(models.BatchResponse.of(outcomes, now))
     outcome = outcomes[0]
     if isinstance(outcome, Unschedulable):
         raise _failure(outcome)
-    return _answer(schemas.ScheduledWorkload.of(outcome, now))
+    return _answer(models.ScheduledWorkload.of(outcome, now))
 
 
 def _hours_parameter() -> Optional[int]:
@@ -149,10 +149,10 @@ def _hours_parameter() -> Optional[int]:
     if text is None:
         return None
     if not (text.isascii() and text.isdigit() and len(text) <= 4) \
-            or not 1 <= int(text) <= schemas.MAX_FORECAST_HOURS:
+            or not 1 <= int(text) <= models.MAX_FORECAST_HOURS:
         raise RequestError(FailureCode.INVALID_REQUEST, "hours must be a whole number of hours from now",
                        details=[{"field": "hours", "message":
-                                 f"a whole number from 1 to {schemas.MAX_FORECAST_HOURS}"}])
+                                 f"a whole number from 1 to {models.MAX_FORECAST_HOURS}"}])
     return int(text)
 
 
@@ -160,7 +160,7 @@ def _hours_parameter() -> Optional[int]:
 def forecast():
     zone = request.args.get("zone", "")
     try:
-        schemas.ZONE_ADAPTER.validate_python(zone)
+        models.ZONE_ADAPTER.validate_python(zone)
     except ValidationError:
         raise RequestError(FailureCode.INVALID_REQUEST, "give one Electricity Maps zone key, e.g. ?zone=DE",
                        details=[{"field": "zone", "message": "missing or not a zone key"}]) from None
@@ -175,7 +175,7 @@ def forecast():
         raise RequestError(exc.code, exc.message, headers=headers, status=status) from None
     if hours is not None:
         found = _engine().extended(found, to_epoch(now) + 3600 * hours, now)
-    return _answer(schemas.ForecastResponse.of(found))
+    return _answer(models.ForecastResponse.of(found))
 
 
 @api.get("/openapi.json")
