@@ -238,3 +238,16 @@ def test_a_window_that_has_passed_is_refused_with_its_times():
                                     "latest_start": "2026-11-23T10:16:31Z"})
     job = late.to_job(FIXED_NOW, ["DE"], timedelta(hours=24))
     assert job.earliest_start == job.latest_start == int(FIXED_NOW.timestamp())
+
+
+@pytest.mark.parametrize("body, field", [
+    ({"duration": 60, "earliest_start": "0001-01-01T00:00:00+14:00"}, "body"),
+    ({"duration": 60, "earliest_start": "9999-12-31T23:00:00-14:00"}, "body"),
+    ({"duration": 60, "deadline": "0001-01-01T00:30:00+14:00"}, "body"),
+    ({"workloads": [{"duration": 60}, {"duration": 60, "earliest_start": "9999-12-31T23:00:00-14:00"}]},
+     "workloads[1]"),
+])
+def test_timestamps_at_the_ends_of_the_calendar_are_a_400_naming_the_workload(client, body, field):
+    answer = client.post("/api/v1/optimize", json=body)
+    assert answer.status_code == 400, answer.get_data(as_text=True)
+    assert answer.get_json()["error"]["details"][0]["field"] == field

@@ -123,3 +123,21 @@ def test_gunicorn_refuses_to_start_on_bad_configuration(tmp_path):
                              workers=1, log_path=log):
             pass
     assert "CACHE_TTL_SECONDS" in log.read_text()
+
+
+def test_demo_provider_keeps_no_state_per_zone_string_asked():
+    import tracemalloc
+    from carbon_optimizer.data.providers import demo
+    provider = DemoProvider()
+    known = len(provider._tables)
+    for i in range(50):  # warm up the cache to its bound
+        provider.forecast(f"XX-A{i}", NOW)
+    tracemalloc.start()
+    before = tracemalloc.get_traced_memory()[0]
+    for i in range(2000):
+        provider.forecast(f"XX-B{i}", NOW)
+    grown = tracemalloc.get_traced_memory()[0] - before
+    tracemalloc.stop()
+    assert len(provider._tables) == known
+    assert demo._synthetic_week.cache_info().currsize <= 256
+    assert grown < 2_000_000, grown  # 2,000 kept weeks would be about 2.7 MB of arrays alone

@@ -57,7 +57,7 @@ def _presented_key() -> Optional[str]:
 
 
 def client_identity() -> str:
-    """Who is calling, for rate limits: a valid API key (as a digest prefix, never the key), else
+    """Who is calling, for rate limits: a valid API key (as its position in the key list), else
     the client IP (behind trusted proxies, the one ProxyFix found)."""
     if getattr(g, "api_client", None):
         return g.api_client

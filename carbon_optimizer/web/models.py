@@ -139,7 +139,7 @@ class Workload(BaseModel):
             else:
                 latest = earliest + default_window - self.duration
         except OverflowError:
-            raise ValueError("the allowed window runs past the year 9999") from None
+            raise ValueError("the allowed window must lie between the years 1 and 9999") from None
         if latest < earliest:
             raise ValueError("the workload cannot start and finish inside its allowed window")
         if earliest < now:  # nothing starts in the past: an earliest start gone by means "from now"

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from functools import lru_cache
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Optional
@@ -32,6 +33,9 @@ _TYPICAL_LEVELS = {"DE": 380.0, "FR": 60.0, "GB": 220.0, "PL": 700.0, "SE": 40.0
                    "NL": 350.0, "IE": 300.0, "US-NY-NYIS": 250.0, "US-TEX-ERCO": 400.0}
 
 
+# Any well-formed zone string gets a synthetic week: keep the most recent few, not one per string
+# ever asked (a client could otherwise grow a worker's memory without bound).
+@lru_cache(maxsize=256)
 def _synthetic_week(zone: str) -> np.ndarray:
     seed = _digest("profile", zone)
     base = _TYPICAL_LEVELS.get(zone, 60.0 + seed % 540)   # else 60 .. 600 gCO2eq/kWh
@@ -43,7 +47,9 @@ def _synthetic_week(zone: str) -> np.ndarray:
     solar = np.clip(1 - distance / 6.0, 0, None)   # a triangle six hours either side of noon
     weekend = (hours // 24) >= 5
     evening_peak = np.clip(1 - np.abs(distance - 7) / 2.0, 0, None)
-    return base * (1 - depth * solar) * np.where(weekend, 0.92, 1.0) * (1 + 0.08 * evening_peak)
+    week = base * (1 - depth * solar) * np.where(weekend, 0.92, 1.0) * (1 + 0.08 * evening_peak)
+    week.flags.writeable = False  # shared through the cache
+    return week
 
 
 class DemoProvider:
@@ -56,9 +62,8 @@ class DemoProvider:
         self._tables = {zone: np.asarray(v, dtype=np.float64) for zone, v in table["profiles"].items()}
 
     def _week(self, zone: str) -> np.ndarray:
-        if zone not in self._tables:
-            self._tables[zone] = _synthetic_week(zone)
-        return self._tables[zone]
+        table = self._tables.get(zone)
+        return table if table is not None else _synthetic_week(zone)
 
     def _series(self, zone: str, first_hour: int, hours: int) -> ForecastSeries:
         """Hourly values from `first_hour` (epoch hours) on."""
