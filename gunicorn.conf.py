@@ -24,12 +24,19 @@ def _int(name: str, default: int) -> int:
 bind = os.environ.get("GUNICORN_BIND", "0.0.0.0:5000")
 workers = _int("GUNICORN_WORKERS", multiprocessing.cpu_count() * 2 + 1)
 # Threads let a worker keep serving while one request waits on the provider or a fetch lock.
-worker_class = "gthread"
+# gthread, with request heads gathered without a thread and every request read under a deadline
+# (slow clients cannot hold threads), and Gunicorn's own error answers in the JSON envelope.
+worker_class = "carbon_optimizer.ops.gunicorn_worker.ReadTimeoutWorker"
 threads = _int("GUNICORN_THREADS", 4)
 timeout = _int("GUNICORN_TIMEOUT", 60)
 graceful_timeout = _int("GUNICORN_GRACEFUL_TIMEOUT", 30)
 # Longer than an AWS ALB's default 60 s idle timeout, so the ALB closes idle connections first.
 keepalive = _int("GUNICORN_KEEPALIVE", 75)
+# Seconds a client has to send a complete request head, then as many for its body; a client that
+# does not is answered 408 and disconnected (DEPLOYMENT.md, "Slow clients").
+_read_timeout = _int("GUNICORN_READ_TIMEOUT", 5)
+if _read_timeout <= 0:
+    raise SystemExit("invalid configuration: GUNICORN_READ_TIMEOUT must be at least 1 (seconds)")
 # Recycling guards against slow leaks (none measured: BENCHMARKS.md). At a few thousand requests a
 # second, 1,000 per worker meant a new worker every second or two, which halved throughput.
 max_requests = _int("GUNICORN_MAX_REQUESTS", 20000)
@@ -66,6 +73,10 @@ def on_starting(server):
     # Counts left from an earlier run would be added to this one's: start from an empty directory.
     for path in glob.glob(os.path.join(_metrics_dir, "*.db")):
         os.remove(path)
+
+
+def post_fork(server, worker):
+    worker.read_timeout = _read_timeout
 
 
 def child_exit(server, worker):

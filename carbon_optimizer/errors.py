@@ -31,14 +31,19 @@ class FailureCode(str, Enum):
     FORBIDDEN = "forbidden", 403
     NOT_FOUND = "not_found", 404
     METHOD_NOT_ALLOWED = "method_not_allowed", 405
+    REQUEST_TIMEOUT = "request_timeout", 408
     PAYLOAD_TOO_LARGE = "payload_too_large", 413
+    URI_TOO_LONG = "uri_too_long", 414
     UNSUPPORTED_MEDIA_TYPE = "unsupported_media_type", 415
     UNPROCESSABLE = "unprocessable", 422
     RATE_LIMITED = "rate_limited", 429
+    HEADERS_TOO_LARGE = "headers_too_large", 431
     # Scheduling: the request is valid, but no plan satisfies it; the client changes the request.
     WINDOW_NOT_COVERED = "window_not_covered", 422
     CAPACITY_EXCEEDED = "capacity_exceeded", 422
     TOO_LARGE = "too_large", 422
+    # The request's time budget ran out while solving (the machine was busy): try again later.
+    DEADLINE_EXCEEDED = "deadline_exceeded", 503, True
     # Carbon data. Final for the zone (client error: choose another zone) ...
     ZONE_NOT_FOUND = "zone_not_found", 400
     ZONE_NOT_ENTITLED = "zone_not_entitled", 422
@@ -48,6 +53,7 @@ class FailureCode(str, Enum):
     UPSTREAM_ERROR = "upstream_error", 503, True
     SERVICE_UNAVAILABLE = "service_unavailable", 503, True
     INTERNAL_ERROR = "internal_error", 500
+    NOT_IMPLEMENTED = "not_implemented", 501
 
     @classmethod
     def for_status(cls, status: int) -> "FailureCode":
@@ -57,9 +63,10 @@ class FailureCode(str, Enum):
 
 _GENERIC = {code.status: code for code in (
     FailureCode.INVALID_REQUEST, FailureCode.UNAUTHORIZED, FailureCode.FORBIDDEN,
-    FailureCode.NOT_FOUND, FailureCode.METHOD_NOT_ALLOWED, FailureCode.PAYLOAD_TOO_LARGE,
-    FailureCode.UNSUPPORTED_MEDIA_TYPE, FailureCode.UNPROCESSABLE, FailureCode.RATE_LIMITED,
-    FailureCode.SERVICE_UNAVAILABLE, FailureCode.INTERNAL_ERROR)}
+    FailureCode.NOT_FOUND, FailureCode.METHOD_NOT_ALLOWED, FailureCode.REQUEST_TIMEOUT,
+    FailureCode.PAYLOAD_TOO_LARGE, FailureCode.URI_TOO_LONG, FailureCode.UNSUPPORTED_MEDIA_TYPE,
+    FailureCode.UNPROCESSABLE, FailureCode.RATE_LIMITED, FailureCode.HEADERS_TOO_LARGE,
+    FailureCode.SERVICE_UNAVAILABLE, FailureCode.INTERNAL_ERROR, FailureCode.NOT_IMPLEMENTED)}
 
 
 class CarbonOptimizerError(Exception):
@@ -92,6 +99,12 @@ class TooLarge(SchedulingError):
     """The exact search for this request would need more work or memory than allowed."""
 
     code = FailureCode.TOO_LARGE
+
+
+class DeadlineExceeded(SchedulingError):
+    """A solver stopped at the request's deadline."""
+
+    code = FailureCode.DEADLINE_EXCEEDED
 
 
 class CarbonDataError(CarbonOptimizerError):

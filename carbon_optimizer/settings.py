@@ -41,6 +41,8 @@ class Settings(BaseModel):
     default_window_hours: int = Field(24, ge=1, le=24 * 14, alias="DEFAULT_WINDOW_HOURS")
     max_batch_size: int = Field(500, ge=1, le=100_000, alias="MAX_BATCH_SIZE")
     max_body_bytes: int = Field(1_048_576, ge=1024, alias="MAX_BODY_BYTES")
+    # Wall-clock seconds one optimize request may spend solving (every solver checks it).
+    solve_timeout_seconds: float = Field(1.5, gt=0, le=60, alias="SOLVE_TIMEOUT_SECONDS")
 
     # Cache
     redis_url: Optional[str] = Field(None, alias="REDIS_URL")
@@ -83,6 +85,7 @@ class Settings(BaseModel):
     rate_limit_default: str = Field("100 per hour", alias="RATE_LIMIT_DEFAULT")
     rate_limit_optimize: str = Field("20 per minute", alias="RATE_LIMIT_OPTIMIZE")
     trusted_proxy_count: int = Field(0, ge=0, le=5, alias="TRUSTED_PROXY_COUNT")
+    trusted_proxy_cidrs: list[str] = Field(default_factory=list, alias="TRUSTED_PROXY_CIDRS")
     cors_origins: list[str] = Field(default_factory=list, alias="CORS_ORIGINS")
 
     @field_validator("default_zones", mode="before")
@@ -97,12 +100,12 @@ class Settings(BaseModel):
             raise ValueError("at least one zone is required")
         return value
 
-    @field_validator("metrics_allow_cidrs", "cors_origins", mode="before")
+    @field_validator("metrics_allow_cidrs", "trusted_proxy_cidrs", "cors_origins", mode="before")
     @classmethod
     def _lists_from_csv(cls, value: object) -> object:
         return _split_csv(value)
 
-    @field_validator("metrics_allow_cidrs")
+    @field_validator("metrics_allow_cidrs", "trusted_proxy_cidrs")
     @classmethod
     def _cidrs(cls, value: list[str]) -> list[str]:
         import ipaddress
@@ -171,4 +174,11 @@ def load_settings(environ: Optional[Mapping[str, str]] = None) -> Settings:
         raise ConfigError("invalid configuration: " + "; ".join(problems)) from None
     if settings.carbon_provider == "file" and not settings.carbon_data_dir:
         raise ConfigError("invalid configuration: CARBON_PROVIDER=file needs CARBON_DATA_DIR")
+    # Each proxy setting needs the other. A count alone used to trust X-Forwarded-For from any peer;
+    # refusing to start is louder than defaulting the networks to loopback, which behind an ALB
+    # would quietly make every client the ALB (one shared rate-limit budget).
+    if bool(settings.trusted_proxy_count) != bool(settings.trusted_proxy_cidrs):
+        raise ConfigError("invalid configuration: TRUSTED_PROXY_COUNT and TRUSTED_PROXY_CIDRS go "
+                          "together: set both (the number of proxies that append to X-Forwarded-For, "
+                          "and their networks, e.g. the ALB's subnets) or neither")
     return settings

@@ -202,7 +202,8 @@ def test_default_limit_is_one_budget_per_client_across_routes_and_keyed_by_api_k
 
 
 def test_client_ip_comes_from_the_trusted_proxy_hop_so_x_forwarded_for_cannot_be_spoofed():
-    client = build({"TRUSTED_PROXY_COUNT": "1", "RATE_LIMIT_DEFAULT": "2 per hour"}).test_client()
+    client = build({"TRUSTED_PROXY_COUNT": "1", "TRUSTED_PROXY_CIDRS": "10.0.0.0/24",
+                    "RATE_LIMIT_DEFAULT": "2 per hour"}).test_client()
     alb = {"REMOTE_ADDR": "10.0.0.2"}
 
     def ask(forwarded: str) -> int:

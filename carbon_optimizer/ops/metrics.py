@@ -35,6 +35,10 @@ SECRET_REFRESHES = Counter(
     ["backend", "outcome"])
 RATE_LIMITED = Counter(
     "carbon_rate_limited_total", "Requests refused with 429 by the rate limiter")
+RATE_LIMIT_STORAGE_ERRORS = Counter(
+    "carbon_rate_limit_storage_errors_total",
+    "Rate-limit storage (Redis) errors; the request was then checked against the in-process "
+    "fallback, or served without that check (fail open)")
 AUTH_FAILURES = Counter(
     "carbon_auth_failures_total", "Requests refused for a missing or wrong credential, by area",
     ["area"])

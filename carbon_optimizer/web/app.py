@@ -37,7 +37,7 @@ def _wire_metrics(app: Flask) -> None:
         for metric in (metrics.UPSTREAM_CALLS, metrics.UPSTREAM_LATENCY, metrics.CACHE_EVENTS,
                        metrics.STALE_SERVES, metrics.REDIS_UP, metrics.GRAMS_AVOIDED,
                        metrics.WORKLOADS_SCHEDULED, metrics.SECRET_REFRESHES, metrics.RATE_LIMITED,
-                       metrics.AUTH_FAILURES):
+                       metrics.RATE_LIMIT_STORAGE_ERRORS, metrics.AUTH_FAILURES):
             registry.register(metric)
         exporter = PrometheusMetrics(app, registry=registry, group_by="endpoint")
     exporter.info("carbon_optimizer_info", "Service version", version=VERSION)

@@ -58,7 +58,7 @@ def _presented_key() -> Optional[str]:
 
 def client_identity() -> str:
     """Who is calling, for rate limits: a valid API key (as its position in the key list), else
-    the client IP (behind trusted proxies, the one ProxyFix found)."""
+    the client IP (behind trusted proxies, the one headers.TrustedProxies found)."""
     if getattr(g, "api_client", None):
         return g.api_client
     return f"ip:{request.remote_addr or 'unknown'}"

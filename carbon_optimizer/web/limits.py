@@ -5,6 +5,12 @@ live in Redis when REDIS_URL is set, so N per minute holds across Gunicorn worke
 each worker falls back to in-memory counters, and /health says so. /health and /metrics are never
 limited.
 
+Only requests that no limit refused are charged: a 429 gives back what it took from every budget
+(so a client hammering one limit does not keep its other budgets spent). A Redis error or timeout
+never turns into an error answer: the request is checked against the in-process fallback or, when
+the fallback is already on, served unchecked (fail open); each such error is logged and counted in
+carbon_rate_limit_storage_errors_total.
+
 Why one Limiter per app, not the usual module-level instance: flask-limiter 4 keeps its storage,
 its key prefix, its enabled flag and its registry of limits on the Limiter object, and `init_app`
 overwrites them, so one instance shared by several apps (the tests build many, with different
@@ -17,12 +23,15 @@ rather than by endpoint name, so a renamed route keeps its limit.
 from __future__ import annotations
 
 import functools
+import logging
 import threading
 from dataclasses import dataclass, field
 from typing import Any, Callable, Optional
 
-from flask import Flask, current_app, request
+from flask import Flask, current_app, g, has_request_context, request
 from flask_limiter import Limiter, RateLimitExceeded
+from limits import RateLimitItem
+from limits.strategies import STRATEGIES, FixedWindowRateLimiter
 
 from carbon_optimizer.ops import metrics
 from carbon_optimizer.settings import Settings
@@ -32,6 +41,65 @@ from carbon_optimizer.web.errors import error_response
 EXTENSION = "carbon_limits"
 UNLIMITED_PATHS = ("/health", "/metrics")
 _DECLARED = "_carbon_rate_limit"
+_HITS = "_carbon_rate_limit_hits"
+_STRATEGY = "carbon-fixed-window"
+
+log = logging.getLogger(__name__)
+
+
+def _storage_error(exc: Exception) -> None:
+    # The exception's type only: its text could one day carry a storage key (the client's identity).
+    metrics.RATE_LIMIT_STORAGE_ERRORS.inc()
+    log.warning("rate-limit storage error (%s): request checked in-process or served unchecked",
+                type(exc).__name__)
+
+
+class _ChargedFixedWindow(FixedWindowRateLimiter):
+    """flask-limiter's fixed window, plus: each hit of this request is remembered, so that a
+    refused request can give it back (`refund_hits`), and each storage error is counted before
+    flask-limiter handles it (fallback to memory, or with swallow_errors, fail open).
+
+    Why hit-then-refund rather than flask-limiter's `deduct_when`: deduct_when tests first and
+    charges after the response, so concurrent requests all pass the test and more than N per
+    window get through; an atomic increment, given back on refusal, never admits more than N."""
+
+    def hit(self, item: RateLimitItem, *identifiers: str, cost: int = 1) -> bool:
+        try:
+            allowed = super().hit(item, *identifiers, cost=cost)
+        except Exception as exc:
+            _storage_error(exc)
+            raise
+        if has_request_context():
+            g.setdefault(_HITS, []).append((self, item, identifiers, cost))
+        return allowed
+
+    def test(self, item: RateLimitItem, *identifiers: str, cost: int = 1) -> bool:
+        try:
+            return super().test(item, *identifiers, cost=cost)
+        except Exception as exc:
+            _storage_error(exc)
+            raise
+
+    def get_window_stats(self, item: RateLimitItem, *identifiers: str):
+        try:
+            return super().get_window_stats(item, *identifiers)
+        except Exception as exc:
+            _storage_error(exc)
+            raise
+
+
+STRATEGIES[_STRATEGY] = _ChargedFixedWindow  # type: ignore[assignment]  (how flask-limiter finds it)
+
+
+def refund_hits() -> None:
+    """Give back every hit this request made: it was refused, so it uses up no budget."""
+    for strategy, item, identifiers, cost in g.pop(_HITS, ()):
+        key = item.key_for(*identifiers)
+        try:
+            if strategy.storage.incr(key, item.get_expiry(), amount=-cost) < 0:
+                strategy.storage.clear(key)  # the window ended meanwhile: no credit in the next one
+        except Exception as exc:  # noqa: BLE001
+            _storage_error(exc)
 
 
 def optimize_limit() -> str:
@@ -113,7 +181,10 @@ def init_app(app: Flask, settings: Settings) -> None:
         storage_uri=storage, storage_options=options,
         in_memory_fallback_enabled=bool(settings.redis_url),  # Redis down: per-worker limits, not errors
         headers_enabled=True, key_prefix=f"{settings.cache_key_prefix}ratelimit",
-        strategy="fixed-window")
+        # A storage error after the fallback is on (a Redis call already in flight when it froze)
+        # serves the request unchecked rather than answering 500.
+        swallow_errors=True,
+        strategy=_STRATEGY)
     limiter.request_filter(lambda: request.path in UNLIMITED_PATHS)
     limiter.init_app(app)
     state = _AppLimits(limiter=limiter)
@@ -128,6 +199,7 @@ def init_app(app: Flask, settings: Settings) -> None:
     @app.errorhandler(RateLimitExceeded)
     def _too_many(exc: RateLimitExceeded):
         metrics.RATE_LIMITED.inc()
+        refund_hits()
         # flask-limiter adds Retry-After and X-RateLimit-* to this answer after the handler.
         return error_response(429, f"rate limit exceeded ({exc.description}); retry later")
 

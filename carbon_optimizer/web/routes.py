@@ -11,6 +11,7 @@ from typing import Optional
 
 from flask import Blueprint, Response, current_app, jsonify, request
 from pydantic import ValidationError
+from werkzeug.exceptions import ClientDisconnected, RequestEntityTooLarge
 
 from carbon_optimizer.engine import CarbonEngine
 from carbon_optimizer.errors import CarbonDataError, FailureCode, RequestError
@@ -42,10 +43,30 @@ def _retry_after() -> str:
 
 # -- request parsing ------------------------------------------------------------------------------
 
+def _read_body() -> bytes:
+    """The request body, or 413 when it is over MAX_CONTENT_LENGTH. Werkzeug refuses a too-large
+    Content-Length up front, but a chunked body (no Content-Length) it only cuts at the limit and
+    hands over the first part as if it were all: read one byte past the limit instead, to tell."""
+    limit = current_app.config["MAX_CONTENT_LENGTH"]
+    if request.content_length is not None or "wsgi.input_terminated" not in request.environ:
+        return request.get_data(cache=False)  # without a terminated stream werkzeug reads nothing
+    stream, parts, size = request.environ["wsgi.input"], [], 0
+    while size <= limit:
+        try:
+            part = stream.read(min(65_536, limit + 1 - size))
+        except Exception:  # noqa: BLE001  (a malformed chunk or a dropped client: not our 500)
+            raise ClientDisconnected() from None
+        if not part:
+            return b"".join(parts)
+        parts.append(part)
+        size += len(part)
+    raise RequestEntityTooLarge()
+
+
 def _json_body() -> object:
     if request.mimetype != "application/json":
         raise RequestError(FailureCode.UNSUPPORTED_MEDIA_TYPE, "send the request body as application/json")
-    raw = request.get_data(cache=False)
+    raw = _read_body()
     try:
         return json.loads(raw)
     except (ValueError, RecursionError):
