@@ -21,6 +21,7 @@ from carbon_optimizer.data.providers.factory import build_provider
 from carbon_optimizer.errors import CarbonDataError
 from carbon_optimizer.ops import metrics
 from carbon_optimizer.scheduling import planner
+from carbon_optimizer.scheduling.budget import Budget
 from carbon_optimizer.scheduling.horizon import MAX_EXTENSION_SECONDS, extend_series
 from carbon_optimizer.scheduling.model import (
     CapacityLimits, Job, Outcome, Schedule, ZoneFailure, ZoneSeries,
@@ -36,10 +37,12 @@ __all__ = ["CarbonEngine", "Job", "build_engine"]
 
 class CarbonEngine:
     def __init__(self, provider: Provider, cache: ForecastCache,
-                 profiles: Optional[Callable[[], Mapping[str, np.ndarray]]] = hour_of_week_profiles):
+                 profiles: Optional[Callable[[], Mapping[str, np.ndarray]]] = hour_of_week_profiles,
+                 budget: Callable[[], Budget] = Budget):
         self.provider = provider
         self.cache = cache
         self._profiles = profiles
+        self._budget = budget  # a fresh Budget (deadline and work cap) per optimize call
 
     # -- carbon data -----------------------------------------------------------------------------
 
@@ -106,10 +109,11 @@ class CarbonEngine:
         jointly over the providers' forecasts; otherwise each job on its own."""
         at = to_epoch(now)
         zones = self._zones(jobs, now, extend=capacity is None)
+        budget = self._budget()  # solving time only: fetching data has its own timeouts
         if capacity is not None:
-            outcomes = planner.plan_batch(jobs, zones, capacity, at)
+            outcomes = planner.plan_batch(jobs, zones, capacity, at, budget)
         else:
-            outcomes = [planner.plan(job, zones, at) for job in jobs]
+            outcomes = planner.plan_all(jobs, zones, at, budget)
         self._count(outcomes)
         return outcomes
 
@@ -157,4 +161,5 @@ def build_engine(settings: Settings, secrets: BaseSecretStore) -> CarbonEngine:
         stale_ttl=settings.cache_stale_ttl_seconds, lock_seconds=settings.upstream_lock_seconds,
         failure_backoff=settings.upstream_failure_backoff_seconds,
         key_prefix=settings.cache_key_prefix)
-    return CarbonEngine(provider, cache)
+    return CarbonEngine(provider, cache,
+                        budget=lambda: Budget(seconds=settings.solve_timeout_seconds))

@@ -23,9 +23,12 @@ from typing import Optional
 import numpy as np
 
 from carbon_optimizer.errors import TooLarge
+from carbon_optimizer.scheduling.budget import Budget
+from carbon_optimizer.scheduling.window import best_window
 
-# Beyond this many DP cells (units x used units x chunk counts) the request is refused, not slowed.
-MAX_DP_CELLS = 40_000_000
+# Beyond this many DP cells (units x used units x chunk counts; 2 bytes each) a search is refused:
+# 16 M cells keep one search within 32 MiB.
+MAX_DP_CELLS = 16_000_000
 
 
 @dataclass(frozen=True)
@@ -80,8 +83,8 @@ def _runs(selected: np.ndarray) -> list[tuple[int, int]]:
     return list(zip(edges[0::2].tolist(), edges[1::2].tolist()))
 
 
-def cheapest_units(costs: np.ndarray, need: int, min_run: int,
-                   max_runs: Optional[int]) -> Optional[np.ndarray]:
+def cheapest_units(costs: np.ndarray, need: int, min_run: int, max_runs: Optional[int],
+                   budget: Optional[Budget] = None) -> Optional[np.ndarray]:
     """A boolean mask of `need` units with the least total cost, in runs of at least `min_run`
     units and at most `max_runs` runs; None when no such choice exists."""
     total = len(costs)
@@ -92,42 +95,56 @@ def cheapest_units(costs: np.ndarray, need: int, min_run: int,
         mask = np.zeros(total, dtype=bool)
         mask[order[:need]] = True
         return mask
-    return _dp(costs, need, max(1, min_run), max_runs)
+    return _dp(costs, need, max(1, min_run), max_runs, budget)
 
 
-def _dp(costs: np.ndarray, need: int, m: int, max_runs: Optional[int]) -> Optional[np.ndarray]:
+def dp_cells(total: int, need: int, min_run: int, max_runs: Optional[int]) -> int:
+    """Cells of the exact search's traceback tables: what it costs in memory (2 bytes a cell)."""
+    k_size = min(max_runs, need // max(1, min_run)) + 1 if max_runs is not None else 1
+    return (total + 1) * k_size * (need + 1)
+
+
+def _dp(costs: np.ndarray, need: int, m: int, max_runs: Optional[int],
+        budget: Optional[Budget] = None) -> Optional[np.ndarray]:
     total = len(costs)
     limited = max_runs is not None
     k_size = min(max_runs, need // m) + 1 if limited else 1
     if k_size < 1 + limited or m > need:
         return None
-    if (total + 1) * (need + 1) * k_size * 3 > MAX_DP_CELLS:
-        raise TooLarge("too many units for an exact interruptible search; use a longer min_chunk")
+    if dp_cells(total, need, m, max_runs) > MAX_DP_CELLS:
+        raise TooLarge("too many units for an exact interruptible search; use a longer min_chunk, "
+                       "fewer max_chunks or a shorter window")
     inf = np.inf
     prefix = np.concatenate(([0.0], np.cumsum(costs)))
-    off = np.full((total + 1, k_size, need + 1), inf)
+    # Costs of "idle after unit t" are read back at most m units, so m + 1 rows are kept (a ring);
+    # only the two traceback tables span every unit, as booleans.
+    ring = np.full((m + 1, k_size, need + 1), inf)
+    ring[0, 0, 0] = 0.0
     on = np.full((k_size, need + 1), inf)
-    off[0, 0, 0] = 0.0
     off_from_on = np.zeros((total + 1, k_size, need + 1), dtype=bool)
     on_is_new = np.zeros((total + 1, k_size, need + 1), dtype=bool)
-    for t in range(total):  # unit t decided; arrays at index t + 1 describe units 0..t
-        from_on = on < off[t]
-        off[t + 1] = np.where(from_on, on, off[t])
+    for t in range(total):  # unit t decided; row t + 1 describes units 0..t
+        if budget is not None and t % 256 == 0:
+            budget.check()
+        current = ring[t % (m + 1)]
+        from_on = on < current
+        off_next = np.where(from_on, on, current)
         off_from_on[t + 1] = from_on
         extend = np.full_like(on, inf)
         extend[:, 1:] = on[:, :-1] + costs[t]
         new = np.full_like(on, inf)
         if t + 1 - m >= 0:
             block = prefix[t + 1] - prefix[t + 1 - m]
-            source = off[t + 1 - m]
+            source = ring[(t + 1 - m) % (m + 1)]  # row t + 1 - m, not yet overwritten
             if limited:
                 new[1:, m:] = source[:-1, :-m] + block
             else:
                 new[:, m:] = source[:, :-m] + block
+        ring[(t + 1) % (m + 1)] = off_next
         is_new = new < extend
         on = np.where(is_new, new, extend)
         on_is_new[t + 1] = is_new
-    final_off, final_on = off[total, :, need], on[:, need]
+    final_off, final_on = ring[total % (m + 1)][:, need], on[:, need]
     best_k_off, best_k_on = int(np.argmin(final_off)), int(np.argmin(final_on))
     if min(final_off[best_k_off], final_on[best_k_on]) == inf:
         return None
@@ -151,7 +168,8 @@ def _dp(costs: np.ndarray, need: int, m: int, max_runs: Optional[int]) -> Option
 
 def best_chunks(boundaries: np.ndarray, values: np.ndarray, duration: int, earliest: int,
                 deadline: int, min_chunk: Optional[int] = None,
-                max_chunks: Optional[int] = None) -> Optional[ChunkPlan]:
+                max_chunks: Optional[int] = None,
+                budget: Optional[Budget] = None) -> Optional[ChunkPlan]:
     """Chunks of total length `duration`, each at least `min_chunk` long (default: the shortest
     series step), all inside [earliest, deadline] and the series, with the least total emissions.
 
@@ -163,9 +181,16 @@ def best_chunks(boundaries: np.ndarray, values: np.ndarray, duration: int, earli
         min_chunk = min(int(np.diff(boundaries).min()), duration)
     if min_chunk <= 0 or min_chunk > duration:
         raise ValueError("min_chunk must be positive and at most the duration")
+    if max_chunks == 1 or 2 * min_chunk > duration:
+        # One chunk is all the rules allow: the contiguous search, exact over whole minutes and
+        # linear in the series, instead of a DP over every unit.
+        window = best_window(boundaries, values, duration, earliest, deadline - duration)
+        if window is not None and window.end <= deadline:
+            return ChunkPlan(chunks=(Chunk(window.start, window.end),),
+                             mean_intensity=window.mean_intensity)
     unit = grid_unit(boundaries, duration, min_chunk)
     first, costs = unit_costs(boundaries, values, unit, earliest, deadline)
-    mask = cheapest_units(costs, duration // unit, -(-min_chunk // unit), max_chunks)
+    mask = cheapest_units(costs, duration // unit, -(-min_chunk // unit), max_chunks, budget)
     if mask is None:
         return None
     chunks = tuple(Chunk(first + a * unit, first + b * unit) for a, b in _runs(mask))

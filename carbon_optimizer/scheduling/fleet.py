@@ -25,6 +25,7 @@ from typing import Optional, Sequence
 import numpy as np
 
 from carbon_optimizer.errors import FailureCode
+from carbon_optimizer.scheduling.budget import Budget
 from carbon_optimizer.scheduling.fleet_model import Capacity, FleetJob, FleetPlan, Placement  # noqa: F401
 
 MAX_PASSES = 8
@@ -110,11 +111,22 @@ def _why_not(job: FleetJob, units: int, capacity: Capacity) -> Optional[FailureC
     return None if usable else FailureCode.CAPACITY_EXCEEDED
 
 
+class _OutOfTime(Exception):
+    """The request's deadline passed while a starting plan was being built: drop that plan."""
+
+
+def _stop_if(expired) -> None:
+    if expired is not None and expired():
+        raise _OutOfTime
+
+
 def _greedy(order: Sequence[int], jobs: Sequence[FleetJob], prefix: np.ndarray, zones: int,
-            units: int, capacity: Capacity, prices=None) -> tuple[list[Optional[Placement]], _Usage]:
+            units: int, capacity: Capacity, prices=None,
+            expired=None) -> tuple[list[Optional[Placement]], _Usage]:
     usage = _Usage(zones, units, capacity)
     placements: list[Optional[Placement]] = [None] * len(jobs)
     for i in order:
+        _stop_if(expired)
         priced = None if prices is None else _job_prices(prices, jobs[i])
         found = _best_place(jobs[i], usage, prefix, priced)
         if found is not None:
@@ -203,17 +215,21 @@ def _fits(job: FleetJob, place: Placement, usage: _Usage) -> bool:
     return not usage.blocked(place.zone, job.power_kw or 0.0)[span].any()
 
 
-def _improve(jobs, placements, usage, prefix, order, large: bool) -> None:
+def _improve(jobs, placements, usage, prefix, order, large: bool, expired=lambda: False) -> None:
     starts = np.array([-1 if p is None else p.start for p in placements], dtype=np.int64)
     ends = np.array([-1 if p is None else p.start + j.length for p, j in zip(placements, jobs)],
                     dtype=np.int64)
     for _ in range(3 if large else MAX_PASSES):
         changed = False
         for i in order:
+            if expired():  # the plan stays valid after every move: stop where the time ends
+                return
             if _reinsert(i, jobs, placements, usage, prefix):
                 changed = True
                 starts[i], ends[i] = placements[i].start, placements[i].start + jobs[i].length
         for i in order:
+            if expired():
+                return
             # Large batches: a bounded ejection search keeps 1,000 jobs well under a second.
             changed |= _eject(i, jobs, placements, usage, prefix, (starts, ends),
                               *((2, 6) if large else (4, None)))
@@ -229,16 +245,25 @@ def _job_prices(prices, job: FleetJob) -> np.ndarray:
                           axis=1) / job.weight
 
 
-def _starts(jobs, prefix, zones, units, capacity, heavy, tight, candidates):
+def _starts(jobs, prefix, zones, units, capacity, heavy, tight, candidates, expired=None):
     """Starting plans for the local search: two greedy orders, then greedy runs steered by
-    Lagrangian prices on the capacity limits (subgradient steps on the relaxed limits)."""
+    Lagrangian prices on the capacity limits (subgradient steps on the relaxed limits). The first
+    is always made; the others stop at the deadline (`expired`)."""
     plan = _greedy(heavy, jobs, prefix, zones, units, capacity)
     yield plan
-    bound = _unconstrained(jobs, prefix, zones, units, candidates)
+    try:
+        yield from _more_starts(jobs, prefix, zones, units, capacity, heavy, tight, candidates,
+                                plan, expired)
+    except _OutOfTime:
+        return
+
+
+def _more_starts(jobs, prefix, zones, units, capacity, heavy, tight, candidates, plan, expired):
+    bound = _unconstrained(jobs, prefix, zones, units, candidates, expired)
     if (all(plan[0][i] is not None for i in candidates)
             and _emissions(jobs, plan[0], prefix) <= bound * (1 + 1e-12)):
         return  # no limit binds: the greedy plan is optimal
-    yield _greedy(tight, jobs, prefix, zones, units, capacity)
+    yield _greedy(tight, jobs, prefix, zones, units, capacity, expired=expired)
     caps = _Usage(zones, units, capacity)
     zone_price = np.zeros((zones, units))
     global_price = np.zeros(units)
@@ -248,6 +273,7 @@ def _starts(jobs, prefix, zones, units, capacity, heavy, tight, candidates):
     for r in range(rounds):
         usage = _Usage(zones, units, Capacity())  # relaxed: every job at its priced optimum
         for i in candidates:
+            _stop_if(expired)
             found = _best_place(jobs[i], usage, prefix, _job_prices(
                 (zone_price, global_price, power_price), jobs[i]))
             usage.apply(jobs[i], found[1], +1)
@@ -261,11 +287,12 @@ def _starts(jobs, prefix, zones, units, capacity, heavy, tight, candidates):
             np.isfinite(caps.power_cap[:, None]), usage.power - np.where(
                 np.isfinite(caps.power_cap), caps.power_cap, 0)[:, None], 0))
         yield _greedy((heavy, tight)[r % 2], jobs, prefix, zones, units, capacity,
-                      (zone_price, global_price, power_price))
+                      (zone_price, global_price, power_price), expired)
     # Small batches: shuffled orders too (seeded: the same batch always gets the same plan).
     rng = np.random.default_rng(len(candidates))
     for _ in range(int(np.clip(RESTART_BUDGET // max(1, len(candidates)) ** 2, 0, 200))):
-        yield _greedy(rng.permutation(candidates).tolist(), jobs, prefix, zones, units, capacity)
+        yield _greedy(rng.permutation(candidates).tolist(), jobs, prefix, zones, units, capacity,
+                      expired=expired)
 
 
 def _feasible(jobs, placements, zones, units, capacity) -> bool:
@@ -286,14 +313,18 @@ def _mean_power(jobs) -> float:
     return float(np.mean(known)) if known else 1.0
 
 
-def _unconstrained(jobs, prefix, zones, units, candidates) -> float:
+def _unconstrained(jobs, prefix, zones, units, candidates, expired=None) -> float:
     """Total emissions with every job at its own best start, ignoring limits: a lower bound."""
     free = _Usage(zones, units, Capacity())
-    return float(sum(jobs[i].weight * _best_place(jobs[i], free, prefix)[0] for i in candidates))
+    total = 0.0
+    for i in candidates:
+        _stop_if(expired)
+        total += jobs[i].weight * _best_place(jobs[i], free, prefix)[0]
+    return float(total)
 
 
 def schedule_fleet(intensity: np.ndarray, jobs: Sequence[FleetJob],
-                   capacity: Capacity = Capacity()) -> FleetPlan:
+                   capacity: Capacity = Capacity(), budget: Optional[Budget] = None) -> FleetPlan:
     """Start units and zones for `jobs` under `capacity`, with low total emissions; jobs that do
     not fit get a reason ("window_not_covered" or "capacity_exceeded") instead of a placement."""
     intensity = np.atleast_2d(np.asarray(intensity, dtype=np.float64))
@@ -310,12 +341,21 @@ def schedule_fleet(intensity: np.ndarray, jobs: Sequence[FleetJob],
     def key(plan):
         return (-sum(p is not None for p in plan[0]), _emissions(jobs, plan[0], prefix))
 
-    # Local search is the costly part: polish only the most promising starting plans.
-    plans = sorted(_starts(jobs, prefix, zones, units, capacity, heavy, tight, candidates), key=key)
+    # Anytime: the first greedy plan is always made; more starting plans, local search and the
+    # exact solver run while the request's budget lasts, each leaving a valid plan behind.
+    expired = budget.expired if budget is not None else (lambda: False)
+    plans = []
+    for plan in _starts(jobs, prefix, zones, units, capacity, heavy, tight, candidates, expired):
+        plans.append(plan)
+        if expired():
+            break
+    plans.sort(key=key)
     best = None
     large = len(candidates) > LARGE_BATCH
     for placements, usage in plans[:1 if large else POLISHED]:
-        _improve(jobs, placements, usage, prefix, heavy, large)
+        if best is not None and expired():
+            break
+        _improve(jobs, placements, usage, prefix, heavy, large, expired)
         if best is None or key((placements,)) < key((best,)):
             best = placements
     placements = best
@@ -323,7 +363,8 @@ def schedule_fleet(intensity: np.ndarray, jobs: Sequence[FleetJob],
             <= EXACT_COLUMNS:
         # Imported here: SciPy takes 0.4 s to import, and only capacity batches need it.
         from carbon_optimizer.scheduling import fleet_exact
-        found = fleet_exact.solve(prefix, jobs, candidates, capacity, EXACT_SECONDS)
+        seconds = EXACT_SECONDS if budget is None else min(EXACT_SECONDS, budget.remaining())
+        found = fleet_exact.solve(prefix, jobs, candidates, capacity, seconds) if seconds > 0.05 else None
         exact = None if found is None else [None if p is None else Placement(*p) for p in found]
         if exact is not None and _feasible(jobs, exact, zones, units, capacity) \
                 and key((exact,)) < key((placements,)):

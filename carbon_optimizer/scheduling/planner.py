@@ -13,9 +13,10 @@ from typing import Optional, Sequence
 
 import numpy as np
 
-from carbon_optimizer.errors import FailureCode, TooLarge
+from carbon_optimizer.errors import DeadlineExceeded, FailureCode, TooLarge
+from carbon_optimizer.scheduling.budget import WORK_PER_SECOND, Budget
 from carbon_optimizer.scheduling import window as windows
-from carbon_optimizer.scheduling.chunks import best_chunks
+from carbon_optimizer.scheduling.chunks import MAX_DP_CELLS, best_chunks, dp_cells
 from carbon_optimizer.scheduling.fleet import schedule_fleet
 from carbon_optimizer.scheduling.fleet_model import Capacity, FleetJob
 from carbon_optimizer.scheduling.horizon import estimated_span, replan_at
@@ -47,19 +48,83 @@ def _no_data(job: Job, failures: tuple[ZoneFailure, ...]) -> Unschedulable:
     return Unschedulable(job, code, "; ".join(f.message for f in failures), failures)
 
 
-def plan(job: Job, zones: Zones, now: int) -> Outcome:
+# -- what a request costs ---------------------------------------------------------------------------
+# In budget work units (about 10 ns each here; measured by bench/worst_requests.py): a window
+# search over n points about 2,500 + 5 n (5,000 + 5 n through the chunk search), an exact chunk
+# search 1,000 a unit (its Python loop) plus 2 a cell, the fleet's first plan 10 per (job, zone,
+# start); the fleet's later passes take only what the deadline leaves.
+
+
+def _cost(job: Job, zone: ZoneSeries) -> int:
+    series = zone.searched(job)
+    if job.interruptible:
+        min_chunk = job.min_chunk or min(series.step_seconds, job.duration)
+        if job.max_chunks != 1 and 2 * min_chunk <= job.duration:
+            unit = math.gcd(series.step_seconds, job.duration, min_chunk)
+            units = max(0, (min(job.latest_end, series.end_epoch)
+                            - max(job.earliest_start, series.start_epoch)) // unit)
+            need, run = job.duration // unit, -(-min_chunk // unit)
+            if run <= 1 and (job.max_chunks is None or job.max_chunks >= need):
+                return 4_000 + 40 * units  # a sort
+            cells = dp_cells(units, need, run, job.max_chunks)
+            if cells > MAX_DP_CELLS:
+                raise TooLarge("too many units for an exact interruptible search; use a longer "
+                               "min_chunk, fewer max_chunks or a shorter window")
+            return 1_000 * units + 2 * cells
+        return 5_000 + 5 * len(series.values)
+    return 2_500 + 5 * len(series.values)
+
+
+def _check_cost(jobs: Sequence[Job], zones: Zones, budget: Budget) -> None:
+    """Refuse, before any work, a request whose estimated work is over the budget, naming what to
+    change in the workload that costs most."""
+    costs = [sum(_cost(job, zones[z]) for z in job.zones if isinstance(zones[z], ZoneSeries))
+             for job in jobs]
+    if sum(costs) <= budget.work:
+        return
+    worst = max(range(len(jobs)), key=costs.__getitem__)
+    job = jobs[worst]
+    knobs = "fewer zones or a shorter window"
+    if job.interruptible:
+        knobs += ", a longer min_chunk or fewer max_chunks"
+    where = f"workloads[{worst}] ({job.id or 'no id'})" if len(jobs) > 1 else "this workload"
+    raise TooLarge(f"this request would need about {sum(costs) / WORK_PER_SECOND:.1f} s of solving, "
+                   f"more than the {budget.seconds:g} s one request may use; {where} costs most: "
+                   f"ask for {knobs}"
+                   + (", or send fewer workloads per request" if len(jobs) > 1 else ""))
+
+
+def plan_all(jobs: Sequence[Job], zones: Zones, now: int, budget: Budget) -> list[Outcome]:
+    """Each job on its own, within one budget for the request: refused whole (TooLarge) when its
+    estimated work is over the budget; jobs left when the deadline passes are Unschedulable with
+    deadline_exceeded."""
+    _check_cost(jobs, zones, budget)
+    return [plan(job, zones, now, budget) for job in jobs]
+
+
+def plan(job: Job, zones: Zones, now: int, budget: Optional[Budget] = None) -> Outcome:
     """The cleanest run of one job over its zones: a contiguous window, or chunks when the job is
     interruptible; an Unschedulable saying why when there is none."""
     usable, failures = _split(job, zones)
     if not usable:
         return _no_data(job, failures)
+    try:
+        if budget is not None:
+            budget.check()
+        return _plan(job, zones, now, usable, failures, budget)
+    except DeadlineExceeded as exc:
+        return Unschedulable(job, exc.code, exc.message, failures)
+
+
+def _plan(job: Job, zones: Zones, now: int, usable: list[str], failures: tuple[ZoneFailure, ...],
+          budget: Optional[Budget]) -> Outcome:
     series = [zones[z].searched(job) for z in usable]
     if job.interruptible:
         found = None
         for zone, one in zip(usable, series):
             try:
                 chunks = best_chunks(one.boundaries(), one.values, job.duration, job.earliest_start,
-                                     job.latest_end, job.min_chunk, job.max_chunks)
+                                     job.latest_end, job.min_chunk, job.max_chunks, budget)
             except TooLarge as exc:
                 return Unschedulable(job, exc.code, exc.message, failures)
             if chunks is not None and (found is None
@@ -88,7 +153,8 @@ def plan(job: Job, zones: Zones, now: int) -> Outcome:
                      window.mean_intensity, now, failures)
 
 
-def plan_batch(jobs: Sequence[Job], zones: Zones, capacity: CapacityLimits, now: int) -> list[Outcome]:
+def plan_batch(jobs: Sequence[Job], zones: Zones, capacity: CapacityLimits, now: int,
+               budget: Optional[Budget] = None) -> list[Outcome]:
     """Place a batch jointly under shared capacity (fleet solver) over the providers' forecasts.
 
     Chunks are not split under capacity: an interruptible job runs in one piece here.
@@ -102,12 +168,12 @@ def plan_batch(jobs: Sequence[Job], zones: Zones, capacity: CapacityLimits, now:
         else:
             outcomes[i] = _no_data(job, failures)
     if live:
-        _place_fleet(jobs, zones, capacity, now, live, outcomes)
+        _place_fleet(jobs, zones, capacity, now, live, outcomes, budget)
     return outcomes  # type: ignore[return-value]
 
 
 def _place_fleet(jobs, zones: Zones, capacity: CapacityLimits, now: int, live: list[int],
-                 outcomes: list) -> None:
+                 outcomes: list, budget: Optional[Budget]) -> None:
     names = list(dict.fromkeys(z for i in live for z in jobs[i].zones
                                if isinstance(zones[z], ZoneSeries)))
     series = [zones[z].forecast for z in names]
@@ -131,10 +197,16 @@ def _place_fleet(jobs, zones: Zones, capacity: CapacityLimits, now: int, live: l
                            zones=tuple(names.index(z) for z in jobs[i].zones if z in names),
                            power_kw=jobs[i].power_kw)
                   for i in live]
+    first_plan = 10 * sum(len(j.zones) * max(0, j.latest - j.earliest + 1) for j in fleet_jobs)
+    if budget is not None and first_plan + 20 * units * len(names) > budget.work:
+        raise TooLarge(f"placing this batch under capacity would need about "
+                       f"{first_plan / WORK_PER_SECOND:.1f} s for a first plan, more than the "
+                       f"{budget.seconds:g} s one request may use; send fewer workloads, fewer "
+                       "zones or shorter windows")
     result = schedule_fleet(intensity, fleet_jobs, Capacity(
         max_concurrent=capacity.max_concurrent,
         zone_concurrent=[capacity.max_concurrent_per_zone.get(z) for z in names],
-        zone_power_kw=[capacity.max_power_kw.get(z) for z in names]))
+        zone_power_kw=[capacity.max_power_kw.get(z) for z in names]), budget)
     messages = {
         FailureCode.WINDOW_NOT_COVERED: "no start inside the allowed window is covered by the "
                                         "forecasts of every zone in the batch",

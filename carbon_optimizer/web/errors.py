@@ -8,7 +8,7 @@ from typing import Optional
 from flask import Flask, jsonify
 from werkzeug.exceptions import HTTPException
 
-from carbon_optimizer.errors import FailureCode, RequestError
+from carbon_optimizer.errors import CarbonOptimizerError, FailureCode, RequestError
 
 log = logging.getLogger(__name__)
 
@@ -30,6 +30,12 @@ def register_error_handlers(app: Flask) -> None:
     @app.errorhandler(RequestError)
     def _api_error(exc: RequestError):
         return error_response(exc.status, exc.message, exc.code, exc.details, exc.headers)
+
+    @app.errorhandler(CarbonOptimizerError)
+    def _service_error(exc: CarbonOptimizerError):
+        # A failure raised below the web layer (e.g. a request over its solving budget).
+        headers = {"Retry-After": "5"} if exc.code.transient else None
+        return error_response(exc.code.status, exc.message, exc.code, headers=headers)
 
     @app.errorhandler(HTTPException)
     def _http_error(exc: HTTPException):
