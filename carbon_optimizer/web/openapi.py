@@ -66,8 +66,9 @@ def build_document(version: str, max_batch_size: int) -> dict:
                                   "too_large, or zone_not_entitled (the service's data plan does "
                                   "not cover the zone); final, do not retry unchanged"),
                     "429": rate_limited,
-                    "503": _error("no carbon data for a zone just now (a passing upstream fault); "
-                                  "retry after Retry-After seconds"),
+                    "503": _error("no carbon data for a zone just now (a passing upstream fault), "
+                                  "or deadline_exceeded (the solving time ran out on a busy "
+                                  "machine); retry after Retry-After seconds"),
                 }}},
             "/api/v1/forecast": {"get": {
                 "summary": "The normalised forecast for a zone, as the optimizer uses it",
