@@ -54,6 +54,8 @@ def _read_body() -> bytes:
     while size <= limit:
         try:
             part = stream.read(min(65_536, limit + 1 - size))
+        except RequestError:  # the server's read deadline (408): keep its answer
+            raise
         except Exception:  # noqa: BLE001  (a malformed chunk or a dropped client: not our 500)
             raise ClientDisconnected() from None
         if not part:
