@@ -68,6 +68,11 @@ class Posters:
         for thread in self._threads:
             thread.join(timeout=15)
 
+    def failures(self) -> list[object]:
+        """Every outcome that was not a 200, so far."""
+        with self._lock:
+            return [o for o in self.outcomes if o != 200]
+
 
 def rss_kib(pid: int) -> int:
     try:

@@ -8,7 +8,6 @@ import os
 import shutil
 import signal
 import subprocess
-import threading
 import time
 import uuid
 from concurrent.futures import ThreadPoolExecutor
@@ -200,42 +199,6 @@ def start_redis(port: int, tmp_path) -> subprocess.Popen:
     raise RuntimeError("redis-server did not start")
 
 
-class Load:
-    """Threads posting optimize requests until stopped; every outcome is recorded."""
-
-    def __init__(self, url: str, threads: int, body: dict = BODY):
-        self.url, self.body = f"{url}/api/v1/optimize", body
-        self.statuses: list[object] = []
-        self._stop = threading.Event()
-        self._lock = threading.Lock()
-        self._threads = [threading.Thread(target=self._run, daemon=True) for _ in range(threads)]
-
-    def _run(self):
-        session = requests.Session()
-        while not self._stop.is_set():
-            try:
-                outcome: object = session.post(self.url, json=self.body, timeout=10).status_code
-            except requests.RequestException as exc:
-                outcome = type(exc).__name__
-                session = requests.Session()
-            with self._lock:
-                self.statuses.append(outcome)
-
-    def __enter__(self):
-        for thread in self._threads:
-            thread.start()
-        return self
-
-    def __exit__(self, *exc):
-        self._stop.set()
-        for thread in self._threads:
-            thread.join(timeout=15)
-
-    def failures(self) -> list[object]:
-        with self._lock:
-            return [s for s in self.statuses if s != 200]
-
-
 def wait_for(predicate, seconds: float, poll: float = 0.1) -> bool:
     deadline = time.monotonic() + seconds
     while time.monotonic() < deadline:
@@ -266,24 +229,24 @@ def test_redis_killed_while_requests_flow_then_used_again(stand_in, tmp_path):
     try:
         with GunicornProcess(env, workers=2, threads=4, log_path=tmp_path / "gunicorn.log") as service:
             health = lambda: requests.get(f"{service.url}/health", timeout=5).json()  # noqa: E731
-            with Load(service.url, threads=4) as load:
-                assert wait_for(lambda: len(load.statuses) >= 20, 10)
+            with soak.Posters(service.url, threads=4, body=BODY) as load:
+                assert wait_for(lambda: len(load.outcomes) >= 20, 10)
                 assert private.exists(f"{prefix}forecast:DE")
                 server.kill()
                 server.wait(timeout=5)
-                seen = len(load.statuses)
+                seen = len(load.outcomes)
                 # Both workers notice (each /health pings Redis); requests keep being answered.
                 assert wait_for(lambda: all(health()["status"] == "degraded" for _ in range(4)), 10)
                 assert health()["checks"]["redis"]["status"] == "down"
-                assert wait_for(lambda: len(load.statuses) >= seen + 40, 10)
+                assert wait_for(lambda: len(load.outcomes) >= seen + 40, 10)
 
                 server = start_redis(port, tmp_path)  # empty: the service must write to it again
                 assert wait_for(lambda: all(health()["status"] == "ok" for _ in range(4)), 15)
                 assert wait_for(lambda: private.exists(f"{prefix}forecast:DE"), 15)
-                seen = len(load.statuses)
-                assert wait_for(lambda: len(load.statuses) >= seen + 20, 10)
+                seen = len(load.outcomes)
+                assert wait_for(lambda: len(load.outcomes) >= seen + 20, 10)
             assert load.failures() == []
-            assert len(load.statuses) > 80
+            assert len(load.outcomes) > 80
     finally:
         server.kill()
         server.wait(timeout=5)
@@ -298,12 +261,12 @@ def test_worker_killed_under_load_is_replaced_and_only_in_flight_requests_may_fa
     with GunicornProcess(env, workers=2, threads=4, log_path=tmp_path / "gunicorn.log") as service:
         workers = service.worker_pids()
         assert len(workers) == 2
-        with Load(service.url, threads=threads) as load:
-            assert wait_for(lambda: len(load.statuses) >= 30, 10)
+        with soak.Posters(service.url, threads=threads, body=BODY) as load:
+            assert wait_for(lambda: len(load.outcomes) >= 30, 10)
             os.kill(workers[0], signal.SIGKILL)
             assert wait_for(lambda: len(service.worker_pids()) == 2 and workers[0] not in service.worker_pids(), 20)
-            seen = len(load.statuses)
-            assert wait_for(lambda: len(load.statuses) >= seen + 50, 10)
+            seen = len(load.outcomes)
+            assert wait_for(lambda: len(load.outcomes) >= seen + 50, 10)
         replacement = set(service.worker_pids()) - set(workers)
         assert len(replacement) == 1
         failures = load.failures()
