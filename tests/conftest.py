@@ -12,7 +12,7 @@ import redis
 from carbon_optimizer.web.app import create_app
 from carbon_optimizer.secret_store import SecretStore
 from carbon_optimizer.settings import load_settings
-from tests.support import TEST_REDIS_URL, delete_keys
+from tests.support import LIMIT_REDIS, TEST_REDIS_URL, delete_keys
 
 FIXED_NOW = datetime(2026, 11, 23, 10, 17, 30, tzinfo=timezone.utc)
 
@@ -63,6 +63,21 @@ def redis_client():
     except redis.RedisError:
         pytest.fail("these tests need Redis on 127.0.0.1:6379 (see README)")
     return client
+
+
+@pytest.fixture
+def limit_prefix():
+    """A CACHE_KEY_PREFIX of the test's own in the rate-limit database; afterwards every key holding
+    it is deleted (the limiter writes it inside its keys, not only at the start), and nothing else."""
+    prefix = f"limit-{uuid.uuid4().hex[:10]}:"
+    store = redis.Redis.from_url(LIMIT_REDIS)
+    try:
+        store.ping()
+    except redis.RedisError:
+        pytest.fail("these tests need Redis on 127.0.0.1:6379")
+    yield prefix
+    for key in store.scan_iter(match=f"*{prefix}*", count=500):
+        store.delete(key)
 
 
 @pytest.fixture

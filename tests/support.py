@@ -23,6 +23,7 @@ from carbon_optimizer import settings
 
 ROOT = Path(__file__).resolve().parent.parent
 TEST_REDIS_URL = "redis://127.0.0.1:6379/15"
+LIMIT_REDIS = "redis://127.0.0.1:6379/13"  # rate-limit tests: a database of their own
 
 
 def free_port() -> int:

@@ -15,7 +15,6 @@ import signal
 import socket
 import subprocess
 import time
-import uuid
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
@@ -25,10 +24,9 @@ from werkzeug.test import EnvironBuilder, run_wsgi_app
 from carbon_optimizer.secret_store import SecretStore
 from carbon_optimizer.settings import ConfigError, load_settings
 from carbon_optimizer.web.app import create_app
-from tests.support import GunicornProcess, free_port
+from tests.support import LIMIT_REDIS, GunicornProcess, free_port
 
 BODY = {"duration": "PT1H", "zones": ["DE"], "max_delay": "PT6H"}
-LIMIT_REDIS = "redis://127.0.0.1:6379/13"
 
 
 def build(env: dict | None = None):
@@ -164,19 +162,6 @@ def test_a_chunked_body_over_the_limit_is_413_through_gunicorn(tmp_path):
 
 
 # -- 3. refused requests are not charged -----------------------------------------------------------
-
-@pytest.fixture
-def limit_prefix():
-    prefix = f"hard-{uuid.uuid4().hex[:10]}:"
-    store = redis.Redis.from_url(LIMIT_REDIS)
-    try:
-        store.ping()
-    except redis.RedisError:
-        pytest.fail("these tests need Redis on 127.0.0.1:6379")
-    yield prefix
-    for key in store.scan_iter(match=f"*{prefix}*", count=500):  # the limiter's keys hold it inside
-        store.delete(key)
-
 
 @pytest.mark.parametrize("storage", ["memory", "redis"])
 def test_requests_refused_with_429_do_not_use_up_the_budgets(storage, limit_prefix):

@@ -10,7 +10,6 @@ import json
 import logging
 import socket
 import time
-import uuid
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
@@ -24,12 +23,11 @@ from carbon_optimizer.web.auth import matches_any
 from carbon_optimizer.settings import load_settings
 from tests import leak_guard
 from tests.leak_guard import secret
-from tests.support import GunicornProcess, delete_keys, free_port
+from tests.support import LIMIT_REDIS, GunicornProcess, free_port
 
 KEY_1 = secret("FAKE-api-key-one-4f9c21")
 KEY_2 = secret("FAKE-api-key-two-b83e07")
 METRICS_TOKEN = secret("FAKE-metrics-token-77d1")
-LIMIT_REDIS = "redis://127.0.0.1:6379/13"
 BODY = {"duration": "PT1H", "zones": ["DE"], "max_delay": "PT6H"}
 
 
@@ -216,20 +214,6 @@ def test_client_ip_comes_from_the_trusted_proxy_hop_so_x_forwarded_for_cannot_be
     direct = build({"RATE_LIMIT_DEFAULT": "1 per hour"}).test_client()
     assert direct.get("/api/v1/forecast?zone=DE", headers={"X-Forwarded-For": "1.1.1.1"}).status_code == 200
     assert direct.get("/api/v1/forecast?zone=DE", headers={"X-Forwarded-For": "2.2.2.2"}).status_code == 429
-
-
-@pytest.fixture
-def limit_prefix():
-    prefix = f"sec-{uuid.uuid4().hex[:10]}:"
-    store = redis.Redis.from_url(LIMIT_REDIS)
-    try:
-        store.ping()
-    except redis.RedisError:
-        pytest.fail("these tests need Redis on 127.0.0.1:6379")
-    yield prefix
-    for key in store.scan_iter(match=f"*{prefix}*", count=500):  # only this test's keys
-        store.delete(key)
-    delete_keys(store, prefix)
 
 
 def test_redis_down_falls_back_to_in_process_limits_and_health_says_so(limit_prefix):
