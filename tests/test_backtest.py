@@ -11,7 +11,7 @@ import pytest
 from carbon_optimizer.data.providers.replay import ReplayProvider
 from carbon_optimizer.engine import CarbonEngine
 from carbon_optimizer.timeseries import ForecastSeries, to_epoch
-from tools import backtest
+from tools import backtest, backtest_report
 from tools.backtest import Case, Dataset, ForecastKind, simulate
 
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "carbon-intensity"
@@ -166,14 +166,14 @@ def test_report_keeps_the_prose_around_the_generated_part(tmp_path):
     meta = {"command": "x", "date": "d", "machine": "m", "seconds": 1.0, "calls": 2,
             "commit": "c", "every": 5, "days": None}
     doc = tmp_path / "backtest.md"
-    doc.write_text(f"# Title\n\nprose before\n\n{backtest.BEGIN}\nold\n{backtest.END}\n\nprose after\n")
-    backtest.write_doc(doc, rows, meta, "chart.png")
-    backtest.write_doc(doc, rows, meta, "chart.png")
+    doc.write_text(f"# Title\n\nprose before\n\n{backtest_report.BEGIN}\nold\n{backtest_report.END}\n\nprose after\n")
+    backtest_report.write_doc(doc, rows, meta, "chart.png")
+    backtest_report.write_doc(doc, rows, meta, "chart.png")
     text = doc.read_text()
     assert text.startswith("# Title\n\nprose before\n\n") and text.endswith("\n\nprose after\n")
-    assert text.count(backtest.BEGIN) == 1 and "old" not in text
+    assert text.count(backtest_report.BEGIN) == 1 and "old" not in text
     assert "### 1 h, 24 h slack" in text and "| synthetic | 6 h only |" in text
-    backtest.chart(rows, tmp_path / "chart.png")
+    backtest_report.chart(rows, tmp_path / "chart.png")
     assert (tmp_path / "chart.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
