@@ -10,7 +10,7 @@ import pytest
 
 from carbon_optimizer.errors import DeadlineExceeded, FailureCode, TooLarge
 from carbon_optimizer.scheduling.budget import Budget
-from carbon_optimizer.scheduling.chunks import MAX_DP_CELLS, best_chunks, dp_cells
+from carbon_optimizer.scheduling.chunks import MAX_DP_CELLS, best_chunks
 from carbon_optimizer.scheduling.fleet import Capacity, FleetJob, schedule_fleet
 from carbon_optimizer.scheduling.model import Job, Schedule, Unschedulable, ZoneSeries
 from carbon_optimizer.scheduling.planner import plan_all
@@ -74,7 +74,8 @@ def test_the_exact_chunk_search_keeps_two_bytes_a_cell():
     hours = 24 * 3
     values = np.random.default_rng(2).uniform(50, 500, hours)
     boundaries = T0 + HOUR * np.arange(hours + 1)
-    cells = dp_cells(hours * 60, 271, 2, 3)  # a one-minute grid
+    # A one-minute grid: (units + 1) x (chunk counts 0..3) x (minutes used 0..271).
+    cells = (hours * 60 + 1) * 4 * 272
     tracemalloc.start()
     best_chunks(boundaries, values, 271 * 60, T0, T0 + hours * HOUR, 120, 3)
     peak = tracemalloc.get_traced_memory()[1]
