@@ -8,9 +8,11 @@ serialises what it returns. It builds no answer itself; scheduling.planner does.
 from __future__ import annotations
 
 import logging
+import time
+from concurrent.futures import Executor, Future, ThreadPoolExecutor, wait
 from dataclasses import replace
 from datetime import datetime
-from typing import Callable, Mapping, Optional, Sequence
+from typing import Callable, Mapping, Optional, Sequence, TypeVar
 
 import numpy as np
 
@@ -18,7 +20,7 @@ from carbon_optimizer.data.cache import ForecastCache
 from carbon_optimizer.data.profiles import hour_of_week_profiles
 from carbon_optimizer.data.providers.base import Provider
 from carbon_optimizer.data.providers.factory import build_provider
-from carbon_optimizer.errors import CarbonDataError
+from carbon_optimizer.errors import CarbonDataError, FailureCode
 from carbon_optimizer.ops import metrics
 from carbon_optimizer.scheduling import planner
 from carbon_optimizer.scheduling.budget import Budget
@@ -34,15 +36,26 @@ log = logging.getLogger(__name__)
 
 __all__ = ["CarbonEngine", "Job", "build_engine"]
 
+T = TypeVar("T")
+
 
 class CarbonEngine:
+    """`fetch_pool` runs a remote provider's fetches (all of a request's zones at once); a request
+    waits for them at most `fetch_seconds` in all. Without a pool, zones are fetched one after
+    another on the request's thread (the local providers compute, so threads would not help)."""
+
     def __init__(self, provider: Provider, cache: ForecastCache,
                  profiles: Optional[Callable[[], Mapping[str, np.ndarray]]] = hour_of_week_profiles,
-                 budget: Callable[[], Budget] = Budget):
+                 budget: Callable[[], Budget] = Budget,
+                 fetch_pool: Optional[Executor] = None, fetch_seconds: float = 5.0,
+                 monotonic: Callable[[], float] = time.monotonic):
         self.provider = provider
         self.cache = cache
         self._profiles = profiles
         self._budget = budget  # a fresh Budget (deadline and work cap) per optimize call
+        self._pool = fetch_pool if provider.shared_cache else None
+        self._fetch_seconds = fetch_seconds
+        self._monotonic = monotonic
 
     # -- carbon data -----------------------------------------------------------------------------
 
@@ -54,16 +67,17 @@ class CarbonEngine:
         return ZoneSeries(forecast=cached.series, stale=cached.stale,
                           fetched_at=int(cached.fetched_at) if cached.fetched_at else None)
 
-    def extended(self, zone: ZoneSeries, until: int, now: datetime) -> ZoneSeries:
+    def extended(self, zone: ZoneSeries, until: int, now: datetime,
+                 history: Optional[ForecastSeries] = None) -> ZoneSeries:
         """`zone` with estimates past its forecast up to `until` (epoch seconds; at most 14 days
-        past the forecast). The estimates do not depend on `until`: longer only adds points."""
+        past the forecast), refined by the zone's recent `history` when there is one. The
+        estimates do not depend on `until`: longer only adds points."""
         series = zone.forecast
         if until <= series.end_epoch:
             return zone
         until = min(until, series.end_epoch + MAX_EXTENSION_SECONDS)
         profile = self._profiles().get(series.zone) if self._profiles else None
-        return replace(zone, extended=extend_series(series, until, profile,
-                                                    self._history(series.zone, now)))
+        return replace(zone, extended=extend_series(series, until, profile, history))
 
     def _history(self, zone: str, now: datetime) -> Optional[ForecastSeries]:
         """Recent measurements (cached like forecasts when the provider is remote); None on failure."""
@@ -81,12 +95,49 @@ class CarbonEngine:
             log.info("no history for zone %s: %s", zone, exc)
             return None
 
+    def _gather(self, calls: Mapping[str, Callable[[], T]],
+                deadline: float) -> dict[str, "Future[T] | None"]:
+        """Run `calls` (by zone) on the fetch pool, all at once, and wait for them until
+        `deadline` (monotonic). A zone's future is None when it was not done by then; a call not
+        yet started is cancelled, so a slow provider does not pile up work for requests that have
+        given up. Without a pool the calls run here, one after another."""
+        futures: dict[str, Future[T]] = {}
+        for zone, call in calls.items():
+            if self._pool is None:
+                futures[zone] = future = Future()
+                try:
+                    future.set_result(call())
+                except Exception as exc:  # noqa: BLE001  (re-raised by .result(), as from a pool)
+                    future.set_exception(exc)
+            else:
+                futures[zone] = self._pool.submit(call)
+        if self._pool is not None and futures:
+            wait(futures.values(), timeout=max(0.0, deadline - self._monotonic()))
+        done: dict[str, Future[T] | None] = {}
+        for zone, future in futures.items():
+            if future.done():
+                done[zone] = future
+            else:
+                future.cancel()
+                done[zone] = None
+        return done
+
     def _zones(self, jobs: Sequence[Job], now: datetime,
                extend: bool) -> dict[str, ZoneSeries | ZoneFailure]:
+        deadline = self._monotonic() + self._fetch_seconds  # for all the request's carbon data
+        wanted = dict.fromkeys(z for job in jobs for z in job.zones)
         found: dict[str, ZoneSeries | ZoneFailure] = {}
-        for zone in dict.fromkeys(z for job in jobs for z in job.zones):
+        fetched = self._gather({z: (lambda z=z: self.forecast(z, now)) for z in wanted}, deadline)
+        for zone, future in fetched.items():
+            if future is None:
+                log.warning("no carbon data for zone %s within %.1f s", zone, self._fetch_seconds)
+                found[zone] = ZoneFailure(
+                    zone, FailureCode.UPSTREAM_UNAVAILABLE,
+                    f"the carbon-data provider did not answer for zone {zone} within the request's "
+                    f"{self._fetch_seconds:g} s deadline; retry shortly")
+                continue
             try:
-                found[zone] = self.forecast(zone, now)
+                found[zone] = future.result()
             except CarbonDataError as exc:
                 log.warning("no carbon data for zone %s: %s", zone, exc.message)
                 found[zone] = ZoneFailure(zone, exc.code, exc.message)
@@ -97,8 +148,11 @@ class CarbonEngine:
                     one = found[z]
                     if isinstance(one, ZoneSeries) and planner.reaches_past_forecast(job, one):
                         reach[z] = max(reach.get(z, 0), job.latest_end)
+            # History only refines the estimates: one not there by the deadline is done without.
+            histories = self._gather({z: (lambda z=z: self._history(z, now)) for z in reach}, deadline)
             for z, until in reach.items():
-                found[z] = self.extended(found[z], until, now)  # type: ignore[arg-type]
+                history = histories[z].result() if histories[z] is not None else None  # type: ignore[union-attr]
+                found[z] = self.extended(found[z], until, now, history)  # type: ignore[arg-type]
         return found
 
     # -- scheduling ------------------------------------------------------------------------------
@@ -134,9 +188,15 @@ class CarbonEngine:
 
     # -- operations ------------------------------------------------------------------------------
 
+    def close(self, wait: bool = True) -> None:
+        """Stop the fetch pool: queued fetches are dropped, running ones finish (each within its
+        call budget) when `wait`."""
+        if self._pool is not None:
+            self._pool.shutdown(wait=wait, cancel_futures=True)
+
     def health(self) -> dict:
         """Dependency checks for /health; never calls the provider."""
-        last_success, last_failure = self.cache.fetch_times()
+        redis_status, last_success, last_failure = self.cache.health()
         if not self.provider.shared_cache:
             provider_status = "ok"
         elif last_failure is not None and (last_success is None or last_failure > last_success):
@@ -144,7 +204,7 @@ class CarbonEngine:
         else:
             provider_status = "ok"
         return {
-            "redis": self.cache.status(),
+            "redis": redis_status,
             "provider": {"status": provider_status, "name": self.provider.name,
                          "last_failure": rfc3339(from_epoch(last_failure)) if last_failure else None},
             "last_successful_fetch": {
@@ -156,10 +216,15 @@ class CarbonEngine:
 def build_engine(settings: Settings, secrets: BaseSecretStore) -> CarbonEngine:
     """The engine configuration asks for: its provider and its cache."""
     provider = build_provider(settings, secrets)
+    # Threads that wait on the provider's sockets: a request's zones are fetched at once, and
+    # expired zones refreshed in the background. Started lazily, so in each Gunicorn worker.
+    pool = ThreadPoolExecutor(max_workers=settings.upstream_concurrency,
+                              thread_name_prefix="carbon-upstream")
     cache = ForecastCache(
         redis_url=settings.redis_url, ttl=settings.cache_ttl_seconds,
         stale_ttl=settings.cache_stale_ttl_seconds, lock_seconds=settings.upstream_lock_seconds,
         failure_backoff=settings.upstream_failure_backoff_seconds,
-        key_prefix=settings.cache_key_prefix)
+        key_prefix=settings.cache_key_prefix, background=pool.submit)
     return CarbonEngine(provider, cache,
-                        budget=lambda: Budget(seconds=settings.solve_timeout_seconds))
+                        budget=lambda: Budget(seconds=settings.solve_timeout_seconds),
+                        fetch_pool=pool, fetch_seconds=settings.upstream_deadline_seconds)

@@ -31,9 +31,16 @@ class Settings(BaseModel):
     electricity_maps_base_url: str = Field(
         "https://api.electricitymaps.com/v3", alias="ELECTRICITY_MAPS_BASE_URL")
     forecast_horizon_hours: int = Field(72, ge=1, le=168, alias="FORECAST_HORIZON_HOURS")
-    upstream_connect_timeout: float = Field(3.05, gt=0, le=60, alias="UPSTREAM_CONNECT_TIMEOUT")
+    upstream_connect_timeout: float = Field(1.5, gt=0, le=60, alias="UPSTREAM_CONNECT_TIMEOUT")
     upstream_read_timeout: float = Field(10.0, gt=0, le=120, alias="UPSTREAM_READ_TIMEOUT")
     upstream_retries: int = Field(2, ge=0, le=10, alias="UPSTREAM_RETRIES")
+    # One upstream call in all: every attempt, read and backoff (the read timeout is per read).
+    upstream_call_seconds: float = Field(4.0, gt=0, le=120, alias="UPSTREAM_CALL_SECONDS")
+    # How long one request waits for the carbon data of all its zones, fetched concurrently; a
+    # zone not there by then is served stale if there is a stale copy, else fails (503).
+    upstream_deadline_seconds: float = Field(5.0, gt=0, le=120, alias="UPSTREAM_DEADLINE_SECONDS")
+    # Upstream calls in flight at once per worker process (threads that only wait on sockets).
+    upstream_concurrency: int = Field(8, ge=1, le=64, alias="UPSTREAM_CONCURRENCY")
     carbon_data_dir: Optional[str] = Field(None, alias="CARBON_DATA_DIR")
 
     # Scheduling defaults
@@ -149,10 +156,9 @@ class Settings(BaseModel):
 
     @property
     def upstream_lock_seconds(self) -> float:
-        """Longest one upstream fetch can take, retries included: how long a fetch lock is held."""
-        attempts = self.upstream_retries + 1
-        backoff = sum(min(0.5 * 2 ** i, 4.0) for i in range(self.upstream_retries))
-        return attempts * (self.upstream_connect_timeout + self.upstream_read_timeout) + backoff
+        """How long a fetch lock is held at most: one upstream call's budget, plus a margin for
+        decoding and writing its answer."""
+        return self.upstream_call_seconds + 1.0
 
 
 def env_var_names() -> set[str]:

@@ -36,13 +36,20 @@ def processes_only_in_slow_tests(request, monkeypatch):
 
 @pytest.fixture
 def make_app():
-    """Build an app from environment-style settings, at a fixed clock by default."""
+    """Build an app from environment-style settings, at a fixed clock by default. Its engine's
+    background fetches are finished when the test ends, so none outlives it."""
+    built = []
+
     def build(env: dict | None = None, clock=lambda: FIXED_NOW, **kwargs):
         # Rate limits (web/limits.py) are off here: tests/test_security.py tests them on its own apps.
         env = {"RATE_LIMIT_ENABLED": "false", **(env or {})}
         kwargs.setdefault("secret_store", SecretStore(env))
-        return create_app(settings=load_settings(env), clock=clock, **kwargs)
-    return build
+        app = create_app(settings=load_settings(env), clock=clock, **kwargs)
+        built.append(app)
+        return app
+    yield build
+    for app in built:
+        app.extensions["carbon_engine"].close()
 
 
 @pytest.fixture

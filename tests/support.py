@@ -26,6 +26,17 @@ TEST_REDIS_URL = "redis://127.0.0.1:6379/15"
 LIMIT_REDIS = "redis://127.0.0.1:6379/13"  # rate-limit tests: a database of their own
 
 
+def wait_for(condition, seconds: float = 5.0, poll: float = 0.02) -> bool:
+    """True as soon as `condition()` is (for work done in the background or by another process),
+    False if it is still not after `seconds`."""
+    deadline = time.monotonic() + seconds
+    while not condition():
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(poll)
+    return True
+
+
 def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
@@ -49,14 +60,20 @@ class ElectricityMapsStandIn:
     """A local HTTP server answering /v3/carbon-intensity/{forecast,latest,history} per zone.
 
     `responses[zone]` is (status, body) served for that zone; `delay` slows every answer, so that
-    concurrent requests really overlap; `calls` counts requests by (endpoint, zone).
+    concurrent requests really overlap; `trickle` (seconds) sends the body a byte at a time, that
+    long apart; `calls` counts requests by (endpoint, zone), `most_in_flight` the most answered at
+    once.
     """
 
-    def __init__(self, delay: float = 0.0):
+    def __init__(self, delay: float = 0.0, trickle: float = 0.0):
         self.delay = delay
+        self.zone_delay: dict[str, float] = {}  # per zone, instead of `delay`
+        self.trickle = trickle
         self.responses: dict[str, tuple[int, object]] = {}
         self.calls: dict[tuple[str, str], int] = {}
         self.tokens_seen: set[str] = set()
+        self.most_in_flight = 0
+        self._in_flight = 0
         self._lock = threading.Lock()
         stand_in = self
 
@@ -71,15 +88,33 @@ class ElectricityMapsStandIn:
                 with stand_in._lock:
                     stand_in.calls[(endpoint, zone)] = stand_in.calls.get((endpoint, zone), 0) + 1
                     stand_in.tokens_seen.add(self.headers.get("auth-token", ""))
-                if stand_in.delay:
-                    time.sleep(stand_in.delay)
+                    stand_in._in_flight += 1
+                    stand_in.most_in_flight = max(stand_in.most_in_flight, stand_in._in_flight)
+                try:
+                    self._answer(zone)
+                except OSError:  # the client gave up (a deadline): nothing to answer
+                    pass
+                finally:
+                    with stand_in._lock:
+                        stand_in._in_flight -= 1
+
+            def _answer(self, zone: str) -> None:
+                pause = stand_in.zone_delay.get(zone, stand_in.delay)
+                if pause:
+                    time.sleep(pause)
                 status, body = stand_in.responses.get(zone, (404, {"status": "error", "message": "zone not found"}))
                 payload = body if isinstance(body, bytes) else json.dumps(body).encode()
                 self.send_response(status)
                 self.send_header("Content-Type", "application/json")
                 self.send_header("Content-Length", str(len(payload)))
                 self.end_headers()
-                self.wfile.write(payload)
+                if not stand_in.trickle:
+                    self.wfile.write(payload)
+                    return
+                for byte in payload:
+                    self.wfile.write(bytes([byte]))
+                    self.wfile.flush()
+                    time.sleep(stand_in.trickle)
 
         self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
         self._server.daemon_threads = True

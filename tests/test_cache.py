@@ -176,7 +176,7 @@ def test_failure_serves_the_last_good_copy_flagged_stale(redis_prefix):
     # Within the failure backoff the provider is not asked again; the stale copy keeps coming.
     again = cache.get("forecast", "DE", failing)
     assert again.stale and failing.calls == 1
-    last_success, last_failure = cache.fetch_times()
+    _, last_success, last_failure = cache.health()
     assert last_failure > last_success
 
 
@@ -205,7 +205,7 @@ def test_unreachable_redis_falls_back_to_memory(redis_prefix):
     assert not cache.get("forecast", "DE", fetch).stale
     cache.get("forecast", "DE", fetch)
     assert fetch.calls == 1
-    assert cache.status()["status"] == "down"
+    assert cache.health()[0]["status"] == "down"
 
 
 def test_unreadable_entry_is_discarded(redis_client, redis_prefix):
@@ -243,7 +243,7 @@ def test_redis_coming_back_is_used_again_without_restart(tmp_path):
         process.terminate()
         process.wait()
         assert not cache.get("forecast", "FR", CountingFetch()).stale  # served from memory
-        assert cache.status()["status"] == "down"
+        assert cache.health()[0]["status"] == "down"
         process, client = start()
         # Redis is back, but within the retry interval the cache stays on memory...
         clock.advance(4.9)
@@ -257,7 +257,7 @@ def test_redis_coming_back_is_used_again_without_restart(tmp_path):
         # again rather than left empty for the other workers and replicas.
         cache.get("forecast", "FR", CountingFetch())
         assert client.exists("t:forecast:FR")
-        assert cache.status()["status"] == "ok"
+        assert cache.health()[0]["status"] == "ok"
     finally:
         process.terminate()
         process.wait()

@@ -7,7 +7,7 @@ import responses
 from carbon_optimizer.ops.metrics import STALE_SERVES
 
 from tests.conftest import FIXED_NOW
-from tests.support import free_port, hourly_forecast
+from tests.support import free_port, hourly_forecast, wait_for
 
 BASE = "https://api.electricitymaps.test/v3"
 
@@ -66,8 +66,9 @@ def test_provider_down_serves_stale_then_recovers(make_app):
     clock.advance(3600)  # the copy is an hour old
     served_before = STALE_SERVES.labels("DE")._value.get()
     stale = client.post("/api/v1/optimize", json={"duration": 60, "zones": ["DE"]})
+    # Served at once from the copy; the refresh (which fails) runs in the background.
     assert stale.status_code == 200 and stale.get_json()["provenance"]["stale"] is True
-    assert client.get("/health").get_json()["checks"]["provider"]["status"] == "failing"
+    assert wait_for(lambda: client.get("/health").get_json()["checks"]["provider"]["status"] == "failing")
     assert STALE_SERVES.labels("DE")._value.get() == served_before + 1
     assert "carbon_stale_forecasts_served_total" in client.get("/metrics").get_data(as_text=True)
     responses.replace(responses.GET, f"{BASE}/carbon-intensity/forecast",
@@ -78,6 +79,14 @@ def test_provider_down_serves_stale_then_recovers(make_app):
         "provenance"]["stale"] is True
     assert len(responses.calls) == 2
     clock.advance(1)
+    # The backoff is over: this request still gets the copy and starts the refresh, which the
+    # next requests see once it has landed.
+    assert client.post("/api/v1/optimize", json={"duration": 60, "zones": ["DE"]}).get_json()[
+        "provenance"]["stale"] is True
+    assert wait_for(lambda: len(responses.calls) == 3)
+    assert wait_for(lambda: not client.post("/api/v1/optimize", json={"duration": 60, "zones": ["DE"]})
+                      .get_json()["provenance"]["stale"])
     fresh = client.post("/api/v1/optimize", json={"duration": 60, "zones": ["DE"]}).get_json()
     assert fresh["provenance"]["stale"] is False and fresh["carbon_intensity"] == 250.0
+    assert len(responses.calls) == 3
     assert client.get("/health").get_json()["status"] == "ok"

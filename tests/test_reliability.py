@@ -18,7 +18,9 @@ import redis
 import requests
 
 from bench import soak
-from tests.support import ElectricityMapsStandIn, GunicornProcess, delete_keys, free_port, hourly_forecast
+from tests.support import (
+    ElectricityMapsStandIn, GunicornProcess, delete_keys, free_port, hourly_forecast, wait_for,
+)
 
 REDIS_URL = "redis://127.0.0.1:6379/12"
 NOW = datetime.now(timezone.utc)
@@ -150,7 +152,10 @@ def test_upstream_fault_with_an_expired_copy_serves_it_flagged_stale(fault, upst
     app = make_app(em_env(upstream.url_for(fault), prefix, CACHE_TTL_SECONDS="60"), clock=lambda: NOW)
     app.extensions["carbon_engine"].cache.clock = lambda: time.time() + 120
     client = app.test_client()
-    for _ in range(2):
+    # The expired copy is served at once while the refresh meets the fault in the background.
+    check_answer(client.post("/api/v1/optimize", json=BODY), {200}, stale=True)
+    assert wait_for(lambda: client.get("/health").get_json()["checks"]["provider"]["status"] == "failing")
+    for _ in range(2):  # what the refresh learnt now holds, within the failure backoff
         optimize = client.post("/api/v1/optimize", json=BODY)
         forecast = client.get("/api/v1/forecast?zone=DE")
         if fault in FINAL:
@@ -197,15 +202,6 @@ def start_redis(port: int, tmp_path) -> subprocess.Popen:
             time.sleep(0.05)
     server.kill()
     raise RuntimeError("redis-server did not start")
-
-
-def wait_for(predicate, seconds: float, poll: float = 0.1) -> bool:
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(poll)
-    return False
 
 
 @pytest.fixture

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import json
 import threading
-import time
 import uuid
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
@@ -22,7 +21,7 @@ from carbon_optimizer.secret_store import (AwsSecretStore, RefreshingSecretStore
 from carbon_optimizer.settings import ConfigError, load_settings
 from tests import leak_guard
 from tests.leak_guard import secret
-from tests.support import free_port
+from tests.support import free_port, wait_for
 
 EM_KEY = secret("FAKE-em-key-7d1e0b")
 EM_KEY_2 = secret("FAKE-em-key-rotated-c4a9")
@@ -40,15 +39,6 @@ def leak_scan():
     with leak_guard.Scan() as scan:
         yield scan
     scan.assert_clean()
-
-
-def wait_for(condition, seconds: float) -> bool:
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
-        if condition():
-            return True
-        time.sleep(0.05)
-    return condition()
 
 
 def refreshes(backend: str, outcome: str) -> float:

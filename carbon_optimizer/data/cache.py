@@ -8,6 +8,11 @@ so it is used again without a restart.
 Each worker also keeps the decoded forecasts it last read, and answers from them while they are
 fresh: a fresh entry cannot change before its TTL ends (nobody refetches a fresh zone), so reading
 Redis and decoding JSON on every request would buy nothing.
+
+Past its TTL an entry is served at once, flagged stale, while one refresher (whoever takes the
+zone's lock, across every worker and replica) fetches a new one in the background: a slow provider
+then slows no request that has any copy to fall back on. Only a zone never fetched (or whose copy
+outlived the stale TTL) waits for the provider.
 """
 
 from __future__ import annotations
@@ -17,6 +22,7 @@ import logging
 import threading
 import time
 import uuid
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Callable, Optional
 
@@ -30,6 +36,11 @@ from carbon_optimizer.timeseries import ForecastSeries
 log = logging.getLogger(__name__)
 
 Fetch = Callable[[], ForecastSeries]
+Background = Callable[[Callable[[], None]], object]  # runs a task later, on another thread
+
+# /health's view of Redis must answer fast even when Redis hangs: a load balancer's probe has a
+# timeout of its own, and a slow probe would take a healthy instance out of service.
+HEALTH_PROBE_SECONDS = 0.25
 
 
 @dataclass(frozen=True)
@@ -109,7 +120,18 @@ class _RedisStore:
     def __init__(self, url: str) -> None:
         self.client = redis.Redis.from_url(url, socket_timeout=0.5, socket_connect_timeout=0.5,
                                            health_check_interval=30, decode_responses=True)
+        self.probe_client = redis.Redis.from_url(
+            url, socket_timeout=HEALTH_PROBE_SECONDS, socket_connect_timeout=HEALTH_PROBE_SECONDS,
+            decode_responses=True)
         self._release = self.client.register_script(self._RELEASE)
+
+    def probe(self, keys: list[str]) -> list[Optional[str]]:
+        """PING and read `keys` in one round trip, within HEALTH_PROBE_SECONDS."""
+        pipe = self.probe_client.pipeline(transaction=False)
+        pipe.ping()
+        for key in keys:
+            pipe.get(key)
+        return pipe.execute()[1:]
 
     def get(self, key: str) -> Optional[str]:
         return self.client.get(key)
@@ -133,7 +155,8 @@ class ForecastCache:
                  failure_backoff: float, key_prefix: str = "carbon-optimizer:",
                  redis_retry_seconds: float = 5.0, poll_seconds: float = 0.05,
                  clock: Callable[[], float] = time.time,
-                 monotonic: Callable[[], float] = time.monotonic) -> None:
+                 monotonic: Callable[[], float] = time.monotonic,
+                 background: Optional[Background] = None) -> None:
         self.clock = clock
         self.monotonic = monotonic
         self.ttl = ttl
@@ -150,6 +173,7 @@ class ForecastCache:
         # in-process fallback is not trusted once Redis is back, so Redis is filled again.
         self._decoded: dict[str, tuple[str, CachedForecast]] = {}
         self._decoded_lock = threading.Lock()
+        self._background = background
         metrics.REDIS_UP.set(1 if self._redis else 0)
 
     # -- which store -----------------------------------------------------------------------------
@@ -173,28 +197,25 @@ class ForecastCache:
             self._redis_down_since = self.monotonic()
             metrics.REDIS_UP.set(0)
 
-    def status(self) -> dict:
-        """Redis state for /health, checked with one PING when Redis is configured."""
+    def health(self) -> tuple[dict, Optional[float], Optional[float]]:
+        """For /health: Redis's state (one PING), and the last successful and failed upstream
+        fetches (across workers when Redis is up), in one round trip of at most
+        HEALTH_PROBE_SECONDS."""
+        keys = [f"{self.prefix}last_success", f"{self.prefix}last_failure"]
         if self._redis is None:
-            return {"status": "disabled", "detail": "no REDIS_URL: in-process cache"}
-        try:
-            self._redis.client.ping()
-            self._mark_redis(True)
-            return {"status": "ok"}
-        except redis.RedisError as exc:
-            self._mark_redis(False, exc)
-            return {"status": "down", "detail": "unreachable: serving from the in-process cache"}
-
-    def fetch_times(self) -> tuple[Optional[float], Optional[float]]:
-        """(last successful upstream fetch, last failed one), across workers when Redis is up."""
-        def read(store) -> tuple[Optional[float], Optional[float]]:
-            values = [store.get(f"{self.prefix}last_success"), store.get(f"{self.prefix}last_failure")]
-            return tuple(float(v) if v else None for v in values)  # type: ignore[return-value]
-        store = self._store()
-        try:
-            return read(store)
-        except redis.RedisError:
-            return read(self._local)
+            status = {"status": "disabled", "detail": "no REDIS_URL: in-process cache"}
+            values = [self._local.get(key) for key in keys]
+        else:
+            try:
+                values = self._redis.probe(keys)
+                self._mark_redis(True)
+                status = {"status": "ok"}
+            except redis.RedisError as exc:
+                self._mark_redis(False, exc)
+                status = {"status": "down", "detail": "unreachable: serving from the in-process cache"}
+                values = [self._local.get(key) for key in keys]
+        success, failure = (float(v) if v else None for v in values)
+        return status, success, failure
 
     # -- the lookup ------------------------------------------------------------------------------
 
@@ -219,6 +240,8 @@ class ForecastCache:
         if entry is not None and not entry.stale:
             metrics.CACHE_EVENTS.labels("hit", store.name).inc()
             return entry
+        if entry is not None and self._background is not None:
+            return self._stale_while_refreshing(store, key, zone, fetch, entry)
         deadline = self.monotonic() + self.lock_seconds
         while True:
             failure = self._recent_failure(store, key)
@@ -242,11 +265,49 @@ class ForecastCache:
                 return self._stale_or_raise(store, entry, zone, _Failure(
                     "UpstreamUnavailable", f"timed out waiting for carbon data for zone {zone}"))
 
+    def _stale_while_refreshing(self, store, key: str, zone: str, fetch: Fetch,
+                                entry: CachedForecast) -> CachedForecast:
+        """Serve the expired copy now; the worker that takes the zone's lock refreshes it in the
+        background (the others, finding the lock taken, just serve the copy)."""
+        failure = self._recent_failure(store, key)
+        if failure is not None:  # the provider failed moments ago: do not ask again yet
+            return self._stale_or_raise(store, entry, zone, failure)
+        token = uuid.uuid4().hex
+        if store.set(f"{key}:lock", token, self.lock_seconds, only_if_absent=True):
+            def refresh() -> None:
+                try:
+                    self._fetch_and_store(store, key, fetch)
+                except ProviderError as exc:  # recorded by _fetch_and_store; the copy stands
+                    log.info("background refresh of %s failed: %s", key, exc.message)
+                except redis.RedisError as exc:
+                    log.warning("background refresh of %s: Redis failed (%s)", key, type(exc).__name__)
+                finally:
+                    try:
+                        store.delete_if(f"{key}:lock", token)
+                    except redis.RedisError:
+                        pass  # the lock expires by itself
+            try:
+                self._background(refresh)  # type: ignore[misc]
+            except RuntimeError:  # the pool is shutting down (worker exit): leave the lock to expire
+                pass
+        metrics.CACHE_EVENTS.labels("stale", store.name).inc()
+        metrics.STALE_SERVES.labels(zone).inc()
+        return CachedForecast(series=entry.series, fetched_at=entry.fetched_at, stale=True)
+
     def _fetch(self, store, key: str, zone: str, fetch: Fetch) -> CachedForecast:
         entry = self._read(store, key)  # the previous holder may have just written it
         if entry is not None and not entry.stale:
             metrics.CACHE_EVENTS.labels("hit", store.name).inc()
             return entry
+        try:
+            return self._fetch_and_store(store, key, fetch)
+        except ProviderError as exc:
+            if not exc.transient:
+                raise
+            return self._stale_or_raise(store, entry, zone, _Failure(type(exc).__name__, exc.message))
+
+    def _fetch_and_store(self, store, key: str, fetch: Fetch) -> CachedForecast:
+        """Call the provider and keep its answer; a failure is recorded (and backed off) and raised."""
         metrics.CACHE_EVENTS.labels("miss", store.name).inc()
         try:
             series = fetch()
@@ -255,9 +316,7 @@ class ForecastCache:
             store.set(f"{self.prefix}last_failure", str(self.clock()), self.stale_ttl)
             if self.failure_backoff > 0:
                 store.set(f"{key}:failure", json.dumps(failure.__dict__), self.failure_backoff)
-            if not exc.transient:
-                raise
-            return self._stale_or_raise(store, entry, zone, failure)
+            raise
         now = self.clock()
         store.set(key, json.dumps({"fetched_at": now, "series": series.to_dict()}), self.stale_ttl)
         store.delete(f"{key}:failure")

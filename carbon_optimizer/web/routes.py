@@ -212,8 +212,9 @@ def openapi_document():
 
 @ops.get("/health")
 def health():
-    checks = {**_engine().health(), "secrets": current_app.extensions["carbon_secrets"].status(),
-              "rate_limit": limits.health_check()}
+    checks = _engine().health()
+    checks["secrets"] = current_app.extensions["carbon_secrets"].status()
+    checks["rate_limit"] = limits.health_check(redis_reachable=checks["redis"]["status"] == "ok")
     degraded = (checks["redis"]["status"] == "down" or checks["provider"]["status"] != "ok"
                 or checks["secrets"]["status"] == "failing" or checks["rate_limit"]["status"] == "fallback")
     return jsonify({"status": "degraded" if degraded else "ok", "checks": checks})

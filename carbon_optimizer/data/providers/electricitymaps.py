@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import json
 import logging
+import threading
 import time
 from datetime import datetime
 from typing import Callable, Optional
 
 import requests
+import urllib3
 from requests.adapters import HTTPAdapter
+from urllib3.util import Timeout
 from urllib3.util.retry import Retry
 
 from carbon_optimizer.data.providers.base import (
@@ -22,8 +26,47 @@ log = logging.getLogger(__name__)
 CallObserver = Callable[[str, str, float], None]
 
 
+# A 72 h forecast at 5-minute steps is ~100 KB; anything near this is not a forecast.
+MAX_BODY_BYTES = 16 * 1024 * 1024
+
+# The end (time.monotonic()) of the upstream call this thread is making: urllib3 runs the retries
+# of one call in the calling thread, so the retry policy reads it here.
+_call_deadline = threading.local()
+
+
+def _remaining() -> float:
+    return getattr(_call_deadline, "at", float("inf")) - time.monotonic()
+
+
+class _DeadlineRetry(Retry):
+    """urllib3's retry policy, bounded in time as well as in count: no attempt starts and no
+    backoff sleeps past the deadline of the call it serves, so retries cannot stretch one call
+    to several times its budget."""
+
+    def is_exhausted(self) -> bool:
+        return super().is_exhausted() or _remaining() <= 0
+
+    def get_backoff_time(self) -> float:
+        return max(0.0, min(super().get_backoff_time(), _remaining()))
+
+
+class _DeadlineTimeout(Timeout):
+    """A urllib3 timeout whose every attempt gets what is left of one absolute deadline as its
+    total (connect + reads), instead of a fresh read timeout per attempt: a server that answers
+    slowly, or byte by byte, cannot hold a call past its budget. urllib3 clones the timeout for
+    each attempt, so the clone is where the remaining time is worked out."""
+
+    def __init__(self, deadline: float, connect: float, read: float) -> None:
+        super().__init__(connect=connect, read=read)
+        self._deadline = deadline
+
+    def clone(self) -> Timeout:
+        left = max(0.001, self._deadline - time.monotonic())  # urllib3 refuses 0
+        return Timeout(connect=min(self._connect, left), read=self._read, total=left)  # type: ignore[arg-type]
+
+
 def _retrying_session(retries: int) -> requests.Session:
-    retry = Retry(
+    retry = _DeadlineRetry(
         total=retries, connect=retries, read=retries, status=retries,
         backoff_factor=0.5, backoff_max=4.0,
         status_forcelist=(429, 500, 502, 503, 504),
@@ -44,12 +87,13 @@ class ElectricityMapsProvider:
     shared_cache = True
 
     def __init__(self, base_url: str, api_key: Callable[[], Optional[str]], horizon_hours: int = 72,
-                 connect_timeout: float = 3.05, read_timeout: float = 10.0, retries: int = 2,
-                 observer: Optional[CallObserver] = None):
+                 connect_timeout: float = 1.5, read_timeout: float = 10.0, retries: int = 2,
+                 call_seconds: float = 4.0, observer: Optional[CallObserver] = None):
         self._base_url = base_url.rstrip("/")
         self._api_key = api_key  # a callable, so a rotated key is used at once
         self._horizon_hours = horizon_hours
-        self._timeout = (connect_timeout, read_timeout)
+        self._connect_timeout, self._read_timeout = connect_timeout, read_timeout
+        self._call_seconds = call_seconds  # one call, every attempt and backoff included
         self._session = _retrying_session(retries)
         self._observer = observer
 
@@ -95,18 +139,31 @@ class ElectricityMapsProvider:
             raise InvalidToken(zone, "no Electricity Maps API key is configured")
         query = {"zone": zone, "disableCallerLookup": "true", **params}
         started = time.monotonic()
+        deadline = started + self._call_seconds
         outcome = "error"
+        _call_deadline.at = deadline
         try:
-            response = self._session.get(f"{self._base_url}/{path}", params=query,
-                                         headers={"auth-token": key}, timeout=self._timeout)
-            outcome = str(response.status_code)
-            return self._decode(zone, response)
+            # Streamed, so that the body is read under the same deadline (and size cap) as the
+            # rest of the call: a non-streamed read waits per socket read, however long in all.
+            with self._session.get(
+                    f"{self._base_url}/{path}", params=query, headers={"auth-token": key},
+                    timeout=_DeadlineTimeout(deadline, self._connect_timeout, self._read_timeout),
+                    stream=True) as response:
+                outcome = str(response.status_code)
+                body = self._read_body(zone, response, deadline)
+            if body is None:
+                outcome = "timeout"
+                raise UpstreamUnavailable(
+                    zone, f"Electricity Maps did not answer for zone {zone} within "
+                          f"{self._call_seconds:g} s")
+            return self._decode(zone, response.status_code, body)
         except requests.RequestException as exc:
             outcome = "timeout" if isinstance(exc, requests.Timeout) else "connection_error"
             raise UpstreamUnavailable(
                 zone, f"Electricity Maps could not be reached for zone {zone} ({type(exc).__name__})"
             ) from None
         finally:
+            del _call_deadline.at
             elapsed = time.monotonic() - started
             if self._observer:
                 self._observer(path, outcome, elapsed)
@@ -114,12 +171,29 @@ class ElectricityMapsProvider:
                                              "seconds": round(elapsed, 3)})
 
     @staticmethod
-    def _decode(zone: str, response: requests.Response) -> object:
-        status = response.status_code
+    def _read_body(zone: str, response: requests.Response, deadline: float) -> Optional[bytes]:
+        """The body, or None if the deadline passed while reading it. read1 returns what one
+        socket read brings, so a body sent a byte at a time meets the deadline check between
+        reads (iter_content would wait to fill each chunk)."""
+        body = bytearray()
+        try:
+            while chunk := response.raw.read1(64 * 1024, decode_content=True):
+                body += chunk
+                if len(body) > MAX_BODY_BYTES:
+                    raise UpstreamUnavailable(
+                        zone, f"Electricity Maps sent more than {MAX_BODY_BYTES} bytes for zone {zone}")
+                if time.monotonic() > deadline:
+                    return None
+        except urllib3.exceptions.HTTPError:  # a read timeout or a connection cut mid-body
+            return None
+        return bytes(body)
+
+    @staticmethod
+    def _decode(zone: str, status: int, body: bytes) -> object:
         if status in (401, 403):
             # Both a bad token and a token without access to this zone answer 401; only the
             # body tells them apart, and the zone-scoped refusal mentions the zone.
-            text = response.text[:500].lower()
+            text = body[:500].decode("utf-8", "replace").lower()
             if "zone" in text:
                 raise ZoneNotEntitled(zone, f"the Electricity Maps token is not entitled to zone {zone}")
             raise InvalidToken(zone, "Electricity Maps rejected the API token")
@@ -130,7 +204,7 @@ class ElectricityMapsProvider:
         if status >= 400:
             raise UpstreamUnavailable(zone, f"Electricity Maps answered HTTP {status} for zone {zone}")
         try:
-            return response.json()
+            return json.loads(body)
         except ValueError:
             raise UpstreamUnavailable(zone, f"Electricity Maps sent invalid JSON for zone {zone}") from None
 

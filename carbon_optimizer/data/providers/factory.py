@@ -40,6 +40,7 @@ def build_provider(settings: Settings, secrets: KeySource) -> Provider:
             connect_timeout=settings.upstream_connect_timeout,
             read_timeout=settings.upstream_read_timeout,
             retries=settings.upstream_retries,
+            call_seconds=settings.upstream_call_seconds,
             observer=metrics.observe_upstream("electricitymaps"),
         )
     if choice == "file":
