@@ -10,8 +10,11 @@ import numpy as np
 import pytest
 from hypothesis import example, given, settings, strategies as st
 
+from carbon_optimizer.errors import TooLarge
+from carbon_optimizer.scheduling.budget import Budget
+from carbon_optimizer.scheduling.chunks import MAX_DP_CELLS, best_chunks
 from carbon_optimizer.scheduling.model import CapacityLimits, Job, Schedule, ZoneSeries
-from carbon_optimizer.scheduling.planner import plan_batch
+from carbon_optimizer.scheduling.planner import plan_all, plan_batch
 from carbon_optimizer.timeseries import ForecastSeries, from_epoch
 
 MINUTE = 60
@@ -147,3 +150,49 @@ def test_capacity_placement_is_the_whole_minute_optimum(case):
     expected_placed, expected_grams = brute_force(series, jobs, cap)
     assert placed == expected_placed
     assert grams == pytest.approx(expected_grams, rel=1e-9, abs=1e-6)
+
+
+# -- bounded work ----------------------------------------------------------------------------------
+
+def hourly(hours, seed=0):
+    values = np.random.default_rng(seed).uniform(50, 500, hours)
+    return T0 + 3600 * np.arange(hours + 1), values
+
+
+def test_the_estimate_counts_the_minute_grid_a_window_at_arbitrary_seconds_needs():
+    boundaries, values = hourly(24)
+    zones = {"Z": ZoneSeries(forecast=ForecastSeries(zone="Z", start=from_epoch(T0), step_seconds=3600,
+                                                     values=values, provider="test"))}
+
+    def job(offset):
+        return Job(duration=6 * 3600, zones=("Z",), earliest_start=T0 + offset,
+                   latest_start=T0 + offset + 17 * 3600, interruptible=True)
+
+    # On the hour: 23 hourly units. At 10:17:30: 1,379 minutes from 10:18 to 09:17 the next day,
+    # 360 needed in runs of 60, so (1,379 + 1) x 361 DP cells; at 1,000 work units a minute and 2 a
+    # cell that is over 1,000,000 (10 ms) by itself.
+    cells = (1379 + 1) * 361
+    assert 1_000 * 1379 + 2 * cells > 1_000_000
+    budget = Budget(work=1_000_000)
+    assert isinstance(plan_all([job(0)], zones, T0, budget)[0], Schedule)
+    with pytest.raises(TooLarge):
+        plan_all([job(1050)], zones, T0, budget)
+    assert isinstance(plan_all([job(1050)], zones, T0, Budget(work=10_000_000))[0], Schedule)
+
+
+def test_a_search_too_big_for_minutes_keeps_the_series_grid_and_is_never_worse_than_one_run():
+    # 72 hours from 10:17:30, 24 hours in up to 4 chunks of an hour or more: the minute grid needs
+    # about 4,300 x 5 x 1,441 cells, over MAX_DP_CELLS; the hourly grid inside the window is searched.
+    boundaries, values = hourly(73, seed=4)
+    earliest, deadline = T0 + 1050, T0 + 1050 + 72 * 3600
+    assert 4300 * 5 * 1441 > MAX_DP_CELLS
+    plan = best_chunks(boundaries, values, 24 * 3600, earliest, deadline, 3600, 4)
+    minute = np.repeat(values, 60)  # minute m from T0 holds values[m // 60]
+    sums = np.convolve(minute, np.ones(24 * 60), "valid")  # each whole-minute start's total
+    first, last = -(-(earliest - T0) // MINUTE), (deadline - T0) // MINUTE - 24 * 60
+    contiguous = sums[first:last + 1].min() / (24 * 60)
+    assert plan.mean_intensity <= contiguous + 1e-9
+    assert len(plan.chunks) <= 4 and all(c.end - c.start >= 3600 for c in plan.chunks)
+    assert plan.chunks[0].start >= earliest and plan.chunks[-1].end <= deadline
+    assert sum(held(boundaries, values, c.start, c.end) for c in plan.chunks) / (24 * 3600) \
+        == pytest.approx(plan.mean_intensity)
