@@ -3,10 +3,11 @@
 Pure functions, no I/O, no clock. Times are integer epoch seconds; a series is `boundaries`
 (n + 1 increasing times) and `values` (n intensities), as in window.py.
 
-Chunks start and end on a grid of `unit` seconds anchored at the series start, where `unit` is the
-greatest common divisor of the series steps, the duration and the minimum chunk: every unit then has
-one intensity, and any set of chunks made of whole steps, whole durations and whole minimum chunks is
-on it. On that grid the answer is exact:
+Chunks are whole minutes: they start and end on the minute grid from the window's first whole
+minute (not from the series start, so a window at 10:17:30 loses nothing), and their cost is the sum
+of the intensity over their minutes. Minutes are grouped into units when every quantity is a whole
+number of a coarser unit (minute_grid), which keeps on-grid windows as cheap as ever. On that grid
+the answer is exact:
 - `min_chunk` of one unit and no chunk limit: the cheapest `duration / unit` units (a sort);
 - otherwise a dynamic programme over (units seen, units used, chunks used) with two states, "the last
   unit is idle" and "the last unit runs in a chunk already at least `min_chunk` long". A chunk is
@@ -24,11 +25,12 @@ import numpy as np
 
 from carbon_optimizer.errors import TooLarge
 from carbon_optimizer.scheduling.budget import Budget
-from carbon_optimizer.scheduling.window import best_window
+from carbon_optimizer.scheduling.window import best_window, running_integral
 
 # Beyond this many DP cells (units x used units x chunk counts; 2 bytes each) a search is refused:
 # 16 M cells keep one search within 32 MiB.
 MAX_DP_CELLS = 16_000_000
+MINUTE = 60
 
 
 @dataclass(frozen=True)
@@ -59,21 +61,88 @@ class ChunkPlan:
         return self.chunks[-1].end
 
 
-def grid_unit(boundaries: np.ndarray, duration: int, min_chunk: int) -> int:
-    steps = np.diff(boundaries).astype(np.int64)
-    return int(reduce(math.gcd, (int(s) for s in np.unique(steps)), math.gcd(duration, min_chunk)))
+@dataclass(frozen=True)
+class Grid:
+    """`count` units of `unit` seconds from `first`: where chunks may start and end."""
+    first: int
+    unit: int
+    count: int
 
 
-def unit_costs(boundaries: np.ndarray, values: np.ndarray, unit: int, earliest: int,
-               deadline: int) -> tuple[int, np.ndarray]:
-    """First unit start inside [earliest, deadline] and the intensity of each whole unit there."""
+def _gcd(values) -> int:
+    return reduce(math.gcd, (int(v) for v in values), 0)
+
+
+def minute_grid(boundaries: np.ndarray, duration: int, min_chunk: int, earliest: int,
+                deadline: int) -> Optional[Grid]:
+    """The whole minutes inside [earliest, deadline] and the series, as units of whole minutes.
+
+    A unit is the gcd, in minutes, of the duration, the minimum chunk, the span and the offset of
+    every series boundary from the first minute: every unit then has one intensity and every
+    quantity of the problem is a whole number of units, the case where the old series-anchored
+    grid was exact (an optimum over whole minutes has one on it; the test checks this against a
+    minute-by-minute brute force). Windows at arbitrary seconds mostly get one-minute units.
+    """
+    first = -(-max(earliest, int(boundaries[0])) // MINUTE) * MINUTE
+    last = min(deadline, int(boundaries[-1])) // MINUTE * MINUTE
+    if last - first < duration:
+        return None
+    inner = boundaries[(boundaries > first) & (boundaries < last)].astype(np.int64) - first
+    offsets = [1] if (inner % MINUTE).any() else np.unique(inner // MINUTE).tolist()
+    unit = MINUTE * _gcd([duration // MINUTE, -(-min_chunk // MINUTE), (last - first) // MINUTE,
+                          *offsets])
+    return Grid(first, unit, (last - first) // unit)
+
+
+def series_grid(boundaries: np.ndarray, duration: int, min_chunk: int, earliest: int,
+                deadline: int) -> Grid:
+    """Units of gcd(steps, duration, min_chunk) anchored at the series start, inside the window:
+    coarser than minutes when the window is off that grid, and then not exact (the fallback when
+    the minute grid is too big to search)."""
+    steps = np.unique(np.diff(boundaries).astype(np.int64))
+    unit = _gcd([*steps.tolist(), duration, min_chunk])
     origin = int(boundaries[0])
     first = origin + max(0, -(-(earliest - origin) // unit)) * unit
-    last_end = origin + ((min(deadline, int(boundaries[-1])) - origin) // unit) * unit
-    count = max(0, (last_end - first) // unit)
-    starts = first + unit * np.arange(count, dtype=np.int64)
-    index = np.searchsorted(boundaries, starts, side="right") - 1
-    return first, np.asarray(values, dtype=np.float64)[index]
+    last = origin + ((min(deadline, int(boundaries[-1])) - origin) // unit) * unit
+    return Grid(first, unit, max(0, (last - first) // unit))
+
+
+def _search(grid: Grid, duration: int, min_chunk: int, max_chunks: Optional[int]) -> tuple[int, int, bool, int]:
+    """(units needed, units in the shortest chunk, whether a sort suffices, DP cells)."""
+    need, run = duration // grid.unit, -(-min_chunk // grid.unit)
+    if run <= 1 and (max_chunks is None or max_chunks >= need):
+        return need, run, True, 0
+    return need, run, False, dp_cells(grid.count, need, run, max_chunks)
+
+
+def chunk_grid(boundaries: np.ndarray, duration: int, min_chunk: int, earliest: int,
+               deadline: int, max_chunks: Optional[int]) -> Optional[tuple[Grid, bool, int]]:
+    """The grid the chunk search runs on, whether it is exact, and its DP cells (0: a sort).
+
+    The minute grid (exact) when its tables fit within MAX_DP_CELLS; otherwise the series grid
+    (the answer the search gave before it was exact off that grid; the contiguous search still
+    backs it); TooLarge when neither fits. None when no whole-minute run fits the window.
+    """
+    exact = minute_grid(boundaries, duration, min_chunk, earliest, deadline)
+    if exact is None:
+        return None
+    cells = _search(exact, duration, min_chunk, max_chunks)[3]
+    if cells <= MAX_DP_CELLS:
+        return exact, True, cells
+    coarse = series_grid(boundaries, duration, min_chunk, earliest, deadline)
+    cells = _search(coarse, duration, min_chunk, max_chunks)[3]
+    if cells <= MAX_DP_CELLS:
+        return coarse, False, cells
+    raise TooLarge("too many units for an exact interruptible search; use a longer min_chunk, "
+                   "fewer max_chunks or a shorter window")
+
+
+def unit_costs(boundaries: np.ndarray, values: np.ndarray, grid: Grid) -> np.ndarray:
+    """Mean intensity over each unit of the grid (the exact integral, so a unit that spans a
+    boundary off the grid still costs what it emits)."""
+    edges = grid.first + grid.unit * np.arange(grid.count + 1, dtype=np.int64)
+    at = np.interp(edges, boundaries, running_integral(boundaries, np.asarray(values, np.float64)))
+    return np.diff(at) / grid.unit
 
 
 def _runs(selected: np.ndarray) -> list[tuple[int, int]]:
@@ -170,29 +239,42 @@ def best_chunks(boundaries: np.ndarray, values: np.ndarray, duration: int, earli
                 deadline: int, min_chunk: Optional[int] = None,
                 max_chunks: Optional[int] = None,
                 budget: Optional[Budget] = None) -> Optional[ChunkPlan]:
-    """Chunks of total length `duration`, each at least `min_chunk` long (default: the shortest
-    series step), all inside [earliest, deadline] and the series, with the least total emissions.
+    """Chunks of whole minutes, total length `duration` (whole minutes), each at least `min_chunk`
+    long (default: the shortest series step), all inside [earliest, deadline] and the series, with
+    the least total emissions.
 
-    Returns None when the rules leave no choice. Raises TooLarge when the exact search is too big.
+    Never worse than the contiguous search (one chunk at its best whole-minute start), which it
+    also returns when no whole-minute run fits the window but the next minute does ("start now"
+    at 10:17:30 runs from 10:18, as a plain workload would).
+    Returns None when the rules leave no choice. Raises TooLarge when the search is too big.
     """
-    if duration <= 0:
-        raise ValueError("duration must be positive")
+    if duration <= 0 or duration % MINUTE:
+        raise ValueError("duration must be a positive whole number of minutes")
     if min_chunk is None:
         min_chunk = min(int(np.diff(boundaries).min()), duration)
     if min_chunk <= 0 or min_chunk > duration:
         raise ValueError("min_chunk must be positive and at most the duration")
+    min_chunk = -(-min_chunk // MINUTE) * MINUTE  # chunks are whole minutes
+    window = best_window(boundaries, values, duration, earliest, deadline - duration)
+    contiguous = None if window is None else ChunkPlan(
+        chunks=(Chunk(window.start, window.end),), mean_intensity=window.mean_intensity)
     if max_chunks == 1 or 2 * min_chunk > duration:
-        # One chunk is all the rules allow: the contiguous search, exact over whole minutes and
-        # linear in the series, instead of a DP over every unit.
-        window = best_window(boundaries, values, duration, earliest, deadline - duration)
-        if window is not None and window.end <= deadline:
-            return ChunkPlan(chunks=(Chunk(window.start, window.end),),
-                             mean_intensity=window.mean_intensity)
-    unit = grid_unit(boundaries, duration, min_chunk)
-    first, costs = unit_costs(boundaries, values, unit, earliest, deadline)
-    mask = cheapest_units(costs, duration // unit, -(-min_chunk // unit), max_chunks, budget)
+        # One chunk is all the rules allow: the contiguous search is exact over whole-minute
+        # starts and linear in the series.
+        return contiguous
+    found = chunk_grid(boundaries, duration, min_chunk, earliest, deadline, max_chunks)
+    if found is None:
+        return contiguous
+    grid = found[0]
+    costs = unit_costs(boundaries, values, grid)
+    mask = cheapest_units(costs, duration // grid.unit, -(-min_chunk // grid.unit), max_chunks,
+                          budget)
     if mask is None:
-        return None
-    chunks = tuple(Chunk(first + a * unit, first + b * unit) for a, b in _runs(mask))
-    mean = float(costs[mask].sum() * unit / duration)
-    return ChunkPlan(chunks=chunks, mean_intensity=mean)
+        return contiguous
+    chunks = tuple(Chunk(grid.first + a * grid.unit, grid.first + b * grid.unit)
+                   for a, b in _runs(mask))
+    plan = ChunkPlan(chunks=chunks, mean_intensity=float(costs[mask].sum() * grid.unit / duration))
+    if contiguous is not None and contiguous.mean_intensity < plan.mean_intensity - 1e-9 * max(
+            1.0, abs(plan.mean_intensity)):
+        return contiguous  # only when the search ran on the coarse grid
+    return plan

@@ -16,7 +16,7 @@ import numpy as np
 from carbon_optimizer.errors import DeadlineExceeded, FailureCode, TooLarge
 from carbon_optimizer.scheduling.budget import WORK_PER_SECOND, Budget
 from carbon_optimizer.scheduling import window as windows
-from carbon_optimizer.scheduling.chunks import MAX_DP_CELLS, best_chunks, dp_cells
+from carbon_optimizer.scheduling.chunks import best_chunks, chunk_grid
 from carbon_optimizer.scheduling.fleet import schedule_fleet
 from carbon_optimizer.scheduling.fleet_model import Capacity, FleetJob
 from carbon_optimizer.scheduling.horizon import estimated_span, replan_at
@@ -24,7 +24,7 @@ from carbon_optimizer.scheduling.model import (
     Baseline, CapacityLimits, Coverage, Job, Outcome, Schedule, Unschedulable, ZoneFailure,
     ZoneSeries, Zones,
 )
-from carbon_optimizer.timeseries import ForecastSeries, rfc3339
+from carbon_optimizer.timeseries import ForecastSeries, from_epoch, rfc3339
 
 _NOT_COVERED_PAST_HORIZON = ("no forecast covers a run of this workload inside its allowed window "
                              "(estimates reach at most 14 days past a forecast)")
@@ -50,27 +50,26 @@ def _no_data(job: Job, failures: tuple[ZoneFailure, ...]) -> Unschedulable:
 
 # -- what a request costs ---------------------------------------------------------------------------
 # In budget work units (about 10 ns each here; measured by bench/worst_requests.py): a window
-# search over n points about 2,500 + 5 n (5,000 + 5 n through the chunk search), an exact chunk
-# search 1,000 a unit (its Python loop) plus 2 a cell, the fleet's first plan 10 per (job, zone,
-# start); the fleet's later passes take only what the deadline leaves.
+# search over n points about 2,500 + 5 n; a chunk search 5,000 + 5 n for its contiguous fallback,
+# plus 1,000 a unit (the DP's Python loop) and 2 a cell for an exact search, or 4,000 + 40 a unit
+# for a sort; the fleet's first plan 10 per (job, zone, start); the fleet's later passes take only
+# what the deadline leaves.
 
 
 def _cost(job: Job, zone: ZoneSeries) -> int:
     series = zone.searched(job)
     if job.interruptible:
-        min_chunk = job.min_chunk or min(series.step_seconds, job.duration)
+        min_chunk = -(-(job.min_chunk or min(series.step_seconds, job.duration)) // 60) * 60
         if job.max_chunks != 1 and 2 * min_chunk <= job.duration:
-            unit = math.gcd(series.step_seconds, job.duration, min_chunk)
-            units = max(0, (min(job.latest_end, series.end_epoch)
-                            - max(job.earliest_start, series.start_epoch)) // unit)
-            need, run = job.duration // unit, -(-min_chunk // unit)
-            if run <= 1 and (job.max_chunks is None or job.max_chunks >= need):
-                return 4_000 + 40 * units  # a sort
-            cells = dp_cells(units, need, run, job.max_chunks)
-            if cells > MAX_DP_CELLS:
-                raise TooLarge("too many units for an exact interruptible search; use a longer "
-                               "min_chunk, fewer max_chunks or a shorter window")
-            return 1_000 * units + 2 * cells
+            # The grid best_chunks will search (raises TooLarge as it would): one-minute units
+            # for a window at arbitrary seconds, coarser ones when everything is on a coarser grid.
+            found = chunk_grid(series.boundaries(), job.duration, min_chunk, job.earliest_start,
+                               job.latest_end, job.max_chunks)
+            if found is not None:
+                grid, _, cells = found
+                if cells == 0:
+                    return 9_000 + 5 * len(series.values) + 40 * grid.count  # a sort
+                return 5_000 + 5 * len(series.values) + 1_000 * grid.count + 2 * cells
         return 5_000 + 5 * len(series.values)
     return 2_500 + 5 * len(series.values)
 
@@ -177,23 +176,33 @@ def _place_fleet(jobs, zones: Zones, capacity: CapacityLimits, now: int, live: l
     names = list(dict.fromkeys(z for i in live for z in jobs[i].zones
                                if isinstance(zones[z], ZoneSeries)))
     series = [zones[z].forecast for z in names]
-    # One grid for the batch: fine enough for every step and duration.
-    unit = reduce(math.gcd, [s.step_seconds for s in series] + [jobs[i].duration for i in live])
-    origin = max(s.start_epoch for s in series)
-    origin = -(-origin // unit) * unit
-    units = (min(s.end_epoch for s in series) - origin) // unit
-    if units <= 0:
-        for i in live:
+    covered = np.array([max(s.start_epoch for s in series), min(s.end_epoch for s in series)])
+    # Each job's whole-minute starts, by the contiguous search's own rule (from its earliest
+    # start rounded up to the minute, or the next minute for "start now"), inside the period every
+    # zone of the batch covers.
+    starts = {}
+    for i in live:
+        found = windows.start_range(covered, jobs[i].duration, jobs[i].earliest_start,
+                                    jobs[i].latest_start) if covered[0] < covered[1] else None
+        if found is None:
             outcomes[i] = Unschedulable(jobs[i], FailureCode.WINDOW_NOT_COVERED,
-                                        "the batch's zones share no forecast period",
-                                        _split(jobs[i], zones)[1])
+                                        _not_in_common(jobs[i], covered), _split(jobs[i], zones)[1])
+        else:
+            starts[i] = found
+    live = [i for i in live if i in starts]
+    if not live:
         return
-    times = origin + unit * np.arange(units)
-    intensity = np.stack([s.values[np.searchsorted(s.boundaries(), times, side="right") - 1]
+    origin = min(lo for lo, _ in starts.values())
+    end = int(covered[1]) // 60 * 60
+    unit = _fleet_unit(origin, end, series, [jobs[i].duration for i in live],
+                       [b for i in live for b in starts[i]])
+    units = (end - origin) // unit
+    edges = origin + unit * np.arange(units + 1)
+    intensity = np.stack([np.diff(np.interp(edges, s.boundaries(), s.integral())) / unit
                           for s in series])
     fleet_jobs = [FleetJob(length=jobs[i].duration // unit,
-                           earliest=-(-(jobs[i].earliest_start - origin) // unit),
-                           latest=(jobs[i].latest_start - origin) // unit,
+                           earliest=(starts[i][0] - origin) // unit,
+                           latest=(starts[i][1] - origin) // unit,
                            zones=tuple(names.index(z) for z in jobs[i].zones if z in names),
                            power_kw=jobs[i].power_kw)
                   for i in live]
@@ -225,6 +234,40 @@ def _place_fleet(jobs, zones: Zones, capacity: CapacityLimits, now: int, live: l
         mean = windows.window_mean(one.boundaries(), one.values, start, job.duration, one.integral())
         outcomes[i] = _schedule(job, zones, zone, ((start, start + job.duration),), mean, now,
                                 failures, use_estimates=False)
+
+
+def _not_in_common(job: Job, covered: np.ndarray) -> str:
+    if covered[0] >= covered[1]:
+        return "the batch's zones share no forecast period"
+    return ("no whole run of this workload between its earliest and latest start lies in the "
+            f"period every zone of the batch covers ({rfc3339(from_epoch(int(covered[0])))} to "
+            f"{rfc3339(from_epoch(int(covered[1])))})")
+
+
+def _fleet_unit(origin: int, end: int, series: Sequence[ForecastSeries], durations: list[int],
+                starts: list[int]) -> int:
+    """The coarsest grid from `origin` (a whole minute) that loses nothing against every whole
+    minute: the gcd, in minutes, of the durations, each job's first and last start and every
+    forecast boundary, as offsets from `origin`.
+
+    Why that suffices: on such a grid of g minutes, take a plan over whole minutes whose starts are
+    not all on it, and the runs whose start lies furthest past a grid point (offset r minutes, the
+    largest; their ends too, durations being whole units). Move those runs together, by up to
+    r - r' minutes back (r' the next largest offset of any start, end or cost step, 0 for the
+    grid) or g - r forward. No other run's start or end and no change of intensity lies strictly
+    inside that range, so no two runs come to overlap (at the extremes some merely touch, which
+    frees capacity), no run leaves its window (its first and last starts are on the grid), and
+    each moved run's grams are linear in the shift (one intensity on each side of each end): one
+    of the two extremes is no worse. Each such move empties one offset class; repeating puts every
+    start on the grid with as many jobs placed and no more grams. Minutes where nothing changes
+    are therefore not searched, and an on-grid batch keeps its coarse grid.
+    """
+    offsets = [d // 60 for d in durations] + [(t - origin) // 60 for t in starts]
+    for one in series:
+        inner = one.boundaries()
+        inner = inner[(inner > origin) & (inner < end)] - origin
+        offsets += [1] if (inner % 60).any() else np.unique(inner // 60).tolist()
+    return 60 * reduce(math.gcd, (int(x) for x in offsets), 0)
 
 
 def _schedule(job: Job, zones: Zones, zone: str, intervals: tuple[tuple[int, int], ...],
