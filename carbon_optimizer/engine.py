@@ -15,6 +15,7 @@ from typing import Callable, Mapping, Optional, Sequence
 import numpy as np
 
 from carbon_optimizer.data.cache import ForecastCache
+from carbon_optimizer.data.cloud_regions import RegionTable
 from carbon_optimizer.data.profiles import hour_of_week_profiles
 from carbon_optimizer.data.providers.base import Provider
 from carbon_optimizer.data.providers.factory import build_provider
@@ -38,11 +39,38 @@ __all__ = ["CarbonEngine", "Job", "build_engine"]
 class CarbonEngine:
     def __init__(self, provider: Provider, cache: ForecastCache,
                  profiles: Optional[Callable[[], Mapping[str, np.ndarray]]] = hour_of_week_profiles,
-                 budget: Callable[[], Budget] = Budget):
+                 budget: Callable[[], Budget] = Budget, regions: Optional[RegionTable] = None,
+                 zone_list_ttl: float = 21_600):
         self.provider = provider
         self.cache = cache
+        self.regions = regions if regions is not None else RegionTable()
+        self._zone_list_ttl = zone_list_ttl
         self._profiles = profiles
         self._budget = budget  # a fresh Budget (deadline and work cap) per optimize call
+
+    # -- locations -------------------------------------------------------------------------------
+
+    def zones(self) -> list[str]:
+        """The zones the provider serves (through the cache when it is remote). Raises
+        CarbonDataError when the list cannot be had."""
+        if not self.provider.shared_cache:
+            return self.provider.zones()
+        return self.cache.get_names("zones", self._zone_list_ttl, self.provider.zones)
+
+    def served_zones(self) -> Optional[frozenset[str]]:
+        """The zones to check requests against, or None when the provider's list cannot be had
+        just now: then zone keys pass unchecked and the provider itself answers for each, so an
+        outage of the list fails no request that would otherwise succeed."""
+        try:
+            return frozenset(self.zones())
+        except CarbonDataError as exc:
+            log.warning("no zone list from the provider; zones pass unchecked: %s", exc.message)
+            return None
+
+    def locate(self, asked: str, served: Optional[frozenset[str]]) -> str:
+        """The zone of one location asked (a zone key, or a cloud region such as aws:eu-west-1).
+        Raises UnknownLocation, with close matches, when the service cannot serve it."""
+        return self.regions.resolve(asked, served)
 
     # -- carbon data -----------------------------------------------------------------------------
 
@@ -162,4 +190,6 @@ def build_engine(settings: Settings, secrets: BaseSecretStore) -> CarbonEngine:
         failure_backoff=settings.upstream_failure_backoff_seconds,
         key_prefix=settings.cache_key_prefix)
     return CarbonEngine(provider, cache,
-                        budget=lambda: Budget(seconds=settings.solve_timeout_seconds))
+                        budget=lambda: Budget(seconds=settings.solve_timeout_seconds),
+                        regions=RegionTable(settings.cloud_region_overrides),
+                        zone_list_ttl=settings.zone_list_ttl_seconds)

@@ -24,6 +24,14 @@ from carbon_optimizer import settings
 ROOT = Path(__file__).resolve().parent.parent
 TEST_REDIS_URL = "redis://127.0.0.1:6379/15"
 LIMIT_REDIS = "redis://127.0.0.1:6379/13"  # rate-limit tests: a database of their own
+# A /v3/zones answer as Electricity Maps sends it to a token (an object keyed by zone key), trimmed
+# to the zones the tests need and a few more; the keys are Electricity Maps' own (its public
+# electricitymaps-contrib config/zones names them).
+ZONES_FIXTURE = ROOT / "tests" / "fixtures" / "electricitymaps_zones.json"
+
+
+def electricitymaps_zones() -> dict:
+    return json.loads(ZONES_FIXTURE.read_text())
 
 
 def free_port() -> int:
@@ -49,12 +57,14 @@ class ElectricityMapsStandIn:
     """A local HTTP server answering /v3/carbon-intensity/{forecast,latest,history} per zone.
 
     `responses[zone]` is (status, body) served for that zone; `delay` slows every answer, so that
-    concurrent requests really overlap; `calls` counts requests by (endpoint, zone).
+    concurrent requests really overlap; `calls` counts requests by (endpoint, zone). /v3/zones
+    answers `zone_list` (the recorded list unless a test replaces it).
     """
 
     def __init__(self, delay: float = 0.0):
         self.delay = delay
         self.responses: dict[str, tuple[int, object]] = {}
+        self.zone_list: tuple[int, object] = (200, electricitymaps_zones())
         self.calls: dict[tuple[str, str], int] = {}
         self.tokens_seen: set[str] = set()
         self._lock = threading.Lock()
@@ -73,7 +83,11 @@ class ElectricityMapsStandIn:
                     stand_in.tokens_seen.add(self.headers.get("auth-token", ""))
                 if stand_in.delay:
                     time.sleep(stand_in.delay)
-                status, body = stand_in.responses.get(zone, (404, {"status": "error", "message": "zone not found"}))
+                if endpoint == "zones":
+                    status, body = stand_in.zone_list
+                else:
+                    status, body = stand_in.responses.get(
+                        zone, (404, {"status": "error", "message": "zone not found"}))
                 payload = body if isinstance(body, bytes) else json.dumps(body).encode()
                 self.send_response(status)
                 self.send_header("Content-Type", "application/json")

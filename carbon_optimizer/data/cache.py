@@ -150,6 +150,7 @@ class ForecastCache:
         # in-process fallback is not trusted once Redis is back, so Redis is filled again.
         self._decoded: dict[str, tuple[str, CachedForecast]] = {}
         self._decoded_lock = threading.Lock()
+        self._names: dict[str, tuple[float, list[str]]] = {}  # key -> (fetched_at, names)
         metrics.REDIS_UP.set(1 if self._redis else 0)
 
     # -- which store -----------------------------------------------------------------------------
@@ -195,6 +196,56 @@ class ForecastCache:
             return read(store)
         except redis.RedisError:
             return read(self._local)
+
+    # -- slow-changing lists (a provider's zones) ------------------------------------------------
+
+    def get_names(self, kind: str, ttl: float, fetch: Callable[[], list[str]]) -> list[str]:
+        """A list that changes rarely (a provider's zone list), kept `ttl` seconds: in Redis when
+        configured, so one upstream call serves every worker and replica. A failed fetch raises
+        its ProviderError and is remembered for the failure backoff, so an outage is not hammered.
+        No lock: a rare duplicate fetch of a list costs less than waiting on one."""
+        key = f"{self.prefix}{kind}"
+        with self._decoded_lock:
+            held = self._names.get(key)
+        if held is not None and self.clock() - held[0] < ttl:
+            return held[1]
+        store = self._store()
+        try:
+            found = self._names_from(store, key, ttl, fetch)
+            if store is self._redis:
+                self._mark_redis(True)
+        except redis.RedisError as exc:
+            self._mark_redis(False, exc)
+            store = self._local
+            found = self._names_from(store, key, ttl, fetch)
+        with self._decoded_lock:
+            self._names[key] = found
+        return found[1]
+
+    def _names_from(self, store, key: str, ttl: float,
+                    fetch: Callable[[], list[str]]) -> tuple[float, list[str]]:
+        raw = store.get(key)
+        if raw is not None:
+            try:
+                data = json.loads(raw)
+                metrics.CACHE_EVENTS.labels("hit", store.name).inc()
+                return float(data["fetched_at"]), [str(n) for n in data["names"]]
+            except (ValueError, KeyError, TypeError):
+                log.warning("discarding an unreadable cache entry for %s", key)
+        failure = self._recent_failure(store, key)
+        if failure is not None:
+            failure.raise_for("")  # the list is for no one zone
+        metrics.CACHE_EVENTS.labels("miss", store.name).inc()
+        try:
+            names = sorted(fetch())
+        except ProviderError as exc:
+            if self.failure_backoff > 0:
+                store.set(f"{key}:failure", json.dumps(_Failure(type(exc).__name__, exc.message).__dict__),
+                          self.failure_backoff)
+            raise
+        now = self.clock()
+        store.set(key, json.dumps({"fetched_at": now, "names": names}), ttl)
+        return now, names
 
     # -- the lookup ------------------------------------------------------------------------------
 

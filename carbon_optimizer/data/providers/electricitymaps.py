@@ -70,6 +70,14 @@ class ElectricityMapsProvider:
         return {"carbon_intensity": body.get("carbonIntensity"), "datetime": body["datetime"],
                 "is_estimated": body.get("isEstimated")}
 
+    def zones(self) -> list[str]:
+        """The zone keys this service's token may use: /v3/zones answers, for a token, an object
+        keyed by zone key ({"DE": {"zoneName": "Germany", ...}, ...})."""
+        body = self._get("zones", None, {})
+        if not isinstance(body, dict) or not body or not all(isinstance(k, str) for k in body):
+            raise UpstreamUnavailable("", "Electricity Maps sent a malformed zone list")
+        return sorted(body)
+
     # -- wire format -----------------------------------------------------------------------------
 
     def _series(self, zone: str, body: object, list_key: str) -> ForecastSeries:
@@ -89,22 +97,25 @@ class ElectricityMapsProvider:
             raise UpstreamUnavailable(
                 zone, f"Electricity Maps sent a malformed or empty {list_key} for zone {zone}") from None
 
-    def _get(self, path: str, zone: str, params: dict) -> object:
+    def _get(self, path: str, zone: Optional[str], params: dict) -> object:
+        """GET one endpoint; `zone` None for the endpoints about no one zone (the zone list)."""
         key = self._api_key()
         if not key:
-            raise InvalidToken(zone, "no Electricity Maps API key is configured")
-        query = {"zone": zone, "disableCallerLookup": "true", **params}
+            raise InvalidToken(zone or "", "no Electricity Maps API key is configured")
+        query = {"zone": zone, "disableCallerLookup": "true", **params} if zone else params
         started = time.monotonic()
         outcome = "error"
         try:
             response = self._session.get(f"{self._base_url}/{path}", params=query,
                                          headers={"auth-token": key}, timeout=self._timeout)
             outcome = str(response.status_code)
+            if zone is None:
+                return self._decode_list(response)
             return self._decode(zone, response)
         except requests.RequestException as exc:
             outcome = "timeout" if isinstance(exc, requests.Timeout) else "connection_error"
             raise UpstreamUnavailable(
-                zone, f"Electricity Maps could not be reached for zone {zone} ({type(exc).__name__})"
+                zone or "", f"Electricity Maps could not be reached for {path} ({type(exc).__name__})"
             ) from None
         finally:
             elapsed = time.monotonic() - started
@@ -112,6 +123,18 @@ class ElectricityMapsProvider:
                 self._observer(path, outcome, elapsed)
             log.info("upstream call", extra={"endpoint": path, "zone": zone, "outcome": outcome,
                                              "seconds": round(elapsed, 3)})
+
+    @staticmethod
+    def _decode_list(response: requests.Response) -> object:
+        status = response.status_code
+        if status in (401, 403):
+            raise InvalidToken("", "Electricity Maps rejected the API token")
+        if status >= 400:
+            raise UpstreamUnavailable("", f"Electricity Maps answered HTTP {status} for its zone list")
+        try:
+            return response.json()
+        except ValueError:
+            raise UpstreamUnavailable("", "Electricity Maps sent invalid JSON for its zone list") from None
 
     @staticmethod
     def _decode(zone: str, response: requests.Response) -> object:
