@@ -104,7 +104,10 @@ def test_upstream_failure_without_a_copy_is_503_with_retry_after(service, stand_
     unknown = requests.post(f"{service.url}/api/v1/optimize", json={"duration": 60, "zones": ["XX"]},
                             timeout=30)
     assert unknown.status_code == 400 and unknown.json()["error"]["code"] == "zone_not_found"
-    assert requests.get(f"{service.url}/api/v1/forecast?zone=XX", timeout=30).status_code == 404
+    # Not among the zones Electricity Maps lists (/v3/zones, from the stand-in): refused up front.
+    missing = requests.get(f"{service.url}/api/v1/forecast?zone=XX", timeout=30)
+    assert missing.status_code == 400 and missing.json()["error"]["details"][0]["field"] == "zone"
+    assert stand_in.upstream_calls("forecast", "XX") == 0
 
 
 def test_start_in_seconds_lets_a_ci_job_sleep(service):
