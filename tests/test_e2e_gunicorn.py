@@ -86,7 +86,10 @@ def test_optimize_health_single_flight_and_metrics(service, stand_in, tmp_path):
     files = [p.name for p in (tmp_path / "metrics").iterdir()]
     pids = {int(m.group(1)) for name in files if (m := re.search(r"_(\d+)\.db$", name))}
     assert len(pids & set(service.worker_pids())) == 2
-    assert metric_total(text, "carbon_upstream_calls_total", outcome="200") == 2
+    assert metric_total(text, "carbon_upstream_calls_total", endpoint="carbon-intensity/forecast",
+                        outcome="200") == 2
+    # The zone list, which every request is checked against: also one call in all.
+    assert metric_total(text, "carbon_upstream_calls_total", endpoint="zones", outcome="200") == 1
     assert metric_total(text, "carbon_grams_co2eq_avoided_total") > 0
     assert metric_total(text, "carbon_forecast_cache_total", result="miss") == 2
 

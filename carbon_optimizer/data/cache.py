@@ -203,7 +203,7 @@ class ForecastCache:
         """A list that changes rarely (a provider's zone list), kept `ttl` seconds: in Redis when
         configured, so one upstream call serves every worker and replica. A failed fetch raises
         its ProviderError and is remembered for the failure backoff, so an outage is not hammered.
-        No lock: a rare duplicate fetch of a list costs less than waiting on one."""
+        Not counted in the forecast cache's metrics: it is no forecast."""
         key = f"{self.prefix}{kind}"
         with self._decoded_lock:
             held = self._names.get(key)
@@ -224,24 +224,50 @@ class ForecastCache:
 
     def _names_from(self, store, key: str, ttl: float,
                     fetch: Callable[[], list[str]]) -> tuple[float, list[str]]:
+        """Single-flight, as forecasts are: one fetch while the others wait for its answer."""
+        deadline = self.monotonic() + self.lock_seconds
+        while True:
+            found = self._read_names(store, key)
+            if found is not None:
+                return found
+            failure = self._recent_failure(store, key)
+            if failure is not None:
+                failure.raise_for("")  # the list is about no one zone
+            token = uuid.uuid4().hex
+            if store.set(f"{key}:lock", token, self.lock_seconds, only_if_absent=True):
+                try:
+                    found = self._read_names(store, key)  # the previous holder may have just written it
+                    return found if found is not None else self._fetch_names(store, key, ttl, fetch)
+                finally:
+                    store.delete_if(f"{key}:lock", token)
+            while store.get(f"{key}:lock") is not None and self.monotonic() < deadline:
+                time.sleep(self._poll)
+            if self.monotonic() >= deadline:
+                found = self._read_names(store, key)
+                if found is None:
+                    raise UpstreamUnavailable("", "timed out waiting for the provider's zone list")
+                return found
+
+    def _read_names(self, store, key: str) -> Optional[tuple[float, list[str]]]:
         raw = store.get(key)
-        if raw is not None:
-            try:
-                data = json.loads(raw)
-                metrics.CACHE_EVENTS.labels("hit", store.name).inc()
-                return float(data["fetched_at"]), [str(n) for n in data["names"]]
-            except (ValueError, KeyError, TypeError):
-                log.warning("discarding an unreadable cache entry for %s", key)
-        failure = self._recent_failure(store, key)
-        if failure is not None:
-            failure.raise_for("")  # the list is for no one zone
-        metrics.CACHE_EVENTS.labels("miss", store.name).inc()
+        if raw is None:
+            return None
+        try:
+            data = json.loads(raw)
+            return float(data["fetched_at"]), [str(n) for n in data["names"]]
+        except (ValueError, KeyError, TypeError):
+            log.warning("discarding an unreadable cache entry for %s", key)
+            store.delete(key)
+            return None
+
+    def _fetch_names(self, store, key: str, ttl: float,
+                     fetch: Callable[[], list[str]]) -> tuple[float, list[str]]:
         try:
             names = sorted(fetch())
         except ProviderError as exc:
             if self.failure_backoff > 0:
-                store.set(f"{key}:failure", json.dumps(_Failure(type(exc).__name__, exc.message).__dict__),
-                          self.failure_backoff)
+                failure = _Failure(type(exc).__name__, exc.message)
+                store.set(f"{key}:failure", json.dumps(failure.__dict__), self.failure_backoff)
             raise
         now = self.clock()
         store.set(key, json.dumps({"fetched_at": now, "names": names}), ttl)
