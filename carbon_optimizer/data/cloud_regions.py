@@ -95,7 +95,8 @@ class RegionTable:
             return region.zone
         if zones is None or asked in zones:
             return asked
-        raise UnknownLocation(asked, f"{asked} is not a zone the carbon-data provider serves",
+        raise UnknownLocation(asked, f"{asked} is neither a zone the carbon-data provider serves nor "
+                                     "a cloud region (written provider:region)",
                               self.suggest(asked, zones))
 
     def suggest(self, asked: str, zones: Optional[Iterable[str]]) -> tuple[str, ...]:
