@@ -17,8 +17,13 @@ import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-# 50 zones (MAX: a workload's zones list holds at most 50); the demo provider invents data for any.
-ZONES = ["DE", "FR", "GB", "PL", "SE", "NO", "NL", "IE", "ES", "PT"] + [f"XX-Z{i}" for i in range(40)]
+# 50 zones (MAX: a workload's zones list holds at most 50), all among the demo provider's zones
+# (carbon_optimizer/data/providers/demo_zones.csv): it refuses zones it does not have.
+ZONES = ["DE", "FR", "GB", "PL", "SE", "NO", "NL", "IE", "ES", "PT", "AT", "BE", "CH", "CZ", "DK-DK1",
+         "DK-DK2", "FI", "IT-NO", "NO-NO1", "SE-SE3", "AE", "BH", "IL", "QA", "SA", "ZA", "HK", "SG",
+         "TW", "KR", "JP-TK", "JP-KN", "IN-WE", "IN-SO", "IN-NO", "ID", "MY-WM", "AU-NSW", "AU-VIC",
+         "NZ", "BR-CS", "CL-SEN", "CA-QC", "CA-ON", "CA-AB", "US-CAL-CISO", "US-MIDA-PJM",
+         "US-MIDW-MISO", "US-TEX-ERCO", "US-NY-NYIS"]
 ONE_CHUNK = {"duration": 271, "zones": ZONES, "interruptible": True, "min_chunk": 2, "max_chunks": 1,
              "max_delay": "P17D"}
 REQUESTS = {

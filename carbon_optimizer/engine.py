@@ -17,6 +17,7 @@ from typing import Callable, Mapping, Optional, Sequence, TypeVar
 import numpy as np
 
 from carbon_optimizer.data.cache import ForecastCache
+from carbon_optimizer.data.cloud_regions import RegionTable
 from carbon_optimizer.data.profiles import hour_of_week_profiles
 from carbon_optimizer.data.providers.base import Provider
 from carbon_optimizer.data.providers.factory import build_provider
@@ -48,14 +49,50 @@ class CarbonEngine:
                  profiles: Optional[Callable[[], Mapping[str, np.ndarray]]] = hour_of_week_profiles,
                  budget: Callable[[], Budget] = Budget,
                  fetch_pool: Optional[Executor] = None, fetch_seconds: float = 5.0,
-                 monotonic: Callable[[], float] = time.monotonic):
+                 monotonic: Callable[[], float] = time.monotonic,
+                 regions: Optional[RegionTable] = None, zone_list_ttl: float = 21_600):
         self.provider = provider
         self.cache = cache
+        self.regions = regions if regions is not None else RegionTable()
+        self._zone_list_ttl = zone_list_ttl
         self._profiles = profiles
         self._budget = budget  # a fresh Budget (deadline and work cap) per optimize call
         self._pool = fetch_pool if provider.shared_cache else None
         self._fetch_seconds = fetch_seconds
         self._monotonic = monotonic
+
+    # -- locations -------------------------------------------------------------------------------
+
+    def zones(self) -> list[str]:
+        """The zones the provider serves (through the cache when it is remote). Raises
+        CarbonDataError when the list cannot be had."""
+        if not self.provider.shared_cache:
+            return self.provider.zones()
+        return self.cache.get_names("zones", self._zone_list_ttl, self.provider.zones)
+
+    # How long a request waits for a remote provider's zone list (cached for hours, so this
+    # matters only when it is cold and the provider slow) before letting zones pass unchecked.
+    ZONE_LIST_WAIT_SECONDS = 1.0
+
+    def served_zones(self) -> Optional[frozenset[str]]:
+        """The zones to check requests against, or None when the provider's list cannot be had
+        just now: then zone keys pass unchecked and the provider itself answers for each, so an
+        outage of the list fails no request that would otherwise succeed."""
+        wait = min(self.ZONE_LIST_WAIT_SECONDS, self._fetch_seconds)
+        got = self._gather({"": self.zones}, self._monotonic() + wait)[""]
+        if got is None:
+            log.warning("the provider's zone list is not here within %.1f s; zones pass unchecked", wait)
+            return None
+        try:
+            return frozenset(got.result())
+        except CarbonDataError as exc:
+            log.warning("no zone list from the provider; zones pass unchecked: %s", exc.message)
+            return None
+
+    def locate(self, asked: str, served: Optional[frozenset[str]]) -> str:
+        """The zone of one location asked (a zone key, or a cloud region such as aws:eu-west-1).
+        Raises UnknownLocation, with close matches, when the service cannot serve it."""
+        return self.regions.resolve(asked, served)
 
     # -- carbon data -----------------------------------------------------------------------------
 
@@ -227,4 +264,6 @@ def build_engine(settings: Settings, secrets: BaseSecretStore) -> CarbonEngine:
         key_prefix=settings.cache_key_prefix, background=pool.submit)
     return CarbonEngine(provider, cache,
                         budget=lambda: Budget(seconds=settings.solve_timeout_seconds),
-                        fetch_pool=pool, fetch_seconds=settings.upstream_deadline_seconds)
+                        fetch_pool=pool, fetch_seconds=settings.upstream_deadline_seconds,
+                        regions=RegionTable(settings.cloud_region_overrides),
+                        zone_list_ttl=settings.zone_list_ttl_seconds)

@@ -156,3 +156,16 @@ class RequestError(CarbonOptimizerError):
         self.details = details
         self.headers = headers or {}
         self.status = status or code.status
+
+
+class UnknownLocation(CarbonOptimizerError):
+    """A location asked for (a zone key or a cloud region) that the service cannot serve: not in
+    the cloud-region table, or a zone the configured provider does not have. `suggestions` are
+    the closest names it does know."""
+
+    code = FailureCode.ZONE_NOT_FOUND
+
+    def __init__(self, location: str, message: str, suggestions: tuple[str, ...] = ()):
+        super().__init__(message)
+        self.location = location
+        self.suggestions = suggestions

@@ -16,6 +16,12 @@ from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, f
 from carbon_optimizer.errors import ConfigError  # noqa: F401  (raised here; importers find it here too)
 
 
+# An Electricity Maps zone key, and a cloud region as `provider:region` (lower case, as the
+# providers write them). The request models use the same patterns.
+ZONE_KEY_PATTERN = r"^[A-Z]{2,3}(-[A-Z0-9]{1,12}){0,3}$"
+CLOUD_REGION_PATTERN = r"^[a-z][a-z0-9]{1,9}:[a-z0-9][a-z0-9-]{0,49}$"
+
+
 def _split_csv(value: object) -> object:
     if isinstance(value, str):
         return [part.strip() for part in value.split(",") if part.strip()]
@@ -42,6 +48,12 @@ class Settings(BaseModel):
     # Upstream calls in flight at once per worker process (threads that only wait on sockets).
     upstream_concurrency: int = Field(8, ge=1, le=64, alias="UPSTREAM_CONCURRENCY")
     carbon_data_dir: Optional[str] = Field(None, alias="CARBON_DATA_DIR")
+    # How long the provider's zone list is kept (Redis when configured): it changes rarely.
+    zone_list_ttl_seconds: int = Field(21_600, ge=60, le=7 * 86_400, alias="ZONE_LIST_TTL_SECONDS")
+    # Cloud regions resolved otherwise than the built-in table says (or added to it):
+    # "aws:eu-west-1=IE,gcp:my-region1=DE".
+    cloud_region_overrides: dict[str, str] = Field(default_factory=dict,
+                                                   alias="CLOUD_REGION_OVERRIDES")
 
     # Scheduling defaults
     default_zones: list[str] = Field(default_factory=lambda: ["DE"], alias="DEFAULT_ZONES")
@@ -105,6 +117,30 @@ class Settings(BaseModel):
     def _zones_not_empty(cls, value: list[str]) -> list[str]:
         if not value:
             raise ValueError("at least one zone is required")
+        return value
+
+    @field_validator("cloud_region_overrides", mode="before")
+    @classmethod
+    def _overrides_from_csv(cls, value: object) -> object:
+        if not isinstance(value, str):
+            return value
+        pairs = {}
+        for part in _split_csv(value):  # type: ignore[union-attr]
+            region, sep, zone = part.partition("=")
+            if not sep:
+                raise ValueError(f"{part!r} is not provider:region=ZONE, e.g. aws:eu-west-1=IE")
+            pairs[region.strip().lower()] = zone.strip()
+        return pairs
+
+    @field_validator("cloud_region_overrides")
+    @classmethod
+    def _overrides(cls, value: dict[str, str]) -> dict[str, str]:
+        import re
+        for region, zone in value.items():
+            if not re.fullmatch(CLOUD_REGION_PATTERN, region):
+                raise ValueError(f"{region!r} is not provider:region, e.g. aws:eu-west-1")
+            if not re.fullmatch(ZONE_KEY_PATTERN, zone):
+                raise ValueError(f"{zone!r} (for {region}) is not a zone key such as DE or US-CAL-CISO")
         return value
 
     @field_validator("metrics_allow_cidrs", "trusted_proxy_cidrs", "cors_origins", mode="before")

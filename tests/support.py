@@ -24,6 +24,14 @@ from carbon_optimizer import settings
 ROOT = Path(__file__).resolve().parent.parent
 TEST_REDIS_URL = "redis://127.0.0.1:6379/15"
 LIMIT_REDIS = "redis://127.0.0.1:6379/13"  # rate-limit tests: a database of their own
+# A /v3/zones answer as Electricity Maps sends it to a token (an object keyed by zone key), trimmed
+# to the zones the tests need and a few more; the keys are Electricity Maps' own (its public
+# electricitymaps-contrib config/zones names them).
+ZONES_FIXTURE = ROOT / "tests" / "fixtures" / "electricitymaps_zones.json"
+
+
+def electricitymaps_zones() -> dict:
+    return json.loads(ZONES_FIXTURE.read_text())
 
 
 def wait_for(condition, seconds: float = 5.0, poll: float = 0.02) -> bool:
@@ -62,7 +70,7 @@ class ElectricityMapsStandIn:
     `responses[zone]` is (status, body) served for that zone; `delay` slows every answer, so that
     concurrent requests really overlap; `trickle` (seconds) sends the body a byte at a time, that
     long apart; `calls` counts requests by (endpoint, zone), `most_in_flight` the most answered at
-    once.
+    once. /v3/zones answers `zone_list` (the recorded list unless a test replaces it).
     """
 
     def __init__(self, delay: float = 0.0, trickle: float = 0.0):
@@ -70,6 +78,7 @@ class ElectricityMapsStandIn:
         self.zone_delay: dict[str, float] = {}  # per zone, instead of `delay`
         self.trickle = trickle
         self.responses: dict[str, tuple[int, object]] = {}
+        self.zone_list: tuple[int, object] = (200, electricitymaps_zones())
         self.calls: dict[tuple[str, str], int] = {}
         self.tokens_seen: set[str] = set()
         self.most_in_flight = 0
@@ -91,18 +100,22 @@ class ElectricityMapsStandIn:
                     stand_in._in_flight += 1
                     stand_in.most_in_flight = max(stand_in.most_in_flight, stand_in._in_flight)
                 try:
-                    self._answer(zone)
+                    self._answer(zone, endpoint)
                 except OSError:  # the client gave up (a deadline): nothing to answer
                     pass
                 finally:
                     with stand_in._lock:
                         stand_in._in_flight -= 1
 
-            def _answer(self, zone: str) -> None:
+            def _answer(self, zone: str, endpoint: str) -> None:
                 pause = stand_in.zone_delay.get(zone, stand_in.delay)
                 if pause:
                     time.sleep(pause)
-                status, body = stand_in.responses.get(zone, (404, {"status": "error", "message": "zone not found"}))
+                if endpoint == "zones":
+                    status, body = stand_in.zone_list
+                else:
+                    status, body = stand_in.responses.get(
+                        zone, (404, {"status": "error", "message": "zone not found"}))
                 payload = body if isinstance(body, bytes) else json.dumps(body).encode()
                 self.send_response(status)
                 self.send_header("Content-Type", "application/json")

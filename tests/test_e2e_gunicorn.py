@@ -86,7 +86,10 @@ def test_optimize_health_single_flight_and_metrics(service, stand_in, tmp_path):
     files = [p.name for p in (tmp_path / "metrics").iterdir()]
     pids = {int(m.group(1)) for name in files if (m := re.search(r"_(\d+)\.db$", name))}
     assert len(pids & set(service.worker_pids())) == 2
-    assert metric_total(text, "carbon_upstream_calls_total", outcome="200") == 2
+    assert metric_total(text, "carbon_upstream_calls_total", endpoint="carbon-intensity/forecast",
+                        outcome="200") == 2
+    # The zone list, which every request is checked against: also one call in all.
+    assert metric_total(text, "carbon_upstream_calls_total", endpoint="zones", outcome="200") == 1
     assert metric_total(text, "carbon_grams_co2eq_avoided_total") > 0
     assert metric_total(text, "carbon_forecast_cache_total", result="miss") == 2
 
@@ -104,7 +107,10 @@ def test_upstream_failure_without_a_copy_is_503_with_retry_after(service, stand_
     unknown = requests.post(f"{service.url}/api/v1/optimize", json={"duration": 60, "zones": ["XX"]},
                             timeout=30)
     assert unknown.status_code == 400 and unknown.json()["error"]["code"] == "zone_not_found"
-    assert requests.get(f"{service.url}/api/v1/forecast?zone=XX", timeout=30).status_code == 404
+    # Not among the zones Electricity Maps lists (/v3/zones, from the stand-in): refused up front.
+    missing = requests.get(f"{service.url}/api/v1/forecast?zone=XX", timeout=30)
+    assert missing.status_code == 400 and missing.json()["error"]["details"][0]["field"] == "zone"
+    assert stand_in.upstream_calls("forecast", "XX") == 0
 
 
 def test_start_in_seconds_lets_a_ci_job_sleep(service):

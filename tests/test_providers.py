@@ -125,19 +125,17 @@ def test_gunicorn_refuses_to_start_on_bad_configuration(tmp_path):
     assert "CACHE_TTL_SECONDS" in log.read_text()
 
 
-def test_demo_provider_keeps_no_state_per_zone_string_asked():
-    import tracemalloc
+def test_demo_provider_refuses_unknown_zones_and_keeps_one_week_per_zone_it_serves():
     from carbon_optimizer.data.providers import demo
     provider = DemoProvider()
-    known = len(provider._tables)
-    for i in range(50):  # warm up the cache to its bound
-        provider.forecast(f"XX-A{i}", NOW)
-    tracemalloc.start()
-    before = tracemalloc.get_traced_memory()[0]
-    for i in range(2000):
-        provider.forecast(f"XX-B{i}", NOW)
-    grown = tracemalloc.get_traced_memory()[0] - before
-    tracemalloc.stop()
-    assert len(provider._tables) == known
-    assert demo._synthetic_week.cache_info().currsize <= 256
-    assert grown < 2_000_000, grown  # 2,000 kept weeks would be about 2.7 MB of arrays alone
+    for zone in ("XX", "XX-A1", "de", "US-CA"):  # well-formed or not, never invented
+        with pytest.raises(ZoneNotFound, match=zone):
+            provider.forecast(zone, NOW)
+        with pytest.raises(ZoneNotFound):
+            provider.history(zone, NOW)
+    served = provider.zones()
+    assert len(served) >= 50 and {"DE", "FR", "ES", "US-CAL-CISO"} <= set(served)
+    for zone in served:
+        provider.forecast(zone, NOW)
+    # Synthetic weeks are kept per zone served (tables need none), so memory is bounded by the list.
+    assert demo._synthetic_week.cache_info().currsize <= len(served)

@@ -20,7 +20,7 @@ from tests.support import ElectricityMapsStandIn, free_port, hourly_forecast, wa
 
 REDIS_URL = "redis://127.0.0.1:6379/15"
 START = FIXED_NOW.replace(minute=0, second=0)
-ZONES = ["DE", "FR", "NL", "BE", "PL", "AT", "CH", "DK"]
+ZONES = ["DE", "FR", "NL", "BE", "PL", "AT", "CH", "CZ"]
 
 
 def forecast(zone: str, level: float = 200.0) -> tuple[int, dict]:

@@ -174,6 +174,7 @@ class ForecastCache:
         self._decoded: dict[str, tuple[str, CachedForecast]] = {}
         self._decoded_lock = threading.Lock()
         self._background = background
+        self._names: dict[str, tuple[float, list[str]]] = {}  # key -> (fetched_at, names)
         metrics.REDIS_UP.set(1 if self._redis else 0)
 
     # -- which store -----------------------------------------------------------------------------
@@ -216,6 +217,82 @@ class ForecastCache:
                 values = [self._local.get(key) for key in keys]
         success, failure = (float(v) if v else None for v in values)
         return status, success, failure
+
+    # -- slow-changing lists (a provider's zones) ------------------------------------------------
+
+    def get_names(self, kind: str, ttl: float, fetch: Callable[[], list[str]]) -> list[str]:
+        """A list that changes rarely (a provider's zone list), kept `ttl` seconds: in Redis when
+        configured, so one upstream call serves every worker and replica. A failed fetch raises
+        its ProviderError and is remembered for the failure backoff, so an outage is not hammered.
+        Not counted in the forecast cache's metrics: it is no forecast."""
+        key = f"{self.prefix}{kind}"
+        with self._decoded_lock:
+            held = self._names.get(key)
+        if held is not None and self.clock() - held[0] < ttl:
+            return held[1]
+        store = self._store()
+        try:
+            found = self._names_from(store, key, ttl, fetch)
+            if store is self._redis:
+                self._mark_redis(True)
+        except redis.RedisError as exc:
+            self._mark_redis(False, exc)
+            store = self._local
+            found = self._names_from(store, key, ttl, fetch)
+        with self._decoded_lock:
+            self._names[key] = found
+        return found[1]
+
+    def _names_from(self, store, key: str, ttl: float,
+                    fetch: Callable[[], list[str]]) -> tuple[float, list[str]]:
+        """Single-flight, as forecasts are: one fetch while the others wait for its answer."""
+        deadline = self.monotonic() + self.lock_seconds
+        while True:
+            found = self._read_names(store, key)
+            if found is not None:
+                return found
+            failure = self._recent_failure(store, key)
+            if failure is not None:
+                failure.raise_for("")  # the list is about no one zone
+            token = uuid.uuid4().hex
+            if store.set(f"{key}:lock", token, self.lock_seconds, only_if_absent=True):
+                try:
+                    found = self._read_names(store, key)  # the previous holder may have just written it
+                    return found if found is not None else self._fetch_names(store, key, ttl, fetch)
+                finally:
+                    store.delete_if(f"{key}:lock", token)
+            while store.get(f"{key}:lock") is not None and self.monotonic() < deadline:
+                time.sleep(self._poll)
+            if self.monotonic() >= deadline:
+                found = self._read_names(store, key)
+                if found is None:
+                    raise UpstreamUnavailable("", "timed out waiting for the provider's zone list")
+                return found
+
+    def _read_names(self, store, key: str) -> Optional[tuple[float, list[str]]]:
+        raw = store.get(key)
+        if raw is None:
+            return None
+        try:
+            data = json.loads(raw)
+            return float(data["fetched_at"]), [str(n) for n in data["names"]]
+        except (ValueError, KeyError, TypeError):
+            log.warning("discarding an unreadable cache entry for %s", key)
+            store.delete(key)
+            return None
+
+    def _fetch_names(self, store, key: str, ttl: float,
+                     fetch: Callable[[], list[str]]) -> tuple[float, list[str]]:
+        try:
+            names = sorted(fetch())
+        except ProviderError as exc:
+            if self.failure_backoff > 0:
+                failure = _Failure(type(exc).__name__, exc.message)
+                store.set(f"{key}:failure", json.dumps(failure.__dict__), self.failure_backoff)
+            raise
+        now = self.clock()
+        store.set(key, json.dumps({"fetched_at": now, "names": names}), ttl)
+        return now, names
 
     # -- the lookup ------------------------------------------------------------------------------
 

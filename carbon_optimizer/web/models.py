@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import re
 from datetime import datetime, timedelta, timezone
-from typing import Annotated, Literal, Optional, Union
+from typing import Annotated, Literal, Mapping, Optional, Sequence, Union
 
 from pydantic import (
     AwareDatetime, BaseModel, BeforeValidator, ConfigDict, Field, PlainSerializer, StrictBool,
@@ -13,16 +13,22 @@ from pydantic import (
     WithJsonSchema, model_validator,
 )
 
+from carbon_optimizer.data.cloud_regions import CloudRegion
 from carbon_optimizer.errors import FailureCode
 from carbon_optimizer.scheduling.model import (
     CapacityLimits, Job, Schedule, Unschedulable, ZoneFailure, ZoneSeries,
 )
+from carbon_optimizer.settings import ZONE_KEY_PATTERN
 from carbon_optimizer.timeseries import from_epoch, rfc3339, to_epoch
 
 MAX_DURATION = timedelta(days=7)
 MAX_WINDOW = timedelta(days=31)
 MAX_FORECAST_HOURS = 31 * 24  # GET /forecast?hours=: as far as an allowed window may reach
-ZONE_PATTERN = r"^[A-Z]{2,3}(-[A-Z0-9]{1,12}){0,3}$"
+ZONE_PATTERN = ZONE_KEY_PATTERN
+# What a client may name as a location: a zone key (DE) or a cloud region (aws:eu-west-1). Loose on
+# purpose, so that a near miss ("de", "eu-west-1") reaches the lookup and is answered with the
+# close matches; still no spaces, slashes or other characters that mean nothing here.
+LOCATION_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9:._-]{0,63}$"
 ISO_DURATION_PATTERN = r"^P(?!$)(\d+W)?(\d+D)?(T(?=\d)(\d+H)?(\d+M)?(\d+(\.\d+)?S)?)?$"
 
 _timedelta = TypeAdapter(timedelta)
@@ -61,7 +67,11 @@ IsoDuration = Annotated[timedelta, BeforeValidator(_iso_duration), WithJsonSchem
     "description": "ISO 8601 duration"})]
 Zone = Annotated[str, Field(pattern=ZONE_PATTERN, examples=["DE"],
                             description="Electricity Maps zone key")]
-ZONE_ADAPTER = TypeAdapter(Zone)
+Location = Annotated[str, Field(
+    pattern=LOCATION_PATTERN, examples=["DE", "aws:eu-west-1"],
+    description="an Electricity Maps zone key (DE), or a cloud region as provider:region "
+                "(aws:eu-west-1, gcp:europe-west4, azure:westeurope); GET /api/v1/zones lists both")]
+LOCATION_ADAPTER = TypeAdapter(Location)
 
 
 def _timestamp(value: object) -> object:
@@ -86,8 +96,10 @@ class Workload(BaseModel):
 
     id: Optional[str] = Field(None, max_length=200, description="echoed back")
     duration: Duration
-    zones: Optional[list[Zone]] = Field(
-        None, min_length=1, max_length=50, description="candidate zones; default from configuration")
+    zones: Optional[list[Location]] = Field(
+        None, min_length=1, max_length=50,
+        description="candidate locations: zone keys or cloud regions; default from configuration. "
+                    "Locations in the same zone count once (the first one named)")
     earliest_start: Optional[Timestamp] = Field(None, description="default: now")
     deadline: Optional[Timestamp] = Field(None, description="latest finish")
     latest_start: Optional[Timestamp] = None
@@ -126,8 +138,10 @@ class Workload(BaseModel):
             raise ValueError("zones must not repeat")
         return self
 
-    def to_job(self, now: datetime, default_zones: list[str], default_window: timedelta) -> Job:
-        """Apply defaults; raise ValueError when the allowed window is empty or too long."""
+    def to_job(self, now: datetime, default_zones: list[str], default_window: timedelta,
+               zones: Optional[Sequence[str]] = None) -> Job:
+        """Apply defaults; raise ValueError when the allowed window is empty or too long. `zones`,
+        when given, are the zones the locations asked resolved to (they win over `self.zones`)."""
         earliest = self.earliest_start or now
         try:
             if self.deadline is not None:
@@ -151,7 +165,7 @@ class Workload(BaseModel):
         if latest - earliest > MAX_WINDOW:
             raise ValueError("the allowed window is longer than 31 days")
         return Job(id=self.id, duration=int(self.duration.total_seconds()),
-                   zones=tuple(self.zones or default_zones),
+                   zones=tuple(zones or self.zones or default_zones),
                    earliest_start=to_epoch(earliest.astimezone(timezone.utc)),
                    latest_start=to_epoch(latest.astimezone(timezone.utc)),
                    power_kw=self.power_kw, energy_kwh=self.energy_kwh,
@@ -258,7 +272,15 @@ class Provenance(Response):
                    replan_at=_time(coverage.replan_at))
 
 
+def _location(locations: Optional[Mapping[str, str]], zone: str) -> str:
+    return (locations or {}).get(zone, zone)
+
+
+LOCATION_DESCRIPTION = "the location asked for that resolved to `zone`: the zone key itself, or a cloud region"
+
+
 class Baseline(Response):
+    location: str = Field(description=LOCATION_DESCRIPTION)
     zone: str
     start: UtcTime
     end: UtcTime
@@ -266,23 +288,26 @@ class Baseline(Response):
 
 
 class UnavailableZone(Response):
+    location: str = Field(description=LOCATION_DESCRIPTION)
     zone: str
     code: FailureCode
     message: str
 
     @classmethod
-    def all_of(cls, failures: tuple[ZoneFailure, ...]) -> dict:
+    def all_of(cls, failures: tuple[ZoneFailure, ...],
+               locations: Optional[Mapping[str, str]] = None) -> dict:
         """The `unavailable_zones` member, when any zone failed."""
         if not failures:
             return {}
-        return {"unavailable_zones": [cls(zone=f.zone, code=f.code, message=f.message)
-                                      for f in failures]}
+        return {"unavailable_zones": [cls(location=_location(locations, f.zone), zone=f.zone,
+                                          code=f.code, message=f.message) for f in failures]}
 
 
 class ScheduledWorkload(Response):
     id: Optional[str]
     status: Literal["scheduled"]
-    zone: str
+    location: str = Field(description=LOCATION_DESCRIPTION)
+    zone: str = Field(description="the Electricity Maps zone chosen")
     start: UtcTime = Field(description="RFC 3339, UTC, minute precision")
     end: UtcTime
     start_in_seconds: int = Field(description="whole seconds from now until start (0: start now)")
@@ -300,22 +325,25 @@ class ScheduledWorkload(Response):
         None, description="interruptible workloads: the intervals to run, in order")
 
     @classmethod
-    def of(cls, schedule: Schedule, now: datetime) -> "ScheduledWorkload":
+    def of(cls, schedule: Schedule, now: datetime,
+           locations: Optional[Mapping[str, str]] = None) -> "ScheduledWorkload":
+        """`locations`: zone -> the location asked for it (absent: the zone key itself)."""
         job, baseline = schedule.job, schedule.baseline
         emissions = _round(schedule.emissions_grams, 3)
         baseline_emissions = _round(schedule.baseline_emissions_grams, 3)
-        extra: dict = UnavailableZone.all_of(schedule.unavailable)
+        extra: dict = UnavailableZone.all_of(schedule.unavailable, locations)
         if job.interruptible:
             extra["chunks"] = [Chunk(start=from_epoch(a), end=from_epoch(b),
                                      duration_minutes=(b - a) // 60) for a, b in schedule.intervals]
         return cls(
-            id=job.id, status="scheduled", zone=schedule.zone,
+            id=job.id, status="scheduled", location=_location(locations, schedule.zone),
+            zone=schedule.zone,
             start=from_epoch(schedule.start), end=from_epoch(schedule.end),
             start_in_seconds=max(0, schedule.start - to_epoch(now)),
             duration_minutes=job.duration // 60,
             carbon_intensity=round(schedule.mean_intensity, 3),
             baseline=None if baseline is None else Baseline(
-                zone=baseline.zone, start=from_epoch(baseline.start), end=from_epoch(baseline.end),
+                location=_location(locations, baseline.zone), zone=baseline.zone, start=from_epoch(baseline.start), end=from_epoch(baseline.end),
                 carbon_intensity=round(baseline.mean_intensity, 3)),
             saving_percent=_round(schedule.saving_percent, 2),
             emissions_grams=emissions,
@@ -334,9 +362,10 @@ class UnschedulableWorkload(Response):
         None, description="zones asked for whose carbon data could not be had (present only then)")
 
     @classmethod
-    def of(cls, failure: Unschedulable) -> "UnschedulableWorkload":
+    def of(cls, failure: Unschedulable,
+           locations: Optional[Mapping[str, str]] = None) -> "UnschedulableWorkload":
         return cls(id=failure.job.id, status="unschedulable", code=failure.code,
-                   reason=failure.message, **UnavailableZone.all_of(failure.unavailable))
+                   reason=failure.message, **UnavailableZone.all_of(failure.unavailable, locations))
 
 
 class BatchSummary(Response):
@@ -351,9 +380,12 @@ class BatchResponse(Response):
     summary: BatchSummary
 
     @classmethod
-    def of(cls, outcomes: list, now: datetime) -> "BatchResponse":
-        results = [ScheduledWorkload.of(o, now) if isinstance(o, Schedule)
-                   else UnschedulableWorkload.of(o) for o in outcomes]
+    def of(cls, outcomes: list, now: datetime,
+           locations: Optional[Sequence[Mapping[str, str]]] = None) -> "BatchResponse":
+        """`locations`: per workload, in order, zone -> the location asked for it."""
+        per_job = locations or [{}] * len(outcomes)
+        results = [ScheduledWorkload.of(o, now, where) if isinstance(o, Schedule)
+                   else UnschedulableWorkload.of(o, where) for o, where in zip(outcomes, per_job)]
         scheduled = [r for r in results if isinstance(r, ScheduledWorkload)]
         return cls(results=results, summary=BatchSummary(
             workloads=len(results), scheduled=len(scheduled),
@@ -378,20 +410,22 @@ class ForecastProvenance(Response):
 
 
 class ForecastResponse(Response):
+    location: str = Field(description=LOCATION_DESCRIPTION)
     zone: str
     step_seconds: int
     forecast: list[ForecastPoint]
     provenance: ForecastProvenance
 
     @classmethod
-    def of(cls, zone: ZoneSeries) -> "ForecastResponse":
+    def of(cls, zone: ZoneSeries, location: Optional[str] = None) -> "ForecastResponse":
         forecast = zone.forecast
         series = zone.extended or forecast
         estimated = series.estimated_mask().tolist()
         points = [ForecastPoint(datetime=from_epoch(t), carbon_intensity=v, estimated=e)
                   for t, v, e in zip(series.boundaries()[:-1].tolist(), series.values.tolist(),
                                      estimated)]
-        return cls(zone=forecast.zone, step_seconds=series.step_seconds, forecast=points,
+        return cls(location=location or forecast.zone, zone=forecast.zone,
+                   step_seconds=series.step_seconds, forecast=points,
                    provenance=ForecastProvenance(
                        provider=forecast.provider, updated_at=forecast.updated_at,
                        fetched_at=_time(zone.fetched_at), stale=zone.stale,
@@ -401,6 +435,8 @@ class ForecastResponse(Response):
 class ErrorDetail(Response):
     field: str
     message: str
+    suggestions: Optional[list[str]] = Field(
+        None, description="for an unknown zone or cloud region: the closest ones this service knows")
 
 
 class ErrorBody(Response):
@@ -416,3 +452,33 @@ class ErrorResponse(Response):
 class HealthResponse(Response):
     status: Literal["ok", "degraded"]
     checks: dict[str, dict[str, Optional[str]]]
+
+
+class CloudRegionEntry(Response):
+    location: str = Field(description="how to name it in a request: provider:region")
+    provider: str
+    region: str
+    zone: str = Field(description="the Electricity Maps zone whose grid powers the region")
+    place: str = Field(description="where the region is")
+    source: str = Field(description="the public page that says where the region is (or "
+                                    "\"configuration\" for a CLOUD_REGION_OVERRIDES entry)")
+    served: bool = Field(description="the configured carbon-data provider serves its zone")
+
+    @classmethod
+    def of(cls, region: CloudRegion, served: frozenset[str]) -> "CloudRegionEntry":
+        return cls(location=region.name, provider=region.provider, region=region.region,
+                   zone=region.zone, place=region.location, source=region.source,
+                   served=region.zone in served)
+
+
+class ZonesResponse(Response):
+    provider: str = Field(description="the configured carbon-data provider")
+    zones: list[str] = Field(description="every zone key it serves, sorted")
+    cloud_regions: list[CloudRegionEntry] = Field(
+        description="the cloud regions a request may name instead of a zone, with their zones")
+
+    @classmethod
+    def of(cls, provider: str, zones: Sequence[str], regions: Sequence[CloudRegion]) -> "ZonesResponse":
+        served = frozenset(zones)
+        return cls(provider=provider, zones=sorted(served),
+                   cloud_regions=[CloudRegionEntry.of(r, served) for r in regions])

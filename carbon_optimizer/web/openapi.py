@@ -25,7 +25,7 @@ def _ok(model: str, description: str) -> dict:
 def build_document(version: str, max_batch_size: int) -> dict:
     documented = [models.Workload, models.WorkloadBatch, models.ScheduledWorkload,
                   models.UnschedulableWorkload, models.BatchResponse, models.ForecastResponse,
-                  models.ErrorResponse, models.HealthResponse]
+                  models.ErrorResponse, models.HealthResponse, models.ZonesResponse]
     requests = (models.Workload, models.WorkloadBatch)
     _, defs = models_json_schema([(m, "validation" if m in requests else "serialization")
                                   for m in documented], ref_template=_REF)
@@ -58,7 +58,9 @@ def build_document(version: str, max_batch_size: int) -> dict:
                                 {"$ref": _REF.format(model="ScheduledWorkload")},
                                 {"$ref": _REF.format(model="BatchResponse")}]}}}},
                     "400": _error("invalid request, one detail per field; or zone_not_found: a zone "
-                                  "the provider does not know"),
+                                  "the provider does not serve or a cloud region this service does "
+                                  "not know (each detail names the field, e.g. zones[1], and the "
+                                  "closest known names in suggestions)"),
                     "401": unauthorized,
                     "413": _error("request body too large"),
                     "415": _error("body is not application/json"),
@@ -75,7 +77,8 @@ def build_document(version: str, max_batch_size: int) -> dict:
                 "operationId": "forecast",
                 "security": [{"ApiKey": []}],
                 "parameters": [{"name": "zone", "in": "query", "required": True,
-                                "schema": {"type": "string", "pattern": models.ZONE_PATTERN}},
+                                "description": "a zone key (DE) or a cloud region (aws:eu-west-1)",
+                                "schema": {"type": "string", "pattern": models.LOCATION_PATTERN}},
                                {"name": "hours", "in": "query", "required": False,
                                 "description": "cover this many hours from now: past the provider's "
                                                "forecast, the estimates a search would use "
@@ -84,12 +87,25 @@ def build_document(version: str, max_batch_size: int) -> dict:
                                            "maximum": models.MAX_FORECAST_HOURS}}],
                 "responses": {
                     "200": _ok("ForecastResponse", "the forecast with its provenance"),
-                    "400": _error("missing or malformed zone or hours"),
+                    "400": _error("missing or malformed zone or hours; or zone_not_found: a zone the "
+                                  "provider does not serve or an unknown cloud region (with "
+                                  "suggestions)"),
                     "401": unauthorized,
                     "404": _error("the provider has no data for this zone"),
                     "422": _error("zone_not_entitled: the service's data plan does not cover the zone"),
                     "429": rate_limited,
                     "503": _error("no carbon data can be had for this zone now; see Retry-After"),
+                }}},
+            "/api/v1/zones": {"get": {
+                "summary": "The zones the configured provider serves, and the cloud regions a "
+                           "request may name instead, with their zones",
+                "operationId": "zones",
+                "security": [{"ApiKey": []}],
+                "responses": {
+                    "200": _ok("ZonesResponse", "zone keys and cloud regions"),
+                    "401": unauthorized,
+                    "429": rate_limited,
+                    "503": _error("the provider's zone list cannot be had just now; see Retry-After"),
                 }}},
             "/health": {"get": {
                 "summary": "Liveness and dependency state, for load balancers",

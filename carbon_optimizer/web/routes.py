@@ -14,7 +14,7 @@ from pydantic import ValidationError
 from werkzeug.exceptions import ClientDisconnected, RequestEntityTooLarge
 
 from carbon_optimizer.engine import CarbonEngine
-from carbon_optimizer.errors import CarbonDataError, FailureCode, RequestError
+from carbon_optimizer.errors import CarbonDataError, FailureCode, RequestError, UnknownLocation
 from carbon_optimizer.scheduling.model import Unschedulable
 from carbon_optimizer.settings import Settings
 from carbon_optimizer.timeseries import to_epoch
@@ -85,7 +85,8 @@ def _field_path(location: tuple) -> str:
 
 # Plainer words than pydantic's for the errors clients meet most.
 _MESSAGES = {
-    "string_pattern_mismatch": "must be an Electricity Maps zone key such as DE or US-CAL-CISO",
+    "string_pattern_mismatch": "must be an Electricity Maps zone key such as DE or US-CAL-CISO "
+                               "(in zones, also a cloud region such as aws:eu-west-1)",
     "extra_forbidden": "unknown field",
     "model_type": "must be a JSON object",
     "timezone_aware": "must be an RFC 3339 timestamp with an offset, e.g. 2026-11-23T08:00:00Z",
@@ -120,18 +121,54 @@ def _parse_workloads(body: object) -> tuple[list[models.Workload], Optional[mode
         raise _validation_error(exc) from None
 
 
+def _unknown(field: str, exc: UnknownLocation) -> dict:
+    """One error detail for a location the service cannot serve, with the close matches."""
+    if exc.suggestions:
+        hint = "; did you mean " + ", ".join(exc.suggestions) + "?"
+    else:
+        hint = "; GET /api/v1/zones lists the zones and cloud regions served"
+    detail: dict = {"field": field, "message": exc.message + hint}
+    if exc.suggestions:
+        detail["suggestions"] = list(exc.suggestions)
+    return detail
+
+
+def _locate(asked: list[str], field: str, served: Optional[frozenset[str]],
+            details: list[dict]) -> dict[str, str]:
+    """zone -> the first location asked that resolved to it, in the order asked; unknown
+    locations become error details naming their field (zones[1])."""
+    zones: dict[str, str] = {}
+    for position, location in enumerate(asked):
+        try:
+            zones.setdefault(_engine().locate(location, served), location)
+        except UnknownLocation as exc:
+            details.append(_unknown(f"{field}[{position}]", exc))
+    return zones
+
+
 def _jobs(workloads: list[models.Workload], batch: bool, now: datetime):
+    """The jobs asked for, with every location resolved to a zone, and per job zone -> location."""
     settings = _settings()
-    jobs, details = [], []
+    served = _engine().served_zones()
+    jobs, locations, details, unknown = [], [], [], []
     for index, workload in enumerate(workloads):
+        prefix = f"workloads[{index}]." if batch else ""
+        # A default from configuration is checked too: the field to fix is then the request's.
+        where = _locate(workload.zones or settings.default_zones, f"{prefix}zones", served, unknown)
+        locations.append(where)
         try:
             jobs.append(workload.to_job(now, settings.default_zones,
-                                        timedelta(hours=settings.default_window_hours)))
+                                        timedelta(hours=settings.default_window_hours),
+                                        zones=list(where) or None))
         except ValueError as exc:
             details.append({"field": f"workloads[{index}]" if batch else "body", "message": str(exc)})
-    if details:
-        raise RequestError(FailureCode.INVALID_REQUEST, "the request is not valid; see details", details=details)
-    return jobs
+    if unknown and not details:
+        raise RequestError(FailureCode.ZONE_NOT_FOUND, "unknown zone or cloud region; see details",
+                           details=unknown)
+    if details or unknown:
+        raise RequestError(FailureCode.INVALID_REQUEST, "the request is not valid; see details",
+                           details=details + unknown)
+    return jobs, locations
 
 
 # -- API routes -----------------------------------------------------------------------------------
@@ -157,14 +194,14 @@ def optimize():
     workloads, batch = _parse_workloads(body)
     now = _now()
     capacity = batch.capacity if batch is not None else None
-    outcomes = _engine().optimize(_jobs(workloads, batch is not None, now), now,
-                                  capacity.limits() if capacity is not None else None)
+    jobs, locations = _jobs(workloads, batch is not None, now)
+    outcomes = _engine().optimize(jobs, now, capacity.limits() if capacity is not None else None)
     if batch is not None:
-        return _answer(models.BatchResponse.of(outcomes, now))
+        return _answer(models.BatchResponse.of(outcomes, now, locations))
     outcome = outcomes[0]
     if isinstance(outcome, Unschedulable):
         raise _failure(outcome)
-    return _answer(models.ScheduledWorkload.of(outcome, now))
+    return _answer(models.ScheduledWorkload.of(outcome, now, locations[0]))
 
 
 def _hours_parameter() -> Optional[int]:
@@ -181,13 +218,20 @@ def _hours_parameter() -> Optional[int]:
 
 @api.get("/forecast")
 def forecast():
-    zone = request.args.get("zone", "")
+    location = request.args.get("zone", "")
     try:
-        models.ZONE_ADAPTER.validate_python(zone)
+        models.LOCATION_ADAPTER.validate_python(location)
     except ValidationError:
-        raise RequestError(FailureCode.INVALID_REQUEST, "give one Electricity Maps zone key, e.g. ?zone=DE",
-                       details=[{"field": "zone", "message": "missing or not a zone key"}]) from None
+        raise RequestError(FailureCode.INVALID_REQUEST,
+                           "give one zone key or cloud region, e.g. ?zone=DE or ?zone=aws:eu-west-1",
+                           details=[{"field": "zone", "message": "missing, or not a zone key or a cloud region"}]
+                           ) from None
     hours = _hours_parameter()
+    engine = _engine()
+    try:
+        zone = engine.locate(location, engine.served_zones())
+    except UnknownLocation as exc:
+        raise RequestError(exc.code, exc.message, details=[_unknown("zone", exc)]) from None
     now = _now()
     try:
         found = _engine().forecast(zone, now)
@@ -198,7 +242,19 @@ def forecast():
         raise RequestError(exc.code, exc.message, headers=headers, status=status) from None
     if hours is not None:
         found = _engine().extended(found, to_epoch(now) + 3600 * hours, now)
-    return _answer(models.ForecastResponse.of(found))
+    return _answer(models.ForecastResponse.of(found, location))
+
+
+@api.get("/zones")
+def zones():
+    engine = _engine()
+    try:
+        served = engine.zones()
+    except CarbonDataError as exc:
+        headers = {"Retry-After": _retry_after()} if exc.code.transient else None
+        raise RequestError(exc.code, "the carbon-data provider's zone list cannot be had just now: "
+                           + exc.message, headers=headers) from None
+    return _answer(models.ZonesResponse.of(engine.provider.name, served, list(engine.regions)))
 
 
 @api.get("/openapi.json")

@@ -26,3 +26,6 @@ class Provider(Protocol):
 
     def history(self, zone: str, now: datetime) -> Optional[ForecastSeries]:
         """Recent measured history for `zone` (the last day or more), or None when not offered."""
+
+    def zones(self) -> list[str]:
+        """Every zone key this provider serves, sorted."""

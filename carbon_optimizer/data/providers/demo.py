@@ -1,13 +1,17 @@
 """The built-in `demo` provider: deterministic, typical per-zone profiles, no network.
 
-Zones with a derived hour-of-week table (demo_profiles.json, from Electricity Maps data-portal
-exports, ODbL) follow it; any other zone gets a synthetic daily and weekly shape seeded by its name.
+It serves the zones listed in demo_zones.csv (every zone the cloud-region table uses, and more)
+and no other: an unknown zone is ZoneNotFound, as from a real provider. Zones with a derived
+hour-of-week table (demo_profiles.json, from Electricity Maps data-portal exports, ODbL) follow it;
+the others get a synthetic daily and weekly shape around the zone's rough annual level, with its
+timing seeded by the zone's name.
 A small deterministic wobble per zone and hour keeps forecasts from repeating exactly every week.
 The same zone and hour always give the same value, in every worker and replica.
 """
 
 from __future__ import annotations
 
+import csv
 import hashlib
 import json
 from functools import lru_cache
@@ -17,9 +21,11 @@ from typing import Optional
 
 import numpy as np
 
+from carbon_optimizer.data.providers.base import ZoneNotFound
 from carbon_optimizer.timeseries import ForecastSeries, to_epoch
 
 _PROFILES_PATH = Path(__file__).with_name("demo_profiles.json")
+_ZONES_PATH = Path(__file__).with_name("demo_zones.csv")
 HOUR = 3600
 
 
@@ -28,17 +34,16 @@ def _digest(*parts: object) -> int:
     return int.from_bytes(hashlib.blake2b(text, digest_size=8).digest(), "big")
 
 
-# Rough annual life-cycle levels of a few well-known zones, so demo answers look plausible.
-_TYPICAL_LEVELS = {"DE": 380.0, "FR": 60.0, "GB": 220.0, "PL": 700.0, "SE": 40.0, "NO": 30.0,
-                   "NL": 350.0, "IE": 300.0, "US-NY-NYIS": 250.0, "US-TEX-ERCO": 400.0}
+def demo_zones() -> dict[str, float]:
+    """The demo's zones and their rough annual life-cycle levels (gCO2eq/kWh), so answers look
+    plausible: zone -> level."""
+    with open(_ZONES_PATH, newline="", encoding="utf-8") as handle:
+        return {row["zone"]: float(row["typical_gco2eq_kwh"]) for row in csv.DictReader(handle)}
 
 
-# Any well-formed zone string gets a synthetic week: keep the most recent few, not one per string
-# ever asked (a client could otherwise grow a worker's memory without bound).
-@lru_cache(maxsize=256)
-def _synthetic_week(zone: str) -> np.ndarray:
+@lru_cache(maxsize=None)  # bounded: one per zone of demo_zones.csv
+def _synthetic_week(zone: str, base: float) -> np.ndarray:
     seed = _digest("profile", zone)
-    base = _TYPICAL_LEVELS.get(zone, 60.0 + seed % 540)   # else 60 .. 600 gCO2eq/kWh
     depth = 0.15 + (seed >> 12) % 30 / 100         # how much the midday solar dip takes off
     noon_utc = (seed >> 20) % 24                   # where the zone's midday falls in UTC
     hours = np.arange(168)
@@ -60,10 +65,18 @@ class DemoProvider:
         self._horizon_hours = horizon_hours
         table = json.loads(_PROFILES_PATH.read_text())
         self._tables = {zone: np.asarray(v, dtype=np.float64) for zone, v in table["profiles"].items()}
+        self._levels = demo_zones()
+
+    def zones(self) -> list[str]:
+        return sorted(self._levels.keys() | self._tables.keys())
 
     def _week(self, zone: str) -> np.ndarray:
         table = self._tables.get(zone)
-        return table if table is not None else _synthetic_week(zone)
+        if table is not None:
+            return table
+        if zone not in self._levels:
+            raise ZoneNotFound(zone, f"the demo provider has no zone {zone}; GET /api/v1/zones lists its zones")
+        return _synthetic_week(zone, self._levels[zone])
 
     def _series(self, zone: str, first_hour: int, hours: int) -> ForecastSeries:
         """Hourly values from `first_hour` (epoch hours) on."""

@@ -114,6 +114,14 @@ class ElectricityMapsProvider:
         return {"carbon_intensity": body.get("carbonIntensity"), "datetime": body["datetime"],
                 "is_estimated": body.get("isEstimated")}
 
+    def zones(self) -> list[str]:
+        """The zone keys this service's token may use: /v3/zones answers, for a token, an object
+        keyed by zone key ({"DE": {"zoneName": "Germany", ...}, ...})."""
+        body = self._get("zones", None, {})
+        if not isinstance(body, dict) or not body or not all(isinstance(k, str) for k in body):
+            raise UpstreamUnavailable("", "Electricity Maps sent a malformed zone list")
+        return sorted(body)
+
     # -- wire format -----------------------------------------------------------------------------
 
     def _series(self, zone: str, body: object, list_key: str) -> ForecastSeries:
@@ -133,11 +141,12 @@ class ElectricityMapsProvider:
             raise UpstreamUnavailable(
                 zone, f"Electricity Maps sent a malformed or empty {list_key} for zone {zone}") from None
 
-    def _get(self, path: str, zone: str, params: dict) -> object:
+    def _get(self, path: str, zone: Optional[str], params: dict) -> object:
+        """GET one endpoint; `zone` None for the endpoints about no one zone (the zone list)."""
         key = self._api_key()
         if not key:
-            raise InvalidToken(zone, "no Electricity Maps API key is configured")
-        query = {"zone": zone, "disableCallerLookup": "true", **params}
+            raise InvalidToken(zone or "", "no Electricity Maps API key is configured")
+        query = {"zone": zone, "disableCallerLookup": "true", **params} if zone else params
         started = time.monotonic()
         deadline = started + self._call_seconds
         outcome = "error"
@@ -150,17 +159,20 @@ class ElectricityMapsProvider:
                     timeout=_DeadlineTimeout(deadline, self._connect_timeout, self._read_timeout),
                     stream=True) as response:
                 outcome = str(response.status_code)
-                body = self._read_body(zone, response, deadline)
+                body = self._read_body(zone or "", response, deadline)
             if body is None:
                 outcome = "timeout"
                 raise UpstreamUnavailable(
-                    zone, f"Electricity Maps did not answer for zone {zone} within "
-                          f"{self._call_seconds:g} s")
+                    zone or "", f"Electricity Maps did not answer for {f'zone {zone}' if zone else path} "
+                                f"within {self._call_seconds:g} s")
+            if zone is None:
+                return self._decode_list(response.status_code, body)
             return self._decode(zone, response.status_code, body)
         except requests.RequestException as exc:
             outcome = "timeout" if isinstance(exc, requests.Timeout) else "connection_error"
             raise UpstreamUnavailable(
-                zone, f"Electricity Maps could not be reached for zone {zone} ({type(exc).__name__})"
+                zone or "", f"Electricity Maps could not be reached for "
+                            f"{f'zone {zone}' if zone else path} ({type(exc).__name__})"
             ) from None
         finally:
             del _call_deadline.at
@@ -169,6 +181,17 @@ class ElectricityMapsProvider:
                 self._observer(path, outcome, elapsed)
             log.info("upstream call", extra={"endpoint": path, "zone": zone, "outcome": outcome,
                                              "seconds": round(elapsed, 3)})
+
+    @staticmethod
+    def _decode_list(status: int, body: bytes) -> object:
+        if status in (401, 403):
+            raise InvalidToken("", "Electricity Maps rejected the API token")
+        if status >= 400:
+            raise UpstreamUnavailable("", f"Electricity Maps answered HTTP {status} for its zone list")
+        try:
+            return json.loads(body)
+        except ValueError:
+            raise UpstreamUnavailable("", "Electricity Maps sent invalid JSON for its zone list") from None
 
     @staticmethod
     def _read_body(zone: str, response: requests.Response, deadline: float) -> Optional[bytes]:

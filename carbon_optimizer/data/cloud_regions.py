@@ -1,0 +1,114 @@
+"""Cloud regions as locations: `aws:eu-west-1` -> the Electricity Maps zone whose grid powers it.
+
+The table (cloud_regions.csv beside this module) is curated by this project from public facts:
+one row per region with the provider, the region's name, the zone, where the region is, and the
+provider's page that says where it is. CLOUD_REGION_OVERRIDES changes or adds rows at start-up.
+
+`resolve` turns what a client asked for (a zone key or a cloud region) into a zone, or raises
+UnknownLocation naming the closest names this service knows.
+"""
+
+from __future__ import annotations
+
+import csv
+import difflib
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Collection, Iterable, Mapping, Optional
+
+from carbon_optimizer.errors import UnknownLocation
+from carbon_optimizer.settings import CLOUD_REGION_PATTERN, ZONE_KEY_PATTERN
+
+TABLE_PATH = Path(__file__).with_name("cloud_regions.csv")
+OVERRIDE_SOURCE = "configuration (CLOUD_REGION_OVERRIDES)"
+MAX_SUGGESTIONS = 5
+
+
+@dataclass(frozen=True)
+class CloudRegion:
+    provider: str   # aws, gcp, azure
+    region: str     # the provider's own name, lower case: eu-west-1, europe-west4, westeurope
+    zone: str       # Electricity Maps zone key
+    location: str   # where the region is, in words
+    source: str     # the public page that says where the region is
+
+    @property
+    def name(self) -> str:
+        """How a client writes it: provider:region."""
+        return f"{self.provider}:{self.region}"
+
+
+def read_table(path: Path = TABLE_PATH) -> dict[str, CloudRegion]:
+    """The table's rows by name. Raises ValueError on a malformed, repeated or unsourced row, so
+    a bad edit fails the tests and start-up rather than a request."""
+    regions: dict[str, CloudRegion] = {}
+    with open(path, newline="", encoding="utf-8") as handle:
+        for line, row in enumerate(csv.DictReader(handle), start=2):
+            region = CloudRegion(**{k: (v or "").strip() for k, v in row.items()})
+            if not re.fullmatch(CLOUD_REGION_PATTERN, region.name):
+                raise ValueError(f"{path.name} line {line}: {region.name!r} is not provider:region")
+            if not re.fullmatch(ZONE_KEY_PATTERN, region.zone):
+                raise ValueError(f"{path.name} line {line}: {region.zone!r} is not a zone key")
+            if not region.source.startswith("https://"):
+                raise ValueError(f"{path.name} line {line}: {region.name} has no https source")
+            if region.name in regions:
+                raise ValueError(f"{path.name} line {line}: {region.name} appears twice")
+            regions[region.name] = region
+    return regions
+
+
+class RegionTable:
+    """The built-in table with the configured overrides applied."""
+
+    def __init__(self, overrides: Optional[Mapping[str, str]] = None, path: Path = TABLE_PATH):
+        regions = read_table(path)
+        for name, zone in (overrides or {}).items():
+            provider, _, region = name.partition(":")
+            known = regions.get(name)
+            regions[name] = CloudRegion(provider=provider, region=region, zone=zone,
+                                        location=known.location if known else "",
+                                        source=OVERRIDE_SOURCE)
+        self._regions = dict(sorted(regions.items()))
+
+    def get(self, name: str) -> Optional[CloudRegion]:
+        return self._regions.get(name.lower())
+
+    def __iter__(self):
+        return iter(self._regions.values())
+
+    def __len__(self) -> int:
+        return len(self._regions)
+
+    def resolve(self, asked: str, zones: Optional[Collection[str]]) -> str:
+        """The zone for `asked` (a cloud region or a zone key). `zones` are the zones the provider
+        serves, or None when that list cannot be had just now (then any zone key passes, and the
+        provider answers for it). Raises UnknownLocation with close matches."""
+        if ":" in asked:
+            region = self.get(asked)
+            if region is None:
+                raise UnknownLocation(asked, f"{asked} is not a cloud region this service knows",
+                                      self.suggest(asked, zones))
+            if zones is not None and region.zone not in zones:
+                raise UnknownLocation(asked, f"{asked} is in zone {region.zone}, which the carbon-data "
+                                             "provider does not serve", ())
+            return region.zone
+        if zones is None or asked in zones:
+            return asked
+        raise UnknownLocation(asked, f"{asked} is neither a zone the carbon-data provider serves nor "
+                                     "a cloud region (written provider:region)",
+                              self.suggest(asked, zones))
+
+    def suggest(self, asked: str, zones: Optional[Iterable[str]]) -> tuple[str, ...]:
+        """Up to five known names close to `asked`: a region named without (or with the wrong)
+        provider first, then the closest spellings among zones and regions."""
+        text = asked.lower()
+        provider, _, bare = text.rpartition(":")
+        found = [r.name for r in self._regions.values() if r.region == bare and r.provider != provider]
+        candidates = {name.lower(): name for name in [*(zones or ()), *self._regions]}
+        found += [candidates[m] for m in difflib.get_close_matches(text, candidates, n=MAX_SUGGESTIONS)]
+        if provider and not found:
+            # A region name nothing like a real one: the provider's closest regions, loosely.
+            same = {r.region: r.name for r in self._regions.values() if r.provider == provider}
+            found = [same[m] for m in difflib.get_close_matches(bare, same, n=3, cutoff=0.4)]
+        return tuple(dict.fromkeys(found))[:MAX_SUGGESTIONS]
