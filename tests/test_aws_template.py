@@ -12,6 +12,7 @@
 """
 import ast
 import json
+import re
 import warnings
 from pathlib import Path
 
@@ -325,3 +326,34 @@ def test_moto_execution_role_grants_that_secret(moto_stack):
     assert f"'Action': 'secretsmanager:GetSecretValue', 'Resource': '{moto_stack['parameters']['SecretArn']}'" in text
     assert text.count("'secretsmanager:") == 1  # one action of that service
     assert "kms:Decrypt" not in text  # no KMS key given: the conditional statement is left out
+
+
+# -- DEPLOYMENT.md's AWS section against the template ----------------------------------------------
+
+def _section(heading: str) -> str:
+    text = (ROOT / "DEPLOYMENT.md").read_text()
+    start = text.index(heading + "\n") + len(heading)
+    following = [text.find(mark, start) for mark in ("\n## ", "\n### ")]
+    return text[start:min(i for i in following if i >= 0)]
+
+
+def test_documented_alarms_are_the_template_alarms(template):
+    documented = set(re.findall(r"^\| `(\w+)` \|", _section("### Alarms"), re.M))
+    alarms = {name for name, r in template["Resources"].items() if r["Type"] == "AWS::CloudWatch::Alarm"}
+    assert documented == alarms
+
+
+def test_documented_secret_works_with_the_template(container):
+    (example,) = re.findall(r"```json\n(.*?)```", _section("### The secret for the template"), re.S)
+    secret = json.loads(example)
+    assert set(secret) == secret_json_keys()
+    injected = {name: secret[key] for name, key in _secret_entries(container).items()}
+    assert len(EnvSecretStore(injected).current().api_keys) == 2
+
+
+def test_documented_deploy_commands_name_template_parameters(template):
+    commands = re.findall(r"```bash\n(.*?)```", _section("### Deploy") + _section("### Roll back"), re.S)
+    named = set(re.findall(r"(?:^|\s)([A-Z][A-Za-z0-9]+)=", " ".join(commands)))
+    assert named and named <= set(template["Parameters"]), named - set(template["Parameters"])
+    required = {name for name, p in template["Parameters"].items() if "Default" not in p}
+    assert required <= named, f"the deploy command leaves out {required - named}"
