@@ -175,6 +175,17 @@ def test_container_hardening(container):
     assert container["LinuxParameters"]["Capabilities"] == {"Drop": ["ALL"]}
 
 
+def test_metrics_refusal_is_the_service_404(template, app):
+    # The ALB answers /metrics itself; its body is what the service says for a path it lacks.
+    rule = template["Resources"]["MetricsNotRouted"]["Properties"]
+    assert rule["Conditions"][0]["PathPatternConfig"]["Values"][0] == "/metrics"
+    assert "/metrics" in {r.rule for r in app.url_map.iter_rules()}  # the path the service exports on
+    refusal = rule["Actions"][0]["FixedResponseConfig"]
+    unknown = app.test_client().get("/no-such-endpoint")
+    assert int(refusal["StatusCode"]) == unknown.status_code == 404
+    assert json.loads(refusal["MessageBody"]) == unknown.get_json()
+
+
 def test_execution_role_reads_only_that_secret(template):
     (policy,) = template["Resources"]["ExecutionRole"]["Properties"]["Policies"]
     statements = policy["PolicyDocument"]["Statement"]
