@@ -33,7 +33,8 @@ lint: lint-imports lint-deploy lint-security
 lint-imports: $(VENV)/.dev
 	$(VENV)/bin/lint-imports
 
-# Dockerfile, compose, Kubernetes and Prometheus rules, by linters and schemas (no Docker engine here).
+# Dockerfile, compose, Kubernetes, Prometheus rules and the CloudFormation template, by linters and
+# schemas (no Docker engine or AWS account here).
 lint-deploy: $(VENV)/.dev
 	VENV=$(VENV) scripts/lint-deploy.sh
 

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Checks the deployment artifacts by linters and schemas (no Docker engine or cluster needed):
 # hadolint, the compose-spec JSON schema (vendored, see scripts/vendor/README), kubernetes-validate,
-# promtool check/test rules, and the Grafana dashboard's JSON. Run by `make lint-deploy`.
+# promtool check/test rules, the Grafana dashboard's JSON, and cfn-lint on the CloudFormation template. Run by `make lint-deploy`.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 VENV="${VENV:-.venv}"
@@ -38,4 +38,7 @@ promtool check rules monitoring/alerts.yml
 
 echo "== Grafana dashboard JSON"
 "$PY" -c 'import json; d = json.load(open("monitoring/grafana-dashboard.json")); assert d["panels"], "no panels"'
+echo "== CloudFormation template with cfn-lint (errors and warnings fail)"
+"$VENV/bin/cfn-lint" deploy/aws/*.yaml
+
 echo "lint-deploy: all checks passed"
