@@ -103,8 +103,11 @@ def test_openapi_document_is_valid_and_matches_the_models(client):
     workload = document["components"]["schemas"]["Workload"]
     assert set(workload["properties"]) == set(schemas.Workload.model_fields)
     assert document["components"]["schemas"]["WorkloadBatch"]["properties"]["workloads"]["maxItems"] == 500
+    # /docs is Swagger UI rendering that document in the browser (tests/test_page_browser.py
+    # checks the operations appear); here: the page loads the vendored renderer and its init script.
     page = client.get("/docs")
-    assert page.status_code == 200 and b"/api/v1/optimize" in page.data
+    assert page.status_code == 200 and page.mimetype == "text/html"
+    assert b"/static/vendor/swagger-ui-dist-" in page.data and b"/static/docs.js" in page.data
 
 
 def test_health_is_ok_in_demo_mode(client):

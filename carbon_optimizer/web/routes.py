@@ -1,5 +1,5 @@
 """The routes: the `api` blueprint (optimize, forecast, the OpenAPI document) and the `ops`
-blueprint (health, docs). Each parses its request into typed values, calls the engine, and hands
+blueprint (health); the pages (/, /docs) are in pages.py. Each parses its request into typed values, calls the engine, and hands
 the engine's typed answer to a response model, which writes the body."""
 
 from __future__ import annotations
@@ -217,9 +217,3 @@ def health():
     degraded = (checks["redis"]["status"] == "down" or checks["provider"]["status"] != "ok"
                 or checks["secrets"]["status"] == "failing" or checks["rate_limit"]["status"] == "fallback")
     return jsonify({"status": "degraded" if degraded else "ok", "checks": checks})
-
-
-@ops.get("/docs")
-def docs():
-    page = openapi.render_docs(current_app.extensions["carbon_openapi"])
-    return Response(page, mimetype="text/html")
