@@ -39,6 +39,7 @@ if not (CHROMIUM and CHROMEDRIVER):
 webdriver = pytest.importorskip("selenium.webdriver")
 from selenium.webdriver.chrome.service import Service  # noqa: E402
 from selenium.webdriver.common.by import By  # noqa: E402
+from selenium.webdriver.common.keys import Keys  # noqa: E402
 from selenium.webdriver.support import expected_conditions as ec  # noqa: E402
 from selenium.webdriver.support.ui import WebDriverWait  # noqa: E402
 
@@ -69,6 +70,13 @@ def browser():
         shutil.rmtree(profile, ignore_errors=True)
 
 
+@pytest.fixture(autouse=True)
+def fresh_console_log(request):
+    """Each test reads only its own console messages: drop what earlier tests left in the log."""
+    if "browser" in request.fixturenames:
+        request.getfixturevalue("browser").get_log("browser")
+
+
 def console_errors(driver) -> list[str]:
     return [entry["message"] for entry in driver.get_log("browser") if entry["level"] == "SEVERE"]
 
@@ -77,6 +85,7 @@ def screenshot(driver, name: str) -> Path:
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
     path = ARTIFACTS / name
     # The whole page: as tall as its content.
+    driver.execute_script("window.scrollTo(0, 0)")
     height = driver.execute_script("return document.documentElement.scrollHeight")
     driver.set_window_size(driver.get_window_size()["width"], min(max(height + 40, 800), 4000))
     driver.save_screenshot(str(path))
@@ -123,7 +132,8 @@ def test_the_page_draws_the_forecast_and_the_chosen_window_and_says_the_apis_sav
     start = the_hour_after_next()
     workload = {"id": "browser-check", "duration": 150, "zones": ["DE", "FR", "PL"],
                 "earliest_start": start.strftime("%Y-%m-%dT%H:%M:%SZ"),
-                "deadline": (start + timedelta(hours=30)).strftime("%Y-%m-%dT%H:%M:%SZ"),
+                # Past the demo's 72-hour forecast: the charts show estimated parts too.
+                "deadline": (start + timedelta(hours=84)).strftime("%Y-%m-%dT%H:%M:%SZ"),
                 "power_kw": 3}
     expected = requests.post(f"{service.url}/api/v1/optimize", json=workload, timeout=10).json()
     assert expected["status"] == "scheduled", expected
@@ -160,6 +170,15 @@ def test_the_page_draws_the_forecast_and_the_chosen_window_and_says_the_apis_sav
     facts = browser.find_element(By.ID, "facts").text
     shown_start = datetime.fromisoformat(expected["start"].replace("Z", "+00:00")).strftime("%Y-%m-%d %H:%M UTC")
     assert f"Run in {expected['zone']} from {shown_start}" in facts
+    # Each point is drawn as forecast or estimated as the API flags it: estimated exactly from
+    # where the provider's forecast ends.
+    forecast_end = requests.get(f"{service.url}/api/v1/forecast", params={"zone": "DE"}, timeout=10).json()[
+        "provenance"]["forecast_end"]
+    ends_at = datetime.fromisoformat(forecast_end.replace("Z", "+00:00")).strftime("%Y-%m-%d %H:%M UTC")
+    rows = [[cell.get_attribute("textContent") for cell in row.find_elements(By.TAG_NAME, "td")]
+            for row in browser.find_elements(By.CSS_SELECTOR, "figure.zone[data-zone='DE'] tr")[1:]]
+    assert {kind for _, _, kind in rows} == {"forecast", "estimated"}
+    assert all((kind == "estimated") == (hour >= ends_at) for hour, _, kind in rows), rows
     assert console_errors(browser) == []
     picture = screenshot(browser, "page.png")
     if os.environ.get("UPDATE_README_SCREENSHOT") == "1":
@@ -176,8 +195,9 @@ def test_the_form_and_an_interruptible_answer_show_the_chunks(service, browser):
     browser.find_element(By.ID, "duration").send_keys("240")
     browser.find_element(By.ID, "max-delay").clear()
     browser.find_element(By.ID, "max-delay").send_keys("36")
-    browser.find_element(By.ID, "interruptible").click()
-    browser.find_element(By.ID, "submit").click()
+    browser.find_element(By.ID, "interruptible").send_keys(Keys.SPACE)  # by keyboard: tick, then Enter
+    assert browser.find_element(By.ID, "interruptible").is_selected()
+    browser.find_element(By.ID, "max-delay").send_keys(Keys.ENTER)
     WebDriverWait(browser, 20).until(ec.text_to_be_present_in_element((By.ID, "status"), "Done."))
     chunks = browser.find_elements(By.CSS_SELECTOR, "#chunks li")
     assert chunks and browser.find_element(By.ID, "chunks-box").is_displayed()
@@ -185,6 +205,21 @@ def test_the_form_and_an_interruptible_answer_show_the_chunks(service, browser):
     drawn = figure.get_attribute("data-window-px").split(",")
     assert len(drawn) == len(chunks)  # one shaded band per chunk
     assert console_errors(browser) == []
+
+
+def test_a_phone_width_screen_scrolls_only_down(service, browser):
+    browser.set_window_size(400, 900)
+    try:
+        browser.get(f"{service.url}/")
+        browser.find_element(By.ID, "submit").click()
+        WebDriverWait(browser, 20).until(ec.text_to_be_present_in_element((By.ID, "status"), "Done."))
+        inner = browser.execute_script("return document.documentElement.clientWidth")
+        assert browser.execute_script("return document.documentElement.scrollWidth") <= inner
+        for canvas in browser.find_elements(By.CSS_SELECTOR, "figure.zone canvas"):
+            assert canvas.size["width"] <= inner
+        screenshot(browser, "page-phone.png")
+    finally:
+        browser.set_window_size(1280, 1400)
 
 
 def test_the_services_error_message_is_shown_as_it_is(service, browser):
@@ -202,6 +237,50 @@ def test_the_services_error_message_is_shown_as_it_is(service, browser):
         assert f"{detail['field']}: {detail['message']}" in shown
     # A 400 answer is logged by the browser as a failed resource load; nothing else may be.
     assert [m for m in console_errors(browser) if "status of 400" not in m] == []
+
+
+@pytest.fixture(scope="module")
+def keyed_service():
+    with GunicornProcess({"CARBON_PROVIDER": "demo", "API_KEYS": KEY}, workers=1, threads=4) as server:
+        yield server
+
+
+KEY = "FAKE-browser-key-71d2"
+
+
+def test_with_keys_required_the_page_sends_the_key_field_and_shows_the_401(keyed_service, browser):
+    browser.get(f"{keyed_service.url}/")
+    browser.find_element(By.ID, "submit").click()
+    WebDriverWait(browser, 10).until(ec.visibility_of_element_located((By.ID, "error")))
+    refused = requests.post(f"{keyed_service.url}/api/v1/optimize", json={"duration": 120}, timeout=10).json()
+    assert f"HTTP 401 {refused['error']['code']}: {refused['error']['message']}" in \
+        browser.find_element(By.ID, "error").text
+    browser.find_element(By.ID, "api-key").send_keys(KEY)
+    browser.find_element(By.ID, "submit").click()
+    WebDriverWait(browser, 20).until(ec.text_to_be_present_in_element((By.ID, "status"), "Done."))
+    assert browser.find_element(By.ID, "saving").text.startswith("Saves")
+    assert not browser.find_element(By.ID, "error").is_displayed()
+    # The refused call is logged as a failed resource load; nothing else may be.
+    assert [m for m in console_errors(browser) if "status of 401" not in m] == []
+
+
+def test_docs_try_it_sends_the_authorized_key(keyed_service, browser):
+    browser.get(f"{keyed_service.url}/docs")
+    wait = WebDriverWait(browser, 20)
+    wait.until(ec.element_to_be_clickable((By.CSS_SELECTOR, ".auth-wrapper .authorize"))).click()
+    wait.until(ec.visibility_of_element_located((By.CSS_SELECTOR, ".dialog-ux input"))).send_keys(KEY)
+    browser.find_element(By.CSS_SELECTOR, ".dialog-ux .auth-btn-wrapper .authorize").click()
+    browser.find_element(By.CSS_SELECTOR, ".dialog-ux .btn-done").click()
+    browser.find_element(By.CSS_SELECTOR, "#operations-default-optimize .opblock-summary-control").click()
+    wait.until(ec.element_to_be_clickable((By.CSS_SELECTOR, "#operations-default-optimize .execute"))).click()
+    status = wait.until(ec.visibility_of_element_located(
+        (By.CSS_SELECTOR, "#operations-default-optimize .live-responses-table .response .response-col_status")))
+    body = browser.find_element(By.CSS_SELECTOR, "#operations-default-optimize .live-responses-table "
+                                                 ".response-col_description pre").text
+    assert status.text.strip().startswith("200"), body
+    assert json.loads(body)["id"] == "nightly-build"  # the document's first example, as sent
+    assert console_errors(browser) == []
+    screenshot(browser, "docs-try-it.png")
 
 
 def test_docs_render_the_operations_with_swagger_ui(service, browser):

@@ -119,7 +119,9 @@
   }
 
   function savingText(r) {
-    var where = r.baseline ? "starting now in " + r.baseline.zone : "starting now";
+    // The baseline is what running at once would emit: from the earliest start, in the first zone.
+    var where = r.baseline ? "starting at once (" + utc(epoch(r.baseline.start)) + ") in " + r.baseline.zone
+      : "starting at once";
     if (r.saving_grams !== null && r.saving_grams !== undefined) {
       var text = "Saves " + grams(r.saving_grams) + " CO\u2082eq";
       if (r.saving_percent !== null && r.saving_percent !== undefined) text += " (" + r.saving_percent.toFixed(1) + " %)";
@@ -151,7 +153,7 @@
         answer.duration_minutes + " min."));
       var intensity = "Mean carbon intensity " + answer.carbon_intensity.toFixed(1) + " gCO\u2082eq/kWh";
       if (answer.baseline) intensity += ", against " + answer.baseline.carbon_intensity.toFixed(1) +
-        " starting now (" + utc(epoch(answer.baseline.start)) + ")";
+        " starting at once in " + answer.baseline.zone;
       facts.appendChild(el("li", {}, intensity + "."));
       var p = answer.provenance;
       var source = "Data: " + p.provider + ", forecast to " + utc(epoch(p.forecast_end)) +
@@ -186,8 +188,34 @@
     return zones;
   }
 
-  function hoursToCover(planList) {
+  // ISO 8601 durations as the API takes them (PnWnDTnHnMnS), or whole minutes; seconds, or NaN.
+  function seconds(duration) {
+    if (typeof duration === "number") return duration * 60;
+    var m = /^P(?:(\d+)W)?(?:(\d+)D)?(?:T(?:(\d+)H)?(?:(\d+)M)?(?:(\d+(?:\.\d+)?)S)?)?$/.exec(String(duration).trim());
+    if (!m) return NaN;
+    var parts = m.slice(1).map(function (v) { return v ? Number(v) : 0; });
+    return parts[0] * 604800 + parts[1] * 86400 + parts[2] * 3600 + parts[3] * 60 + parts[4];
+  }
+
+  // Where a workload's allowed window ends (its last possible finish), as far as the request says.
+  function allowedEnd(w) {
+    if (!w || typeof w !== "object") return NaN;
+    var earliest = w.earliest_start ? epoch(w.earliest_start) : Date.now() / 1000;
+    var length = seconds(w.duration);
+    if (w.deadline) return epoch(w.deadline);
+    if (w.latest_start) return epoch(w.latest_start) + length;
+    if (w.max_delay) return earliest + seconds(w.max_delay) + length;
+    return NaN;
+  }
+
+  // Enough hours to show every allowed window, chosen window and baseline (at least a day).
+  function hoursToCover(request, planList) {
     var until = Date.now() / 1000 + 24 * HOUR;
+    var workloads = request && Array.isArray(request.workloads) ? request.workloads : [request];
+    workloads.forEach(function (w) {
+      var end = allowedEnd(w);
+      if (isFinite(end)) until = Math.max(until, end);
+    });
     planList.forEach(function (p) {
       p.intervals.forEach(function (i) { until = Math.max(until, i[1]); });
       if (p.baseline) until = Math.max(until, p.baseline.end);
@@ -244,7 +272,11 @@
       width: width, height: Math.round(Math.min(320, Math.max(220, width * 0.45))),
       tzDate: function (ts) { return uPlot.tzDate(new Date(ts * 1000), "Etc/UTC"); },
       scales: { x: { time: true } },
-      axes: [{ stroke: "#222", grid: { stroke: "#e2e2e2" } },
+      // Hours on a 24-hour clock, with the date under each day's first tick.
+      axes: [{ stroke: "#222", grid: { stroke: "#e2e2e2" },
+               values: [[86400, "{DD} {MMM}", null, null, null, null, null, null, 1],
+                        [3600, "{HH}:{mm}", "\n{DD} {MMM}", null, "\n{DD} {MMM}", null, null, null, 1],
+                        [60, "{HH}:{mm}", "\n{DD} {MMM}", null, "\n{DD} {MMM}", null, null, null, 1]] },
              { stroke: "#222", grid: { stroke: "#e2e2e2" }, size: 55, label: "gCO\u2082eq/kWh" }],
       legend: { show: false },
       series: [
@@ -315,7 +347,7 @@
   function drawZones(request, answer) {
     var planList = plans(answer);
     var zones = zonesToDraw(request, planList);
-    var hours = hoursToCover(planList);
+    var hours = hoursToCover(request, planList);
     return Promise.all(zones.map(function (zone) {
       var figure = el("figure", { "class": "zone", "data-zone": zone });
       figure.appendChild(el("figcaption", {}, zone + (planList.some(function (p) { return p.zone === zone; })
