@@ -63,10 +63,11 @@ class CarbonEngine:
         until = min(until, series.end_epoch + MAX_EXTENSION_SECONDS)
         profile = self._profiles().get(series.zone) if self._profiles else None
         return replace(zone, extended=extend_series(series, until, profile,
-                                                    self._history(series.zone, now)))
+                                                    self.history(series.zone, now)))
 
-    def _history(self, zone: str, now: datetime) -> Optional[ForecastSeries]:
-        """Recent measurements (cached like forecasts when the provider is remote); None on failure."""
+    def history(self, zone: str, now: datetime) -> Optional[ForecastSeries]:
+        """Recent measurements (cached like forecasts when the provider is remote); None on failure.
+        They refine estimates past a forecast, and GET /forecast?history=true shows them."""
         try:
             if not self.provider.shared_cache:
                 return self.provider.history(zone, now)

@@ -12,7 +12,7 @@ from carbon_optimizer.web.app import create_app
 
 KEY = "FAKE-openapi-key-3c8e"
 BODY = {"duration": "PT1H", "zones": ["DE"], "max_delay": "PT6H"}
-SAMPLE_QUERY = {"zone": "DE", "hours": "2"}  # a value for each query parameter the document has
+SAMPLE_QUERY = {"zone": "DE", "hours": "2", "history": "true"}  # a value for each query parameter the document has
 
 
 def build(env: dict):
@@ -89,7 +89,9 @@ def test_every_operation_with_input_has_examples_and_the_service_answers_each():
                 assert answer.status_code == 200, (name, answer.json)
                 answered.append(name)
         if parameters:
-            query = {p["name"]: p["example"] for p in parameters}
+            # A query string writes a boolean as JSON does (true), not as Python does (True).
+            query = {p["name"]: str(p["example"]).lower() if isinstance(p["example"], bool) else p["example"]
+                     for p in parameters}
             answer = client.open(path, method=method.upper(), query_string=query)
             assert answer.status_code == 200, answer.json
             answered.append(operation["operationId"])

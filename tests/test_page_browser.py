@@ -177,15 +177,18 @@ def test_the_page_draws_the_forecast_and_the_chosen_window_and_says_the_apis_sav
     facts = browser.find_element(By.ID, "facts").text
     shown_start = datetime.fromisoformat(expected["start"].replace("Z", "+00:00")).strftime("%Y-%m-%d %H:%M UTC")
     assert f"Run in {expected['zone']} from {shown_start}" in facts
-    # Each point is drawn as forecast or estimated as the API flags it: estimated exactly from
-    # where the provider's forecast ends.
-    forecast_end = requests.get(f"{service.url}/api/v1/forecast", params={"zone": "DE"}, timeout=10).json()[
-        "provenance"]["forecast_end"]
-    ends_at = datetime.fromisoformat(forecast_end.replace("Z", "+00:00")).strftime("%Y-%m-%d %H:%M UTC")
+    # Each point is drawn as measured, forecast or estimated as the API says: measured before the
+    # provider's forecast starts, estimated from where it ends.
+    known = requests.get(f"{service.url}/api/v1/forecast", params={"zone": "DE", "history": "true"},
+                         timeout=10).json()
+    shown = lambda stamp: datetime.fromisoformat(stamp.replace("Z", "+00:00")).strftime("%Y-%m-%d %H:%M UTC")  # noqa: E731
+    starts_at, ends_at = (shown(known["provenance"][k]) for k in ("forecast_start", "forecast_end"))
     rows = [[cell.get_attribute("textContent") for cell in row.find_elements(By.TAG_NAME, "td")]
             for row in browser.find_elements(By.CSS_SELECTOR, "figure.zone[data-zone='DE'] tr")[1:]]
-    assert {kind for _, _, kind in rows} == {"forecast", "estimated"}
-    assert all((kind == "estimated") == (hour >= ends_at) for hour, _, kind in rows), rows
+    assert {kind for _, _, kind in rows} == {"measured", "forecast", "estimated"}
+    assert [hour for hour, _, kind in rows if kind == "measured"] == [shown(p["datetime"]) for p in known["history"]]
+    for hour, _, kind in rows:
+        assert kind == ("measured" if hour < starts_at else "estimated" if hour >= ends_at else "forecast"), rows
     assert console_errors(browser) == []
     picture = screenshot(browser, "page.png")
     if os.environ.get("UPDATE_README_SCREENSHOT") == "1":

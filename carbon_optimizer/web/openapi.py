@@ -37,7 +37,7 @@ OPTIMIZE_EXAMPLES = {
                   {"id": "train-c", "duration": 120, "zones": ["SE"], "max_delay": "PT24H", "power_kw": 8}],
                   "capacity": {"max_concurrent": 2}}},
 }
-FORECAST_EXAMPLE = {"zone": "DE", "hours": 48}
+FORECAST_EXAMPLE = {"zone": "DE", "hours": 48, "history": True}
 
 
 def build_document(version: str, max_batch_size: int) -> dict:
@@ -102,10 +102,15 @@ def build_document(version: str, max_batch_size: int) -> dict:
                                                "(flagged estimated; at most 14 days past it)",
                                 "example": FORECAST_EXAMPLE["hours"],
                                 "schema": {"type": "integer", "minimum": 1,
-                                           "maximum": models.MAX_FORECAST_HOURS}}],
+                                           "maximum": models.MAX_FORECAST_HOURS}},
+                               {"name": "history", "in": "query", "required": False,
+                                "description": "also the provider's recent measurements (the "
+                                               "last day or so) in `history`",
+                                "example": FORECAST_EXAMPLE["history"],
+                                "schema": {"type": "boolean", "default": False}}],
                 "responses": {
                     "200": _ok("ForecastResponse", "the forecast with its provenance"),
-                    "400": _error("missing or malformed zone or hours"),
+                    "400": _error("missing or malformed zone, hours or history"),
                     "401": unauthorized,
                     "404": _error("the provider has no data for this zone"),
                     "422": _error("zone_not_entitled: the service's data plan does not cover the zone"),

@@ -179,6 +179,16 @@ def _hours_parameter() -> Optional[int]:
     return int(text)
 
 
+def _history_parameter() -> bool:
+    text = request.args.get("history")
+    if text is None or text == "false":
+        return False
+    if text == "true":
+        return True
+    raise RequestError(FailureCode.INVALID_REQUEST, "history must be true or false",
+                       details=[{"field": "history", "message": "true or false"}])
+
+
 @api.get("/forecast")
 def forecast():
     zone = request.args.get("zone", "")
@@ -188,6 +198,7 @@ def forecast():
         raise RequestError(FailureCode.INVALID_REQUEST, "give one Electricity Maps zone key, e.g. ?zone=DE",
                        details=[{"field": "zone", "message": "missing or not a zone key"}]) from None
     hours = _hours_parameter()
+    with_history = _history_parameter()
     now = _now()
     try:
         found = _engine().forecast(zone, now)
@@ -198,7 +209,8 @@ def forecast():
         raise RequestError(exc.code, exc.message, headers=headers, status=status) from None
     if hours is not None:
         found = _engine().extended(found, to_epoch(now) + 3600 * hours, now)
-    return _answer(models.ForecastResponse.of(found))
+    history = _engine().history(zone, now) if with_history else None
+    return _answer(models.ForecastResponse.of(found, history, with_history))
 
 
 @api.get("/openapi.json")

@@ -6,7 +6,7 @@
   var HOUR = 3600;
   var MAX_FORECAST_HOURS = 744; // the API's limit on ?hours=
   var COLORS = {
-    forecast: "#1f5fa8", estimated: "#a84a00", past: "rgba(60, 60, 60, 0.10)",
+    measured: "#4d4d4d", forecast: "#1f5fa8", estimated: "#a84a00", past: "rgba(60, 60, 60, 0.10)",
     window: "rgba(26, 152, 80, 0.28)", windowEdge: "#137040",
     baseline: "rgba(120, 60, 140, 0.16)", baselineEdge: "#6a3d7a", now: "#333"
   };
@@ -224,24 +224,34 @@
     return Math.min(MAX_FORECAST_HOURS, Math.max(1, hours));
   }
 
-  // uPlot data for a step chart: forecast and estimated values as two series (one null where the
-  // other holds), joined where the estimates begin; a last x closes the final step.
-  function chartData(forecast) {
-    var points = forecast.forecast, step = forecast.step_seconds;
-    var xs = [], forecasted = [], estimated = [];
-    points.forEach(function (p, i) {
-      xs.push(epoch(p.datetime));
-      var firstEstimate = p.estimated && (i === 0 || !points[i - 1].estimated);
-      forecasted.push(!p.estimated || (firstEstimate && i > 0) ? p.carbon_intensity : null);
-      estimated.push(p.estimated ? p.carbon_intensity : null);
+  // Each point of a zone's answer with what it is: measured (history), forecast, or estimated
+  // (past the provider's forecast; in the history, a missing measurement held at the one before).
+  function pointsOf(forecast) {
+    var history = (forecast.history || []).map(function (p) {
+      return { t: epoch(p.datetime), v: p.carbon_intensity, kind: p.estimated ? "held" : "measured" };
     });
-    if (points.length) {
+    return history.concat(forecast.forecast.map(function (p) {
+      return { t: epoch(p.datetime), v: p.carbon_intensity, kind: p.estimated ? "estimated" : "forecast" };
+    }));
+  }
+
+  var SERIES_KINDS = [["measured", "held"], ["forecast"], ["estimated"]];
+
+  // uPlot data for a step chart: one series per kind, null where another holds; a series runs on to
+  // where the next begins (a vertical join), and a last x closes the final step.
+  function chartData(points, step) {
+    var xs = points.map(function (p) { return p.t; });
+    xs.push(xs[xs.length - 1] + step);
+    var ys = SERIES_KINDS.map(function (kinds) {
+      var mine = function (p) { return p && kinds.indexOf(p.kind) >= 0; };
+      var values = points.map(function (p, i) {
+        return mine(p) || (i > 0 && mine(points[i - 1])) ? p.v : null;
+      });
       var last = points[points.length - 1];
-      xs.push(xs[xs.length - 1] + step);
-      forecasted.push(last.estimated ? null : last.carbon_intensity);
-      estimated.push(last.estimated ? last.carbon_intensity : null);
-    }
-    return [xs, forecasted, estimated];
+      values.push(mine(last) ? last.v : null);
+      return values;
+    });
+    return [xs].concat(ys);
   }
 
   function band(u, from, to, fill, edge) {
@@ -281,6 +291,7 @@
       legend: { show: false },
       series: [
         { label: "time (UTC)" },
+        { label: "measured", stroke: COLORS.measured, width: 2, paths: uPlot.paths.stepped({ align: 1 }) },
         { label: "forecast", stroke: COLORS.forecast, width: 2, paths: uPlot.paths.stepped({ align: 1 }) },
         { label: "estimated", stroke: COLORS.estimated, width: 2, dash: [6, 4],
           paths: uPlot.paths.stepped({ align: 1 }) }
@@ -313,31 +324,36 @@
         }]
       }
     };
-    var plot = new uPlot(options, chartData(forecast), holder);
+    var points = pointsOf(forecast);
+    var plot = new uPlot(options, chartData(points, forecast.step_seconds), holder);
     charts.push({ plot: plot, figure: figure });
-    var values = forecast.forecast.map(function (p) { return p.carbon_intensity; });
-    var estimatedCount = forecast.forecast.filter(function (p) { return p.estimated; }).length;
-    holder.setAttribute("aria-label", "Carbon intensity in " + zone + " from " +
-      utc(epoch(forecast.forecast[0].datetime)) + ", " + forecast.forecast.length + " points" +
-      (estimatedCount ? " (" + estimatedCount + " estimated)" : "") + ", from " +
+    var values = points.map(function (p) { return p.v; });
+    var count = function (kind) { return points.filter(function (p) { return p.kind === kind; }).length; };
+    holder.setAttribute("aria-label", "Carbon intensity in " + zone + " from " + utc(points[0].t) + ": " +
+      count("measured") + " measured, " + count("forecast") + " forecast and " + count("estimated") +
+      " estimated hours, from " +
       Math.min.apply(null, values).toFixed(0) + " to " + Math.max.apply(null, values).toFixed(0) +
       " gCO\u2082eq/kWh" + (mine.length ? "; the chosen window is shaded green" : ""));
-    figure.appendChild(dataTable(forecast));
+    figure.appendChild(dataTable(points));
   }
 
   // The chart's numbers as a table, for screen readers and for anyone who wants them.
-  function dataTable(forecast) {
+  var KIND_WORDS = { measured: "measured", held: "no measurement (previous held)",
+                     forecast: "forecast", estimated: "estimated" };
+
+  // The chart's numbers as a table, for screen readers and for anyone who wants them.
+  function dataTable(points) {
     var details = el("details");
     details.appendChild(el("summary", {}, "Data table"));
     var table = el("table");
     var head = el("tr");
     ["Hour (UTC)", "gCO\u2082eq/kWh", "Kind"].forEach(function (t) { head.appendChild(el("th", { scope: "col" }, t)); });
     table.appendChild(head);
-    forecast.forecast.forEach(function (p) {
+    points.forEach(function (p) {
       var row = el("tr");
-      row.appendChild(el("td", {}, utc(epoch(p.datetime))));
-      row.appendChild(el("td", {}, p.carbon_intensity.toFixed(1)));
-      row.appendChild(el("td", {}, p.estimated ? "estimated" : "forecast"));
+      row.appendChild(el("td", {}, utc(p.t)));
+      row.appendChild(el("td", {}, p.v.toFixed(1)));
+      row.appendChild(el("td", {}, KIND_WORDS[p.kind]));
       table.appendChild(row);
     });
     details.appendChild(table);
@@ -353,7 +369,7 @@
       figure.appendChild(el("figcaption", {}, zone + (planList.some(function (p) { return p.zone === zone; })
         ? ": chosen zone" : "")));
       $("charts").appendChild(figure);
-      return call("GET", "/api/v1/forecast?zone=" + encodeURIComponent(zone) + "&hours=" + hours)
+      return call("GET", "/api/v1/forecast?zone=" + encodeURIComponent(zone) + "&hours=" + hours + "&history=true")
         .then(function (got) {
           if (!got.ok) {
             figure.appendChild(el("p", { "class": "error", role: "alert" }, describeError(got).join("; ")));
