@@ -1,6 +1,7 @@
 """The routes: the `api` blueprint (optimize, forecast, the OpenAPI document) and the `ops`
-blueprint (health); the pages (/, /docs) are in pages.py. Each parses its request into typed values, calls the engine, and hands
-the engine's typed answer to a response model, which writes the body."""
+blueprint (health); the pages (/, /docs) are in pages.py. Each parses its request into typed
+values, calls the engine, and hands the engine's typed answer to a response model, which writes
+the body."""
 
 from __future__ import annotations
 
