@@ -21,7 +21,7 @@ from carbon_optimizer.data.cloud_regions import RegionTable
 from carbon_optimizer.data.profiles import hour_of_week_profiles
 from carbon_optimizer.data.providers.base import Provider
 from carbon_optimizer.data.providers.factory import build_provider
-from carbon_optimizer.errors import CarbonDataError, FailureCode
+from carbon_optimizer.errors import CarbonDataError, FailureCode, UpstreamUnavailable
 from carbon_optimizer.ops import metrics
 from carbon_optimizer.scheduling import planner
 from carbon_optimizer.scheduling.budget import Budget
@@ -116,8 +116,9 @@ class CarbonEngine:
         profile = self._profiles().get(series.zone) if self._profiles else None
         return replace(zone, extended=extend_series(series, until, profile, history))
 
-    def _history(self, zone: str, now: datetime) -> Optional[ForecastSeries]:
-        """Recent measurements (cached like forecasts when the provider is remote); None on failure."""
+    def history(self, zone: str, now: datetime) -> Optional[ForecastSeries]:
+        """Recent measurements (cached like forecasts when the provider is remote); None on failure.
+        They refine estimates past a forecast, and GET /forecast?history=true shows them."""
         try:
             if not self.provider.shared_cache:
                 return self.provider.history(zone, now)
@@ -159,6 +160,26 @@ class CarbonEngine:
                 done[zone] = None
         return done
 
+    def zone_view(self, zone: str, now: datetime, until: Optional[int] = None,
+                  with_history: bool = False) -> tuple[ZoneSeries, Optional[ForecastSeries]]:
+        """One zone's forecast (extended to `until`, epoch seconds, when given) and, when asked or
+        needed for the extension, its recent history: what GET /forecast shows. Under the same
+        deadline as a request's data. Raises CarbonDataError."""
+        deadline = self._monotonic() + self._fetch_seconds
+        got = self._gather({zone: lambda: self.forecast(zone, now)}, deadline)[zone]
+        if got is None:
+            raise UpstreamUnavailable(
+                zone, f"the carbon-data provider did not answer for zone {zone} within the "
+                      f"request's {self._fetch_seconds:g} s deadline; retry shortly")
+        found = got.result()
+        history = None
+        if with_history or (until is not None and until > found.forecast.end_epoch):
+            past = self._gather({zone: lambda: self.history(zone, now)}, deadline)[zone]
+            history = past.result() if past is not None else None
+        if until is not None:
+            found = self.extended(found, until, now, history)
+        return found, history
+
     def _zones(self, jobs: Sequence[Job], now: datetime,
                extend: bool) -> dict[str, ZoneSeries | ZoneFailure]:
         deadline = self._monotonic() + self._fetch_seconds  # for all the request's carbon data
@@ -186,7 +207,7 @@ class CarbonEngine:
                     if isinstance(one, ZoneSeries) and planner.reaches_past_forecast(job, one):
                         reach[z] = max(reach.get(z, 0), job.latest_end)
             # History only refines the estimates: one not there by the deadline is done without.
-            histories = self._gather({z: (lambda z=z: self._history(z, now)) for z in reach}, deadline)
+            histories = self._gather({z: (lambda z=z: self.history(z, now)) for z in reach}, deadline)
             for z, until in reach.items():
                 history = histories[z].result() if histories[z] is not None else None  # type: ignore[union-attr]
                 found[z] = self.extended(found[z], until, now, history)  # type: ignore[arg-type]

@@ -3,11 +3,12 @@
 from datetime import datetime, timedelta
 
 import pytest
+import responses
 from openapi_spec_validator import validate
 
 from carbon_optimizer.web import models as schemas
 from tests.conftest import FIXED_NOW
-from tests.support import best_start
+from tests.support import best_start, hourly_forecast
 
 
 def test_single_workload_scheduled_in_demo_mode(client):
@@ -103,8 +104,11 @@ def test_openapi_document_is_valid_and_matches_the_models(client):
     workload = document["components"]["schemas"]["Workload"]
     assert set(workload["properties"]) == set(schemas.Workload.model_fields)
     assert document["components"]["schemas"]["WorkloadBatch"]["properties"]["workloads"]["maxItems"] == 500
+    # /docs is Swagger UI rendering that document in the browser (tests/test_page_browser.py
+    # checks the operations appear); here: the page loads the vendored renderer and its init script.
     page = client.get("/docs")
-    assert page.status_code == 200 and b"/api/v1/optimize" in page.data
+    assert page.status_code == 200 and page.mimetype == "text/html"
+    assert b"/static/vendor/swagger-ui-dist-" in page.data and b"/static/docs.js" in page.data
 
 
 def test_health_is_ok_in_demo_mode(client):
@@ -251,3 +255,45 @@ def test_timestamps_at_the_ends_of_the_calendar_are_a_400_naming_the_workload(cl
     answer = client.post("/api/v1/optimize", json=body)
     assert answer.status_code == 400, answer.get_data(as_text=True)
     assert answer.get_json()["error"]["details"][0]["field"] == field
+
+
+@responses.activate
+def test_forecast_with_history_adds_the_providers_measurements_before_the_forecast(make_app):
+    """history=true: the measurements as Electricity Maps sent them, a gap (null) held at the value
+    before and flagged estimated, none where the forecast already speaks; without it, no history
+    member at all."""
+    base = "http://em.invalid/v3"
+    hour = FIXED_NOW.replace(minute=0, second=0)
+    responses.get(f"{base}/carbon-intensity/forecast", json=hourly_forecast("DE", hour, [300.0] * 24))
+    # Four measured hours up to and including the forecast's first hour: 10 (hour - 3), a gap, 30,
+    # and 40 at the hour the forecast starts (the forecast's own value wins there).
+    responses.get(f"{base}/carbon-intensity/history", json={"zone": "DE", "history": [
+        {"carbonIntensity": value, "datetime": (hour + timedelta(hours=k - 3)).strftime("%Y-%m-%dT%H:%M:%S.000Z")}
+        for k, value in enumerate([10, None, 30, 40])]})
+    client = make_app({"CARBON_PROVIDER": "electricitymaps", "ELECTRICITY_MAPS_API_KEY": "FAKE-k",
+                       "ELECTRICITY_MAPS_BASE_URL": base, "UPSTREAM_RETRIES": "0"}).test_client()
+    plain = client.get("/api/v1/forecast?zone=DE").get_json()
+    assert "history" not in plain
+    body = client.get("/api/v1/forecast?zone=DE&history=true").get_json()
+    schemas.ForecastResponse.model_validate(body)
+    stamp = lambda k: (hour + timedelta(hours=k)).strftime("%Y-%m-%dT%H:%M:%SZ")  # noqa: E731
+    assert body["history"] == [{"datetime": stamp(-3), "carbon_intensity": 10.0, "estimated": False},
+                               {"datetime": stamp(-2), "carbon_intensity": 10.0, "estimated": True},
+                               {"datetime": stamp(-1), "carbon_intensity": 30.0, "estimated": False}]
+    assert body["forecast"][0] == {"datetime": stamp(0), "carbon_intensity": 300.0, "estimated": False}
+    for text in ("yes", "", "1", "True"):
+        bad = client.get(f"/api/v1/forecast?zone=DE&history={text}")
+        assert bad.status_code == 400
+        assert bad.get_json()["error"]["details"] == [{"field": "history", "message": "true or false"}]
+
+
+@responses.activate
+def test_forecast_history_is_empty_when_the_provider_has_none(make_app):
+    base = "http://em.invalid/v3"
+    hour = FIXED_NOW.replace(minute=0, second=0)
+    responses.get(f"{base}/carbon-intensity/forecast", json=hourly_forecast("DE", hour, [300.0] * 24))
+    responses.get(f"{base}/carbon-intensity/history", status=502)
+    client = make_app({"CARBON_PROVIDER": "electricitymaps", "ELECTRICITY_MAPS_API_KEY": "FAKE-k",
+                       "ELECTRICITY_MAPS_BASE_URL": base, "UPSTREAM_RETRIES": "0"}).test_client()
+    answer = client.get("/api/v1/forecast?zone=DE&history=true")
+    assert answer.status_code == 200 and answer.get_json()["history"] == []

@@ -12,7 +12,7 @@ from carbon_optimizer.web.app import create_app
 
 KEY = "FAKE-openapi-key-3c8e"
 BODY = {"duration": "PT1H", "zones": ["DE"], "max_delay": "PT6H"}
-SAMPLE_QUERY = {"zone": "DE", "hours": "2"}  # a value for each query parameter the document has
+SAMPLE_QUERY = {"zone": "DE", "hours": "2", "history": "true"}  # a value for each query parameter the document has
 
 
 def build(env: dict):
@@ -71,3 +71,34 @@ def test_without_client_keys_the_api_is_open_and_the_document_says_so():
     for path, method, operation in operations(document):
         assert not requires_key(operation, document), (method, path)
         assert call(client, path, method, operation, headers={}).status_code == 200, (method, path)
+
+
+def test_every_operation_with_input_has_examples_and_the_service_answers_each():
+    """Swagger UI's "try it" starts from these: each must be a request the service accepts."""
+    client = build({}).test_client()
+    document = client.get("/api/v1/openapi.json").json
+    answered = []
+    for path, method, operation in operations(document):
+        body = operation.get("requestBody")
+        parameters = operation.get("parameters", [])
+        if body:
+            examples = body["content"]["application/json"]["examples"]
+            assert examples, operation["operationId"]
+            for name, example in examples.items():
+                answer = client.open(path, method=method.upper(), json=example["value"])
+                assert answer.status_code == 200, (name, answer.json)
+                answered.append(name)
+        if parameters:
+            # A query string writes a boolean as JSON does (true), not as Python does (True).
+            query = {p["name"]: str(p["example"]).lower() if isinstance(p["example"], bool) else p["example"]
+                     for p in parameters}
+            answer = client.open(path, method=method.upper(), query_string=query)
+            assert answer.status_code == 200, answer.json
+            answered.append(operation["operationId"])
+    one = client.post("/api/v1/optimize", json=document["paths"]["/api/v1/optimize"]["post"][
+        "requestBody"]["content"]["application/json"]["examples"]["interruptible"]["value"]).json
+    assert one["status"] == "scheduled" and 1 <= len(one["chunks"]) <= 3
+    batch = client.post("/api/v1/optimize", json=document["paths"]["/api/v1/optimize"]["post"][
+        "requestBody"]["content"]["application/json"]["examples"]["batch"]["value"]).json
+    assert batch["summary"]["workloads"] == 3
+    assert sorted(answered) == ["batch", "forecast", "interruptible", "one_workload"]

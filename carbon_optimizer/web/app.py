@@ -20,6 +20,7 @@ from carbon_optimizer.ops.log_format import configure_logging
 from carbon_optimizer.secret_store import BaseSecretStore, build_secret_store
 from carbon_optimizer.settings import ConfigError, Settings, load_settings
 from carbon_optimizer.web import auth, headers, limits, openapi
+from carbon_optimizer.web.pages import pages
 from carbon_optimizer.web.errors import register_error_handlers
 from carbon_optimizer.web.routes import api, ops
 
@@ -51,7 +52,7 @@ def create_app(settings: Optional[Settings] = None, *,
     secret_store = secret_store or build_secret_store(settings)
     engine = build_engine(settings, secret_store)
 
-    app = Flask(__name__)
+    app = Flask(__name__, static_folder=None)  # pages.py serves the static files, with cache headers
     app.config.update(MAX_CONTENT_LENGTH=settings.max_body_bytes, JSON_SORT_KEYS=False,
                       CLOCK=clock or (lambda: datetime.now(timezone.utc)))
     app.json.sort_keys = False
@@ -63,6 +64,7 @@ def create_app(settings: Optional[Settings] = None, *,
     register_error_handlers(app)
     app.register_blueprint(api)
     app.register_blueprint(ops)
+    app.register_blueprint(pages)
     _wire_metrics(app)
     headers.init_app(app, settings)                       # debug off, ProxyFix, CORS, headers
     auth.identify_clients(app, secret_store)              # before the limiter: it keys on the client

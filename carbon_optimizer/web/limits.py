@@ -37,6 +37,7 @@ from carbon_optimizer.ops import metrics
 from carbon_optimizer.settings import Settings
 from carbon_optimizer.web.auth import client_identity
 from carbon_optimizer.web.errors import error_response
+from carbon_optimizer.web.pages import STATIC_PREFIX
 
 EXTENSION = "carbon_limits"
 UNLIMITED_PATHS = ("/health", "/metrics")
@@ -185,7 +186,9 @@ def init_app(app: Flask, settings: Settings) -> None:
         # serves the request unchecked rather than answering 500.
         swallow_errors=True,
         strategy=_STRATEGY)
-    limiter.request_filter(lambda: request.path in UNLIMITED_PATHS)
+    # The pages' static files are not API calls: loading /docs must not spend a client's budget.
+    limiter.request_filter(lambda: request.path in UNLIMITED_PATHS
+                           or request.path.startswith(STATIC_PREFIX))
     limiter.init_app(app)
     state = _AppLimits(limiter=limiter)
     app.extensions[EXTENSION] = state

@@ -19,7 +19,7 @@ from carbon_optimizer.scheduling.model import (
     CapacityLimits, Job, Schedule, Unschedulable, ZoneFailure, ZoneSeries,
 )
 from carbon_optimizer.settings import ZONE_KEY_PATTERN
-from carbon_optimizer.timeseries import from_epoch, rfc3339, to_epoch
+from carbon_optimizer.timeseries import ForecastSeries, from_epoch, rfc3339, to_epoch
 
 MAX_DURATION = timedelta(days=7)
 MAX_WINDOW = timedelta(days=31)
@@ -415,9 +415,21 @@ class ForecastResponse(Response):
     step_seconds: int
     forecast: list[ForecastPoint]
     provenance: ForecastProvenance
+    history: Optional[list[ForecastPoint]] = Field(
+        None, description="with history=true: the provider's recent measurements before the forecast "
+                          "starts (the last day or so; empty when it has none), normalised like the "
+                          "forecast: estimated marks a missing measurement held at the value before")
 
     @classmethod
-    def of(cls, zone: ZoneSeries, location: Optional[str] = None) -> "ForecastResponse":
+    def of(cls, zone: ZoneSeries, location: Optional[str] = None,
+           history: Optional[ForecastSeries] = None, with_history: bool = False) -> "ForecastResponse":
+        extra: dict = {}
+        if with_history:
+            extra["history"] = [] if history is None else [
+                ForecastPoint(datetime=from_epoch(t), carbon_intensity=v, estimated=e)
+                for t, v, e in zip(history.boundaries()[:-1].tolist(), history.values.tolist(),
+                                   history.estimated_mask().tolist())
+                if t < zone.forecast.start_epoch]  # where the forecast speaks, it is shown instead
         forecast = zone.forecast
         series = zone.extended or forecast
         estimated = series.estimated_mask().tolist()
@@ -429,7 +441,7 @@ class ForecastResponse(Response):
                    provenance=ForecastProvenance(
                        provider=forecast.provider, updated_at=forecast.updated_at,
                        fetched_at=_time(zone.fetched_at), stale=zone.stale,
-                       forecast_start=forecast.start, forecast_end=forecast.end))
+                       forecast_start=forecast.start, forecast_end=forecast.end), **extra)
 
 
 class ErrorDetail(Response):

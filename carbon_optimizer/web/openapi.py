@@ -1,9 +1,7 @@
-"""The OpenAPI 3.1 document, generated from the response and request models in models.py, and a small docs page."""
+"""The OpenAPI 3.1 document, generated from the response and request models in models.py, with a
+request example per operation; /docs renders it with Swagger UI (pages.py)."""
 
 from __future__ import annotations
-
-import html
-import json
 
 from pydantic.json_schema import models_json_schema
 
@@ -20,6 +18,26 @@ def _error(description: str) -> dict:
 def _ok(model: str, description: str) -> dict:
     return {"description": description,
             "content": {"application/json": {"schema": {"$ref": _REF.format(model=model)}}}}
+
+
+# Request examples, one set per operation: Swagger UI's "try it" starts from them, and
+# tests/test_openapi.py sends each to the service and expects it to be answered.
+OPTIMIZE_EXAMPLES = {
+    "one_workload": {"summary": "One workload: the cleanest 90 minutes in DE or FR within 12 hours",
+                     "value": {"id": "nightly-build", "duration": "PT1H30M", "zones": ["DE", "FR"],
+                               "max_delay": "PT12H", "power_kw": 2.5}},
+    "interruptible": {"summary": "An interruptible workload: at most 3 chunks of at least an hour",
+                      "value": {"id": "reindex", "duration": "PT4H", "zones": ["GB"],
+                                "max_delay": "PT36H", "energy_kwh": 12, "interruptible": True,
+                                "min_chunk": "PT1H", "max_chunks": 3}},
+    "batch": {"summary": "A batch sharing one zone's capacity: two at a time",
+              "value": {"workloads": [
+                  {"id": "train-a", "duration": 120, "zones": ["SE"], "max_delay": "PT24H", "power_kw": 8},
+                  {"id": "train-b", "duration": 120, "zones": ["SE"], "max_delay": "PT24H", "power_kw": 8},
+                  {"id": "train-c", "duration": 120, "zones": ["SE"], "max_delay": "PT24H", "power_kw": 8}],
+                  "capacity": {"max_concurrent": 2}}},
+}
+FORECAST_EXAMPLE = {"zone": "DE", "hours": 48, "history": True}
 
 
 def build_document(version: str, max_batch_size: int) -> dict:
@@ -51,7 +69,8 @@ def build_document(version: str, max_batch_size: int) -> dict:
                 "security": [{"ApiKey": []}],
                 "requestBody": {"required": True, "content": {"application/json": {"schema": {
                     "oneOf": [{"$ref": _REF.format(model="Workload")},
-                              {"$ref": _REF.format(model="WorkloadBatch")}]}}}},
+                              {"$ref": _REF.format(model="WorkloadBatch")}]},
+                    "examples": OPTIMIZE_EXAMPLES}}},
                 "responses": {
                     "200": {"description": "a schedule for a single workload, or results for a batch",
                             "content": {"application/json": {"schema": {"oneOf": [
@@ -78,18 +97,25 @@ def build_document(version: str, max_batch_size: int) -> dict:
                 "security": [{"ApiKey": []}],
                 "parameters": [{"name": "zone", "in": "query", "required": True,
                                 "description": "a zone key (DE) or a cloud region (aws:eu-west-1)",
+                                "example": FORECAST_EXAMPLE["zone"],
                                 "schema": {"type": "string", "pattern": models.LOCATION_PATTERN}},
                                {"name": "hours", "in": "query", "required": False,
                                 "description": "cover this many hours from now: past the provider's "
                                                "forecast, the estimates a search would use "
                                                "(flagged estimated; at most 14 days past it)",
+                                "example": FORECAST_EXAMPLE["hours"],
                                 "schema": {"type": "integer", "minimum": 1,
-                                           "maximum": models.MAX_FORECAST_HOURS}}],
+                                           "maximum": models.MAX_FORECAST_HOURS}},
+                               {"name": "history", "in": "query", "required": False,
+                                "description": "also the provider's recent measurements (the "
+                                               "last day or so) in `history`",
+                                "example": FORECAST_EXAMPLE["history"],
+                                "schema": {"type": "boolean", "default": False}}],
                 "responses": {
                     "200": _ok("ForecastResponse", "the forecast with its provenance"),
-                    "400": _error("missing or malformed zone or hours; or zone_not_found: a zone the "
-                                  "provider does not serve or an unknown cloud region (with "
-                                  "suggestions)"),
+                    "400": _error("missing or malformed zone, hours or history; or zone_not_found: "
+                                  "a zone the provider does not serve or an unknown cloud region "
+                                  "(with suggestions)"),
                     "401": unauthorized,
                     "404": _error("the provider has no data for this zone"),
                     "422": _error("zone_not_entitled: the service's data plan does not cover the zone"),
@@ -130,27 +156,3 @@ def served(document: dict, api_keys_configured: bool) -> dict:
                     for method, operation in operations.items()}
              for path, operations in document["paths"].items()}
     return {**document, "paths": paths}
-
-
-def render_docs(document: dict) -> str:
-    """A self-contained page (no scripts, no CDN): endpoints, then every schema as JSON."""
-    parts = [f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(document['info']['title'])}"
-             " API</title><style>body{font-family:sans-serif;max-width:60em;margin:2em auto;padding:0 1em}"
-             "pre{background:#f4f4f4;padding:1em;overflow:auto}code{background:#f4f4f4}</style></head><body>",
-             f"<h1>{html.escape(document['info']['title'])} {html.escape(document['info']['version'])}</h1>",
-             f"<p>{html.escape(document['info']['description'])}</p>",
-             "<p>Machine-readable: <a href='/api/v1/openapi.json'>/api/v1/openapi.json</a> (OpenAPI 3.1).</p>",
-             "<h2>Endpoints</h2>"]
-    for path, operations in document["paths"].items():
-        for method, operation in operations.items():
-            parts.append(f"<h3><code>{method.upper()} {html.escape(path)}</code></h3>"
-                         f"<p>{html.escape(operation['summary'])}</p><ul>")
-            for status, response in operation["responses"].items():
-                parts.append(f"<li><b>{status}</b>: {html.escape(response['description'])}</li>")
-            parts.append("</ul>")
-    parts.append("<h2>Schemas</h2>")
-    for name, schema in document["components"]["schemas"].items():
-        parts.append(f"<h3 id='{html.escape(name)}'>{html.escape(name)}</h3>"
-                     f"<pre>{html.escape(json.dumps(schema, indent=2))}</pre>")
-    parts.append("</body></html>")
-    return "".join(parts)

@@ -1,6 +1,7 @@
 """The routes: the `api` blueprint (optimize, forecast, the OpenAPI document) and the `ops`
-blueprint (health, docs). Each parses its request into typed values, calls the engine, and hands
-the engine's typed answer to a response model, which writes the body."""
+blueprint (health); the pages (/, /docs) are in pages.py. Each parses its request into typed
+values, calls the engine, and hands the engine's typed answer to a response model, which writes
+the body."""
 
 from __future__ import annotations
 
@@ -216,6 +217,16 @@ def _hours_parameter() -> Optional[int]:
     return int(text)
 
 
+def _history_parameter() -> bool:
+    text = request.args.get("history")
+    if text is None or text == "false":
+        return False
+    if text == "true":
+        return True
+    raise RequestError(FailureCode.INVALID_REQUEST, "history must be true or false",
+                       details=[{"field": "history", "message": "true or false"}])
+
+
 @api.get("/forecast")
 def forecast():
     location = request.args.get("zone", "")
@@ -227,22 +238,22 @@ def forecast():
                            details=[{"field": "zone", "message": "missing, or not a zone key or a cloud region"}]
                            ) from None
     hours = _hours_parameter()
+    with_history = _history_parameter()
     engine = _engine()
     try:
         zone = engine.locate(location, engine.served_zones())
     except UnknownLocation as exc:
         raise RequestError(exc.code, exc.message, details=[_unknown("zone", exc)]) from None
     now = _now()
+    until = to_epoch(now) + 3600 * hours if hours is not None else None
     try:
-        found = _engine().forecast(zone, now)
+        found, history = engine.zone_view(zone, now, until, with_history)
     except CarbonDataError as exc:
         # A zone the provider does not know is a missing resource here (404), not a bad request.
         status = 404 if exc.code is FailureCode.ZONE_NOT_FOUND else exc.code.status
         headers = {"Retry-After": _retry_after()} if exc.code.transient else None
         raise RequestError(exc.code, exc.message, headers=headers, status=status) from None
-    if hours is not None:
-        found = _engine().extended(found, to_epoch(now) + 3600 * hours, now)
-    return _answer(models.ForecastResponse.of(found, location))
+    return _answer(models.ForecastResponse.of(found, location, history, with_history))
 
 
 @api.get("/zones")
@@ -274,9 +285,3 @@ def health():
     degraded = (checks["redis"]["status"] == "down" or checks["provider"]["status"] != "ok"
                 or checks["secrets"]["status"] == "failing" or checks["rate_limit"]["status"] == "fallback")
     return jsonify({"status": "degraded" if degraded else "ok", "checks": checks})
-
-
-@ops.get("/docs")
-def docs():
-    page = openapi.render_docs(current_app.extensions["carbon_openapi"])
-    return Response(page, mimetype="text/html")
