@@ -1,0 +1,379 @@
+"""The CI client (client/carbon_optimizer_client.py) run as a process, as a runner runs it: against a
+live Gunicorn on the demo provider with API keys, against a closed port, and against a small
+loopback stand-in for the answers Gunicorn will not give on cue (429 with Retry-After, a 503, a
+replan_at a few seconds away)."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import threading
+import time
+import tomllib
+from datetime import datetime, timedelta, timezone
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+import pytest
+import requests
+
+from tests.support import ROOT, GunicornProcess, free_port
+
+CLIENT = ROOT / "client" / "carbon_optimizer_client.py"
+KEY = "FAKE-cli-test-key"
+# Writes its arguments and the moment it ran to a file, then exits with the code given: the
+# evidence that (and when) the command ran, and with what.
+MARKER_COMMAND = ("import json, sys, time; "
+                  "open(sys.argv[1], 'w').write(json.dumps({'at': time.time(), 'argv': sys.argv[2:]})); "
+                  "print('the command ran'); sys.exit(int(sys.argv[2]))")
+
+
+def stamp(moment: datetime) -> str:
+    return moment.astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def run_client(*args: str, url: str, key: str | None = KEY, timeout: float = 30,
+               extra_env: dict | None = None) -> subprocess.CompletedProcess:
+    env = {k: v for k, v in os.environ.items()
+           if not k.startswith(("CARBON_OPTIMIZER_", "GITHUB_"))}
+    env["CARBON_OPTIMIZER_URL"] = url
+    if key is not None:
+        env["CARBON_OPTIMIZER_KEY"] = key
+    env.update(extra_env or {})
+    return subprocess.run([sys.executable, str(CLIENT), *args], env=env, capture_output=True,
+                          text=True, timeout=timeout)
+
+
+def marker(tmp_path: Path, code: int = 0) -> tuple[list[str], Path]:
+    path = tmp_path / "ran.json"
+    return [sys.executable, "-c", MARKER_COMMAND, str(path), str(code), "two words"], path
+
+
+@pytest.fixture(scope="module")
+def service(tmp_path_factory):
+    log = tmp_path_factory.mktemp("gunicorn") / "gunicorn.log"
+    with GunicornProcess({"API_KEYS": f"{KEY},FAKE-other-key"}, workers=1, threads=4,
+                         log_path=log) as gunicorn:
+        yield gunicorn
+
+
+def optimize(service, body: dict) -> dict:
+    """The service's own answer, asked directly: the reference the client's output is held to."""
+    answer = requests.post(f"{service.url}/api/v1/optimize", json=body,
+                           headers={"X-API-Key": KEY}, timeout=10)
+    assert answer.status_code == 200, answer.text
+    return answer.json()
+
+
+# -- plan ---------------------------------------------------------------------------------------
+
+@pytest.mark.slow
+def test_plan_prints_when_where_the_saving_and_whether_estimates_were_used(service):
+    earliest = stamp(datetime.now(timezone.utc) + timedelta(hours=1))
+    flags = ["--duration", "PT45M", "--zones", "DE,FR", "--max-delay", "PT6H", "--power-kw", "2",
+             "--earliest-start", earliest]
+    expected = optimize(service, {"duration": "PT45M", "zones": ["DE", "FR"], "max_delay": "PT6H",
+                                  "power_kw": 2, "earliest_start": earliest})
+
+    as_json = run_client("plan", *flags, "--json", url=service.url)
+    assert as_json.returncode == 0, as_json.stderr
+    answer = json.loads(as_json.stdout)
+    for field in ("zone", "start", "end", "saving_percent", "saving_grams", "carbon_intensity"):
+        assert answer[field] == expected[field], field
+
+    text = run_client("plan", *flags, url=service.url)
+    assert text.returncode == 0, text.stderr
+    out = text.stdout
+    assert f"start {expected['start']} in {expected['zone']}" in out
+    assert f"{expected['saving_percent']}% less" in out
+    assert f"{expected['saving_grams']} g CO2eq saved" in out
+    assert f"vs {expected['baseline']['carbon_intensity']} starting at once in DE" in out
+    assert ("estimates used: no" in out) is (not expected["provenance"]["estimated"])
+
+
+@pytest.mark.slow
+def test_plan_of_a_window_past_the_forecast_says_estimates_were_used(service):
+    # The demo forecast reaches 72 h ahead: a window starting 4 days out rests wholly on estimates.
+    earliest = stamp(datetime.now(timezone.utc) + timedelta(days=4))
+    result = run_client("plan", "--duration", "PT1H", "--zones", "DE", "--max-delay", "PT6H",
+                        "--earliest-start", earliest, url=service.url)
+    assert result.returncode == 0, result.stderr
+    assert "estimates used: 60 min from" in result.stdout
+    assert "ask again at" in result.stdout
+
+
+# -- wait ---------------------------------------------------------------------------------------
+
+@pytest.mark.slow
+def test_wait_counts_down_then_runs_the_command_and_passes_its_exit_code(service, tmp_path):
+    command, ran = marker(tmp_path, code=7)
+    # The earliest start 2 s ahead and --max-wait 4 s: the answer starts no sooner than 2 s
+    # from now, and the client starts no later than 4 s from now.
+    earliest = datetime.now(timezone.utc) + timedelta(seconds=2)
+    began = time.time()
+    result = run_client("wait", "--duration", "PT1M", "--zones", "DE", "--earliest-start",
+                        earliest.isoformat(), "--max-wait", "PT4S", "--progress-every", "PT1S",
+                        "--", *command, url=service.url)
+    assert result.returncode == 7, result.stderr
+    record = json.loads(ran.read_text())
+    assert record["argv"] == ["7", "two words"]  # arguments reach the command untouched
+    assert began + 1.0 <= record["at"] <= began + 4 + 1.5  # waited, within --max-wait
+    assert "the command ran" in result.stdout  # the command's output is its own, on stdout
+    assert "starting in DE in" in result.stderr  # the countdown, a line per --progress-every
+
+
+@pytest.mark.slow
+def test_wait_refused_with_400_does_not_run_the_command(service, tmp_path):
+    command, ran = marker(tmp_path)
+    result = run_client("wait", "--duration", "PT45M", "--zones", "de", "--", *command, url=service.url)
+    assert result.returncode == 3
+    assert not ran.exists()
+    assert "HTTP 400 invalid_request" in result.stderr
+    assert "zones[0]: must be an Electricity Maps zone key" in result.stderr  # the service's words
+
+
+@pytest.mark.slow
+def test_wait_with_a_wrong_key_does_not_run_the_command(service, tmp_path):
+    command, ran = marker(tmp_path)
+    result = run_client("wait", "--duration", "PT45M", "--zones", "DE", "--", *command,
+                        url=service.url, key="FAKE-wrong-key")
+    assert result.returncode == 3
+    assert not ran.exists()
+    assert "HTTP 401 unauthorized" in result.stderr
+    assert "FAKE-wrong-key" not in result.stderr + result.stdout  # a key is never printed
+
+
+@pytest.mark.slow
+def test_wait_fails_open_on_a_closed_port(tmp_path):
+    command, ran = marker(tmp_path, code=0)
+    began = time.time()
+    result = run_client("wait", "--duration", "PT45M", "--zones", "DE", "--max-delay", "PT6H",
+                        "--", *command, url=f"http://127.0.0.1:{free_port()}")
+    assert result.returncode == 0, result.stderr
+    assert json.loads(ran.read_text())["at"] - began < 5  # at once, not after a window
+    assert "WARNING" in result.stderr and "fail open" in result.stderr
+
+
+@pytest.mark.slow
+def test_plan_of_a_matrix_is_one_batch_and_each_job_waits_for_its_own_start(service, tmp_path):
+    far = stamp(datetime.now(timezone.utc) + timedelta(days=5))
+    batch = tmp_path / "matrix.json"
+    batch.write_text(json.dumps({"workloads": [
+        {"id": "unit", "duration": "PT10M", "zones": ["DE"], "max_delay": "PT1M"},
+        {"id": "e2e", "duration": "PT30M", "zones": ["FR"], "max_delay": "PT6H"},
+        # past the forecast, with estimates refused: unschedulable
+        {"id": "late", "duration": "PT30M", "zones": ["FR"], "earliest_start": far,
+         "max_delay": "PT1H", "extend_horizon": False},
+    ]}))
+    saved = tmp_path / "plan.json"
+    planned = run_client("plan", "--batch", str(batch), "--save", str(saved), url=service.url)
+    assert planned.returncode == 0, planned.stderr
+    results = {r["id"]: r for r in json.loads(saved.read_text())["results"]}
+    assert results["unit"]["status"] == "scheduled" and results["late"]["status"] == "unschedulable"
+    assert "2 of 3 scheduled" in planned.stdout
+
+    command, ran = marker(tmp_path, code=4)
+    # "unit" starts within the minute; --max-wait bounds the test's wait all the same
+    waited = run_client("wait", "--from-plan", str(saved), "--id", "unit", "--max-wait", "PT3S",
+                        "--", *command, url="http://127.0.0.1:9")
+    assert waited.returncode == 4, waited.stderr
+    assert ran.exists()
+
+    ran.unlink()
+    refused = run_client("wait", "--from-plan", str(saved), "--id", "late", "--", *command,
+                         url="http://127.0.0.1:9")
+    assert refused.returncode == 3 and not ran.exists()
+    assert "window_not_covered" in refused.stderr
+
+    typo = run_client("wait", "--from-plan", str(saved), "--id", "e2f", "--", *command,
+                      url="http://127.0.0.1:9")
+    assert typo.returncode == 2 and not ran.exists()
+    assert "ids: unit, e2e, late" in typo.stderr
+
+
+@pytest.mark.slow
+def test_a_matrix_plan_saved_while_the_service_is_down_lets_every_job_run(tmp_path):
+    batch = tmp_path / "matrix.json"
+    batch.write_text(json.dumps({"workloads": [{"id": "unit", "duration": "PT10M"}]}))
+    saved = tmp_path / "plan.json"
+    planned = run_client("plan", "--batch", str(batch), "--save", str(saved),
+                         url=f"http://127.0.0.1:{free_port()}")
+    assert planned.returncode == 0 and "fail_open" in json.loads(saved.read_text())
+    without_save = run_client("plan", "--batch", str(batch), url=f"http://127.0.0.1:{free_port()}")
+    assert without_save.returncode == 4
+
+    command, ran = marker(tmp_path, code=0)
+    waited = run_client("wait", "--from-plan", str(saved), "--id", "unit", "--", *command,
+                        url="http://127.0.0.1:9")
+    assert waited.returncode == 0 and ran.exists()
+    assert "WARNING" in waited.stderr
+
+
+# -- answers on cue: a loopback stand-in ----------------------------------------------------------
+
+class ScriptedService:
+    """Answers POST /api/v1/optimize with the scripted (status, headers, body) in turn (the last
+    one repeats) and records each request's time, headers and body."""
+
+    def __init__(self, script: list[tuple[int, dict, object]]):
+        self.script, self.requests = script, []
+        stand_in = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def log_message(self, *args):
+                pass
+
+            def do_POST(self):
+                length = int(self.headers.get("Content-Length", 0))
+                body = json.loads(self.rfile.read(length))
+                stand_in.requests.append({"at": time.time(), "body": body,
+                                          "key": self.headers.get("X-API-Key")})
+                status, headers, answer = stand_in.script[min(len(stand_in.requests), len(stand_in.script)) - 1]
+                payload = json.dumps(answer(body) if callable(answer) else answer).encode()
+                self.send_response(status)
+                for name, value in {"Content-Type": "application/json", **headers}.items():
+                    self.send_header(name, value)
+                self.send_header("Content-Length", str(len(payload)))
+                self.end_headers()
+                self.wfile.write(payload)
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.server.daemon_threads = True
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
+
+    def __enter__(self):
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+        return self
+
+    def __exit__(self, *exc):
+        self.server.shutdown()
+        self.server.server_close()
+
+
+@pytest.fixture(scope="module")
+def real_answer(service) -> dict:
+    """A scheduled answer from the live service: the wire format the stand-in replays."""
+    return optimize(service, {"duration": "PT10M", "zones": ["DE"], "max_delay": "PT1H"})
+
+
+def starting_in(real_answer: dict, seconds: int, replan_in: int | None = None):
+    """The real answer, re-timed at the moment it is sent."""
+    def build(_body):
+        now = datetime.now(timezone.utc).replace(microsecond=0)
+        answer = json.loads(json.dumps(real_answer))
+        answer.update(start=stamp(now + timedelta(seconds=seconds)), start_in_seconds=seconds)
+        answer["provenance"]["replan_at"] = (stamp(now + timedelta(seconds=replan_in))
+                                             if replan_in is not None else None)
+        return answer
+    return build
+
+
+RATE_LIMITED = {"error": {"code": "rate_limited", "message": "20 per 1 minute"}}
+
+
+@pytest.mark.slow
+def test_429_is_waited_out_for_retry_after_then_the_plan_is_followed(real_answer, tmp_path):
+    command, ran = marker(tmp_path, code=0)
+    with ScriptedService([(429, {"Retry-After": "1"}, RATE_LIMITED),
+                          (200, {}, starting_in(real_answer, 0))]) as stand_in:
+        result = run_client("wait", "--duration", "PT10M", "--zones", "DE", "--max-wait", "PT1M",
+                            "--", *command, url=stand_in.url)
+    assert result.returncode == 0, result.stderr
+    first, second = stand_in.requests
+    assert second["at"] - first["at"] >= 1.0  # Retry-After honoured
+    assert first["body"] == second["body"] and first["key"] == KEY
+    assert "rate limited (429)" in result.stderr and "WARNING" not in result.stderr
+    assert ran.exists()
+
+
+@pytest.mark.slow
+def test_429_past_max_wait_fails_open_at_once(tmp_path):
+    command, ran = marker(tmp_path, code=0)
+    with ScriptedService([(429, {"Retry-After": "3600"}, RATE_LIMITED)]) as stand_in:
+        began = time.time()
+        result = run_client("wait", "--duration", "PT10M", "--max-wait", "PT30M", "--",
+                            *command, url=stand_in.url)
+    assert result.returncode == 0, result.stderr
+    assert len(stand_in.requests) == 1
+    assert json.loads(ran.read_text())["at"] - began < 5
+    assert "WARNING" in result.stderr and "HTTP 429 rate_limited: 20 per 1 minute" in result.stderr
+
+
+@pytest.mark.slow
+def test_a_5xx_fails_open(tmp_path):
+    command, ran = marker(tmp_path, code=0)
+    failing = {"error": {"code": "upstream_unavailable", "message": "Electricity Maps did not answer"}}
+    with ScriptedService([(503, {"Retry-After": "30"}, failing)]) as stand_in:
+        result = run_client("wait", "--duration", "PT10M", "--", *command, url=stand_in.url)
+    assert result.returncode == 0 and ran.exists()
+    assert "Electricity Maps did not answer" in result.stderr and "fail open" in result.stderr
+
+
+@pytest.mark.slow
+def test_wait_asks_again_at_replan_at_for_the_same_window(real_answer, tmp_path):
+    command, ran = marker(tmp_path, code=0)
+    with ScriptedService([(200, {}, starting_in(real_answer, 6, replan_in=2)),
+                          (200, {}, starting_in(real_answer, 1))]) as stand_in:
+        result = run_client("wait", "--duration", "PT10M", "--zones", "DE", "--max-delay", "PT6H",
+                            "--", *command, url=stand_in.url)
+    assert result.returncode == 0, result.stderr
+    first, second = stand_in.requests
+    assert 1.5 <= second["at"] - first["at"] <= 4  # at replan_at, not at the first start
+    assert first["body"] == second["body"]  # the window of the first ask, not one moved on
+    sent = first["body"]
+    latest = datetime.fromisoformat(sent["latest_start"].replace("Z", "+00:00"))
+    earliest = datetime.fromisoformat(sent["earliest_start"].replace("Z", "+00:00"))
+    assert latest - earliest == timedelta(hours=6) and "max_delay" not in sent
+    ran_at = json.loads(ran.read_text())["at"]
+    assert 0.5 <= ran_at - second["at"] <= 3  # the second answer's start, sooner than the first's
+
+
+@pytest.mark.slow
+def test_max_wait_tightens_the_window_asked_for(real_answer, tmp_path):
+    command, _ = marker(tmp_path, code=0)
+    with ScriptedService([(200, {}, starting_in(real_answer, 0))]) as stand_in:
+        run_client("wait", "--duration", "PT45M", "--deadline", "2099-01-01T00:00:00Z",
+                   "--max-wait", "PT2H", "--", *command, url=stand_in.url)
+    sent = stand_in.requests[0]["body"]
+    latest = datetime.fromisoformat(sent["latest_start"].replace("Z", "+00:00"))
+    assert "deadline" not in sent
+    assert abs((latest - datetime.now(timezone.utc)) - timedelta(hours=2)) < timedelta(seconds=30)
+
+
+# -- packaging and usage --------------------------------------------------------------------------
+
+@pytest.mark.slow
+def test_pip_install_gives_the_carbon_optimizer_command(tmp_path):
+    target = tmp_path / "site"
+    subprocess.run([sys.executable, "-m", "pip", "install", "--quiet", "--no-deps",
+                    "--no-build-isolation", "--disable-pip-version-check", "--target", str(target),
+                    str(ROOT / "client")], check=True, capture_output=True, timeout=120)
+    result = subprocess.run([str(target / "bin" / "carbon-optimizer"), "--version"],
+                            env={**os.environ, "PYTHONPATH": str(target)},
+                            capture_output=True, text=True, timeout=30)
+    assert result.returncode == 0 and result.stdout.strip() == "carbon-optimizer 0.1.0"
+
+
+def test_the_client_package_declares_no_dependencies():
+    project = tomllib.loads((ROOT / "client" / "pyproject.toml").read_text())["project"]
+    assert project["dependencies"] == []
+    assert project["scripts"] == {"carbon-optimizer": "carbon_optimizer_client:main"}
+    imported = {line.split()[1].split(".")[0] for line in CLIENT.read_text().splitlines()
+                if line.startswith(("import ", "from "))}
+    assert imported <= set(sys.stdlib_module_names) | {"__future__"}
+
+
+def test_usage_errors_exit_2_and_help_documents_exit_codes():
+    no_url = run_client("wait", "--duration", "PT1H", "--", "true", url="")
+    assert no_url.returncode == 2 and "CARBON_OPTIMIZER_URL" in no_url.stderr
+    bad = run_client("wait", "--duration", "PT1H", "--max-delay", "6h", "--", "true",
+                     url="http://127.0.0.1:9")
+    assert bad.returncode == 2 and "--max-delay: '6h' is not an ISO 8601 duration" in bad.stderr
+    no_command = run_client("wait", "--duration", "PT1H", url="http://127.0.0.1:9")
+    assert no_command.returncode == 2
+    helped = run_client("wait", "--help", url="")
+    for line in ("3    the service refused the request", "4    plan only",
+                 "127: not found", "fail open"):
+        assert line in helped.stdout
