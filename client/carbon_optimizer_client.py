@@ -465,6 +465,8 @@ def command_wait(args: argparse.Namespace, log: Log) -> int:
         return _wait_from_plan(args, command, cap, countdown, log)
     if not args.duration:
         raise UsageError("--duration is required (or give --from-plan FILE --id ID)")
+    if args.interruptible:
+        raise UsageError("wait runs the command in one piece: --interruptible is for plan")
     service = service_of(args)
     body = fixed_window(workload(args), datetime.now(timezone.utc), max_wait)
 

@@ -377,3 +377,43 @@ def test_usage_errors_exit_2_and_help_documents_exit_codes():
     for line in ("3    the service refused the request", "4    plan only",
                  "127: not found", "fail open"):
         assert line in helped.stdout
+
+
+# -- the GitHub Action and the GitLab template ----------------------------------------------------
+
+def test_the_action_passes_its_inputs_to_the_client_and_the_command_exit_code_back(tmp_path):
+    """The composite step's script, run as the runner runs it: inputs as CO_* variables, the action
+    checked out at GITHUB_ACTION_PATH. A closed port makes the client fail open, so the command runs
+    at once; a zone typo (400 from the service) would stop it, tested above."""
+    import yaml
+    action = yaml.safe_load((ROOT / "action.yml").read_text())
+    step = action["runs"]["steps"][0]
+    declared = set(action["inputs"])
+    used = {value.split("inputs.")[1].rstrip(" }") for value in step["env"].values()}
+    assert used == declared  # every input reaches the script, and nothing undeclared is read
+
+    ran = tmp_path / "ran.txt"
+    inputs = {name: str(spec.get("default", "")) for name, spec in action["inputs"].items()}
+    inputs.update({"run": f'echo "$0 ok" > {ran}; exit 9', "duration": "PT45M", "zones": "DE,FR",
+                   "max-delay": "PT6H", "url": f"http://127.0.0.1:{free_port()}",
+                   "api-key": "FAKE-action-key"})
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("CARBON_OPTIMIZER_", "GITHUB_"))}
+    for variable, expression in step["env"].items():
+        env[variable] = inputs[expression.split("inputs.")[1].rstrip(" }")]
+    env.update(GITHUB_ACTION_PATH=str(ROOT), GITHUB_ACTIONS="true")
+    result = subprocess.run(["bash", "-e", "-c", step["run"]], env=env, capture_output=True,
+                            text=True, timeout=30)
+    assert result.returncode == 9, result.stderr
+    assert ran.read_text() == "bash ok\n"
+    assert "::warning title=carbon-optimizer::" in result.stdout  # on the run's summary page
+    assert "FAKE-action-key" not in result.stdout + result.stderr
+
+
+def test_the_gitlab_example_extends_only_what_the_template_defines():
+    import yaml
+    template = yaml.safe_load((ROOT / "ci/gitlab/carbon-optimizer.gitlab-ci.yml").read_text())
+    example = yaml.safe_load((ROOT / "examples/gitlab/.gitlab-ci.yml").read_text())
+    assert example["include"][0]["file"] == "ci/gitlab/carbon-optimizer.gitlab-ci.yml"
+    extended = {job["extends"] for job in example.values() if isinstance(job, dict) and "extends" in job}
+    assert extended == {".carbon-optimizer", ".carbon-optimizer-plan"}
+    assert extended <= set(template)
