@@ -258,10 +258,17 @@ def _annotation(text: str) -> str:
     return text.replace("%", "%25").replace("\r", "%0D").replace("\n", "%0A")
 
 
+def scheduled(answer: object) -> bool:
+    """Whether a 200 body is a scheduled workload (and not, say, some other server's JSON)."""
+    return (isinstance(answer, dict) and answer.get("status") == "scheduled"
+            and isinstance(answer.get("start_in_seconds"), (int, float))
+            and all(isinstance(answer.get(k), str) for k in ("start", "end", "zone")))
+
+
 def describe(answer: dict) -> str:
     """A scheduled workload as a few lines: when and where, the saving, the data it rests on."""
-    if answer.get("status") == "unschedulable":
-        return (f"{answer.get('id') or 'workload'}: unschedulable ({answer.get('code')}): "
+    if not scheduled(answer):
+        return (f"{answer.get('id') or 'workload'}: {answer.get('status') or 'no plan'} ({answer.get('code')}): "
                 f"{answer.get('reason')}")
     name = f"{answer['id']}: " if answer.get("id") else ""
     lines = [f"{name}start {answer['start']} in {answer['zone']} "
@@ -329,6 +336,9 @@ def fixed_window(body: dict, now: datetime, max_wait: Optional[timedelta]) -> di
         latest = parse_time(fixed["latest_start"], "--latest-start")
     if max_wait is not None:
         cap = now + max_wait
+        if earliest > cap:
+            raise UsageError(f"--earliest-start {rfc3339(earliest)} is after --max-wait allows "
+                             f"({rfc3339(cap)})")
         if "deadline" in fixed:
             duration = parse_duration(str(fixed["duration"]), "--duration", minutes_allowed=True)
             if parse_time(fixed["deadline"], "--deadline") - duration > cap:
@@ -376,11 +386,15 @@ def command_plan(args: argparse.Namespace, log: Log) -> int:
             return EXIT_OK
         log.error(f"service unavailable:\n{reply.message}")
         return EXIT_UNAVAILABLE
+    batch_answer = isinstance(reply.body.get("results"), list)
+    if not batch_answer and not scheduled(reply.body):
+        log.error(f"HTTP {reply.status} but the body is no optimize answer (wrong URL?)")
+        return EXIT_UNAVAILABLE
     if args.save:
         _write_json(args.save, reply.body)
     if args.json:
         print(json.dumps(reply.body, indent=2))
-    elif isinstance(reply.body, dict) and "results" in reply.body:
+    elif batch_answer:
         for result in reply.body["results"]:
             print(describe(result))
         summary = reply.body.get("summary", {})
@@ -474,6 +488,9 @@ def command_wait(args: argparse.Namespace, log: Log) -> int:
     if reply.kind == "refused":
         log.error(f"the service refused the request, the command is NOT run:\n{reply.message}")
         return EXIT_REFUSED
+    if reply.kind == "ok" and not scheduled(reply.body):
+        reply = Reply("unavailable", message=f"HTTP {reply.status} but the body is no optimize "
+                                             "answer (wrong URL?)")
     if reply.kind != "ok":
         log.warning(f"no plan from the service, running the command NOW (fail open):\n{reply.message}")
         return _run(command, log)
@@ -499,7 +516,7 @@ def command_wait(args: argparse.Namespace, log: Log) -> int:
         log.line("asking again: " + ("the forecast now covers more of the window"
                                      if why == "replan" else "a last check before starting"))
         again = service.optimize(body, timeout=max(1.0, min(service.timeout, target - time.monotonic())))
-        if again.kind == "ok" and again.body.get("status") == "scheduled":
+        if again.kind == "ok" and scheduled(again.body):
             previous = plan.answer.get("start"), plan.answer.get("zone")
             plan = Plan(again.body, time.monotonic())
             if (plan.answer.get("start"), plan.answer.get("zone")) != previous:
@@ -527,7 +544,7 @@ def _wait_from_plan(args: argparse.Namespace, command: List[str], cap: Optional[
         raise UsageError(f"--id {args.id!r}: the saved plan has no single workload with that id "
                          f"(ids: {ids or 'none'})")
     answer = chosen[0]
-    if answer.get("status") != "scheduled":
+    if not scheduled(answer):
         log.error(f"the plan cannot run this workload, the command is NOT run:\n{describe(answer)}")
         return EXIT_REFUSED
     log.line(describe(answer))

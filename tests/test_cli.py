@@ -312,6 +312,17 @@ def test_a_5xx_fails_open(tmp_path):
 
 
 @pytest.mark.slow
+def test_a_200_that_is_no_optimize_answer_fails_open(tmp_path):
+    # e.g. CARBON_OPTIMIZER_URL pointing at some other JSON service
+    command, ran = marker(tmp_path, code=0)
+    with ScriptedService([(200, {}, {"status": "ok"})]) as stand_in:
+        waited = run_client("wait", "--duration", "PT10M", "--", *command, url=stand_in.url)
+        planned = run_client("plan", "--duration", "PT10M", url=stand_in.url)
+    assert waited.returncode == 0 and ran.exists() and "wrong URL?" in waited.stderr
+    assert planned.returncode == 4 and "wrong URL?" in planned.stderr
+
+
+@pytest.mark.slow
 def test_wait_asks_again_at_replan_at_for_the_same_window(real_answer, tmp_path):
     command, ran = marker(tmp_path, code=0)
     with ScriptedService([(200, {}, starting_in(real_answer, 6, replan_in=2)),
@@ -363,6 +374,12 @@ def test_the_client_package_declares_no_dependencies():
     imported = {line.split()[1].split(".")[0] for line in CLIENT.read_text().splitlines()
                 if line.startswith(("import ", "from "))}
     assert imported <= set(sys.stdlib_module_names) | {"__future__"}
+
+
+def test_a_command_that_is_not_there_exits_127():
+    result = run_client("wait", "--duration", "PT10M", "--", "no-such-command-for-the-cli-test",
+                        url=f"http://127.0.0.1:{free_port()}")
+    assert result.returncode == 127 and "command not found" in result.stderr
 
 
 def test_usage_errors_exit_2_and_help_documents_exit_codes():
