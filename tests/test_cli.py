@@ -89,7 +89,7 @@ def test_plan_prints_when_where_the_saving_and_whether_estimates_were_used(servi
     assert f"start {expected['start']} in {expected['zone']}" in out
     assert f"{expected['saving_percent']}% less" in out
     assert f"{expected['saving_grams']} g CO2eq saved" in out
-    assert f"vs {expected['baseline']['carbon_intensity']} starting at once in DE" in out
+    assert f"vs {expected['baseline']['carbon_intensity']} at the earliest start in DE" in out
     assert ("estimates used: no" in out) is (not expected["provenance"]["estimated"])
 
 

@@ -277,7 +277,7 @@ def describe(answer: dict) -> str:
     saving = answer.get("saving_percent")
     if baseline and saving is not None:
         text = (f"  {answer['carbon_intensity']} gCO2eq/kWh vs {baseline['carbon_intensity']} "
-                f"starting at once in {baseline['zone']}: {saving}% less")
+                f"at the earliest start in {baseline['zone']}: {saving}% less")
         if answer.get("saving_grams") is not None:
             text += f", {answer['saving_grams']} g CO2eq saved"
         lines.append(text)
