@@ -183,7 +183,8 @@ class Service:
                      "User-Agent": f"carbon-optimizer-client/{__version__}",
                      **({"X-API-Key": self.api_key} if self.api_key else {})})
         try:
-            with urllib.request.urlopen(request, timeout=timeout or self.timeout) as response:  # nosec B310 (the URL is checked to be http(s) above)
+            # B310 (file:// and custom schemes): the URL was checked to be http(s) in __init__.
+            with urllib.request.urlopen(request, timeout=timeout or self.timeout) as response:  # nosec B310
                 status, raw, headers = response.status, response.read(), response.headers
         except urllib.error.HTTPError as exc:
             status, headers = exc.code, exc.headers

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 import threading
@@ -357,10 +358,12 @@ def test_max_wait_tightens_the_window_asked_for(real_answer, tmp_path):
 
 @pytest.mark.slow
 def test_pip_install_gives_the_carbon_optimizer_command(tmp_path):
-    target = tmp_path / "site"
+    target, source = tmp_path / "site", tmp_path / "client"
+    # from a copy: setuptools leaves build/ and *.egg-info beside the sources it builds
+    shutil.copytree(ROOT / "client", source)
     subprocess.run([sys.executable, "-m", "pip", "install", "--quiet", "--no-deps",
                     "--no-build-isolation", "--disable-pip-version-check", "--target", str(target),
-                    str(ROOT / "client")], check=True, capture_output=True, timeout=120)
+                    str(source)], check=True, capture_output=True, timeout=120)
     result = subprocess.run([str(target / "bin" / "carbon-optimizer"), "--version"],
                             env={**os.environ, "PYTHONPATH": str(target)},
                             capture_output=True, text=True, timeout=30)
