@@ -437,3 +437,104 @@ def test_the_gitlab_example_extends_only_what_the_template_defines():
     extended = {job["extends"] for job in example.values() if isinstance(job, dict) and "extends" in job}
     assert extended == {".carbon-optimizer", ".carbon-optimizer-plan"}
     assert extended <= set(template)
+
+
+# -- the waiting loop, on a clock the test moves --------------------------------------------------
+
+def load_client_module():
+    import importlib.util
+    spec = importlib.util.spec_from_file_location("carbon_optimizer_client_under_test", CLIENT)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_wait_asks_again_shortly_before_a_distant_start_and_follows_the_new_answer(client, monkeypatch):
+    """An hour's wait on a simulated clock (sleep moves it on): one ask at the start, one a minute
+    before the planned start, and the command run at the second answer's start. The answers are
+    the service's own (the in-process app), re-timed."""
+    answer = client.post("/api/v1/optimize", json={"duration": "PT10M", "zones": ["DE"],
+                                                   "max_delay": "PT1H"}).get_json()
+    assert answer["status"] == "scheduled"
+    module = load_client_module()
+    clock = {"now": 1000.0}
+    monkeypatch.setattr(module.time, "monotonic", lambda: clock["now"])
+    monkeypatch.setattr(module.time, "sleep", lambda seconds: clock.__setitem__("now", clock["now"] + seconds))
+    asks, runs = [], []
+
+    def optimize(self, body, timeout=None):
+        asks.append((clock["now"], body))
+        start_in = 3600 if len(asks) == 1 else 120  # the newer forecast moves the start later
+        return module.Reply("ok", 200, {**answer, "start_in_seconds": start_in,
+                                        "provenance": {**answer["provenance"], "replan_at": None}})
+
+    monkeypatch.setattr(module.Service, "optimize", optimize)
+    monkeypatch.setattr(module, "_run", lambda command, log: runs.append((clock["now"], command)) or 0)
+    code = module.main(["wait", "--url", "http://127.0.0.1:9", "--duration", "PT10M", "--max-delay",
+                        "PT2H", "--", "make", "e2e"])
+    assert code == 0
+    assert [round(at) for at, _ in asks] == [1000, 1000 + 3600 - 60]
+    assert asks[0][1] == asks[1][1]
+    assert runs == [(pytest.approx(1000 + 3600 - 60 + 120), ["make", "e2e"])]
+
+
+def test_wait_runs_at_max_wait_when_the_plan_starts_later(client, monkeypatch):
+    answer = client.post("/api/v1/optimize", json={"duration": "PT10M", "zones": ["DE"]}).get_json()
+    module = load_client_module()
+    clock = {"now": 0.0}
+    monkeypatch.setattr(module.time, "monotonic", lambda: clock["now"])
+    monkeypatch.setattr(module.time, "sleep", lambda seconds: clock.__setitem__("now", clock["now"] + seconds))
+    asks, runs = [], []
+    monkeypatch.setattr(module.Service, "optimize", lambda self, body, timeout=None: asks.append(
+        clock["now"]) or module.Reply("ok", 200, {**answer, "start_in_seconds": 7200}))
+    monkeypatch.setattr(module, "_run", lambda command, log: runs.append(clock["now"]) or 0)
+    assert module.main(["wait", "--url", "http://127.0.0.1:9", "--duration", "PT10M",
+                        "--max-wait", "PT30M", "--", "true"]) == 0
+    assert runs == [pytest.approx(1800)]
+    assert len(asks) == 2 and asks[1] == pytest.approx(1800 - 60)  # the last check before starting
+
+
+@pytest.mark.slow
+def test_an_interrupted_wait_exits_130_without_running(real_answer, tmp_path):
+    import signal
+    command, ran = marker(tmp_path)
+    with ScriptedService([(200, {}, starting_in(real_answer, 600))]) as stand_in:
+        env = {k: v for k, v in os.environ.items() if not k.startswith(("CARBON_OPTIMIZER_", "GITHUB_"))}
+        process = subprocess.Popen([sys.executable, str(CLIENT), "wait", "--url", stand_in.url,
+                                    "--duration", "PT10M", "--", *command], env=env,
+                                   stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        deadline = time.time() + 10
+        while not stand_in.requests and time.time() < deadline:
+            time.sleep(0.05)
+        time.sleep(0.3)
+        process.send_signal(signal.SIGINT)
+        _, err = process.communicate(timeout=10)
+    assert process.returncode == 130 and not ran.exists()
+    assert "interrupted" in err
+
+
+@pytest.mark.slow
+def test_on_a_terminal_the_countdown_is_one_line_rewritten(real_answer, tmp_path):
+    import pty
+    command, ran = marker(tmp_path)
+    primary, secondary = pty.openpty()
+    with ScriptedService([(200, {}, starting_in(real_answer, 2))]) as stand_in:
+        env = {k: v for k, v in os.environ.items() if not k.startswith(("CARBON_OPTIMIZER_", "GITHUB_"))}
+        process = subprocess.Popen([sys.executable, str(CLIENT), "wait", "--url", stand_in.url,
+                                    "--duration", "PT10M", "--", *command], env=env,
+                                   stdout=subprocess.DEVNULL, stderr=secondary)
+        os.close(secondary)
+        seen = b""
+        while True:
+            try:
+                chunk = os.read(primary, 4096)
+            except OSError:  # the terminal closed with the process
+                break
+            if not chunk:
+                break
+            seen += chunk
+        process.wait(timeout=10)
+    os.close(primary)
+    assert process.returncode == 0 and ran.exists()
+    text = seen.decode()
+    assert "\rcarbon-optimizer: starting in " in text and text.count("\rcarbon-optimizer:") >= 2
