@@ -579,7 +579,8 @@ def parser() -> argparse.ArgumentParser:
     common = argparse.ArgumentParser(add_help=False)
     service = common.add_argument_group("service")
     service.add_argument("--url", help="service base URL (default: $CARBON_OPTIMIZER_URL)")
-    service.add_argument("--api-key", help="client API key, sent as X-API-Key (default: $CARBON_OPTIMIZER_KEY)")
+    service.add_argument("--api-key", help="client API key, sent as X-API-Key (default: $CARBON_OPTIMIZER_KEY, "
+                              "better: a flag shows in process listings)")
     service.add_argument("--timeout", type=float, default=30.0, metavar="SECONDS",
                          help="per request (default: 30)")
     request = common.add_argument_group("the workload (fields of POST /api/v1/optimize)")
