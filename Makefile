@@ -5,7 +5,7 @@ VENV ?= .venv
 PYTHON ?= python3
 PY := $(VENV)/bin/python
 
-.PHONY: run test test-fast lint lint-imports lint-deploy lint-security bench clean
+.PHONY: run test test-fast lint lint-imports lint-deploy lint-ci-templates lint-security bench clean
 
 $(VENV)/.runtime: requirements.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -27,7 +27,7 @@ test-fast: $(VENV)/.dev
 	$(PY) -m pytest -m "not slow" -x -q
 
 # Checks beyond the tests, run by CI after them.
-lint: lint-imports lint-deploy lint-security
+lint: lint-imports lint-deploy lint-ci-templates lint-security
 
 # The layer rules in .importlinter: dependency direction, Flask only in web/, no cycles.
 lint-imports: $(VENV)/.dev
@@ -37,6 +37,10 @@ lint-imports: $(VENV)/.dev
 # schemas (no Docker engine or AWS account here).
 lint-deploy: $(VENV)/.dev
 	VENV=$(VENV) scripts/lint-deploy.sh
+
+# The GitHub Action, the GitLab template and their examples, against their published schemas.
+lint-ci-templates: $(VENV)/.dev
+	VENV=$(VENV) scripts/lint-ci-templates.sh
 
 # Static security analysis and known-vulnerability audit of the pinned requirements.
 lint-security: $(VENV)/.dev

@@ -1,0 +1,551 @@
+"""The CI client (client/carbon_optimizer_client.py) run as a process, as a runner runs it: against a
+live Gunicorn on the demo provider with API keys, against a closed port, and against a small
+loopback stand-in for the answers Gunicorn will not give on cue (429 with Retry-After, a 503, a
+replan_at a few seconds away)."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import threading
+import time
+import tomllib
+from datetime import datetime, timedelta, timezone
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+import pytest
+import requests
+
+from tests.support import ROOT, GunicornProcess, free_port
+
+CLIENT = ROOT / "client" / "carbon_optimizer_client.py"
+KEY = "FAKE-cli-test-key"
+# Writes its arguments and the moment it ran to a file, then exits with the code given: the
+# evidence that (and when) the command ran, and with what.
+MARKER_COMMAND = ("import json, sys, time; "
+                  "open(sys.argv[1], 'w').write(json.dumps({'at': time.time(), 'argv': sys.argv[2:]})); "
+                  "print('the command ran'); sys.exit(int(sys.argv[2]))")
+
+
+def stamp(moment: datetime) -> str:
+    return moment.astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def run_client(*args: str, url: str, key: str | None = KEY, timeout: float = 30,
+               extra_env: dict | None = None) -> subprocess.CompletedProcess:
+    env = {k: v for k, v in os.environ.items()
+           if not k.startswith(("CARBON_OPTIMIZER_", "GITHUB_"))}
+    env["CARBON_OPTIMIZER_URL"] = url
+    if key is not None:
+        env["CARBON_OPTIMIZER_KEY"] = key
+    env.update(extra_env or {})
+    return subprocess.run([sys.executable, str(CLIENT), *args], env=env, capture_output=True,
+                          text=True, timeout=timeout)
+
+
+def marker(tmp_path: Path, code: int = 0) -> tuple[list[str], Path]:
+    path = tmp_path / "ran.json"
+    return [sys.executable, "-c", MARKER_COMMAND, str(path), str(code), "two words"], path
+
+
+@pytest.fixture(scope="module")
+def service(tmp_path_factory):
+    log = tmp_path_factory.mktemp("gunicorn") / "gunicorn.log"
+    with GunicornProcess({"API_KEYS": f"{KEY},FAKE-other-key"}, workers=1, threads=4,
+                         log_path=log) as gunicorn:
+        yield gunicorn
+
+
+def optimize(service, body: dict) -> dict:
+    """The service's own answer, asked directly: the reference the client's output is held to."""
+    answer = requests.post(f"{service.url}/api/v1/optimize", json=body,
+                           headers={"X-API-Key": KEY}, timeout=10)
+    assert answer.status_code == 200, answer.text
+    return answer.json()
+
+
+# -- plan ---------------------------------------------------------------------------------------
+
+@pytest.mark.slow
+def test_plan_prints_when_where_the_saving_and_whether_estimates_were_used(service):
+    earliest = stamp(datetime.now(timezone.utc) + timedelta(hours=1))
+    flags = ["--duration", "PT45M", "--zones", "DE,FR", "--max-delay", "PT6H", "--power-kw", "2",
+             "--earliest-start", earliest]
+    expected = optimize(service, {"duration": "PT45M", "zones": ["DE", "FR"], "max_delay": "PT6H",
+                                  "power_kw": 2, "earliest_start": earliest})
+
+    as_json = run_client("plan", *flags, "--json", url=service.url)
+    assert as_json.returncode == 0, as_json.stderr
+    answer = json.loads(as_json.stdout)
+    for field in ("zone", "start", "end", "saving_percent", "saving_grams", "carbon_intensity"):
+        assert answer[field] == expected[field], field
+
+    text = run_client("plan", *flags, url=service.url)
+    assert text.returncode == 0, text.stderr
+    out = text.stdout
+    assert f"start {expected['start']} in {expected['zone']}" in out
+    assert f"{expected['saving_percent']}% less" in out
+    assert f"{expected['saving_grams']} g CO2eq saved" in out
+    assert f"vs {expected['baseline']['carbon_intensity']} at the earliest start in DE" in out
+    assert ("estimates used: no" in out) is (not expected["provenance"]["estimated"])
+
+
+@pytest.mark.slow
+def test_plan_with_a_cloud_region_names_the_region_and_its_grid_zone(service):
+    expected = optimize(service, {"duration": "PT45M", "zones": ["aws:eu-central-1"], "max_delay": "PT6H"})
+    text = run_client("plan", "--duration", "PT45M", "--zones", "aws:eu-central-1", "--max-delay", "PT6H",
+                      url=service.url)
+    assert text.returncode == 0, text.stderr
+    assert expected["zone"] == "DE" and expected["location"] == "aws:eu-central-1"
+    assert f"start {expected['start']} in aws:eu-central-1 (grid zone DE)" in text.stdout
+
+
+@pytest.mark.slow
+def test_plan_of_a_window_past_the_forecast_says_estimates_were_used(service):
+    # The demo forecast reaches 72 h ahead: a window starting 4 days out rests wholly on estimates.
+    earliest = stamp(datetime.now(timezone.utc) + timedelta(days=4))
+    result = run_client("plan", "--duration", "PT1H", "--zones", "DE", "--max-delay", "PT6H",
+                        "--earliest-start", earliest, url=service.url)
+    assert result.returncode == 0, result.stderr
+    assert "estimates used: 60 min from" in result.stdout
+    assert "ask again at" in result.stdout
+
+
+# -- wait ---------------------------------------------------------------------------------------
+
+@pytest.mark.slow
+def test_wait_counts_down_then_runs_the_command_and_passes_its_exit_code(service, tmp_path):
+    command, ran = marker(tmp_path, code=7)
+    # The earliest start 2 s ahead and --max-wait 4 s: the answer starts no sooner than 2 s
+    # from now, and the client starts no later than 4 s from now.
+    earliest = datetime.now(timezone.utc) + timedelta(seconds=2)
+    began = time.time()
+    result = run_client("wait", "--duration", "PT1M", "--zones", "DE", "--earliest-start",
+                        earliest.isoformat(), "--max-wait", "PT4S", "--progress-every", "PT1S",
+                        "--", *command, url=service.url)
+    assert result.returncode == 7, result.stderr
+    record = json.loads(ran.read_text())
+    assert record["argv"] == ["7", "two words"]  # arguments reach the command untouched
+    assert began + 1.0 <= record["at"] <= began + 4 + 1.5  # waited, within --max-wait
+    assert "the command ran" in result.stdout  # the command's output is its own, on stdout
+    assert "starting in DE in" in result.stderr  # the countdown, a line per --progress-every
+
+
+@pytest.mark.slow
+def test_wait_refused_with_400_does_not_run_the_command(service, tmp_path):
+    command, ran = marker(tmp_path)
+    result = run_client("wait", "--duration", "PT45M", "--zones", "de", "--", *command, url=service.url)
+    assert result.returncode == 3
+    assert not ran.exists()
+    # The service's own words, with its suggestion: a typo in a zone is not a silent "start now".
+    assert "HTTP 400 zone_not_found" in result.stderr
+    assert "zones[0]: de is neither a zone" in result.stderr and "did you mean DE?" in result.stderr
+
+
+@pytest.mark.slow
+def test_wait_with_a_wrong_key_does_not_run_the_command(service, tmp_path):
+    command, ran = marker(tmp_path)
+    result = run_client("wait", "--duration", "PT45M", "--zones", "DE", "--", *command,
+                        url=service.url, key="FAKE-wrong-key")
+    assert result.returncode == 3
+    assert not ran.exists()
+    assert "HTTP 401 unauthorized" in result.stderr
+    assert "FAKE-wrong-key" not in result.stderr + result.stdout  # a key is never printed
+
+
+@pytest.mark.slow
+def test_wait_fails_open_on_a_closed_port(tmp_path):
+    command, ran = marker(tmp_path, code=0)
+    began = time.time()
+    result = run_client("wait", "--duration", "PT45M", "--zones", "DE", "--max-delay", "PT6H",
+                        "--", *command, url=f"http://127.0.0.1:{free_port()}")
+    assert result.returncode == 0, result.stderr
+    assert json.loads(ran.read_text())["at"] - began < 5  # at once, not after a window
+    assert "WARNING" in result.stderr and "fail open" in result.stderr
+
+
+@pytest.mark.slow
+def test_plan_of_a_matrix_is_one_batch_and_each_job_waits_for_its_own_start(service, tmp_path):
+    far = stamp(datetime.now(timezone.utc) + timedelta(days=5))
+    batch = tmp_path / "matrix.json"
+    batch.write_text(json.dumps({"workloads": [
+        {"id": "unit", "duration": "PT10M", "zones": ["DE"], "max_delay": "PT1M"},
+        {"id": "e2e", "duration": "PT30M", "zones": ["FR"], "max_delay": "PT6H"},
+        # past the forecast, with estimates refused: unschedulable
+        {"id": "late", "duration": "PT30M", "zones": ["FR"], "earliest_start": far,
+         "max_delay": "PT1H", "extend_horizon": False},
+    ]}))
+    saved = tmp_path / "plan.json"
+    planned = run_client("plan", "--batch", str(batch), "--save", str(saved), url=service.url)
+    assert planned.returncode == 0, planned.stderr
+    results = {r["id"]: r for r in json.loads(saved.read_text())["results"]}
+    assert results["unit"]["status"] == "scheduled" and results["late"]["status"] == "unschedulable"
+    assert "2 of 3 scheduled" in planned.stdout
+
+    command, ran = marker(tmp_path, code=4)
+    # "unit" starts within the minute; --max-wait bounds the test's wait all the same
+    waited = run_client("wait", "--from-plan", str(saved), "--id", "unit", "--max-wait", "PT3S",
+                        "--", *command, url="http://127.0.0.1:9")
+    assert waited.returncode == 4, waited.stderr
+    assert ran.exists()
+
+    ran.unlink()
+    refused = run_client("wait", "--from-plan", str(saved), "--id", "late", "--", *command,
+                         url="http://127.0.0.1:9")
+    assert refused.returncode == 3 and not ran.exists()
+    assert "window_not_covered" in refused.stderr
+
+    typo = run_client("wait", "--from-plan", str(saved), "--id", "e2f", "--", *command,
+                      url="http://127.0.0.1:9")
+    assert typo.returncode == 2 and not ran.exists()
+    assert "ids: unit, e2e, late" in typo.stderr
+
+
+@pytest.mark.slow
+def test_a_matrix_plan_saved_while_the_service_is_down_lets_every_job_run(tmp_path):
+    batch = tmp_path / "matrix.json"
+    batch.write_text(json.dumps({"workloads": [{"id": "unit", "duration": "PT10M"}]}))
+    saved = tmp_path / "plan.json"
+    planned = run_client("plan", "--batch", str(batch), "--save", str(saved),
+                         url=f"http://127.0.0.1:{free_port()}")
+    assert planned.returncode == 0 and "fail_open" in json.loads(saved.read_text())
+    without_save = run_client("plan", "--batch", str(batch), url=f"http://127.0.0.1:{free_port()}")
+    assert without_save.returncode == 4
+
+    command, ran = marker(tmp_path, code=0)
+    waited = run_client("wait", "--from-plan", str(saved), "--id", "unit", "--", *command,
+                        url="http://127.0.0.1:9")
+    assert waited.returncode == 0 and ran.exists()
+    assert "WARNING" in waited.stderr
+
+
+# -- answers on cue: a loopback stand-in ----------------------------------------------------------
+
+class ScriptedService:
+    """Answers POST /api/v1/optimize with the scripted (status, headers, body) in turn (the last
+    one repeats) and records each request's time, headers and body."""
+
+    def __init__(self, script: list[tuple[int, dict, object]]):
+        self.script, self.requests = script, []
+        stand_in = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def log_message(self, *args):
+                pass
+
+            def do_POST(self):
+                length = int(self.headers.get("Content-Length", 0))
+                body = json.loads(self.rfile.read(length))
+                stand_in.requests.append({"at": time.time(), "body": body,
+                                          "key": self.headers.get("X-API-Key")})
+                status, headers, answer = stand_in.script[min(len(stand_in.requests), len(stand_in.script)) - 1]
+                payload = json.dumps(answer(body) if callable(answer) else answer).encode()
+                self.send_response(status)
+                for name, value in {"Content-Type": "application/json", **headers}.items():
+                    self.send_header(name, value)
+                self.send_header("Content-Length", str(len(payload)))
+                self.end_headers()
+                self.wfile.write(payload)
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.server.daemon_threads = True
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
+
+    def __enter__(self):
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+        return self
+
+    def __exit__(self, *exc):
+        self.server.shutdown()
+        self.server.server_close()
+
+
+@pytest.fixture(scope="module")
+def real_answer(service) -> dict:
+    """A scheduled answer from the live service: the wire format the stand-in replays."""
+    return optimize(service, {"duration": "PT10M", "zones": ["DE"], "max_delay": "PT1H"})
+
+
+def starting_in(real_answer: dict, seconds: int, replan_in: int | None = None):
+    """The real answer, re-timed at the moment it is sent."""
+    def build(_body):
+        now = datetime.now(timezone.utc).replace(microsecond=0)
+        answer = json.loads(json.dumps(real_answer))
+        answer.update(start=stamp(now + timedelta(seconds=seconds)), start_in_seconds=seconds)
+        answer["provenance"]["replan_at"] = (stamp(now + timedelta(seconds=replan_in))
+                                             if replan_in is not None else None)
+        return answer
+    return build
+
+
+RATE_LIMITED = {"error": {"code": "rate_limited", "message": "20 per 1 minute"}}
+
+
+@pytest.mark.slow
+def test_429_is_waited_out_for_retry_after_then_the_plan_is_followed(real_answer, tmp_path):
+    command, ran = marker(tmp_path, code=0)
+    with ScriptedService([(429, {"Retry-After": "1"}, RATE_LIMITED),
+                          (200, {}, starting_in(real_answer, 0))]) as stand_in:
+        result = run_client("wait", "--duration", "PT10M", "--zones", "DE", "--max-wait", "PT1M",
+                            "--", *command, url=stand_in.url)
+    assert result.returncode == 0, result.stderr
+    first, second = stand_in.requests
+    assert second["at"] - first["at"] >= 1.0  # Retry-After honoured
+    assert first["body"] == second["body"] and first["key"] == KEY
+    assert "rate limited (429)" in result.stderr and "WARNING" not in result.stderr
+    assert ran.exists()
+
+
+@pytest.mark.slow
+def test_429_past_max_wait_fails_open_at_once(tmp_path):
+    command, ran = marker(tmp_path, code=0)
+    with ScriptedService([(429, {"Retry-After": "3600"}, RATE_LIMITED)]) as stand_in:
+        began = time.time()
+        result = run_client("wait", "--duration", "PT10M", "--max-wait", "PT30M", "--",
+                            *command, url=stand_in.url)
+    assert result.returncode == 0, result.stderr
+    assert len(stand_in.requests) == 1
+    assert json.loads(ran.read_text())["at"] - began < 5
+    assert "WARNING" in result.stderr and "HTTP 429 rate_limited: 20 per 1 minute" in result.stderr
+
+
+@pytest.mark.slow
+def test_a_5xx_fails_open(tmp_path):
+    command, ran = marker(tmp_path, code=0)
+    failing = {"error": {"code": "upstream_unavailable", "message": "Electricity Maps did not answer"}}
+    with ScriptedService([(503, {"Retry-After": "30"}, failing)]) as stand_in:
+        result = run_client("wait", "--duration", "PT10M", "--", *command, url=stand_in.url)
+    assert result.returncode == 0 and ran.exists()
+    assert "Electricity Maps did not answer" in result.stderr and "fail open" in result.stderr
+
+
+@pytest.mark.slow
+def test_a_200_that_is_no_optimize_answer_fails_open(tmp_path):
+    # e.g. CARBON_OPTIMIZER_URL pointing at some other JSON service
+    command, ran = marker(tmp_path, code=0)
+    with ScriptedService([(200, {}, {"status": "ok"})]) as stand_in:
+        waited = run_client("wait", "--duration", "PT10M", "--", *command, url=stand_in.url)
+        planned = run_client("plan", "--duration", "PT10M", url=stand_in.url)
+    assert waited.returncode == 0 and ran.exists() and "wrong URL?" in waited.stderr
+    assert planned.returncode == 4 and "wrong URL?" in planned.stderr
+
+
+@pytest.mark.slow
+def test_wait_asks_again_at_replan_at_for_the_same_window(real_answer, tmp_path):
+    command, ran = marker(tmp_path, code=0)
+    with ScriptedService([(200, {}, starting_in(real_answer, 6, replan_in=2)),
+                          (200, {}, starting_in(real_answer, 1))]) as stand_in:
+        result = run_client("wait", "--duration", "PT10M", "--zones", "DE", "--max-delay", "PT6H",
+                            "--", *command, url=stand_in.url)
+    assert result.returncode == 0, result.stderr
+    first, second = stand_in.requests
+    assert 1.5 <= second["at"] - first["at"] <= 4  # at replan_at, not at the first start
+    assert first["body"] == second["body"]  # the window of the first ask, not one moved on
+    sent = first["body"]
+    latest = datetime.fromisoformat(sent["latest_start"].replace("Z", "+00:00"))
+    earliest = datetime.fromisoformat(sent["earliest_start"].replace("Z", "+00:00"))
+    assert latest - earliest == timedelta(hours=6) and "max_delay" not in sent
+    ran_at = json.loads(ran.read_text())["at"]
+    assert 0.5 <= ran_at - second["at"] <= 3  # the second answer's start, sooner than the first's
+
+
+@pytest.mark.slow
+def test_max_wait_tightens_the_window_asked_for(real_answer, tmp_path):
+    command, _ = marker(tmp_path, code=0)
+    with ScriptedService([(200, {}, starting_in(real_answer, 0))]) as stand_in:
+        run_client("wait", "--duration", "PT45M", "--deadline", "2099-01-01T00:00:00Z",
+                   "--max-wait", "PT2H", "--", *command, url=stand_in.url)
+    sent = stand_in.requests[0]["body"]
+    latest = datetime.fromisoformat(sent["latest_start"].replace("Z", "+00:00"))
+    assert "deadline" not in sent
+    assert abs((latest - datetime.now(timezone.utc)) - timedelta(hours=2)) < timedelta(seconds=30)
+
+
+# -- packaging and usage --------------------------------------------------------------------------
+
+@pytest.mark.slow
+def test_pip_install_gives_the_carbon_optimizer_command(tmp_path):
+    target, source = tmp_path / "site", tmp_path / "client"
+    # from a copy: setuptools leaves build/ and *.egg-info beside the sources it builds
+    shutil.copytree(ROOT / "client", source)
+    subprocess.run([sys.executable, "-m", "pip", "install", "--quiet", "--no-deps",
+                    "--no-build-isolation", "--disable-pip-version-check", "--target", str(target),
+                    str(source)], check=True, capture_output=True, timeout=120)
+    result = subprocess.run([str(target / "bin" / "carbon-optimizer"), "--version"],
+                            env={**os.environ, "PYTHONPATH": str(target)},
+                            capture_output=True, text=True, timeout=30)
+    assert result.returncode == 0 and result.stdout.strip() == "carbon-optimizer 0.1.0"
+
+
+def test_the_client_package_declares_no_dependencies():
+    project = tomllib.loads((ROOT / "client" / "pyproject.toml").read_text())["project"]
+    assert project["dependencies"] == []
+    assert project["scripts"] == {"carbon-optimizer": "carbon_optimizer_client:main"}
+    imported = {line.split()[1].split(".")[0] for line in CLIENT.read_text().splitlines()
+                if line.startswith(("import ", "from "))}
+    assert imported <= set(sys.stdlib_module_names) | {"__future__"}
+
+
+def test_a_command_that_is_not_there_exits_127():
+    result = run_client("wait", "--duration", "PT10M", "--", "no-such-command-for-the-cli-test",
+                        url=f"http://127.0.0.1:{free_port()}")
+    assert result.returncode == 127 and "command not found" in result.stderr
+
+
+def test_usage_errors_exit_2_and_help_documents_exit_codes():
+    no_url = run_client("wait", "--duration", "PT1H", "--", "true", url="")
+    assert no_url.returncode == 2 and "CARBON_OPTIMIZER_URL" in no_url.stderr
+    bad = run_client("wait", "--duration", "PT1H", "--max-delay", "6h", "--", "true",
+                     url="http://127.0.0.1:9")
+    assert bad.returncode == 2 and "--max-delay: '6h' is not an ISO 8601 duration" in bad.stderr
+    no_command = run_client("wait", "--duration", "PT1H", url="http://127.0.0.1:9")
+    assert no_command.returncode == 2
+    helped = run_client("wait", "--help", url="")
+    for line in ("3    the service refused the request", "4    plan only",
+                 "127: not found", "fail open"):
+        assert line in helped.stdout
+
+
+# -- the GitHub Action and the GitLab template ----------------------------------------------------
+
+def test_the_action_passes_its_inputs_to_the_client_and_the_command_exit_code_back(tmp_path):
+    """The composite step's script, run as the runner runs it: inputs as CO_* variables, the action
+    checked out at GITHUB_ACTION_PATH. A closed port makes the client fail open, so the command runs
+    at once; a zone typo (400 from the service) would stop it, tested above."""
+    import yaml
+    action = yaml.safe_load((ROOT / "action.yml").read_text())
+    step = action["runs"]["steps"][0]
+    declared = set(action["inputs"])
+    used = {value.split("inputs.")[1].rstrip(" }") for value in step["env"].values()}
+    assert used == declared  # every input reaches the script, and nothing undeclared is read
+
+    ran = tmp_path / "ran.txt"
+    inputs = {name: str(spec.get("default", "")) for name, spec in action["inputs"].items()}
+    inputs.update({"run": f'echo "$0 ok" > {ran}; exit 9', "duration": "PT45M", "zones": "DE,FR",
+                   "max-delay": "PT6H", "url": f"http://127.0.0.1:{free_port()}",
+                   "api-key": "FAKE-action-key"})
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("CARBON_OPTIMIZER_", "GITHUB_"))}
+    for variable, expression in step["env"].items():
+        env[variable] = inputs[expression.split("inputs.")[1].rstrip(" }")]
+    env.update(GITHUB_ACTION_PATH=str(ROOT), GITHUB_ACTIONS="true")
+    result = subprocess.run(["bash", "-e", "-c", step["run"]], env=env, capture_output=True,
+                            text=True, timeout=30)
+    assert result.returncode == 9, result.stderr
+    assert ran.read_text() == "bash ok\n"
+    assert "::warning title=carbon-optimizer::" in result.stdout  # on the run's summary page
+    assert "FAKE-action-key" not in result.stdout + result.stderr
+
+
+def test_the_gitlab_example_extends_only_what_the_template_defines():
+    import yaml
+    template = yaml.safe_load((ROOT / "ci/gitlab/carbon-optimizer.gitlab-ci.yml").read_text())
+    example = yaml.safe_load((ROOT / "examples/gitlab/.gitlab-ci.yml").read_text())
+    assert example["include"][0]["file"] == "ci/gitlab/carbon-optimizer.gitlab-ci.yml"
+    extended = {job["extends"] for job in example.values() if isinstance(job, dict) and "extends" in job}
+    assert extended == {".carbon-optimizer", ".carbon-optimizer-plan"}
+    assert extended <= set(template)
+
+
+# -- the waiting loop, on a clock the test moves --------------------------------------------------
+
+def load_client_module():
+    import importlib.util
+    spec = importlib.util.spec_from_file_location("carbon_optimizer_client_under_test", CLIENT)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_wait_asks_again_shortly_before_a_distant_start_and_follows_the_new_answer(client, monkeypatch):
+    """An hour's wait on a simulated clock (sleep moves it on): one ask at the start, one a minute
+    before the planned start, and the command run at the second answer's start. The answers are
+    the service's own (the in-process app), re-timed."""
+    answer = client.post("/api/v1/optimize", json={"duration": "PT10M", "zones": ["DE"],
+                                                   "max_delay": "PT1H"}).get_json()
+    assert answer["status"] == "scheduled"
+    module = load_client_module()
+    clock = {"now": 1000.0}
+    monkeypatch.setattr(module.time, "monotonic", lambda: clock["now"])
+    monkeypatch.setattr(module.time, "sleep", lambda seconds: clock.__setitem__("now", clock["now"] + seconds))
+    asks, runs = [], []
+
+    def optimize(self, body, timeout=None):
+        asks.append((clock["now"], body))
+        start_in = 3600 if len(asks) == 1 else 120  # the newer forecast moves the start later
+        return module.Reply("ok", 200, {**answer, "start_in_seconds": start_in,
+                                        "provenance": {**answer["provenance"], "replan_at": None}})
+
+    monkeypatch.setattr(module.Service, "optimize", optimize)
+    monkeypatch.setattr(module, "_run", lambda command, log: runs.append((clock["now"], command)) or 0)
+    code = module.main(["wait", "--url", "http://127.0.0.1:9", "--duration", "PT10M", "--max-delay",
+                        "PT2H", "--", "make", "e2e"])
+    assert code == 0
+    assert [round(at) for at, _ in asks] == [1000, 1000 + 3600 - 60]
+    assert asks[0][1] == asks[1][1]
+    assert runs == [(pytest.approx(1000 + 3600 - 60 + 120), ["make", "e2e"])]
+
+
+def test_wait_runs_at_max_wait_when_the_plan_starts_later(client, monkeypatch):
+    answer = client.post("/api/v1/optimize", json={"duration": "PT10M", "zones": ["DE"]}).get_json()
+    module = load_client_module()
+    clock = {"now": 0.0}
+    monkeypatch.setattr(module.time, "monotonic", lambda: clock["now"])
+    monkeypatch.setattr(module.time, "sleep", lambda seconds: clock.__setitem__("now", clock["now"] + seconds))
+    asks, runs = [], []
+    monkeypatch.setattr(module.Service, "optimize", lambda self, body, timeout=None: asks.append(
+        clock["now"]) or module.Reply("ok", 200, {**answer, "start_in_seconds": 7200}))
+    monkeypatch.setattr(module, "_run", lambda command, log: runs.append(clock["now"]) or 0)
+    assert module.main(["wait", "--url", "http://127.0.0.1:9", "--duration", "PT10M",
+                        "--max-wait", "PT30M", "--", "true"]) == 0
+    assert runs == [pytest.approx(1800)]
+    assert len(asks) == 2 and asks[1] == pytest.approx(1800 - 60)  # the last check before starting
+
+
+@pytest.mark.slow
+def test_an_interrupted_wait_exits_130_without_running(real_answer, tmp_path):
+    import signal
+    command, ran = marker(tmp_path)
+    with ScriptedService([(200, {}, starting_in(real_answer, 600))]) as stand_in:
+        env = {k: v for k, v in os.environ.items() if not k.startswith(("CARBON_OPTIMIZER_", "GITHUB_"))}
+        process = subprocess.Popen([sys.executable, str(CLIENT), "wait", "--url", stand_in.url,
+                                    "--duration", "PT10M", "--", *command], env=env,
+                                   stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        deadline = time.time() + 10
+        while not stand_in.requests and time.time() < deadline:
+            time.sleep(0.05)
+        time.sleep(0.3)
+        process.send_signal(signal.SIGINT)
+        _, err = process.communicate(timeout=10)
+    assert process.returncode == 130 and not ran.exists()
+    assert "interrupted" in err
+
+
+@pytest.mark.slow
+def test_on_a_terminal_the_countdown_is_one_line_rewritten(real_answer, tmp_path):
+    import pty
+    command, ran = marker(tmp_path)
+    primary, secondary = pty.openpty()
+    with ScriptedService([(200, {}, starting_in(real_answer, 2))]) as stand_in:
+        env = {k: v for k, v in os.environ.items() if not k.startswith(("CARBON_OPTIMIZER_", "GITHUB_"))}
+        process = subprocess.Popen([sys.executable, str(CLIENT), "wait", "--url", stand_in.url,
+                                    "--duration", "PT10M", "--", *command], env=env,
+                                   stdout=subprocess.DEVNULL, stderr=secondary)
+        os.close(secondary)
+        seen = b""
+        while True:
+            try:
+                chunk = os.read(primary, 4096)
+            except OSError:  # the terminal closed with the process
+                break
+            if not chunk:
+                break
+            seen += chunk
+        process.wait(timeout=10)
+    os.close(primary)
+    assert process.returncode == 0 and ran.exists()
+    text = seen.decode()
+    assert "\rcarbon-optimizer: starting in " in text and text.count("\rcarbon-optimizer:") >= 2
