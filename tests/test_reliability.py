@@ -249,6 +249,43 @@ def test_redis_killed_while_requests_flow_then_used_again(stand_in, tmp_path):
 
 
 @pytest.mark.slow
+def test_redis_frozen_under_load_no_error_answers_and_health_stays_fast(stand_in, tmp_path):
+    """Redis stops answering (SIGSTOP: connections hang, nothing is refused) while requests flow,
+    with the rate limiter on it: every request is still answered 200 (the cache and the limiter
+    fall back in-process), and /health says degraded within its own short Redis timeout."""
+    port = free_port()
+    server = start_redis(port, tmp_path)
+    prefix = f"rel-{uuid.uuid4().hex[:8]}:"
+    env = {**em_env(stand_in.url, prefix), "REDIS_URL": f"redis://127.0.0.1:{port}/0",
+           "CACHE_TTL_SECONDS": "2", "RATE_LIMIT_ENABLED": "true",
+           "RATE_LIMIT_DEFAULT": "1000000 per hour", "RATE_LIMIT_OPTIMIZE": "1000000 per minute",
+           "PROMETHEUS_MULTIPROC_DIR": str(tmp_path / "metrics")}
+    try:
+        with GunicornProcess(env, workers=2, threads=4, log_path=tmp_path / "gunicorn.log") as service:
+            with soak.Posters(service.url, threads=4, body=BODY) as load:
+                assert wait_for(lambda: len(load.outcomes) >= 20, 10)
+                server.send_signal(signal.SIGSTOP)
+                probes = []
+                for _ in range(8):
+                    started = time.monotonic()
+                    body = requests.get(f"{service.url}/health", timeout=5).json()
+                    probes.append((round(time.monotonic() - started, 3), body["status"]))
+                    time.sleep(0.25)
+                seen = len(load.outcomes)
+                assert wait_for(lambda: len(load.outcomes) >= seen + 20, 10)  # still answering
+                server.send_signal(signal.SIGCONT)
+                assert wait_for(lambda: requests.get(f"{service.url}/health", timeout=5).json()["status"] == "ok", 15)
+            assert load.failures() == []
+        assert all(status == "degraded" for _, status in probes[2:]), probes
+        # The probe's own Redis read gives up after 0.25 s; before, two 0.5 s timeouts in a row.
+        assert max(seconds for seconds, _ in probes) < 0.75, probes
+    finally:
+        server.send_signal(signal.SIGCONT)
+        server.kill()
+        server.wait(timeout=5)
+
+
+@pytest.mark.slow
 def test_worker_killed_under_load_is_replaced_and_only_in_flight_requests_may_fail(
         stand_in, redis12, tmp_path):
     _, prefix = redis12
