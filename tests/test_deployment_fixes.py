@@ -5,13 +5,16 @@ an unwritable HOME, a misleading demo log line)."""
 from __future__ import annotations
 
 import logging
+import os
 
 import pytest
 
 from carbon_optimizer.data.providers.factory import build_provider
 from carbon_optimizer.errors import ConfigError
+from carbon_optimizer.ops.cpu_budget import cpu_budget
 from carbon_optimizer.secret_store import SecretStore
 from carbon_optimizer.settings import load_settings
+from tests.support import GunicornProcess
 
 
 # -- API_KEYS that is JSON ---------------------------------------------------------------------------
@@ -56,3 +59,122 @@ def test_demo_chosen_by_configuration_says_so(caplog):
 def test_demo_chosen_for_want_of_a_key_says_that(caplog):
     [line] = _demo_warnings(caplog, {}, {})
     assert "no Electricity Maps API key" in line and "CARBON_PROVIDER=auto" in line
+
+
+# -- workers from the CPUs the process may use ----------------------------------------------------
+
+def _cgroup_v2(root, cpu_max, own="/"):
+    (root / own.strip("/")).mkdir(parents=True, exist_ok=True)
+    (root / own.strip("/") / "cpu.max").write_text(cpu_max + "\n")
+    proc = root / "proc-self-cgroup"
+    proc.write_text(f"0::{own}\n")
+    return proc
+
+
+def _cgroup_v1(root, quota, period, own="/"):
+    directory = root / "cpu,cpuacct" / own.strip("/")
+    directory.mkdir(parents=True, exist_ok=True)
+    (directory / "cpu.cfs_quota_us").write_text(f"{quota}\n")
+    (directory / "cpu.cfs_period_us").write_text(f"{period}\n")
+    proc = root / "proc-self-cgroup"
+    proc.write_text(f"5:cpu,cpuacct:{own}\n4:memory:{own}\n")
+    return proc
+
+
+@pytest.mark.parametrize("cpu_max,affinity,cpus", [
+    ("100000 100000", 32, 1),     # docker run --cpus 1 on a 32-core host
+    ("150000 100000", 32, 2),     # 1.5 CPUs: rounded up
+    ("50000 100000", 32, 1),      # half a CPU: still one
+    ("max 100000", 4, 4),         # no quota: the affinity mask
+    ("800000 100000", 2, 2),      # a quota above the CPUs it may run on
+])
+def test_cpu_budget_from_cgroup_v2_quota_and_affinity(tmp_path, cpu_max, affinity, cpus):
+    proc = _cgroup_v2(tmp_path, cpu_max)
+    budget = cpu_budget(str(tmp_path), str(proc), affinity=set(range(affinity)))
+    assert budget.cpus == cpus
+    assert budget.workers() == min(2 * cpus + 1, 17)
+
+
+def test_cpu_budget_reads_the_process_own_v2_cgroup_and_its_parents(tmp_path):
+    # Kubernetes without a cgroup namespace: the limit is on the pod's cgroup, the process in a child.
+    proc = _cgroup_v2(tmp_path, "max 100000", own="/kubepods/pod1/ctr")
+    (tmp_path / "kubepods" / "pod1" / "cpu.max").write_text("200000 100000\n")
+    budget = cpu_budget(str(tmp_path), str(proc), affinity=set(range(16)))
+    assert budget.cpus == 2 and "quota" in budget.reason and "v2" in budget.reason
+
+
+@pytest.mark.parametrize("quota,period,affinity,cpus", [
+    (100000, 100000, 32, 1),
+    (250000, 100000, 32, 3),
+    (-1, 100000, 6, 6),          # -1: no quota
+])
+def test_cpu_budget_from_cgroup_v1_quota(tmp_path, quota, period, affinity, cpus):
+    proc = _cgroup_v1(tmp_path, quota, period)
+    assert cpu_budget(str(tmp_path), str(proc), affinity=set(range(affinity))).cpus == cpus
+
+
+def test_cpu_budget_without_cgroup_files_is_the_affinity_mask_and_workers_are_capped(tmp_path):
+    budget = cpu_budget(str(tmp_path / "none"), str(tmp_path / "none"), affinity=set(range(64)))
+    assert budget.cpus == 64 and budget.workers() == 17 and "affinity" in budget.reason
+    assert cpu_budget(str(tmp_path), str(tmp_path / "x"), affinity={3}).workers() == 3
+
+
+def _gunicorn_log(tmp_path, env, workers=1):
+    log = tmp_path / "gunicorn.log"
+    gunicorn = GunicornProcess({"PROMETHEUS_MULTIPROC_DIR": str(tmp_path / "metrics"), **env},
+                               workers=workers, log_path=log)
+    return gunicorn, log
+
+
+@pytest.mark.slow
+def test_gunicorn_sizes_workers_from_the_cpus_it_may_use_and_says_why(tmp_path):
+    # Gunicorn started on one CPU of this machine (its affinity is inherited from this process):
+    # 2 x 1 + 1 = 3 workers, whatever the host's count.
+    gunicorn, log = _gunicorn_log(tmp_path, {}, workers=3)
+    del gunicorn.env["GUNICORN_WORKERS"]
+    mask = os.sched_getaffinity(0)
+    os.sched_setaffinity(0, {min(mask)})
+    try:
+        with gunicorn:
+            assert len(gunicorn.worker_pids()) == 3
+    finally:
+        os.sched_setaffinity(0, mask)
+    assert "3 workers (2 x 1 CPUs + 1, at most 17: 1 CPUs in the affinity mask" in log.read_text()
+
+
+@pytest.mark.slow
+def test_gunicorn_workers_setting_wins_and_is_logged(tmp_path):
+    gunicorn, log = _gunicorn_log(tmp_path, {"GUNICORN_WORKERS": "2"}, workers=2)
+    with gunicorn:
+        assert len(gunicorn.worker_pids()) == 2
+    assert "2 workers (GUNICORN_WORKERS)" in log.read_text()
+
+
+@pytest.mark.slow
+def test_no_control_socket_error_with_an_unwritable_home(tmp_path):
+    # As in a read-only container: HOME cannot be created (under a regular file, so that not even
+    # root, as these tests may run, can make it).
+    blocker = tmp_path / "a-file"
+    blocker.write_text("")
+    home = blocker / "home"
+    gunicorn, log = _gunicorn_log(tmp_path, {"HOME": str(home)})
+    gunicorn.env.pop("XDG_RUNTIME_DIR", None)
+    with gunicorn:
+        pass
+    text = log.read_text()
+    assert "Listening at" in text
+    assert "[ERROR]" not in text and "Control server" not in text
+
+
+def test_compose_and_kubernetes_set_workers_for_their_cpu_limits():
+    import yaml
+    from tests.support import ROOT
+
+    api = yaml.safe_load((ROOT / "docker-compose.yml").read_text())["services"]["api"]
+    assert api["environment"]["GUNICORN_WORKERS"] == "${GUNICORN_WORKERS:-%d}" % (2 * int(api["cpus"]) + 1)
+    config = yaml.safe_load((ROOT / "k8s" / "configmap.yaml").read_text())["data"]
+    [container] = yaml.safe_load((ROOT / "k8s" / "deployment.yaml").read_text())[
+        "spec"]["template"]["spec"]["containers"]
+    cpu_limit = str(container["resources"]["limits"]["cpu"])
+    cpus = -(-int(cpu_limit[:-1]) // 1000) if cpu_limit.endswith("m") else int(float(cpu_limit) + 0.999)
+    assert config["GUNICORN_WORKERS"] == str(2 * cpus + 1)
