@@ -178,3 +178,37 @@ def test_compose_and_kubernetes_set_workers_for_their_cpu_limits():
     cpu_limit = str(container["resources"]["limits"]["cpu"])
     cpus = -(-int(cpu_limit[:-1]) // 1000) if cpu_limit.endswith("m") else int(float(cpu_limit) + 0.999)
     assert config["GUNICORN_WORKERS"] == str(2 * cpus + 1)
+
+
+# -- every Redis key under CACHE_KEY_PREFIX -------------------------------------------------------
+
+KEYS_REDIS = "redis://127.0.0.1:6379/14"  # a database no other test writes: every new key is ours
+
+
+def test_every_redis_key_the_service_writes_starts_with_cache_key_prefix():
+    import uuid
+
+    import redis
+
+    from carbon_optimizer.web.app import create_app
+
+    prefix = f"co16-{uuid.uuid4().hex[:8]}:"
+    client = redis.Redis.from_url(KEYS_REDIS)
+    before = set(client.keys("*"))
+    env = {"CARBON_PROVIDER": "demo", "REDIS_URL": KEYS_REDIS, "CACHE_KEY_PREFIX": prefix,
+           "RATE_LIMIT_ENABLED": "true", "RATE_LIMIT_DEFAULT": "100 per minute",
+           "RATE_LIMIT_OPTIMIZE": "2 per minute"}
+    app = create_app(settings=load_settings(env), secret_store=SecretStore(env))
+    try:
+        web = app.test_client()
+        body = {"duration": "PT1H", "zones": ["DE", "FR"], "max_delay": "PT6H"}
+        statuses = [web.post("/api/v1/optimize", json=body).status_code for _ in range(3)]
+        assert statuses == [200, 200, 429]  # the limiter counted in Redis
+        assert web.get("/api/v1/forecast?zone=DE").status_code == 200
+        written = {key.decode() for key in set(client.keys("*")) - before}
+        assert any("ratelimit" in key for key in written) and len(written) >= 2
+        assert [key for key in written if not key.startswith(prefix)] == []
+    finally:
+        app.extensions["carbon_engine"].close()
+        for key in client.scan_iter(match=f"{prefix}*"):
+            client.delete(key)
