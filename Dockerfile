@@ -1,14 +1,19 @@
 # syntax=docker/dockerfile:1
+# The base image: any Debian-like image with Python 3.11 and `python3 -m venv`. The default is the
+# official one; where no registry is reachable, scripts/container-test.sh builds one from Debian's
+# packages and passes it with --build-arg BASE_IMAGE=... (DEPLOYMENT.md, "How the image is checked").
+ARG BASE_IMAGE=python:3.11-slim
+
 # Build stage: compile wheels for the pinned runtime requirements (build tools stay here).
-FROM python:3.11-slim AS build
+FROM ${BASE_IMAGE} AS build
 ENV PIP_DISABLE_PIP_VERSION_CHECK=1 PIP_NO_CACHE_DIR=1
 WORKDIR /build
 COPY requirements.txt .
-RUN python -m venv /opt/venv \
+RUN python3 -m venv /opt/venv \
  && /opt/venv/bin/pip install --no-cache-dir -r requirements.txt
 
 # Final stage: the virtualenv and the code only, run as an unprivileged user.
-FROM python:3.11-slim
+FROM ${BASE_IMAGE}
 ENV PATH=/opt/venv/bin:$PATH \
     PYTHONDONTWRITEBYTECODE=1 \
     PYTHONUNBUFFERED=1 \

@@ -5,7 +5,7 @@ VENV ?= .venv
 PYTHON ?= python3
 PY := $(VENV)/bin/python
 
-.PHONY: run test test-fast lint lint-imports lint-deploy lint-ci-templates lint-security bench clean
+.PHONY: run test test-fast container-test lint lint-imports lint-deploy lint-ci-templates lint-security bench clean
 
 $(VENV)/.runtime: requirements.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -25,6 +25,11 @@ test: $(VENV)/.dev
 # The edit loop: in-process tests only (the `slow` ones start Gunicorn or redis-server), first failure stops.
 test-fast: $(VENV)/.dev
 	$(PY) -m pytest -m "not slow" -x -q
+
+# The image built from the Dockerfile and run under podman (installs podman and builds a base image
+# from Debian's packages when missing; DEPLOYMENT.md, "How the image is checked"). Needs root.
+container-test: $(VENV)/.dev
+	VENV=$(VENV) scripts/container-test.sh
 
 # Checks beyond the tests, run by CI after them.
 lint: lint-imports lint-deploy lint-ci-templates lint-security

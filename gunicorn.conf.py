@@ -5,10 +5,14 @@ and scale with its cores.
 """
 
 import glob
-import multiprocessing
 import os
 import shutil
+import sys
 import tempfile
+
+# The package sits next to this file; Gunicorn reads this file before it puts its directory on the path.
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from carbon_optimizer.ops.cpu_budget import MAX_WORKERS, cpu_budget  # noqa: E402
 
 
 def _int(name: str, default: int) -> int:
@@ -22,7 +26,15 @@ def _int(name: str, default: int) -> int:
 
 
 bind = os.environ.get("GUNICORN_BIND", "0.0.0.0:5000")
-workers = _int("GUNICORN_WORKERS", multiprocessing.cpu_count() * 2 + 1)
+# Workers from the CPUs this process may use (affinity, cgroup quota), not the host's count: a
+# container limited to 1 CPU on a 32-core host would otherwise start 65 workers. GUNICORN_WORKERS wins.
+_budget = cpu_budget()
+if os.environ.get("GUNICORN_WORKERS", "").strip():
+    workers = _int("GUNICORN_WORKERS", 1)
+    _workers_reason = "GUNICORN_WORKERS"
+else:
+    workers = _budget.workers()
+    _workers_reason = f"2 x {_budget.cpus} CPUs + 1, at most {MAX_WORKERS}: {_budget.reason}"
 # Threads let a worker keep serving while one request waits on the provider or a fetch lock.
 # gthread, with request heads gathered without a thread and every request read under a deadline
 # (slow clients cannot hold threads), and Gunicorn's own error answers in the JSON envelope.
@@ -42,6 +54,9 @@ if _read_timeout <= 0:
 max_requests = _int("GUNICORN_MAX_REQUESTS", 20000)
 max_requests_jitter = _int("GUNICORN_MAX_REQUESTS_JITTER", 2000)
 proc_name = "carbon-optimizer"
+# Gunicorn's control socket (gunicornc) defaults to ~/.gunicorn/gunicorn.ctl: shared by every instance
+# on a host and an error under a read-only or missing HOME. Nothing here uses it: off.
+control_socket_disable = True
 accesslog = "-"
 errorlog = "-"
 loglevel = os.environ.get("LOG_LEVEL", "info").lower()
@@ -70,6 +85,7 @@ import requests  # noqa: E402,F401
 
 
 def on_starting(server):
+    server.log.info("%d workers (%s)", workers, _workers_reason)
     # Counts left from an earlier run would be added to this one's: start from an empty directory.
     for path in glob.glob(os.path.join(_metrics_dir, "*.db")):
         os.remove(path)

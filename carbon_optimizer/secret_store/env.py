@@ -14,6 +14,15 @@ def _keys_from_csv(value: Optional[str]) -> tuple[str, ...]:
     return tuple(part.strip() for part in (value or "").split(",") if part.strip())
 
 
+def _refuse_json(value: str) -> None:
+    """A JSON list or object here (a secret manager's JSON injected whole) would be split on its
+    commas into keys like `["one"`: refuse it at start-up. The value itself is never repeated."""
+    stripped = value.strip()
+    if stripped.startswith(("[", "{")) or '"' in stripped or "'" in stripped:
+        raise ConfigError("secrets (env backend): API_KEYS looks like JSON (brackets or quotes); "
+                          "it expects the keys comma-separated, e.g. API_KEYS=key-one,key-two")
+
+
 class EnvSecretStore(BaseSecretStore):
     """Secrets read once from the environment; a new value needs a restart."""
 
@@ -23,6 +32,7 @@ class EnvSecretStore(BaseSecretStore):
     def __init__(self, environ: Optional[Mapping[str, str]] = None):
         environ = os.environ if environ is None else environ
         raw_keys = environ.get("API_KEYS") or ""
+        _refuse_json(raw_keys)
         keys = _keys_from_csv(raw_keys)
         if raw_keys.strip() and not keys:
             raise ConfigError("secrets (env backend): API_KEYS is set but holds no key")

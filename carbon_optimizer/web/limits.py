@@ -175,13 +175,16 @@ def init_app(app: Flask, settings: Settings) -> None:
         app.extensions[EXTENSION] = _AppLimits(limiter=None)
         return
     storage = settings.redis_url or "memory://"
-    options = {"socket_connect_timeout": 0.5, "socket_timeout": 0.5} if settings.redis_url else {}
+    # The Redis keys start with CACHE_KEY_PREFIX, as every key of the service does (a Redis ACL
+    # key pattern on it then covers the limiter): `limits` puts its own "LIMITS:" first otherwise.
+    options = {"socket_connect_timeout": 0.5, "socket_timeout": 0.5,
+               "key_prefix": f"{settings.cache_key_prefix}ratelimit"} if settings.redis_url else {}
     limiter = Limiter(
         key_func=client_identity,
         application_limits=[settings.rate_limit_default],   # one budget per client across routes
         storage_uri=storage, storage_options=options,
         in_memory_fallback_enabled=bool(settings.redis_url),  # Redis down: per-worker limits, not errors
-        headers_enabled=True, key_prefix=f"{settings.cache_key_prefix}ratelimit",
+        headers_enabled=True,
         # A storage error after the fallback is on (a Redis call already in flight when it froze)
         # serves the request unchecked rather than answering 500.
         swallow_errors=True,

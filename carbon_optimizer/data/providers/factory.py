@@ -48,6 +48,9 @@ def build_provider(settings: Settings, secrets: KeySource) -> Provider:
             return CsvFileProvider(settings.carbon_data_dir or "")
         except FileNotFoundError as exc:
             raise ConfigError(str(exc)) from None
-    log.warning("no Electricity Maps API key: serving the built-in demo provider; every answer "
-                "says \"provider\": \"demo\" and is not real carbon data")
+    # Say why the demo was chosen: an operator who asked for it must not hunt for a missing key.
+    reason = ("CARBON_PROVIDER=demo" if settings.carbon_provider == "demo"
+              else "CARBON_PROVIDER=auto and no Electricity Maps API key")
+    log.warning("%s: serving the built-in demo provider; every answer says \"provider\": \"demo\" "
+                "and is not real carbon data", reason)
     return DemoProvider(horizon_hours=settings.forecast_horizon_hours)
