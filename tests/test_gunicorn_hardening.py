@@ -179,3 +179,86 @@ def test_keep_alive_client_works_alongside_slow_clients(tmp_path):
             finally:
                 client.close()
             assert len(ports) == 1, "the kept-alive connection was not reused"
+
+
+class SlowBody:
+    """A connection that sends a complete head announcing a large body, then the body a byte
+    every `interval` s until the server closes it (or `limit` s pass). Records when the answer's
+    first bytes came and when the server closed."""
+
+    def __init__(self, port: int, head: bytes, interval: float = 0.3, limit: float = 15.0):
+        self.port, self.head, self.interval, self.limit = port, head, interval, limit
+        self.answered_after: float | None = None
+        self.closed_after: float | None = None
+        self.answer = b""
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self):
+        with socket.create_connection(("127.0.0.1", self.port), timeout=5) as sock:
+            opened = time.monotonic()
+            sock.sendall(self.head)
+            while time.monotonic() - opened < self.limit:
+                readable, _, _ = select.select([sock], [], [], self.interval)
+                if readable:
+                    try:
+                        chunk = sock.recv(65536)
+                    except OSError:
+                        chunk = b""
+                    if not chunk:
+                        self.closed_after = time.monotonic() - opened
+                        return
+                    if not self.answer:
+                        self.answered_after = time.monotonic() - opened
+                    self.answer += chunk
+                    continue
+                try:
+                    sock.sendall(b"x")
+                except OSError:
+                    self.closed_after = time.monotonic() - opened
+                    return
+
+    def start(self) -> "SlowBody":
+        self._thread.start()
+        return self
+
+    def join(self):
+        self._thread.join(timeout=self.limit + 5)
+
+
+def test_a_body_sent_slowly_after_an_early_answer_does_not_hold_the_thread(tmp_path):
+    """The application answers before reading the body (401: no key); discarding the rest of the
+    body is bounded too, so the one thread of this worker is soon free for the next client."""
+    env = {"CARBON_PROVIDER": "demo", "API_KEYS": "a-key", "GUNICORN_READ_TIMEOUT": str(READ_TIMEOUT),
+           "PROMETHEUS_MULTIPROC_DIR": str(tmp_path / "metrics")}
+    head = (b"POST /api/v1/optimize HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
+            b"Content-Length: 100000\r\n\r\n{")
+    with GunicornProcess(env, workers=1, threads=1, log_path=tmp_path / "gunicorn.log") as service:
+        slow = SlowBody(service.port, head).start()
+        time.sleep(0.5)
+        started = time.monotonic()
+        other = requests.get(f"{service.url}/api/v1/zones", headers={"X-API-Key": "a-key"}, timeout=20)
+        waited = time.monotonic() - started
+        slow.join()
+    assert slow.answer.startswith(b"HTTP/1.1 401"), slow.answer[:200]
+    assert slow.closed_after is not None and slow.closed_after < 1.0 + MARGIN, slow.closed_after
+    assert other.status_code == 200 and waited < 1.0 + MARGIN, waited
+
+
+def test_probes_with_a_slow_body_do_not_take_the_probe_lane(tmp_path):
+    """GET /health announcing a body goes to the application's threads, not the probe lane: real
+    probes (no body) keep answering at once while such requests trickle."""
+    with _service(tmp_path, workers=1, threads=4) as service:
+        head = b"GET /health HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: 100000\r\n\r\n"
+        slow = [SlowBody(service.port, head, interval=0.2, limit=6).start() for _ in range(4)]
+        time.sleep(0.5)
+        probes = []
+        for _ in range(10):
+            started = time.monotonic()
+            assert requests.get(f"{service.url}/health", timeout=10).status_code == 200
+            probes.append(time.monotonic() - started)
+            time.sleep(0.2)
+        for one in slow:
+            one.join()
+    assert max(probes) < 0.5, probes
+    assert all(one.closed_after is not None and one.closed_after < 1.0 + MARGIN for one in slow), \
+        [one.closed_after for one in slow]

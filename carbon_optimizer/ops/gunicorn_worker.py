@@ -35,6 +35,7 @@ from __future__ import annotations
 
 import errno
 import json
+import re
 import selectors
 import time
 from concurrent import futures
@@ -50,6 +51,10 @@ from carbon_optimizer.errors import FailureCode, RequestError
 #: Threads per worker for /health and /metrics (see the module's docstring).
 PROBE_THREADS = 2
 _PROBE_LINES = tuple(f"GET {path}{end}".encode() for path in ("/health", "/metrics") for end in " ?")
+_BODY_HEADER = re.compile(rb"\n(content-length[ \t]*:[ \t]*0*[1-9]|transfer-encoding[ \t]*:)", re.IGNORECASE)
+#: At most this long to discard a body the application did not read, and then to close the
+#: connection gracefully; past it the connection is closed (a slow client cannot hold a thread).
+DRAIN_SECONDS = 1.0
 
 #: Seconds a client has to send a complete request head, and then its body. gunicorn.conf.py sets it
 #: from GUNICORN_READ_TIMEOUT (post_fork hook).
@@ -187,9 +192,11 @@ class ReadTimeoutWorker(ThreadWorker):
             self.probe_pool.shutdown(wait=False)
 
     def enqueue_req(self, conn):
-        """Probes to their own lane, everything else to Gunicorn's thread pool."""
+        """Probes to their own lane, everything else to Gunicorn's thread pool. A probe that
+        announces a body is no probe (a slow body would hold the lane): it goes to the pool."""
         head = getattr(conn, "head", None)
-        if head is not None and bytes(head[:16]).startswith(_PROBE_LINES):
+        if head is not None and bytes(head[:16]).startswith(_PROBE_LINES) \
+                and not _BODY_HEADER.search(bytes(head)):
             done = self.probe_pool.submit(self.handle, conn)
             done.add_done_callback(lambda fut: self.method_queue.defer(self.finish_request, conn, fut))
             return
@@ -317,9 +324,22 @@ class ReadTimeoutWorker(ThreadWorker):
                 self._bound_reads(conn)
         conn.read_timed_out = False
         try:
-            return super().handle(conn)
+            result = super().handle(conn)
         finally:
             conn.read_deadline = None
+        if result is False:
+            # Closed here, on this thread, with a short linger: Gunicorn closes on its event loop,
+            # where a graceful close waits up to 2 s for the client, holding every connection of
+            # the worker (probes included) meanwhile. finish_request then only counts it.
+            util.close_graceful(conn.sock, timeout=DRAIN_SECONDS)
+            conn.closed_in_thread = True
+        return result
+
+    def finish_request(self, conn, fs):
+        if getattr(conn, "closed_in_thread", False):
+            self.nr_conns -= 1
+            return
+        super().finish_request(conn, fs)
 
     def _bound_reads(self, conn):
         unreader = conn.parser.unreader
@@ -332,10 +352,23 @@ class ReadTimeoutWorker(ThreadWorker):
         try:
             keepalive = super().handle_request(req, conn)
         finally:
-            # Answered: draining an unread body is Gunicorn's (finish_body, with its own bounds).
             conn.read_deadline = None
         # Past the deadline (a body that never came), what is left on the socket is unknown: close.
         return keepalive and not getattr(conn, "read_timed_out", False)
+
+    def _keepalive_after(self, conn, keepalive):
+        """Discard a body the application did not read (an early 401 or 413) under a deadline that
+        holds per read, or close. Gunicorn's own drain reads 1 KiB at a time and checks its
+        deadline only between those reads, so a client sending a byte a second kept a thread."""
+        if not keepalive:
+            return False
+        conn.read_deadline = time.monotonic() + DRAIN_SECONDS
+        try:
+            return bool(conn.parser.finish_body(deadline=conn.read_deadline))
+        except (ReadTimeout, OSError):
+            return False
+        finally:
+            conn.read_deadline = None
 
     # -- Gunicorn's own error answers, as JSON -------------------------------------------------
 
