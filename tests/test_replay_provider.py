@@ -79,10 +79,11 @@ def test_history_is_strictly_before_now(offset, expected):
     assert series.end_epoch <= to_epoch(now)
 
 
-def test_default_history_is_a_week_at_most():
+def test_default_history_is_ten_days_at_most():
     long = 100.0 + np.arange(400)
     series = ReplayProvider(recording(values=long)).history("XX", START + timedelta(hours=300))
-    assert len(series.values) == 168 and series.values[-1] == 100 + 299
+    # Ten days: what one Electricity Maps past-range call answers, so replay sees what production does.
+    assert len(series.values) == 240 and series.values[-1] == 100 + 299
 
 
 def test_steps_other_than_an_hour():

@@ -22,7 +22,6 @@ from typing import Mapping, Optional
 import numpy as np
 
 from carbon_optimizer.data.providers.base import UpstreamUnavailable, ZoneNotFound
-from carbon_optimizer.data.providers.csv_file import load_directory
 from carbon_optimizer.timeseries import ForecastSeries, from_epoch, to_epoch
 
 HOUR = 3600
@@ -33,7 +32,7 @@ class ReplayProvider:
     shared_cache = False  # slicing arrays in memory costs less than any cache round trip
 
     def __init__(self, series: Mapping[str, ForecastSeries], forecast_hours: float = 24,
-                 history_hours: float = 168, noise: float = 0.0, seed: int = 0):
+                 history_hours: float = 240, noise: float = 0.0, seed: int = 0):
         if forecast_hours <= 0 or history_hours < 0 or noise < 0:
             raise ValueError("forecast_hours must be positive; history_hours and noise not negative")
         self._series = dict(series)
@@ -47,6 +46,7 @@ class ReplayProvider:
     @classmethod
     def from_directory(cls, directory: str | Path, **options) -> "ReplayProvider":
         """Every data-portal export (`*.csv`) in `directory`, grouped by zone."""
+        from carbon_optimizer.data.providers.csv_file import load_directory  # it builds on this module
         return cls(load_directory(Path(directory)), **options)
 
     def with_options(self, **options) -> "ReplayProvider":
