@@ -122,27 +122,6 @@ def test_an_answer_outside_the_allowed_window_is_refused(monkeypatch):
         simulate(ReplayProvider({"XX": series}), dataset(series), SMALL_CASES[1], PERFECT)
 
 
-def test_a_held_out_profile_reaches_the_engine():
-    series = synthetic(days=28)   # the profile is learnt from the weeks after the first
-    recorded = ReplayProvider({"XX": series})
-    data = Dataset("synthetic", "XX", series.start_epoch, series.start_epoch + 7 * 86400,
-                   series.end_epoch)
-    case = Case("1 h, 72 h slack", HOUR, 72 * HOUR)
-    plain = simulate(recorded, data, case, ForecastKind("24 h + extension", 24), every=5)
-    held = simulate(recorded, data, case, ForecastKind("held out", 24, held_out_profile=True), every=5)
-    assert not np.array_equal(plain.realized, held.realized)
-    assert "XX" in backtest.profiles_with("XX", np.ones(168))()
-    assert "ES" not in backtest.profiles_with("ES", None)()
-
-
-def test_held_out_profile_is_the_hour_of_week_mean_outside_the_span():
-    series = synthetic(days=21)
-    begin = series.start_epoch + 7 * 86400
-    profile = backtest.held_out_profile(series, begin, begin + 7 * 86400)
-    # START is a Monday 00:00: slot h is hour h of weeks one and three.
-    assert profile == pytest.approx((series.values[:168] + series.values[336:504]) / 2)
-
-
 def test_chosen_intervals_reads_the_typed_answer():
     series = synthetic()
     engine = CarbonEngine(ReplayProvider({"XX": series}, forecast_hours=30), backtest.new_cache())

@@ -17,10 +17,10 @@ NOW = to_epoch(START)
 
 
 def zone(error: float, estimated_value: float = 100.0, interruptible_gap: bool = False) -> ZoneSeries:
-    """A 24 h forecast at 200 with one 150 hour (hour 5); 48 estimated hours after it, flat at
+    """A 24 h forecast at 200 with one 150 hour (hour 20); 48 estimated hours after it, flat at
     300 but for one hour (lead 10) at `estimated_value`; a flat measured error of `error`."""
     values = np.full(24, 200.0)
-    values[5] = 150.0
+    values[20] = 150.0
     forecast = ForecastSeries("XX", START, HOUR, values, "test")
     estimates = np.full(48, 300.0)
     estimates[10] = estimated_value
@@ -35,7 +35,7 @@ def job(**options) -> Job:
 
 @pytest.mark.parametrize("error, estimated_chosen", [(0.0, True), (49.0, True), (50.0, False), (80.0, False)])
 def test_an_estimated_hour_is_chosen_only_when_its_advantage_exceeds_the_error(error, estimated_chosen):
-    # Inside the forecast the best hour is 150 (hour 5); past it, 100 at hour 34: an advantage of 50.
+    # Inside the forecast the best hour is 150 (hour 20); past it, 100 at hour 34: an advantage of 50.
     found = plan(job(), {"XX": zone(error)}, NOW)
     assert isinstance(found, Schedule)
     if estimated_chosen:
@@ -43,15 +43,15 @@ def test_an_estimated_hour_is_chosen_only_when_its_advantage_exceeds_the_error(e
         assert found.coverage.estimated and found.coverage.estimate_error == pytest.approx(error)
         assert not found.coverage.waited_for_forecast
     else:
-        assert found.start == NOW + 5 * HOUR and found.mean_intensity == 150.0
+        assert found.start == NOW + 20 * HOUR and found.mean_intensity == 150.0
         assert not found.coverage.estimated and found.coverage.waited_for_forecast
-        # Ask again before the run starts; by then a 24 h forecast reaches further.
-        assert NOW < found.coverage.replan_at <= found.start
+        # Ask again when a 24 h forecast covers hour 34 (at hour 11), before this run starts.
+        assert found.coverage.replan_at == NOW + 11 * HOUR
 
 
 def test_the_gate_holds_for_chunks_too():
     found = plan(job(interruptible=True), {"XX": zone(80.0)}, NOW)
-    assert isinstance(found, Schedule) and found.intervals == ((NOW + 5 * HOUR, NOW + 6 * HOUR),)
+    assert isinstance(found, Schedule) and found.intervals == ((NOW + 20 * HOUR, NOW + 21 * HOUR),)
     assert found.coverage.waited_for_forecast
     found = plan(job(interruptible=True), {"XX": zone(10.0)}, NOW)
     assert found.intervals == ((NOW + 34 * HOUR, NOW + 35 * HOUR),)
@@ -59,7 +59,18 @@ def test_the_gate_holds_for_chunks_too():
 
 def test_an_error_that_could_not_be_measured_is_never_trusted():
     found = plan(job(), {"XX": zone(np.inf, estimated_value=1.0)}, NOW)
-    assert found.start == NOW + 5 * HOUR and found.coverage.waited_for_forecast
+    assert found.start == NOW + 20 * HOUR and found.coverage.waited_for_forecast
+
+
+def test_no_replan_when_the_run_starts_before_a_forecast_could_show_the_other():
+    early = zone(80.0)
+    values = early.forecast.values.copy()
+    values[20], values[3] = 200.0, 150.0   # the best hour inside is hour 3, before hour 11
+    forecast = replace(early.forecast, values=values)
+    extended = replace(early.extended, values=np.concatenate((values, early.extended.values[24:])))
+    found = plan(job(), {"XX": replace(early, forecast=forecast, extended=extended)}, NOW)
+    assert found.start == NOW + 3 * HOUR and found.coverage.waited_for_forecast
+    assert found.coverage.replan_at is None
 
 
 def test_with_nothing_inside_the_forecast_the_estimates_are_used():

@@ -171,10 +171,10 @@ def _plan(job: Job, zones: Zones, now: int, usable: list[str], failures: tuple[Z
             waited = replan_at(intervals[-1][1], now, chosen.forecast.end_epoch,
                                chosen.forecast.step_seconds)
             zone, intervals, mean = inside
-            # Ask again before the run starts, by when the forecast reaches further.
-            ask = min(waited, intervals[0][0]) if waited is not None else None
-            return _schedule(job, zones, zone, intervals, mean, now, failures,
-                             gate=(0.0, True, ask if ask is not None and ask > now else None))
+            # Ask again when a forecast covers the run turned down, if that is before this run
+            # starts (the client's `wait` re-asks at replan_at when it comes before the start).
+            ask = waited if waited is not None and now < waited < intervals[0][0] else None
+            return _schedule(job, zones, zone, intervals, mean, now, failures, gate=(0.0, True, ask))
     return _schedule(job, zones, zone, intervals, mean, now, failures,
                      gate=(error, False, None))
 
