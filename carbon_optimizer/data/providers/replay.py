@@ -1,7 +1,7 @@
 """Replay recorded carbon intensity as a provider that knows only what was known at each moment.
 
 For the backtest (tools/backtest.py) and for reproducing an answer after the fact. Built from recorded
-series per zone (for example the data-portal exports read by `csv_file.load_directory`):
+series per zone (for example the data-portal exports read by `portal_csv.load_directory`):
 - `forecast(zone, now)` is a perfect forecast of a limited horizon: the recorded points from the one
   holding `now` up to `now + forecast_hours`. A point that would still hold past that moment is left
   out: an hourly value is the hour's average, so it carries knowledge of the part past the horizon.
@@ -22,6 +22,7 @@ from typing import Mapping, Optional
 import numpy as np
 
 from carbon_optimizer.data.providers.base import UpstreamUnavailable, ZoneNotFound
+from carbon_optimizer.data.providers.portal_csv import load_directory
 from carbon_optimizer.timeseries import ForecastSeries, from_epoch, to_epoch
 
 HOUR = 3600
@@ -46,7 +47,6 @@ class ReplayProvider:
     @classmethod
     def from_directory(cls, directory: str | Path, **options) -> "ReplayProvider":
         """Every data-portal export (`*.csv`) in `directory`, grouped by zone."""
-        from carbon_optimizer.data.providers.csv_file import load_directory  # it builds on this module
         return cls(load_directory(Path(directory)), **options)
 
     def with_options(self, **options) -> "ReplayProvider":
