@@ -1,6 +1,7 @@
 """The backtest measures the engine's answers: exactly, against brute force written here, and only
 through CarbonEngine.optimize (no private search to drift from what the service answers)."""
 
+from dataclasses import replace
 from datetime import datetime, timezone
 from itertools import combinations
 from pathlib import Path
@@ -173,3 +174,29 @@ def test_a_short_run_on_the_exports(tmp_path):
         assert float(ours) == float(oracle) and captured.strip() == "100.0"   # perfect: the optimum
         assert all(float(r[4]) <= float(oracle) + 1e-9 for r in rows)        # nobody beats it
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_asking_again_follows_replan_at_and_keeps_the_later_answer(monkeypatch):
+    """The "asking again" kind re-asks at replan_at while it comes before the answer's start, with
+    what is left of the window, as `carbon-optimizer wait` does; the last answer is measured."""
+    calls = []
+    real_optimize = CarbonEngine.optimize
+
+    def spy(self, jobs, now, capacity=None):
+        outcome = real_optimize(self, jobs, now, capacity)[0]
+        calls.append((jobs[0], to_epoch(now), outcome))
+        if len(calls) == 1:  # the first answer: start late, ask again in 3 h
+            outcome = replace(outcome, intervals=((jobs[0].latest_start, jobs[0].latest_end),),
+                              coverage=replace(outcome.coverage, replan_at=to_epoch(now) + 3 * HOUR))
+        return [outcome]
+    monkeypatch.setattr(CarbonEngine, "optimize", spy)
+    series = synthetic()
+    case = Case("1 h, 24 h slack", HOUR, 24 * HOUR)
+    kind = ForecastKind("6 h + extension, asking again", 6, extend_horizon=True, replan=True)
+    result = simulate(ReplayProvider({"XX": series}), dataset(series, days=1), case, kind, every=100)
+    first, second = calls[0], calls[1]
+    assert second[1] == first[1] + 3 * HOUR
+    assert second[0].earliest_start == first[1] + 3 * HOUR
+    assert second[0].latest_start == first[0].latest_start
+    truth = backtest.Truth(series)
+    assert result.realized[0] == pytest.approx(truth.emissions(backtest.chosen_intervals(calls[-1][2])))
