@@ -14,7 +14,6 @@ from dataclasses import replace
 from datetime import datetime
 from typing import Callable, Mapping, Optional, Sequence, TypeVar
 
-import numpy as np
 
 from carbon_optimizer.data.cache import ForecastCache
 from carbon_optimizer.data.cloud_regions import RegionTable

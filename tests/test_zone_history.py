@@ -159,3 +159,16 @@ def test_as_of_without_replay_is_a_400_naming_the_field(make_app, recording, env
     error = answer.get_json()["error"]
     assert error["code"] == "invalid_request" and error["details"][0]["field"] == "as_of"
     assert "FILE_REPLAY" in error["details"][0]["message"]
+
+
+def test_as_of_outside_the_recording_is_a_422_naming_it(make_app, recording):
+    client = replaying(make_app, recording)
+    answer = client.post("/api/v1/optimize", json={"duration": 60, "zones": ["XX"],
+                                                   "as_of": "2030-01-01T00:00:00Z"})
+    assert answer.status_code == 422 and "Retry-After" not in answer.headers
+    error = answer.get_json()["error"]
+    assert error["code"] == "window_not_covered"
+    assert "2030-01-01T00:00:00Z (as_of)" in error["message"] and "2022-01-01T00:00:00Z" in error["message"]
+    inside = client.post("/api/v1/optimize", json={"duration": 60, "zones": ["XX"],
+                                                   "as_of": "2022-01-10T00:00:00Z"}).get_json()
+    assert inside["provenance"]["provider"] == "file"

@@ -43,7 +43,7 @@ class CsvFileProvider:
                 self._series = load_directory(self._directory)
                 self._loaded_mtime = mtime
                 self._replay = ReplayProvider(self._series, forecast_hours=self._forecast_hours,
-                                              history_hours=self._history_hours)
+                                              history_hours=self._history_hours, name=self.name)
             return self._series
 
     def _replayed(self, zone: str) -> ReplayProvider:
