@@ -14,11 +14,9 @@ from dataclasses import replace
 from datetime import datetime
 from typing import Callable, Mapping, Optional, Sequence, TypeVar
 
-import numpy as np
 
 from carbon_optimizer.data.cache import ForecastCache
 from carbon_optimizer.data.cloud_regions import RegionTable
-from carbon_optimizer.data.profiles import hour_of_week_profiles
 from carbon_optimizer.data.providers.base import Provider
 from carbon_optimizer.data.providers.factory import build_provider
 from carbon_optimizer.errors import CarbonDataError, FailureCode, UpstreamUnavailable
@@ -46,7 +44,7 @@ class CarbonEngine:
     another on the request's thread (the local providers compute, so threads would not help)."""
 
     def __init__(self, provider: Provider, cache: ForecastCache,
-                 profiles: Optional[Callable[[], Mapping[str, np.ndarray]]] = hour_of_week_profiles,
+                 history_cache: Optional[ForecastCache] = None,
                  budget: Callable[[], Budget] = Budget,
                  fetch_pool: Optional[Executor] = None, fetch_seconds: float = 5.0,
                  monotonic: Callable[[], float] = time.monotonic,
@@ -55,7 +53,8 @@ class CarbonEngine:
         self.cache = cache
         self.regions = regions if regions is not None else RegionTable()
         self._zone_list_ttl = zone_list_ttl
-        self._profiles = profiles
+        # History changes slowly and is fetched for days at a time: kept for hours, apart from forecasts.
+        self.history_cache = history_cache if history_cache is not None else cache
         self._budget = budget  # a fresh Budget (deadline and work cap) per optimize call
         self._pool = fetch_pool if provider.shared_cache else None
         self._fetch_seconds = fetch_seconds
@@ -108,13 +107,14 @@ class CarbonEngine:
                  history: Optional[ForecastSeries] = None) -> ZoneSeries:
         """`zone` with estimates past its forecast up to `until` (epoch seconds; at most 14 days
         past the forecast), refined by the zone's recent `history` when there is one. The
-        estimates do not depend on `until`: longer only adds points."""
+        estimates do not depend on `until`: longer only adds points. Every zone is estimated from
+        its own data only (its history and forecast); no built-in table."""
         series = zone.forecast
         if until <= series.end_epoch:
             return zone
         until = min(until, series.end_epoch + MAX_EXTENSION_SECONDS)
-        profile = self._profiles().get(series.zone) if self._profiles else None
-        return replace(zone, extended=extend_series(series, until, profile, history))
+        extension = extend_series(series, until, history)
+        return replace(zone, extended=extension.series, estimate_error=extension.error)
 
     def history(self, zone: str, now: datetime) -> Optional[ForecastSeries]:
         """Recent measurements (cached like forecasts when the provider is remote); None on failure.
@@ -128,7 +128,7 @@ class CarbonEngine:
                 if found is None:
                     raise LookupError("no history")
                 return found
-            return self.cache.get("history", zone, fetch).series
+            return self.history_cache.get("history", zone, fetch).series
         except Exception as exc:  # history only refines the estimate; its absence fails no request
             log.info("no history for zone %s: %s", zone, exc)
             return None
@@ -283,7 +283,13 @@ def build_engine(settings: Settings, secrets: BaseSecretStore) -> CarbonEngine:
         stale_ttl=settings.cache_stale_ttl_seconds, lock_seconds=settings.upstream_lock_seconds,
         failure_backoff=settings.upstream_failure_backoff_seconds,
         key_prefix=settings.cache_key_prefix, background=pool.submit)
-    return CarbonEngine(provider, cache,
+    history_cache = ForecastCache(
+        redis_url=settings.redis_url, ttl=settings.history_ttl_seconds,
+        stale_ttl=max(settings.history_ttl_seconds, settings.cache_stale_ttl_seconds),
+        lock_seconds=settings.upstream_lock_seconds,
+        failure_backoff=settings.upstream_failure_backoff_seconds,
+        key_prefix=settings.cache_key_prefix, background=pool.submit)
+    return CarbonEngine(provider, cache, history_cache=history_cache,
                         budget=lambda: Budget(seconds=settings.solve_timeout_seconds),
                         fetch_pool=pool, fetch_seconds=settings.upstream_deadline_seconds,
                         regions=RegionTable(settings.cloud_region_overrides),

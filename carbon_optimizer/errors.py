@@ -129,6 +129,12 @@ class UpstreamUnavailable(CarbonDataError):
     code = FailureCode.UPSTREAM_UNAVAILABLE
 
 
+class NotRecorded(CarbonDataError):
+    """A replay asked about a moment its recording does not cover: asking again will not help."""
+
+    code = FailureCode.WINDOW_NOT_COVERED
+
+
 class InvalidToken(CarbonDataError):
     """The provider rejected the service's own credentials: an operator's problem, not the client's."""
 

@@ -48,6 +48,13 @@ class Settings(BaseModel):
     # Upstream calls in flight at once per worker process (threads that only wait on sockets).
     upstream_concurrency: int = Field(8, ge=1, le=64, alias="UPSTREAM_CONCURRENCY")
     carbon_data_dir: Optional[str] = Field(None, alias="CARBON_DATA_DIR")
+    # With CARBON_PROVIDER=file: answer "as if it were `as_of`" (a request field), revealing the
+    # recordings up to as_of + FILE_FORECAST_HOURS as the forecast and what lies before as history.
+    file_replay: bool = Field(False, alias="FILE_REPLAY")
+    file_forecast_hours: float = Field(24, gt=0, le=24 * 14, alias="FILE_FORECAST_HOURS")
+    # Days of a zone's measured history that estimates past a forecast are made from (Electricity
+    # Maps' past-range answers at most 10 days of hourly data in one call).
+    history_days: int = Field(10, ge=1, le=10, alias="HISTORY_DAYS")
     # How long the provider's zone list is kept (Redis when configured): it changes rarely.
     zone_list_ttl_seconds: int = Field(21_600, ge=60, le=7 * 86_400, alias="ZONE_LIST_TTL_SECONDS")
     # Cloud regions resolved otherwise than the built-in table says (or added to it):
@@ -69,6 +76,8 @@ class Settings(BaseModel):
                                   alias="CACHE_KEY_PREFIX")
     cache_ttl_seconds: int = Field(300, ge=1, alias="CACHE_TTL_SECONDS")
     cache_stale_ttl_seconds: int = Field(86_400, ge=1, alias="CACHE_STALE_TTL_SECONDS")
+    # A zone's history (days of measurements) moves slowly: one upstream call per zone per TTL.
+    history_ttl_seconds: int = Field(6 * 3600, ge=60, alias="HISTORY_TTL_SECONDS")
     upstream_failure_backoff_seconds: int = Field(
         30, ge=0, alias="UPSTREAM_FAILURE_BACKOFF_SECONDS")
 

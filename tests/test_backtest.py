@@ -1,6 +1,7 @@
 """The backtest measures the engine's answers: exactly, against brute force written here, and only
 through CarbonEngine.optimize (no private search to drift from what the service answers)."""
 
+from dataclasses import replace
 from datetime import datetime, timezone
 from itertools import combinations
 from pathlib import Path
@@ -122,27 +123,6 @@ def test_an_answer_outside_the_allowed_window_is_refused(monkeypatch):
         simulate(ReplayProvider({"XX": series}), dataset(series), SMALL_CASES[1], PERFECT)
 
 
-def test_a_held_out_profile_reaches_the_engine():
-    series = synthetic(days=28)   # the profile is learnt from the weeks after the first
-    recorded = ReplayProvider({"XX": series})
-    data = Dataset("synthetic", "XX", series.start_epoch, series.start_epoch + 7 * 86400,
-                   series.end_epoch)
-    case = Case("1 h, 72 h slack", HOUR, 72 * HOUR)
-    plain = simulate(recorded, data, case, ForecastKind("24 h + extension", 24), every=5)
-    held = simulate(recorded, data, case, ForecastKind("held out", 24, held_out_profile=True), every=5)
-    assert not np.array_equal(plain.realized, held.realized)
-    assert "XX" in backtest.profiles_with("XX", np.ones(168))()
-    assert "ES" not in backtest.profiles_with("ES", None)()
-
-
-def test_held_out_profile_is_the_hour_of_week_mean_outside_the_span():
-    series = synthetic(days=21)
-    begin = series.start_epoch + 7 * 86400
-    profile = backtest.held_out_profile(series, begin, begin + 7 * 86400)
-    # START is a Monday 00:00: slot h is hour h of weeks one and three.
-    assert profile == pytest.approx((series.values[:168] + series.values[336:504]) / 2)
-
-
 def test_chosen_intervals_reads_the_typed_answer():
     series = synthetic()
     engine = CarbonEngine(ReplayProvider({"XX": series}, forecast_hours=30), backtest.new_cache())
@@ -194,3 +174,29 @@ def test_a_short_run_on_the_exports(tmp_path):
         assert float(ours) == float(oracle) and captured.strip() == "100.0"   # perfect: the optimum
         assert all(float(r[4]) <= float(oracle) + 1e-9 for r in rows)        # nobody beats it
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_asking_again_follows_replan_at_and_keeps_the_later_answer(monkeypatch):
+    """The "asking again" kind re-asks at replan_at while it comes before the answer's start, with
+    what is left of the window, as `carbon-optimizer wait` does; the last answer is measured."""
+    calls = []
+    real_optimize = CarbonEngine.optimize
+
+    def spy(self, jobs, now, capacity=None):
+        outcome = real_optimize(self, jobs, now, capacity)[0]
+        calls.append((jobs[0], to_epoch(now), outcome))
+        if len(calls) == 1:  # the first answer: start late, ask again in 3 h
+            outcome = replace(outcome, intervals=((jobs[0].latest_start, jobs[0].latest_end),),
+                              coverage=replace(outcome.coverage, replan_at=to_epoch(now) + 3 * HOUR))
+        return [outcome]
+    monkeypatch.setattr(CarbonEngine, "optimize", spy)
+    series = synthetic()
+    case = Case("1 h, 24 h slack", HOUR, 24 * HOUR)
+    kind = ForecastKind("6 h + extension, asking again", 6, extend_horizon=True, replan=True)
+    result = simulate(ReplayProvider({"XX": series}), dataset(series, days=1), case, kind, every=100)
+    first, second = calls[0], calls[1]
+    assert second[1] == first[1] + 3 * HOUR
+    assert second[0].earliest_start == first[1] + 3 * HOUR
+    assert second[0].latest_start == first[0].latest_start
+    truth = backtest.Truth(series)
+    assert result.realized[0] == pytest.approx(truth.emissions(backtest.chosen_intervals(calls[-1][2])))

@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 
 from carbon_optimizer.data.providers.base import UpstreamUnavailable, ZoneNotFound
+from carbon_optimizer.errors import NotRecorded
 from carbon_optimizer.data.providers.replay import ReplayProvider
 from carbon_optimizer.timeseries import ForecastSeries, to_epoch
 
@@ -79,10 +80,11 @@ def test_history_is_strictly_before_now(offset, expected):
     assert series.end_epoch <= to_epoch(now)
 
 
-def test_default_history_is_a_week_at_most():
+def test_default_history_is_ten_days_at_most():
     long = 100.0 + np.arange(400)
     series = ReplayProvider(recording(values=long)).history("XX", START + timedelta(hours=300))
-    assert len(series.values) == 168 and series.values[-1] == 100 + 299
+    # Ten days: what one Electricity Maps past-range call answers, so replay sees what production does.
+    assert len(series.values) == 240 and series.values[-1] == 100 + 299
 
 
 def test_steps_other_than_an_hour():
@@ -101,9 +103,11 @@ def test_unknown_zone_and_moments_outside_the_recording():
         provider.forecast("YY", START)
     with pytest.raises(ZoneNotFound):
         provider.history("YY", START)
-    with pytest.raises(UpstreamUnavailable):
+    # Final, not passing: asking again about a moment the recording lacks will not help.
+    with pytest.raises(NotRecorded) as outside:
         provider.forecast("XX", START - timedelta(seconds=1))
-    with pytest.raises(UpstreamUnavailable):
+    assert not outside.value.transient and outside.value.code.status == 422
+    with pytest.raises(NotRecorded):
         provider.forecast("XX", START + timedelta(hours=60))
     assert not ZoneNotFound("YY", "").transient and UpstreamUnavailable("XX", "").transient
     assert provider.name == "replay" and provider.shared_cache is False

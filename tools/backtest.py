@@ -6,7 +6,11 @@ answers would have emitted against running at once and against the oracle.
 For each case (zone-year, job length, slack, interruptible or not) and forecast kind, a job arrives
 every `--every` hours (the nightly job once a day). At each arrival the backtest builds a `Job` and
 asks `CarbonEngine.optimize` over a `ReplayProvider`, which reveals only what was known at that
-moment (a perfect forecast of a limited horizon, optionally with seeded noise; history before it).
+moment (a perfect forecast of a limited horizon, optionally with seeded noise; the ten days before
+it as history). It is the code a replaying service runs for a request with `as_of`
+(CARBON_PROVIDER=file, FILE_REPLAY=true: CsvFileProvider hands each question to a ReplayProvider).
+The engine's estimates past the horizon are made from that history and forecast only: nothing is
+fitted on the replayed years, nor on any other data.
 The backtest has no window search or estimator of its own: it reads the engine's chosen intervals
 (`chosen_intervals`) and integrates the TRUE recorded intensity over them. The oracle (the best
 choice over the true series) is computed here, as the measuring stick only.
@@ -22,7 +26,7 @@ import os
 import sys
 import time
 from concurrent.futures import ProcessPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Optional, Sequence
@@ -30,7 +34,6 @@ from typing import Optional, Sequence
 import numpy as np
 
 from carbon_optimizer.data.cache import ForecastCache
-from carbon_optimizer.data.profiles import hour_of_week_profiles
 from carbon_optimizer.data.providers.replay import ReplayProvider
 from carbon_optimizer.engine import CarbonEngine, Job
 from carbon_optimizer.scheduling.model import Outcome, Schedule
@@ -42,6 +45,8 @@ DEFAULT_DATA = ROOT.parent / "shared" / "data" / "carbon-intensity"
 HOUR = 3600
 # 5 is coprime with 24: over the year every arrival hour of the day appears about equally often.
 DEFAULT_EVERY = 5
+# At most this many questions per job when following replan_at (each moves at least one step on).
+MAX_ASKS = 12
 # Relative tolerance when comparing emissions (sums of ~1e6 g/kWh x s): below it, a tie.
 TIE = 1e-9
 
@@ -62,7 +67,7 @@ class ForecastKind:
     hours: Optional[int]            # the provider's horizon; None: the job's whole allowed window
     noise: float = 0.0              # error sd as a share of the zone's mean
     extend_horizon: bool = True     # the Job's flag: search past the forecast on the engine's estimates
-    held_out_profile: bool = False  # the engine's hour-of-week profile from other years only
+    replan: bool = False            # ask again at replan_at when it comes before the start (as `wait` does)
 
 
 CASES = [
@@ -74,6 +79,7 @@ CASES = [
     Case("24 h job, 72 h slack", 24 * HOUR, 72 * HOUR),
     Case("6 h job, 24 h slack, interruptible", 6 * HOUR, 24 * HOUR, interruptible=True),
     Case("24 h job, 24 h slack, interruptible", 24 * HOUR, 24 * HOUR, interruptible=True),
+    Case("6 h job, 72 h slack, interruptible", 6 * HOUR, 72 * HOUR, interruptible=True),
     # A nightly job due at 01:00 UTC that may move 4 h either way: submitted at 21:00, its
     # reference is its nominal 01:00 start (as in the previous backtest), not the submission time.
     Case("nightly 30 min at 01:00, ±4 h", 30 * 60, 8 * HOUR, daily_at=21, reference_delay=4 * HOUR),
@@ -82,8 +88,8 @@ FORECASTS = [
     ForecastKind("perfect", None),
     ForecastKind("noisy 5%", None, noise=0.05),
     ForecastKind("24 h + extension", 24, extend_horizon=True),
+    ForecastKind("24 h + extension, asking again", 24, extend_horizon=True, replan=True),
     ForecastKind("24 h only", 24, extend_horizon=False),
-    ForecastKind("24 h + extension, held-out profile", 24, extend_horizon=True, held_out_profile=True),
 ]
 
 
@@ -193,33 +199,6 @@ class Truth:
         return float((taken * values[order]).sum())
 
 
-# -- the engine's hour-of-week profiles ------------------------------------------------------------
-
-def held_out_profile(series: ForecastSeries, begin: int, end: int) -> Optional[np.ndarray]:
-    """Mean per UTC hour of week (Monday 00:00 first) of the recording outside [begin, end);
-    None when some hour of the week is never seen there."""
-    starts = series.boundaries()[:-1]
-    keep = (starts < begin) | (starts >= end)
-    slot = ((starts[keep] // HOUR) + 72) % 168     # 1970-01-01 was a Thursday, 72 h past Monday 0:00
-    counts = np.bincount(slot, minlength=168)
-    if not counts.all():
-        return None
-    return np.bincount(slot, weights=series.values[keep], minlength=168) / counts
-
-
-def profiles_with(zone: str, profile: Optional[np.ndarray]):
-    """The engine's profile source with `zone`'s replaced by `profile` (None: no profile).
-
-    The shipped profiles (demo_profiles.json) are means over 2021 and 2022 of the very recordings
-    replayed here: in-sample. This measures the extension without that look-ahead."""
-    def profiles() -> dict:
-        table = {z: p for z, p in hour_of_week_profiles().items() if z != zone}
-        if profile is not None:
-            table[zone] = profile
-        return table
-    return profiles
-
-
 # -- one case ---------------------------------------------------------------------------------------
 
 def arrivals(dataset: Dataset, case: Case, every: int, days: Optional[int] = None) -> np.ndarray:
@@ -250,10 +229,7 @@ def simulate(recorded: ReplayProvider, dataset: Dataset, case: Case, kind: Forec
     # "perfect": the forecast reaches the end of the job's allowed window.
     hours = kind.hours if kind.hours is not None else -(-(case.slack + case.duration) // HOUR)
     provider = recorded.with_options(forecast_hours=hours, noise=kind.noise, seed=seed)
-    options = {}
-    if kind.held_out_profile:
-        options["profiles"] = profiles_with(zone, held_out_profile(series, dataset.begin, dataset.end))
-    engine = CarbonEngine(provider, new_cache(), **options)
+    engine = CarbonEngine(provider, new_cache())
     realized, reference, oracle = (np.empty(len(times)) for _ in range(3))
     unscheduled = 0
     for i, now in enumerate(times.tolist()):
@@ -262,6 +238,18 @@ def simulate(recorded: ReplayProvider, dataset: Dataset, case: Case, kind: Forec
                   extend_horizon=kind.extend_horizon)
         at_once = [(now + case.reference_delay, now + case.reference_delay + case.duration)]
         outcome = engine.optimize([job], from_epoch(now))[0]
+        for _ in range(MAX_ASKS if kind.replan else 0):
+            # The client's rule (carbon-optimizer wait): at replan_at, if it comes before the
+            # start, ask again with what is left of the window; the later answer stands.
+            again = outcome.coverage.replan_at if isinstance(outcome, Schedule) else None
+            if again is None or again >= outcome.start or again > job.latest_start:
+                break
+            job = replace(job, earliest_start=again)
+            later = engine.optimize([job], from_epoch(again))[0]
+            if not isinstance(later, Schedule):
+                break  # no answer then: the plan in hand stands
+            outcome = later
+        job = replace(job, earliest_start=now)
         intervals = chosen_intervals(outcome)
         if intervals:
             _check(intervals, job)

@@ -10,6 +10,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Mapping, Optional, Union
 
+import numpy as np
+
 from carbon_optimizer.errors import FailureCode
 from carbon_optimizer.timeseries import ForecastSeries
 
@@ -56,12 +58,14 @@ class ZoneSeries:
     """A zone's carbon data as the solvers see it, and where it came from.
 
     `forecast` is the provider's series; `extended` (when a search reaches past it) is the same
-    series followed by estimates, flagged in its `estimated` mask.
+    series followed by estimates, flagged in its `estimated` mask; `estimate_error` the measured
+    absolute error (gCO2eq/kWh) of each estimated point, by lead (horizon.measured_error).
     """
     forecast: ForecastSeries
     stale: bool = False
     fetched_at: Optional[int] = None
     extended: Optional[ForecastSeries] = None
+    estimate_error: Optional[np.ndarray] = field(default=None, compare=False)
 
     @property
     def zone(self) -> str:
@@ -101,6 +105,10 @@ class Coverage:
     estimated_start: Optional[int] = None  # the part past the provider's forecast: first moment ...
     estimated_seconds: Optional[int] = None  # ... and length
     replan_at: Optional[int] = None        # when asking again finds the choice inside a forecast
+    # The risk gate (planner): the measured error of the estimated part of the chosen window, and
+    # whether a window past the forecast looked better but not by more than that error.
+    estimate_error: Optional[float] = None  # gCO2eq/kWh on the chosen run's mean
+    waited_for_forecast: bool = False
 
 
 @dataclass(frozen=True)

@@ -8,6 +8,7 @@ job (window, chunks, or the fleet for a batch under capacity) and builds every a
 from __future__ import annotations
 
 import math
+from dataclasses import replace as dc_replace
 from functools import reduce
 from typing import Optional, Sequence
 
@@ -19,7 +20,7 @@ from carbon_optimizer.scheduling import window as windows
 from carbon_optimizer.scheduling.chunks import best_chunks, chunk_grid
 from carbon_optimizer.scheduling.fleet import schedule_fleet
 from carbon_optimizer.scheduling.fleet_model import Capacity, FleetJob
-from carbon_optimizer.scheduling.horizon import estimated_span, replan_at
+from carbon_optimizer.scheduling.horizon import estimated_span, replan_at, window_error
 from carbon_optimizer.scheduling.model import (
     Baseline, CapacityLimits, Coverage, Job, Outcome, Schedule, Unschedulable, ZoneFailure,
     ZoneSeries, Zones,
@@ -115,31 +116,39 @@ def plan(job: Job, zones: Zones, now: int, budget: Optional[Budget] = None) -> O
         return Unschedulable(job, exc.code, exc.message, failures)
 
 
-def _plan(job: Job, zones: Zones, now: int, usable: list[str], failures: tuple[ZoneFailure, ...],
-          budget: Optional[Budget]) -> Outcome:
-    series = [zones[z].searched(job) for z in usable]
+def _search(job: Job, usable: list[str], series: list[ForecastSeries],
+            budget: Optional[Budget]) -> Optional[tuple[str, tuple[tuple[int, int], ...], float]]:
+    """The cleanest run over `series` (one per usable zone): zone, intervals, mean intensity; None
+    when no run fits. Raises TooLarge."""
     if job.interruptible:
         found = None
         for zone, one in zip(usable, series):
-            try:
-                chunks = best_chunks(one.boundaries(), one.values, job.duration, job.earliest_start,
-                                     job.latest_end, job.min_chunk, job.max_chunks, budget)
-            except TooLarge as exc:
-                return Unschedulable(job, exc.code, exc.message, failures)
+            chunks = best_chunks(one.boundaries(), one.values, job.duration, job.earliest_start,
+                                 job.latest_end, job.min_chunk, job.max_chunks, budget)
             if chunks is not None and (found is None
                                        or chunks.mean_intensity < found[1].mean_intensity - 1e-9):
                 found = (zone, chunks)
         if found is None:
-            return Unschedulable(job, FailureCode.WINDOW_NOT_COVERED, _NOT_COVERED_PAST_HORIZON,
-                                 failures)
+            return None
         zone, chunks = found
-        intervals = tuple((c.start, c.end) for c in chunks.chunks)
-        return _schedule(job, zones, zone, intervals, chunks.mean_intensity, now, failures)
+        return zone, tuple((c.start, c.end) for c in chunks.chunks), chunks.mean_intensity
     chosen = windows.best_window_across(
         [(s.boundaries(), s.values) for s in series], job.duration, job.earliest_start,
         job.latest_start, integrals=[s.integral() for s in series])
     if chosen is None:
-        if any(reaches_past_forecast(job, zones[z]) for z in usable):
+        return None
+    window = chosen.window
+    return usable[chosen.zone_index], ((window.start, window.end),), window.mean_intensity
+
+
+def _plan(job: Job, zones: Zones, now: int, usable: list[str], failures: tuple[ZoneFailure, ...],
+          budget: Optional[Budget]) -> Outcome:
+    try:
+        found = _search(job, usable, [zones[z].searched(job) for z in usable], budget)
+    except TooLarge as exc:
+        return Unschedulable(job, exc.code, exc.message, failures)
+    if found is None:
+        if job.interruptible or any(reaches_past_forecast(job, zones[z]) for z in usable):
             message = _NOT_COVERED_PAST_HORIZON
         else:
             message = ("no forecast covers a whole run of this workload between its earliest and "
@@ -147,9 +156,27 @@ def _plan(job: Job, zones: Zones, now: int, usable: list[str], failures: tuple[Z
                            f"{z} is covered from {rfc3339(zones[z].forecast.start)} to "
                            f"{rfc3339(zones[z].forecast.end)}" for z in usable))
         return Unschedulable(job, FailureCode.WINDOW_NOT_COVERED, message, failures)
-    window = chosen.window
-    return _schedule(job, zones, usable[chosen.zone_index], ((window.start, window.end),),
-                     window.mean_intensity, now, failures)
+    zone, intervals, mean = found
+    chosen: ZoneSeries = zones[zone]  # type: ignore[assignment]
+    error = window_error(intervals, chosen.forecast.end_epoch, chosen.forecast.step_seconds,
+                         chosen.estimate_error)
+    if error > 0:
+        # The risk gate: a run resting on estimates replaces the best run inside the forecasts
+        # only when it is expected to be cleaner by more than the estimates' measured error.
+        try:
+            inside = _search(job, usable, [zones[z].forecast for z in usable], budget)
+        except TooLarge:
+            inside = None
+        if inside is not None and inside[2] - mean <= error:
+            waited = replan_at(intervals[-1][1], now, chosen.forecast.end_epoch,
+                               chosen.forecast.step_seconds)
+            zone, intervals, mean = inside
+            # Ask again when a forecast covers the run turned down, if that is before this run
+            # starts (the client's `wait` re-asks at replan_at when it comes before the start).
+            ask = waited if waited is not None and now < waited < intervals[0][0] else None
+            return _schedule(job, zones, zone, intervals, mean, now, failures, gate=(0.0, True, ask))
+    return _schedule(job, zones, zone, intervals, mean, now, failures,
+                     gate=(error, False, None))
 
 
 def plan_batch(jobs: Sequence[Job], zones: Zones, capacity: CapacityLimits, now: int,
@@ -272,14 +299,21 @@ def _fleet_unit(origin: int, end: int, series: Sequence[ForecastSeries], duratio
 
 def _schedule(job: Job, zones: Zones, zone: str, intervals: tuple[tuple[int, int], ...],
               mean: float, now: int, failures: tuple[ZoneFailure, ...],
-              use_estimates: bool = True) -> Schedule:
-    """The one place a Schedule is built."""
+              use_estimates: bool = True,
+              gate: tuple[float, bool, Optional[int]] = (0.0, False, None)) -> Schedule:
+    """The one place a Schedule is built. `gate`: the chosen run's estimate error, whether a run
+    on estimates was turned down for it, and then when to ask again."""
     chosen: ZoneSeries = zones[zone]
     searched = chosen.searched(job) if use_estimates else chosen.forecast
+    coverage = _coverage(job, chosen.forecast, searched, intervals, now)
+    error, waited, ask = gate
+    if waited:
+        coverage = dc_replace(coverage, waited_for_forecast=True, replan_at=ask)
+    elif coverage.estimated_start is not None:
+        coverage = dc_replace(coverage, estimate_error=error)
     return Schedule(job=job, zone=zone, intervals=intervals, mean_intensity=mean,
                     baseline=_baseline(job, zones, use_estimates),
-                    coverage=_coverage(job, chosen.forecast, searched, intervals, now),
-                    source=chosen, unavailable=failures)
+                    coverage=coverage, source=chosen, unavailable=failures)
 
 
 def _baseline(job: Job, zones: Zones, use_estimates: bool) -> Optional[Baseline]:

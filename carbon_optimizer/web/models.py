@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import re
 from datetime import datetime, timedelta, timezone
 from typing import Annotated, Literal, Mapping, Optional, Sequence, Union
@@ -111,9 +113,14 @@ class Workload(BaseModel):
     max_chunks: Optional[StrictInt] = Field(None, ge=1, le=1000, description="most chunks allowed")
     extend_horizon: StrictBool = Field(
         True, description="where the allowed window runs past the provider's forecast, search all of "
-                          "it, past the forecast on estimates (recent history and hour-of-week "
-                          "profiles, at most 14 days on); the answer gives the estimated part and "
-                          "replan_at. false: search only what the forecast covers")
+                          "it, past the forecast on estimates made from the zone's own recent "
+                          "history (at most 14 days on). A window there is chosen only when it "
+                          "beats the best one inside the forecast by more than the estimates' "
+                          "measured error; the answer gives the estimated part and replan_at. "
+                          "false: search only what the forecast covers")
+    as_of: Optional[Timestamp] = Field(
+        None, description="replay only (CARBON_PROVIDER=file, FILE_REPLAY=true): answer as if it "
+                          "were this moment; in a batch, give it once at the top")
 
     @model_validator(mode="after")
     def _consistent(self) -> "Workload":
@@ -195,6 +202,9 @@ class WorkloadBatch(BaseModel):
     workloads: list[Workload] = Field(min_length=1, description="at most MAX_BATCH_SIZE (default 500)")
     capacity: Optional[FleetCapacity] = Field(
         None, description="shared limits; workloads that cannot fit are reported unschedulable")
+    as_of: Optional[Timestamp] = Field(
+        None, description="replay only (CARBON_PROVIDER=file, FILE_REPLAY=true): answer the whole "
+                          "batch as if it were this moment")
 
 
 OptimizeRequest = Union[Workload, WorkloadBatch]
@@ -229,6 +239,11 @@ class Response(BaseModel):
 class EstimatedPart(Response):
     start: UtcTime
     minutes: int
+    share: float = Field(description="share of the run's time that rests on estimates (0..1)")
+    expected_error: Optional[float] = Field(
+        description="gCO2eq/kWh: the estimates' measured absolute error at these lead times, on the "
+                    "run's mean intensity (null: not measurable); the run was chosen because it "
+                    "beats the best run inside the forecast by more than this")
 
 
 class Chunk(Response):
@@ -253,7 +268,11 @@ class Provenance(Response):
     estimated_part: Optional[EstimatedPart] = Field(
         description="the part of the chosen window past the provider's forecast")
     replan_at: Optional[UtcTime] = Field(
-        description="when asking again finds the chosen window inside a real forecast")
+        description="when to ask again: by then the forecast covers the estimated part (or the "
+                    "run on estimates that was turned down)")
+    waited_for_forecast: bool = Field(
+        False, description="a run past the forecast looked cleaner, but not by more than the "
+                           "estimates' measured error: this run stays inside the forecast")
 
     @classmethod
     def of(cls, schedule: Schedule) -> "Provenance":
@@ -261,15 +280,21 @@ class Provenance(Response):
         forecast = source.forecast
         part = None
         if coverage.estimated_start is not None:
-            part = EstimatedPart(start=from_epoch(coverage.estimated_start),
-                                 minutes=(coverage.estimated_seconds or 0) // 60)
+            seconds = coverage.estimated_seconds or 0
+            run = sum(b - a for a, b in schedule.intervals)
+            error = coverage.estimate_error
+            part = EstimatedPart(start=from_epoch(coverage.estimated_start), minutes=seconds // 60,
+                                 share=round(seconds / max(1, run), 4),
+                                 expected_error=None if error is None or not math.isfinite(error)
+                                 else round(error, 2))
         return cls(provider=forecast.provider, updated_at=forecast.updated_at,
                    fetched_at=_time(source.fetched_at), stale=source.stale,
                    forecast_start=forecast.start, forecast_end=forecast.end,
                    window_coverage=round(coverage.window_coverage, 4),
                    search_limited_by_horizon=coverage.search_limited_by_horizon,
                    estimated=coverage.estimated, estimated_part=part,
-                   replan_at=_time(coverage.replan_at))
+                   replan_at=_time(coverage.replan_at),
+                   waited_for_forecast=coverage.waited_for_forecast)
 
 
 def _location(locations: Optional[Mapping[str, str]], zone: str) -> str:

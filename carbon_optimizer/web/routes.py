@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import json
 import logging
-from datetime import datetime, timedelta
+from datetime import datetime, timedelta, timezone
 from typing import Optional
 
 from flask import Blueprint, Response, current_app, jsonify, request
@@ -18,7 +18,7 @@ from carbon_optimizer.engine import CarbonEngine
 from carbon_optimizer.errors import CarbonDataError, FailureCode, RequestError, UnknownLocation
 from carbon_optimizer.scheduling.model import Unschedulable
 from carbon_optimizer.settings import Settings
-from carbon_optimizer.timeseries import to_epoch
+from carbon_optimizer.timeseries import rfc3339, to_epoch
 from carbon_optimizer.web import limits, openapi
 from carbon_optimizer.web import models
 
@@ -122,6 +122,28 @@ def _parse_workloads(body: object) -> tuple[list[models.Workload], Optional[mode
         raise _validation_error(exc) from None
 
 
+def _as_of(workloads: list[models.Workload], batch: Optional[models.WorkloadBatch]) -> Optional[datetime]:
+    """The moment a replay request answers as of: `as_of` of the single workload or of the batch
+    (not of a workload inside a batch). Only a replaying file provider can answer as of another
+    moment; elsewhere the field is refused, naming it."""
+    if batch is not None:
+        inside = [i for i, w in enumerate(workloads) if w.as_of is not None]
+        if inside:
+            raise RequestError(FailureCode.INVALID_REQUEST, "as_of goes at the top of a batch", details=[
+                {"field": f"workloads[{i}].as_of", "message": "give as_of once, at the top of the batch"}
+                for i in inside])
+    as_of = batch.as_of if batch is not None else workloads[0].as_of
+    if as_of is None:
+        return None
+    settings = _settings()
+    if settings.carbon_provider != "file" or not settings.file_replay:
+        raise RequestError(FailureCode.INVALID_REQUEST, "as_of is only accepted by a replaying service",
+                           details=[{"field": "as_of", "message":
+                                     "as_of needs CARBON_PROVIDER=file and FILE_REPLAY=true on the "
+                                     f"service; got {rfc3339(as_of)}"}])
+    return as_of.astimezone(timezone.utc)
+
+
 def _unknown(field: str, exc: UnknownLocation) -> dict:
     """One error detail for a location the service cannot serve, with the close matches."""
     if exc.suggestions:
@@ -193,7 +215,7 @@ def _failure(outcome: Unschedulable) -> RequestError:
 def optimize():
     body = _json_body()
     workloads, batch = _parse_workloads(body)
-    now = _now()
+    now = _as_of(workloads, batch) or _now()
     capacity = batch.capacity if batch is not None else None
     jobs, locations = _jobs(workloads, batch is not None, now)
     outcomes = _engine().optimize(jobs, now, capacity.limits() if capacity is not None else None)

@@ -6,7 +6,7 @@ from datetime import datetime
 from typing import Optional, Protocol
 
 from carbon_optimizer.errors import (  # noqa: F401
-    CarbonDataError, InvalidToken, UpstreamUnavailable, ZoneNotEntitled, ZoneNotFound,
+    CarbonDataError, InvalidToken, NotRecorded, UpstreamUnavailable, ZoneNotEntitled, ZoneNotFound,
 )
 from carbon_optimizer.timeseries import ForecastSeries
 

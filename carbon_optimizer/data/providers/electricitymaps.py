@@ -1,4 +1,4 @@
-"""Electricity Maps API v3 client: carbon-intensity forecast, latest and history for a zone."""
+"""Electricity Maps API v3 client: carbon-intensity forecast, latest and history (past-range) for a zone."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import json
 import logging
 import threading
 import time
-from datetime import datetime
+from datetime import datetime, timedelta, timezone
 from typing import Callable, Optional
 
 import requests
@@ -88,7 +88,8 @@ class ElectricityMapsProvider:
 
     def __init__(self, base_url: str, api_key: Callable[[], Optional[str]], horizon_hours: int = 72,
                  connect_timeout: float = 1.5, read_timeout: float = 10.0, retries: int = 2,
-                 call_seconds: float = 4.0, observer: Optional[CallObserver] = None):
+                 call_seconds: float = 4.0, observer: Optional[CallObserver] = None,
+                 history_days: int = 10):
         self._base_url = base_url.rstrip("/")
         self._api_key = api_key  # a callable, so a rotated key is used at once
         self._horizon_hours = horizon_hours
@@ -96,6 +97,7 @@ class ElectricityMapsProvider:
         self._call_seconds = call_seconds  # one call, every attempt and backoff included
         self._session = _retrying_session(retries)
         self._observer = observer
+        self._history_days = history_days
 
     # -- endpoints -------------------------------------------------------------------------------
 
@@ -104,6 +106,16 @@ class ElectricityMapsProvider:
         return self._series(zone, body, "forecast")
 
     def history(self, zone: str, now: datetime) -> Optional[ForecastSeries]:
+        """The last `history_days` of measurements, from past-range (one call: it answers at most
+        10 days of hourly data); when the token may not use past-range, the last 24 h from history."""
+        end = now.astimezone(timezone.utc).replace(minute=0, second=0, microsecond=0)
+        start = end - timedelta(days=self._history_days)
+        try:
+            body = self._get("carbon-intensity/past-range", zone, {
+                "start": start.strftime("%Y-%m-%dT%H:%M:%SZ"), "end": end.strftime("%Y-%m-%dT%H:%M:%SZ")})
+            return self._series(zone, body, "data")
+        except (ZoneNotEntitled, ZoneNotFound, UpstreamUnavailable) as exc:
+            log.info("no past-range for zone %s (%s); the last 24 h instead", zone, type(exc).__name__)
         body = self._get("carbon-intensity/history", zone, {})
         return self._series(zone, body, "history")
 

@@ -42,10 +42,13 @@ def build_provider(settings: Settings, secrets: KeySource) -> Provider:
             retries=settings.upstream_retries,
             call_seconds=settings.upstream_call_seconds,
             observer=metrics.observe_upstream("electricitymaps"),
+            history_days=settings.history_days,
         )
     if choice == "file":
         try:
-            return CsvFileProvider(settings.carbon_data_dir or "")
+            return CsvFileProvider(settings.carbon_data_dir or "", replay=settings.file_replay,
+                                   forecast_hours=settings.file_forecast_hours,
+                                   history_hours=24 * settings.history_days)
         except FileNotFoundError as exc:
             raise ConfigError(str(exc)) from None
     # Say why the demo was chosen: an operator who asked for it must not hunt for a missing key.

@@ -1,7 +1,7 @@
 """Replay recorded carbon intensity as a provider that knows only what was known at each moment.
 
 For the backtest (tools/backtest.py) and for reproducing an answer after the fact. Built from recorded
-series per zone (for example the data-portal exports read by `csv_file.load_directory`):
+series per zone (for example the data-portal exports read by `portal_csv.load_directory`):
 - `forecast(zone, now)` is a perfect forecast of a limited horizon: the recorded points from the one
   holding `now` up to `now + forecast_hours`. A point that would still hold past that moment is left
   out: an hourly value is the hour's average, so it carries knowledge of the part past the horizon.
@@ -21,9 +21,10 @@ from typing import Mapping, Optional
 
 import numpy as np
 
-from carbon_optimizer.data.providers.base import UpstreamUnavailable, ZoneNotFound
-from carbon_optimizer.data.providers.csv_file import load_directory
-from carbon_optimizer.timeseries import ForecastSeries, from_epoch, to_epoch
+from carbon_optimizer.data.providers.base import ZoneNotFound
+from carbon_optimizer.errors import NotRecorded
+from carbon_optimizer.data.providers.portal_csv import load_directory
+from carbon_optimizer.timeseries import ForecastSeries, from_epoch, rfc3339, to_epoch
 
 HOUR = 3600
 
@@ -33,10 +34,12 @@ class ReplayProvider:
     shared_cache = False  # slicing arrays in memory costs less than any cache round trip
 
     def __init__(self, series: Mapping[str, ForecastSeries], forecast_hours: float = 24,
-                 history_hours: float = 168, noise: float = 0.0, seed: int = 0):
+                 history_hours: float = 240, noise: float = 0.0, seed: int = 0,
+                 name: str = "replay"):
         if forecast_hours <= 0 or history_hours < 0 or noise < 0:
             raise ValueError("forecast_hours must be positive; history_hours and noise not negative")
         self._series = dict(series)
+        self.name = name  # the file provider replays under its own name
         self.forecast_hours = forecast_hours
         self.history_hours = history_hours
         self.noise = noise
@@ -77,8 +80,9 @@ class ReplayProvider:
         series = self.recorded(zone)
         moment, step = to_epoch(now), series.step_seconds
         if not series.start_epoch <= moment < series.end_epoch:
-            raise UpstreamUnavailable(
-                zone, f"the recording for zone {zone} does not cover {now.isoformat()}")
+            raise NotRecorded(
+                zone, f"the recording for zone {zone} covers {rfc3339(series.start)} to "
+                      f"{rfc3339(series.end)}, not {rfc3339(now)} (as_of)")
         first = (moment - series.start_epoch) // step                  # the point holding `now`
         horizon_end = moment + int(self.forecast_hours * HOUR)
         # Points whose end is at or before the horizon; at least the one holding `now`.
