@@ -402,8 +402,11 @@ def command_plan(args: argparse.Namespace, log: Log) -> int:
         for result in reply.body["results"]:
             print(describe(result))
         summary = reply.body.get("summary", {})
-        print(f"{summary.get('scheduled')} of {summary.get('workloads')} scheduled, "
-              f"{summary.get('saving_grams')} g CO2eq saved in all")
+        line = f"{summary.get('scheduled')} of {summary.get('workloads')} scheduled"
+        # null when no workload gave power or energy: no grams to report, not a saving of 0 g
+        if summary.get("saving_grams") is not None:
+            line += f", {summary['saving_grams']} g CO2eq saved in all"
+        print(line)
     else:
         print(describe(reply.body))
     return EXIT_OK

@@ -185,6 +185,9 @@ def test_plan_of_a_matrix_is_one_batch_and_each_job_waits_for_its_own_start(serv
     results = {r["id"]: r for r in json.loads(saved.read_text())["results"]}
     assert results["unit"]["status"] == "scheduled" and results["late"]["status"] == "unschedulable"
     assert "2 of 3 scheduled" in planned.stdout
+    # No workload gave power_kw: the summary's grams are null and the client claims none.
+    assert json.loads(saved.read_text())["summary"]["saving_grams"] is None
+    assert "g CO2eq" not in planned.stdout
 
     command, ran = marker(tmp_path, code=4)
     # "unit" starts within the minute; --max-wait bounds the test's wait all the same
