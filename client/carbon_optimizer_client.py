@@ -21,6 +21,7 @@ import email.utils
 import json
 import os
 import re
+import shutil
 import subprocess
 import sys
 import time
@@ -442,6 +443,23 @@ def _run(command: List[str], log: Log) -> int:
         return EXIT_CANNOT_EXECUTE
 
 
+def _unrunnable(command: List[str], log: Log) -> Optional[int]:
+    """The exit status the shell would give if the command cannot be started, else None: checked
+    before waiting, so a typo fails at once rather than after the whole window."""
+    program = command[0]
+    if os.sep in program or (os.altsep and os.altsep in program):  # a path: exec does no PATH search
+        if not os.path.exists(program):
+            log.error(f"command not found: {program} (no such file); nothing waited for")
+            return EXIT_NOT_FOUND
+        if os.path.isdir(program) or not os.access(program, os.X_OK):
+            log.error(f"command not executable: {program}; nothing waited for")
+            return EXIT_CANNOT_EXECUTE
+    elif shutil.which(program) is None:
+        log.error(f"command not found: {program} (not on PATH); nothing waited for")
+        return EXIT_NOT_FOUND
+    return None
+
+
 class Countdown:
     """Sleeps until a monotonic time, showing how long is left: a line rewritten every second on
     a terminal, else a line every `every` seconds (a CI log keeps every line)."""
@@ -476,6 +494,9 @@ def command_wait(args: argparse.Namespace, log: Log) -> int:
         command = command[1:]
     if not command:
         raise UsageError("give the command to run after --, e.g. wait --duration PT45M -- make e2e")
+    unrunnable = _unrunnable(command, log)
+    if unrunnable is not None:
+        return unrunnable
     max_wait = _max_wait(args)
     started = time.monotonic()
     cap = started + max_wait.total_seconds() if max_wait is not None else None

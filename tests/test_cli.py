@@ -399,6 +399,27 @@ def test_a_command_that_is_not_there_exits_127():
     assert result.returncode == 127 and "command not found" in result.stderr
 
 
+def test_a_command_that_cannot_start_fails_before_asking_or_waiting(tmp_path):
+    # A stand-in that would have the client wait an hour: the command is checked before that.
+    far = {"status": "scheduled", "start": stamp(datetime.now(timezone.utc) + timedelta(hours=1)),
+           "start_in_seconds": 3600, "zone": "DE"}
+    not_executable = tmp_path / "script.sh"
+    not_executable.write_text("#!/bin/sh\ntrue\n")
+    not_executable.chmod(0o644)
+    with ScriptedService([(200, {}, far)]) as stand_in:
+        began = time.monotonic()
+        missing = run_client("wait", "--duration", "PT10M", "--max-wait", "PT1H", "--",
+                             "/nonexistent/run-e2e", "--flag", url=stand_in.url, timeout=20)
+        unexecutable = run_client("wait", "--duration", "PT10M", "--max-wait", "PT1H", "--",
+                                  str(not_executable), url=stand_in.url, timeout=20)
+        elapsed = time.monotonic() - began
+    assert missing.returncode == 127, missing.stderr
+    assert "command not found: /nonexistent/run-e2e" in missing.stderr
+    assert unexecutable.returncode == 126, unexecutable.stderr
+    assert f"command not executable: {not_executable}" in unexecutable.stderr
+    assert stand_in.requests == [] and elapsed < 10
+
+
 def test_usage_errors_exit_2_and_help_documents_exit_codes():
     no_url = run_client("wait", "--duration", "PT1H", "--", "true", url="")
     assert no_url.returncode == 2 and "CARBON_OPTIMIZER_URL" in no_url.stderr
