@@ -26,6 +26,9 @@ COPY --from=build /opt/venv /opt/venv
 # Only what the service needs: the entry points, Gunicorn's settings and the package.
 COPY --chown=root:root app.py gunicorn.conf.py /app/
 COPY --chown=root:root carbon_optimizer /app/carbon_optimizer
+# On ECS Fargate /tmp is a task volume; declaring it here makes ECS copy the image's /tmp (mode
+# 1777) into it, so UID 10001 can write there (otherwise the volume is root-owned 0755).
+VOLUME ["/tmp"]
 USER 10001:10001
 EXPOSE 5000
 HEALTHCHECK --interval=15s --timeout=3s --start-period=20s --retries=3 \

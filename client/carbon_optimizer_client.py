@@ -21,6 +21,7 @@ import email.utils
 import json
 import os
 import re
+import shutil
 import subprocess
 import sys
 import time
@@ -402,8 +403,11 @@ def command_plan(args: argparse.Namespace, log: Log) -> int:
         for result in reply.body["results"]:
             print(describe(result))
         summary = reply.body.get("summary", {})
-        print(f"{summary.get('scheduled')} of {summary.get('workloads')} scheduled, "
-              f"{summary.get('saving_grams')} g CO2eq saved in all")
+        line = f"{summary.get('scheduled')} of {summary.get('workloads')} scheduled"
+        # null when no workload gave power or energy: no grams to report, not a saving of 0 g
+        if summary.get("saving_grams") is not None:
+            line += f", {summary['saving_grams']} g CO2eq saved in all"
+        print(line)
     else:
         print(describe(reply.body))
     return EXIT_OK
@@ -437,6 +441,23 @@ def _run(command: List[str], log: Log) -> int:
     except PermissionError:
         log.error(f"command not executable: {command[0]}")
         return EXIT_CANNOT_EXECUTE
+
+
+def _unrunnable(command: List[str], log: Log) -> Optional[int]:
+    """The exit status the shell would give if the command cannot be started, else None: checked
+    before waiting, so a typo fails at once rather than after the whole window."""
+    program = command[0]
+    if os.sep in program or (os.altsep and os.altsep in program):  # a path: exec does no PATH search
+        if not os.path.exists(program):
+            log.error(f"command not found: {program} (no such file); nothing waited for")
+            return EXIT_NOT_FOUND
+        if os.path.isdir(program) or not os.access(program, os.X_OK):
+            log.error(f"command not executable: {program}; nothing waited for")
+            return EXIT_CANNOT_EXECUTE
+    elif shutil.which(program) is None:
+        log.error(f"command not found: {program} (not on PATH); nothing waited for")
+        return EXIT_NOT_FOUND
+    return None
 
 
 class Countdown:
@@ -473,6 +494,9 @@ def command_wait(args: argparse.Namespace, log: Log) -> int:
         command = command[1:]
     if not command:
         raise UsageError("give the command to run after --, e.g. wait --duration PT45M -- make e2e")
+    unrunnable = _unrunnable(command, log)
+    if unrunnable is not None:
+        return unrunnable
     max_wait = _max_wait(args)
     started = time.monotonic()
     cap = started + max_wait.total_seconds() if max_wait is not None else None

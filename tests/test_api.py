@@ -47,6 +47,27 @@ def test_batch_answers_each_workload_in_order(client):
     assert body["results"][1]["end"] <= "2026-11-23T20:00:00Z"
 
 
+def test_batch_total_grams_is_null_unless_a_workload_gives_energy(client):
+    # Without power_kw a single answer has no grams (null); the batch total must say the same,
+    # not 0.0, which would read as "no saving".
+    without = client.post("/api/v1/optimize", json={"workloads": [
+        {"id": "a", "duration": 30, "zones": ["ES"]},
+        {"id": "b", "duration": "PT1H", "zones": ["DE", "FR"]},
+    ]}).get_json()
+    assert [r["saving_grams"] for r in without["results"]] == [None, None]
+    assert without["summary"]["saving_grams"] is None
+    schemas.BatchResponse.model_validate(without)
+
+    mixed = client.post("/api/v1/optimize", json={"workloads": [
+        {"id": "a", "duration": 30, "zones": ["ES"]},
+        {"id": "b", "duration": "PT1H", "zones": ["DE", "FR"], "power_kw": 2},
+    ]}).get_json()
+    a, b = mixed["results"]
+    assert a["saving_grams"] is None and b["saving_grams"] is not None
+    assert mixed["summary"]["saving_grams"] == pytest.approx(
+        b["baseline_emissions_grams"] - b["emissions_grams"], abs=0.01)
+
+
 def test_defaults_zone_and_window_from_configuration(make_app):
     client = make_app({"DEFAULT_ZONES": "ES", "DEFAULT_WINDOW_HOURS": "6"}).test_client()
     body = client.post("/api/v1/optimize", json={"duration": 60}).get_json()

@@ -171,8 +171,27 @@ def test_health_path_is_the_service_route(template, container, app):
 def test_container_hardening(container):
     assert container["User"] == "10001:10001"  # the image's user (Dockerfile: useradd --uid 10001)
     assert container["ReadonlyRootFilesystem"] is True
-    assert [t["ContainerPath"] for t in container["LinuxParameters"]["Tmpfs"]] == ["/tmp"]
     assert container["LinuxParameters"]["Capabilities"] == {"Drop": ["ALL"]}
+
+
+def test_tmp_is_a_task_volume_fargate_accepts(template):
+    task = template["Resources"]["TaskDefinition"]["Properties"]
+    # ECS rejects LinuxParameters.Tmpfs for the Fargate launch type (the API's ContainerDefinition
+    # reference: "not supported for tasks run on AWS Fargate"), so the stack would not deploy.
+    if "FARGATE" in task["RequiresCompatibilities"]:
+        for definition in task["ContainerDefinitions"]:
+            assert "Tmpfs" not in definition.get("LinuxParameters", {}), definition["Name"]
+    # With a read-only root, /tmp must be a writable mount of a volume the task declares.
+    volumes = {v["Name"]: v for v in task["Volumes"]}
+    (container,) = task["ContainerDefinitions"]
+    (tmp,) = [m for m in container["MountPoints"] if m["ContainerPath"] == "/tmp"]
+    assert tmp["ReadOnly"] is False
+    # No Host (nor EFS/Docker config): a Fargate bind volume on the task's ephemeral storage.
+    assert volumes[tmp["SourceVolume"]] == {"Name": tmp["SourceVolume"]}
+    # A fresh bind volume is root-owned 0755; ECS copies the image's mode only for a path the
+    # image declares as VOLUME, which is what lets UID 10001 write there.
+    dockerfile = (ROOT / "Dockerfile").read_text()
+    assert re.search(r'^VOLUME \["/tmp"\]$', dockerfile, re.MULTILINE)
 
 
 def test_metrics_refusal_is_the_service_404(template, app):
@@ -311,6 +330,8 @@ def test_moto_task_definition_and_service(moto_stack):
     environment = {e["name"]: e["value"] for e in container["environment"]}
     assert environment["REDIS_URL"] == moto_stack["parameters"]["ExistingRedisUrl"]
     assert environment["TRUSTED_PROXY_CIDRS"] == moto_stack["parameters"]["AlbSubnetCidrs"]
+    assert task["volumes"] == [{"name": "tmp"}]
+    assert container["mountPoints"] == [{"sourceVolume": "tmp", "containerPath": "/tmp", "readOnly": False}]
 
 
 def test_moto_dashboard_names_the_real_load_balancer(moto_stack):

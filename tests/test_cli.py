@@ -185,6 +185,9 @@ def test_plan_of_a_matrix_is_one_batch_and_each_job_waits_for_its_own_start(serv
     results = {r["id"]: r for r in json.loads(saved.read_text())["results"]}
     assert results["unit"]["status"] == "scheduled" and results["late"]["status"] == "unschedulable"
     assert "2 of 3 scheduled" in planned.stdout
+    # No workload gave power_kw: the summary's grams are null and the client claims none.
+    assert json.loads(saved.read_text())["summary"]["saving_grams"] is None
+    assert "g CO2eq" not in planned.stdout
 
     command, ran = marker(tmp_path, code=4)
     # "unit" starts within the minute; --max-wait bounds the test's wait all the same
@@ -394,6 +397,27 @@ def test_a_command_that_is_not_there_exits_127():
     result = run_client("wait", "--duration", "PT10M", "--", "no-such-command-for-the-cli-test",
                         url=f"http://127.0.0.1:{free_port()}")
     assert result.returncode == 127 and "command not found" in result.stderr
+
+
+def test_a_command_that_cannot_start_fails_before_asking_or_waiting(tmp_path):
+    # A stand-in that would have the client wait an hour: the command is checked before that.
+    far = {"status": "scheduled", "start": stamp(datetime.now(timezone.utc) + timedelta(hours=1)),
+           "start_in_seconds": 3600, "zone": "DE"}
+    not_executable = tmp_path / "script.sh"
+    not_executable.write_text("#!/bin/sh\ntrue\n")
+    not_executable.chmod(0o644)
+    with ScriptedService([(200, {}, far)]) as stand_in:
+        began = time.monotonic()
+        missing = run_client("wait", "--duration", "PT10M", "--max-wait", "PT1H", "--",
+                             "/nonexistent/run-e2e", "--flag", url=stand_in.url, timeout=20)
+        unexecutable = run_client("wait", "--duration", "PT10M", "--max-wait", "PT1H", "--",
+                                  str(not_executable), url=stand_in.url, timeout=20)
+        elapsed = time.monotonic() - began
+    assert missing.returncode == 127, missing.stderr
+    assert "command not found: /nonexistent/run-e2e" in missing.stderr
+    assert unexecutable.returncode == 126, unexecutable.stderr
+    assert f"command not executable: {not_executable}" in unexecutable.stderr
+    assert stand_in.requests == [] and elapsed < 10
 
 
 def test_usage_errors_exit_2_and_help_documents_exit_codes():

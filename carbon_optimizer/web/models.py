@@ -397,7 +397,9 @@ class BatchSummary(Response):
     workloads: int
     scheduled: int
     unschedulable: int
-    saving_grams: float = Field(description="sum over the scheduled workloads that give energy")
+    saving_grams: Optional[float] = Field(
+        description="sum over the scheduled workloads that give energy; null when none does, as a "
+                    "single answer's saving_grams is null without power_kw (0 would claim no saving)")
 
 
 class BatchResponse(Response):
@@ -412,10 +414,11 @@ class BatchResponse(Response):
         results = [ScheduledWorkload.of(o, now, where) if isinstance(o, Schedule)
                    else UnschedulableWorkload.of(o, where) for o, where in zip(outcomes, per_job)]
         scheduled = [r for r in results if isinstance(r, ScheduledWorkload)]
+        grams = [r.saving_grams for r in scheduled if r.saving_grams is not None]
         return cls(results=results, summary=BatchSummary(
             workloads=len(results), scheduled=len(scheduled),
             unschedulable=len(results) - len(scheduled),
-            saving_grams=round(sum(r.saving_grams or 0.0 for r in scheduled), 3)))
+            saving_grams=round(sum(grams), 3) if grams else None))
 
 
 class ForecastPoint(Response):

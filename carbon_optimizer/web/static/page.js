@@ -139,8 +139,10 @@
     var facts = $("facts");
     if (answer.results) {
       var s = answer.summary;
-      $("saving").textContent = "Batch: " + s.scheduled + " of " + s.workloads + " scheduled; saves " +
-        grams(s.saving_grams) + " CO\u2082eq in all.";
+      // saving_grams is null when no workload gave power or energy: no grams to claim then.
+      $("saving").textContent = "Batch: " + s.scheduled + " of " + s.workloads + " scheduled" +
+        (s.saving_grams === null || s.saving_grams === undefined ? "."
+          : "; saves " + grams(s.saving_grams) + " CO\u2082eq in all.");
       answer.results.forEach(function (r) {
         facts.appendChild(el("li", {}, (r.id || "workload") + ": " + (r.status === "scheduled"
           ? r.zone + ", " + utc(epoch(r.start)) + " to " + utc(epoch(r.end)) + ". " + savingText(r)
