@@ -87,23 +87,88 @@ def best_window(boundaries: np.ndarray, values: np.ndarray, duration: int, earli
     if bounds is None:
         return None
     lo, hi = bounds
+    # Evenly spaced boundaries (every provider's forecast) take the prefix-sum path: one np.diff
+    # both proves the spacing and builds the running integral.
+    diffs = None
+    step = _grid_step(boundaries, duration, granularity)
+    if step is not None:
+        diffs = np.diff(boundaries)
+        if not (diffs == step).all():
+            step = None
     if integral is None:
-        integral = running_integral(boundaries, values)
-    kinks = np.concatenate((boundaries, boundaries - duration))
-    below = (kinks // granularity) * granularity
-    candidates = np.concatenate((below, below + granularity, [lo, hi]))
-    # Unsorted, with repeats: sorting (np.unique) cost more than the whole search; ties are
-    # settled below by taking the earliest start among the near-best.
-    candidates = candidates[(candidates >= lo) & (candidates <= hi)]
-    at_start = np.interp(candidates, boundaries, integral)
-    at_end = np.interp(candidates + duration, boundaries, integral)
-    emissions = at_end - at_start
-    best = emissions.min()
-    tolerance = _TIE_TOLERANCE * max(abs(integral[-1]), 1.0)
-    tied = np.flatnonzero(emissions <= best + tolerance)
-    index = int(tied[np.argmin(candidates[tied])])
+        integral = np.empty(len(boundaries), dtype=np.float64)
+        integral[0] = 0.0
+        if step is not None:  # a float scalar: multiplying by the int64 diffs costs 4x more
+            np.multiply(np.cumsum(values, out=integral[1:]), float(step), out=integral[1:])
+        else:
+            np.cumsum(values * np.diff(boundaries), out=integral[1:])
+    if step is not None:
+        candidates, emissions = _on_grid(boundaries, values, integral, step, duration, lo, hi)
+    else:
+        kinks = np.concatenate((boundaries, boundaries - duration))
+        below = (kinks // granularity) * granularity
+        candidates = np.concatenate((below, below + granularity, [lo, hi]))
+        # Unsorted, with repeats: sorting (np.unique) cost more than the whole search; ties are
+        # settled below by taking the earliest start among the near-best.
+        candidates = candidates[(candidates >= lo) & (candidates <= hi)]
+        at_start = np.interp(candidates, boundaries, integral)
+        at_end = np.interp(candidates + duration, boundaries, integral)
+        emissions = at_end - at_start
+    index = int(np.argmin(emissions))
+    tolerance = _TIE_TOLERANCE * max(abs(float(integral[-1])), 1.0)
+    tied = emissions <= emissions[index] + tolerance
+    if np.count_nonzero(tied) > 1:  # ties go to the earliest start (candidates are not sorted)
+        indices = np.flatnonzero(tied)
+        index = int(indices[np.argmin(candidates[indices])])
     start = int(candidates[index])
     return Window(start=start, end=start + duration, mean_intensity=float(emissions[index] / duration))
+
+
+def _grid_step(boundaries: np.ndarray, duration: int, granularity: int) -> Optional[int]:
+    """The step boundaries would have if evenly spaced on the start grid, with the duration on that
+    grid too (the caller checks the spacing itself); else None."""
+    if len(boundaries) < 2:
+        return None
+    t0, step = int(boundaries[0]), int(boundaries[1] - boundaries[0])
+    if (step <= 0 or step % granularity or t0 % granularity or duration % granularity
+            or int(boundaries[-1]) - t0 != step * (len(boundaries) - 1)):
+        return None
+    return step
+
+
+def _on_grid(boundaries: np.ndarray, values: np.ndarray, integral: np.ndarray, step: int,
+             duration: int, lo: int, hi: int) -> tuple[np.ndarray, np.ndarray]:
+    """The same candidates as the general search, read off the prefix sums without interpolation:
+    on an even grid the kinks are the starts on a boundary (A) and the starts whose end is on one
+    (B), both on the start grid already; plus the ends of the range where they fall between.
+    Exact, as the general path."""
+    t0, n = int(boundaries[0]), len(values)
+    q, r = divmod(duration, step)
+
+    def at(x: int) -> float:  # the running integral at x, inside the series
+        i = min((x - t0) // step, n - 1)
+        return float(integral[i]) + float(values[i]) * (x - t0 - i * step)
+    starts, emissions = [], []
+    for edge in {lo, hi}:
+        if (edge - t0) % step:
+            starts.append(np.array([edge]))
+            emissions.append(np.array([at(edge + duration) - at(edge)]))
+    first, last = -(-(lo - t0) // step), (hi - t0) // step       # A: start = boundary k
+    if first <= last:
+        end = integral[first + q:last + q + 1]
+        if r:
+            end = end + values[first + q:last + q + 1] * r
+        starts.append(boundaries[first:last + 1])
+        emissions.append(end - integral[first:last + 1])
+    if r:
+        first, last = -(-(lo - t0 + duration) // step), (hi - t0 + duration) // step  # B: end = boundary j
+        if first <= last:
+            i = slice(first - q - 1, last - q)                   # the start's own step, step - r in
+            starts.append(boundaries[first:last + 1] - duration)
+            emissions.append(integral[first:last + 1] - integral[i] - values[i] * (step - r))
+    if len(starts) == 1:
+        return starts[0], emissions[0]
+    return np.concatenate(starts), np.concatenate(emissions)
 
 
 def best_window_across(series: Sequence[tuple[np.ndarray, np.ndarray]], duration: int,

@@ -27,6 +27,7 @@ from carbon_optimizer.timeseries import ForecastSeries, to_epoch
 _PROFILES_PATH = Path(__file__).with_name("demo_profiles.json")
 _ZONES_PATH = Path(__file__).with_name("demo_zones.csv")
 HOUR = 3600
+_SERIES_CACHE_SIZE = 2048
 
 
 def _digest(*parts: object) -> int:
@@ -66,6 +67,10 @@ class DemoProvider:
         table = json.loads(_PROFILES_PATH.read_text())
         self._tables = {zone: np.asarray(v, dtype=np.float64) for zone, v in table["profiles"].items()}
         self._levels = demo_zones()
+        # Each (zone, hour, length) series is computed once and then shared, read-only: a request
+        # otherwise spends most of its time hashing 72 hours of wobble. Bounded: the zones in
+        # use times the few hours a worker sees between restarts (LRU beyond that).
+        self._cached_series = lru_cache(maxsize=_SERIES_CACHE_SIZE)(self._compute_series)
 
     def zones(self) -> list[str]:
         return sorted(self._levels.keys() | self._tables.keys())
@@ -80,12 +85,17 @@ class DemoProvider:
 
     def _series(self, zone: str, first_hour: int, hours: int) -> ForecastSeries:
         """Hourly values from `first_hour` (epoch hours) on."""
+        self._week(zone)  # an unknown zone is refused here, never cached
+        return self._cached_series(zone, first_hour, hours)
+
+    def _compute_series(self, zone: str, first_hour: int, hours: int) -> ForecastSeries:
         week = self._week(zone)
         # 1970-01-01 was a Thursday: hour-of-week with Monday 00:00 first is shifted by 3 days.
         epoch_hours = np.arange(first_hour, first_hour + hours)
         slots = (epoch_hours + 72) % 168
         wobble = np.array([(_digest(zone, h) % 1000) / 1000 - 0.5 for h in epoch_hours])
         values = np.round(week[slots] * (1 + 0.1 * wobble), 1)
+        values.flags.writeable = False  # shared through the cache
         start = datetime.fromtimestamp(first_hour * HOUR, tz=timezone.utc)
         return ForecastSeries(zone=zone, provider=self.name, start=start, step_seconds=HOUR,
                               values=values, updated_at=start)
