@@ -573,3 +573,23 @@ def test_on_a_terminal_the_countdown_is_one_line_rewritten(real_answer, tmp_path
     assert process.returncode == 0 and ran.exists()
     text = seen.decode()
     assert "\rcarbon-optimizer: starting in " in text and text.count("\rcarbon-optimizer:") >= 2
+
+
+@pytest.mark.slow
+def test_429_from_the_live_service_is_waited_then_fails_open(tmp_path, redis_prefix):
+    """The real limiter (on Redis, 1 optimize per minute for this key): the second ask is a 429
+    whose Retry-After (up to a minute) is past --max-wait, so the client runs the command at
+    once, loudly, instead of waiting or failing the pipeline."""
+    env = {"API_KEYS": KEY, "RATE_LIMIT_ENABLED": "true", "RATE_LIMIT_OPTIMIZE": "1 per minute",
+           "REDIS_URL": "redis://127.0.0.1:6379/15", "CACHE_KEY_PREFIX": redis_prefix}
+    with GunicornProcess(env, workers=1, threads=2, log_path=tmp_path / "gunicorn.log") as live:
+        first = run_client("plan", "--duration", "PT45M", "--zones", "DE", url=live.url)
+        assert first.returncode == 0, first.stderr
+        command, ran = marker(tmp_path, code=5)
+        started = time.monotonic()
+        second = run_client("wait", "--duration", "PT45M", "--zones", "DE", "--max-wait", "PT2S",
+                            "--", *command, url=live.url)
+        elapsed = time.monotonic() - started
+    assert "429" in second.stderr and "WARNING" in second.stderr, second.stderr
+    assert ran.exists() and second.returncode == 5  # ran at once, its exit code passed through
+    assert elapsed < 15
