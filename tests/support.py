@@ -77,6 +77,7 @@ class ElectricityMapsStandIn:
         self.delay = delay
         self.zone_delay: dict[str, float] = {}  # per zone, instead of `delay`
         self.trickle = trickle
+        self.trickle_head = False  # with trickle: the head too, not only the body
         self.responses: dict[str, tuple[int, object]] = {}
         self.zone_list: tuple[int, object] = (200, electricitymaps_zones())
         self.calls: dict[tuple[str, str], int] = {}
@@ -117,13 +118,17 @@ class ElectricityMapsStandIn:
                     status, body = stand_in.responses.get(
                         zone, (404, {"status": "error", "message": "zone not found"}))
                 payload = body if isinstance(body, bytes) else json.dumps(body).encode()
-                self.send_response(status)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(payload)))
-                self.end_headers()
-                if not stand_in.trickle:
-                    self.wfile.write(payload)
-                    return
+                if stand_in.trickle and stand_in.trickle_head:  # the head a byte at a time too
+                    payload = (f"HTTP/1.1 {status} OK\r\nContent-Type: application/json\r\n"
+                               f"Content-Length: {len(payload)}\r\n\r\n").encode() + payload
+                else:
+                    self.send_response(status)
+                    self.send_header("Content-Type", "application/json")
+                    self.send_header("Content-Length", str(len(payload)))
+                    self.end_headers()
+                    if not stand_in.trickle:
+                        self.wfile.write(payload)
+                        return
                 for byte in payload:
                     self.wfile.write(bytes([byte]))
                     self.wfile.flush()

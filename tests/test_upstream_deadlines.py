@@ -42,13 +42,16 @@ def optimize(client, zones, **extra):
 
 # -- one upstream call has a total budget ---------------------------------------------------------
 
-@pytest.mark.parametrize("fault", ["slow_answer", "trickled_body", "failing_with_retries"])
+@pytest.mark.parametrize("fault", ["slow_answer", "trickled_body", "trickled_head",
+                                   "failing_with_retries"])
 def test_one_upstream_call_stops_at_its_total_budget(fault):
     """Per-read timeouts and retries alone would let each of these run for seconds (the slow answer
-    and the trickle are each under the 10 s read timeout; five retries with backoff take ~8 s)."""
+    and the trickles are each under the 10 s read timeout; five retries with backoff take ~8 s)."""
     stand_in = {"slow_answer": ElectricityMapsStandIn(delay=3.0),
                 "trickled_body": ElectricityMapsStandIn(trickle=0.05),
+                "trickled_head": ElectricityMapsStandIn(trickle=0.05),
                 "failing_with_retries": ElectricityMapsStandIn()}[fault]
+    stand_in.trickle_head = fault == "trickled_head"
     with stand_in:
         stand_in.responses["DE"] = (503, {"status": "error"}) if fault == "failing_with_retries" \
             else forecast("DE")

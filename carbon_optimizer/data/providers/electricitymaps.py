@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import socket
 import threading
 import time
 from datetime import datetime, timedelta, timezone
@@ -12,6 +13,8 @@ from typing import Callable, Optional
 import requests
 import urllib3
 from requests.adapters import HTTPAdapter
+from urllib3.connection import HTTPConnection, HTTPSConnection
+from urllib3.connectionpool import HTTPConnectionPool, HTTPSConnectionPool
 from urllib3.util import Timeout
 from urllib3.util.retry import Retry
 
@@ -65,6 +68,51 @@ class _DeadlineTimeout(Timeout):
         return Timeout(connect=min(self._connect, left), read=self._read, total=left)  # type: ignore[arg-type]
 
 
+class _Tracked:
+    """Connections that note themselves as the one the current call uses, so a watchdog can cut
+    the call at its deadline: urllib3's timeouts are per socket read, and a server sending its
+    status line and headers a byte at a time passes every one of them."""
+
+    def request(self, *args, **kwargs):  # type: ignore[no-untyped-def]
+        holder = getattr(_call_deadline, "holder", None)
+        if holder is not None:
+            holder["connection"] = self
+        return super().request(*args, **kwargs)  # type: ignore[misc]
+
+
+class _TrackedHTTPConnection(_Tracked, HTTPConnection):
+    pass
+
+
+class _TrackedHTTPSConnection(_Tracked, HTTPSConnection):
+    pass
+
+
+class _TrackedHTTPPool(HTTPConnectionPool):
+    ConnectionCls = _TrackedHTTPConnection
+
+
+class _TrackedHTTPSPool(HTTPSConnectionPool):
+    ConnectionCls = _TrackedHTTPSConnection
+
+
+class _TrackedAdapter(HTTPAdapter):
+    def init_poolmanager(self, *args, **kwargs):  # type: ignore[no-untyped-def]
+        super().init_poolmanager(*args, **kwargs)
+        self.poolmanager.pool_classes_by_scheme = {"http": _TrackedHTTPPool,
+                                                   "https": _TrackedHTTPSPool}
+
+
+def _cut(holder: dict) -> None:
+    """The watchdog: shut the call's socket, so whatever read it is blocked in ends now."""
+    sock = getattr(holder.get("connection"), "sock", None)
+    if sock is not None:
+        try:
+            sock.shutdown(socket.SHUT_RDWR)
+        except OSError:
+            pass
+
+
 def _retrying_session(retries: int) -> requests.Session:
     retry = _DeadlineRetry(
         total=retries, connect=retries, read=retries, status=retries,
@@ -76,7 +124,7 @@ def _retrying_session(retries: int) -> requests.Session:
         raise_on_status=False,
     )
     session = requests.Session()
-    adapter = HTTPAdapter(max_retries=retry, pool_connections=4, pool_maxsize=16)
+    adapter = _TrackedAdapter(max_retries=retry, pool_connections=4, pool_maxsize=16)
     session.mount("https://", adapter)
     session.mount("http://", adapter)
     return session
@@ -163,6 +211,10 @@ class ElectricityMapsProvider:
         deadline = started + self._call_seconds
         outcome = "error"
         _call_deadline.at = deadline
+        _call_deadline.holder = holder = {}
+        watchdog = threading.Timer(self._call_seconds, _cut, args=(holder,))
+        watchdog.daemon = True
+        watchdog.start()
         try:
             # Streamed, so that the body is read under the same deadline (and size cap) as the
             # rest of the call: a non-streamed read waits per socket read, however long in all.
@@ -187,7 +239,8 @@ class ElectricityMapsProvider:
                             f"{f'zone {zone}' if zone else path} ({type(exc).__name__})"
             ) from None
         finally:
-            del _call_deadline.at
+            watchdog.cancel()
+            del _call_deadline.at, _call_deadline.holder
             elapsed = time.monotonic() - started
             if self._observer:
                 self._observer(path, outcome, elapsed)
