@@ -39,7 +39,7 @@ _timedelta = TypeAdapter(timedelta)
 def _duration(value: object) -> object:
     """Integer minutes, or an ISO 8601 duration string such as PT2H30M."""
     if isinstance(value, bool):
-        raise ValueError("must be an ISO 8601 duration such as PT2H30M, or whole minutes")
+        raise ValueError("must be an ISO 8601 duration in days, hours and minutes such as PT2H30M or P2D (no years or months), or whole minutes")
     if isinstance(value, int):
         if abs(value) > 10 ** 7:  # beyond any valid duration, and beyond what timedelta holds
             raise ValueError("must be above 0 and at most 7 days")
@@ -49,7 +49,7 @@ def _duration(value: object) -> object:
             return _timedelta.validate_python(value.strip())
         except ValidationError:
             pass
-    raise ValueError("must be an ISO 8601 duration such as PT2H30M, or whole minutes")
+    raise ValueError("must be an ISO 8601 duration in days, hours and minutes such as PT2H30M or P2D (no years or months), or whole minutes")
 
 
 def _iso_duration(value: object) -> object:
@@ -89,6 +89,19 @@ Timestamp = Annotated[AwareDatetime, BeforeValidator(_timestamp),
                       Field(description="RFC 3339 timestamp with an offset", examples=["2026-11-23T08:00:00Z"])]
 
 
+
+
+def _minutes(value: Optional[timedelta]) -> str:
+    return "none" if value is None else f"{value.total_seconds() / 60:g} min"
+
+
+class FieldError(ValueError):
+    """A workload's inconsistency, with the field a client must change to fix it."""
+
+    def __init__(self, field: str, message: str) -> None:
+        super().__init__(message)
+        self.field = field
+
 class Workload(BaseModel):
     """One job to place in the cleanest window (and zone)."""
 
@@ -125,25 +138,32 @@ class Workload(BaseModel):
     @model_validator(mode="after")
     def _consistent(self) -> "Workload":
         if not self.interruptible and (self.min_chunk is not None or self.max_chunks is not None):
-            raise ValueError("min_chunk and max_chunks need interruptible: true")
+            raise FieldError("interruptible", "min_chunk and max_chunks need interruptible: true")
         if self.min_chunk is not None and (
                 self.min_chunk <= timedelta(0) or self.min_chunk > self.duration
                 or self.min_chunk % timedelta(minutes=1)):
-            raise ValueError("min_chunk must be whole minutes, above 0 and at most the duration")
+            raise FieldError("min_chunk", f"min_chunk must be whole minutes, above 0 and at most the duration (got {_minutes(self.min_chunk)} for a duration of {_minutes(self.duration)})")
         if self.duration <= timedelta(0) or self.duration > MAX_DURATION:
-            raise ValueError("duration must be above 0 and at most 7 days")
+            raise FieldError("duration", f"duration must be above 0 and at most 7 days (got {_minutes(self.duration)})")
         if self.duration % timedelta(minutes=1):
-            raise ValueError("duration must be a whole number of minutes")
+            raise FieldError("duration", f"duration must be a whole number of minutes (got {self.duration.total_seconds():g} s)")
         limits = [n for n in ("deadline", "latest_start", "max_delay") if getattr(self, n) is not None]
         if len(limits) > 1:
-            raise ValueError(f"give at most one of deadline, latest_start, max_delay (got {', '.join(limits)})")
+            raise FieldError(limits[1], f"give at most one of deadline, latest_start, max_delay (got {', '.join(limits)})")
         if self.max_delay is not None and self.max_delay < timedelta(0):
-            raise ValueError("max_delay must not be negative")
+            raise FieldError("max_delay", f"max_delay must not be negative (got {_minutes(self.max_delay)})")
         if self.power_kw is not None and self.energy_kwh is not None:
-            raise ValueError("give power_kw or energy_kwh, not both")
+            raise FieldError("energy_kwh", "give power_kw or energy_kwh, not both")
         if self.zones is not None and len(set(self.zones)) != len(self.zones):
-            raise ValueError("zones must not repeat")
+            raise FieldError("zones", "zones must not repeat")
         return self
+
+    def _window_field(self) -> str:
+        """The field that set the end of the allowed window (the one to change when it is wrong)."""
+        for name in ("deadline", "latest_start", "max_delay"):
+            if getattr(self, name) is not None:
+                return name
+        return "earliest_start" if self.earliest_start is not None else "duration"
 
     def to_job(self, now: datetime, default_zones: list[str], default_window: timedelta,
                zones: Optional[Sequence[str]] = None) -> Job:
@@ -160,17 +180,17 @@ class Workload(BaseModel):
             else:
                 latest = earliest + default_window - self.duration
         except OverflowError:
-            raise ValueError("the allowed window must lie between the years 1 and 9999") from None
+            raise FieldError(self._window_field(), "the allowed window must lie between the years 1 and 9999") from None
         if latest < earliest:
-            raise ValueError("the workload cannot start and finish inside its allowed window")
+            raise FieldError(self._window_field(), f"the workload cannot start and finish inside its allowed window (earliest start {rfc3339(earliest)}, latest start {rfc3339(latest)}, duration {_minutes(self.duration)})")
         if earliest < now:  # nothing starts in the past: an earliest start gone by means "from now"
             if latest < now - timedelta(minutes=1):  # a minute's grace for a client's "start now"
-                raise ValueError(f"the latest start ({rfc3339(latest)}) has passed (now is "
+                raise FieldError(self._window_field(), f"the latest start ({rfc3339(latest)}) has passed (now is "
                                  f"{rfc3339(now)}): the workload can no longer start inside its "
                                  "allowed window")
             earliest, latest = now, max(latest, now)
         if latest - earliest > MAX_WINDOW:
-            raise ValueError("the allowed window is longer than 31 days")
+            raise FieldError(self._window_field(), f"the allowed window is longer than 31 days ({rfc3339(earliest)} to {rfc3339(latest)})")
         return Job(id=self.id, duration=int(self.duration.total_seconds()),
                    zones=tuple(zones or self.zones or default_zones),
                    earliest_start=to_epoch(earliest.astimezone(timezone.utc)),

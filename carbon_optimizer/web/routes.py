@@ -95,9 +95,12 @@ _MESSAGES = {
 
 
 def _validation_error(exc: ValidationError) -> RequestError:
-    details = [{"field": _field_path(error["loc"]),
-                "message": _MESSAGES.get(error["type"], error["msg"].removeprefix("Value error, "))}
-               for error in exc.errors(include_input=False, include_url=False)]
+    details = []
+    for error in exc.errors(include_input=False, include_url=False):
+        cause = (error.get("ctx") or {}).get("error")
+        location = tuple(error["loc"]) + ((cause.field,) if isinstance(cause, models.FieldError) else ())
+        details.append({"field": _field_path(location),
+                        "message": _MESSAGES.get(error["type"], error["msg"].removeprefix("Value error, "))})
     return RequestError(FailureCode.INVALID_REQUEST, "the request is not valid; see details", details=details)
 
 
@@ -184,7 +187,9 @@ def _jobs(workloads: list[models.Workload], batch: bool, now: datetime):
                                         timedelta(hours=settings.default_window_hours),
                                         zones=list(where) or None))
         except ValueError as exc:
-            details.append({"field": f"workloads[{index}]" if batch else "body", "message": str(exc)})
+            field = exc.field if isinstance(exc, models.FieldError) else ""
+            details.append({"field": _field_path(((f"workloads", index) if batch else ()) + ((field,) if field else ())),
+                            "message": str(exc)})
     if unknown and not details:
         raise RequestError(FailureCode.ZONE_NOT_FOUND, "unknown zone or cloud region; see details",
                            details=unknown)
