@@ -1,27 +1,42 @@
-"""HTTP benchmark: wrk against Gunicorn (gunicorn.conf.py), real Redis, an Electricity Maps stand-in.
+"""HTTP benchmark: the product as users run it against a plain Flask app, both on gunicorn.conf.py.
 
-    .venv/bin/python bench/http_bench.py [--duration 4] [--repeat 3] [--sustain 60] [--json out.json]
+    .venv/bin/python bench/http_bench.py [--quick] [--duration 4] [--repeat 3] [--sustain 60] [--json out.json]
 
-In one run:
-  1. Gunicorn alone: bench/ceiling_app.py's smallest WSGI app under the same gunicorn.conf.py,
-     workers and threads as the product;
-  2. the product (bench/ceiling_app.py's product(): the real service plus GET /bench/constant, a
-     trivial endpoint through the whole stack) in one Gunicorn, warm cache: the trivial endpoint,
-     GET /health, POST /api/v1/optimize with one workload and with a 50-workload batch;
-     each at 1, 8, 32 and 64 connections, each point `--repeat` times: requests/s, p50 and p99
-     latency, server CPU per request, non-2xx and socket errors (the median run is reported);
-  3. peak resident memory (VmHWM) of every worker;
-  4. a sustained run (default 60 s at 64 connections) with worker recycling off, resident memory of
-     the workers before and after (growth), and one with the shipped recycling (max_requests);
-  5. upstream economy: 200 concurrent cold requests for one zone, stand-in answering after 0.5 s,
+In one run, three Gunicorn servers up at once, each started by the product's gunicorn.conf.py (same
+workers, threads, worker class, access logger and hooks; only the WSGI app differs):
+  - plain Flask (bench/plain_flask.py): one POST endpoint that parses the JSON body
+    (request.get_json()) and answers a small JSON object: the reference;
+  - the product (`app:app`) with the Electricity Maps provider (a stand-in on loopback, cache warm:
+    no upstream call during the load);
+  - the product with the demo provider (the default when no Electricity Maps key is set).
+Both products run with production settings: API_KEYS set (wrk sends X-API-Key), rate limits on
+(RATE_LIMIT_ENABLED=true, counters in Redis through REDIS_URL) with limits far too high to bite.
+
+  1. POST with one workload (SINGLE) to each of the three, and POST /api/v1/optimize with a
+     50-workload batch (BATCH) to each product, at 1, 8, 32 and 64 connections: wrk `--duration`
+     seconds, `--repeat` times, the cases interleaved (plain, product, product, ...) so that the
+     ratios compare runs made seconds apart on a shared machine; the median run by requests/s is
+     kept: requests/s, p50, p99, server CPU per request (the Gunicorn processes' CPU time; Redis's
+     is not counted), non-2xx and socket errors. Any non-2xx answer (a 401: the key; a 429: the
+     limiter bit) or socket error makes the run invalid: it stops with an error.
+  2. Targets, at 32 connections, per provider: one workload at >= 50 % of plain Flask's requests/s
+     and a p99 at most 2x plain Flask's p99. (The batch's target is its server CPU, measured
+     in-process by bench/request_cpu.py; its HTTP figures here are for information.)
+  3. Peak resident memory (VmHWM) of every worker.
+  4. A sustained run (default 60 s at 64 connections, Electricity Maps provider, production settings)
+     with worker recycling off, resident memory of the workers before and after (growth), and one
+     with the shipped recycling (max_requests).
+  5. Upstream economy: 200 concurrent cold requests for one zone, stand-in answering after 0.5 s,
      several workers: how many upstream calls (target 1).
+
+`--quick` (~2 min): 32 connections only, no sustained run.
 
 Why repeat: wrk opens its connections at once, and a Gunicorn gthread worker accepts as many as it
 can, so now and then one worker takes them all and the others idle; such a run halves throughput.
 The median of three runs is the typical case; the range shows the rest.
 
 wrk runs on the same machine as Gunicorn and takes CPU from it; on 2 cores the figures are a floor.
-Needs `wrk` (Debian package) and Redis on 127.0.0.1:6379 (database 12, keys under a unique prefix,
+Needs `wrk` (Debian package) and Redis on 127.0.0.1:6379 (database 12, keys under unique prefixes,
 deleted afterwards).
 """
 
@@ -38,6 +53,7 @@ import tempfile
 import time
 import uuid
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -48,43 +64,75 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from bench.optimizer_bench import machine  # noqa: E402
-from bench.ceiling_app import CONSTANT_PATH  # noqa: E402
+from bench.plain_flask import PATH as PLAIN_PATH  # noqa: E402
+from carbon_optimizer.ops.cpu_budget import cpu_budget  # noqa: E402
 from tests.support import (  # noqa: E402
     ElectricityMapsStandIn, GunicornProcess, delete_keys, hourly_forecast,
 )
 
 REDIS_URL = "redis://127.0.0.1:6379/12"
 CONNECTIONS = (1, 8, 32, 64)
+HEADLINE = 32  # the connections at which the targets are checked
 ZONES = ("DE", "FR", "ES", "PL", "NL")
 SINGLE = {"duration": "PT3H", "zones": ["DE"], "max_delay": "PT40H", "energy_kwh": 10}
 BATCH = {"workloads": [{"id": f"job-{i}", "duration": 30 + 15 * (i % 12),
                         "zones": [ZONES[i % 5], ZONES[(i + 2) % 5]], "max_delay": f"PT{6 + i % 30}H",
                         "power_kw": 1.5} for i in range(50)]}
+OPTIMIZE = "/api/v1/optimize"
+PROVIDERS = ("electricitymaps", "demo")
+THREADS = 4  # gunicorn.conf.py's default (GUNICORN_THREADS)
+
+API_KEY = "bench-api-key-0123456789abcdef"
+# Production settings: keys required, the limiter on with its counters in Redis, limits that a
+# load generator on one key cannot reach (a 429 would end the run).
+PRODUCTION = {"API_KEYS": API_KEY, "RATE_LIMIT_ENABLED": "true",
+              "RATE_LIMIT_DEFAULT": "100000000 per minute", "RATE_LIMIT_OPTIMIZE": "100000000 per minute"}
+TARGET_RPS_SHARE = 0.5
+TARGET_P99_RATIO = 2.0
 
 
 class AppProcess(GunicornProcess):
-    """GunicornProcess for any WSGI app under the same gunicorn.conf.py."""
+    """GunicornProcess for any WSGI app under the same gunicorn.conf.py, up once every worker is."""
 
     def __init__(self, app_spec: str, env: dict, **kwargs):
         super().__init__(env, **kwargs)
         self.app_spec = app_spec
 
     def __enter__(self):
-        if self.app_spec == "app:app":
-            return super().__enter__()
         log = open(self.log_path, "wb") if self.log_path else subprocess.DEVNULL
         self.process = subprocess.Popen(
             [sys.executable, "-m", "gunicorn", "-c", "gunicorn.conf.py", self.app_spec],
             cwd=ROOT, env=self.env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
         deadline = time.monotonic() + 30
         while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise RuntimeError(f"{self.app_spec} exited with {self.process.returncode}")
             try:
-                if requests.get(f"{self.url}/health", timeout=1).status_code == 200:
+                if requests.get(f"{self.url}/health", timeout=1).status_code == 200 \
+                        and len(self.worker_pids()) >= self.workers:
                     return self
             except requests.RequestException:
-                time.sleep(0.1)
+                pass
+            time.sleep(0.1)
         self.__exit__()
         raise RuntimeError(f"{self.app_spec} did not start")
+
+
+class InvalidRun(Exception):
+    pass
+
+
+@dataclass
+class Case:
+    provider: str    # "plain Flask" for the reference
+    endpoint: str    # as shown
+    url: str
+    script: Path
+    server: AppProcess
+
+    @property
+    def label(self) -> str:
+        return f"{self.provider} | {self.endpoint}"
 
 
 def status_kib(pid: int, field: str) -> int:
@@ -102,6 +150,7 @@ def wrk_lua(tmp: Path, name: str, body: dict) -> Path:
     payload = json.dumps(body).replace("\\", "\\\\").replace("'", "\\'")
     script.write_text('wrk.method = "POST"\n'
                       'wrk.headers["Content-Type"] = "application/json"\n'
+                      f'wrk.headers["X-API-Key"] = "{API_KEY}"\n'
                       f"wrk.body = '{payload}'\n")
     return script
 
@@ -114,12 +163,10 @@ def _ms(text: str) -> float:
     return float(number) * _UNITS[unit]
 
 
-def wrk(url: str, connections: int, seconds: int, script: Path | None = None) -> dict:
+def wrk(url: str, connections: int, seconds: int, script: Path) -> dict:
     command = ["wrk", f"-t{min(2, connections)}", f"-c{connections}", f"-d{seconds}s", "--latency",
-               "--timeout", "10s"]
-    if script:
-        command += ["-s", str(script)]
-    out = subprocess.run(command + [url], capture_output=True, text=True, timeout=seconds + 60).stdout
+               "--timeout", "10s", "-s", str(script), url]
+    out = subprocess.run(command, capture_output=True, text=True, timeout=seconds + 60).stdout
     result = {"connections": connections,
               "rps": float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1)),
               "requests": int(re.search(r"(\d+) requests in", out).group(1)),
@@ -151,15 +198,26 @@ def tree_cpu_seconds(master: int) -> float:
     return ticks / _CLOCK_TICKS
 
 
-def measure(url: str, connections: int, seconds: int, script: Path | None, master: int,
-            repeat: int) -> dict:
-    """wrk `repeat` times; the median run by requests/s, with every run's rate and CPU per request."""
-    runs = []
-    for _ in range(repeat):
-        before = tree_cpu_seconds(master)
-        row = wrk(url, connections, seconds, script)
-        row["cpu_ms_per_request"] = 1000 * (tree_cpu_seconds(master) - before) / max(1, row["requests"])
-        runs.append(row)
+def one_run(case: Case, connections: int, seconds: int) -> dict:
+    master = case.server.process.pid
+    before = tree_cpu_seconds(master)
+    row = wrk(case.url, connections, seconds, case.script)
+    row["cpu_ms_per_request"] = 1000 * (tree_cpu_seconds(master) - before) / max(1, row["requests"])
+    if row["non_2xx"] or row["socket_errors"]:
+        # wrk does not say which status: ask once more, with the same body and key, to name it.
+        body = json.loads(re.search(r"wrk.body = '(.*)'", case.script.read_text()).group(1))
+        try:
+            now = requests.post(case.url, json=body, headers={"X-API-Key": API_KEY}, timeout=10)
+            seen = f"a request sent now answers {now.status_code}: {now.text[:200]}"
+        except requests.RequestException as exc:
+            seen = f"a request sent now fails: {type(exc).__name__}"
+        raise InvalidRun(f"INVALID RUN: {case.label} at {connections} connections: {row['non_2xx']} "
+                         f"non-2xx answers, {row['socket_errors']} socket errors ({seen}). A 401 means the "
+                         f"API key, a 429 the limiter: the figures would not be the product's.")
+    return row
+
+
+def median_of(runs: list[dict]) -> dict:
     ordered = sorted(runs, key=lambda r: r["rps"])
     median = dict(ordered[len(ordered) // 2])
     median["rps_runs"] = [round(r["rps"]) for r in runs]
@@ -168,137 +226,209 @@ def measure(url: str, connections: int, seconds: int, script: Path | None, maste
     return median
 
 
-def show(label: str, row: dict, reference: dict | None = None) -> None:
-    share = f"{100 * row['rps'] / reference['rps']:5.1f} % of the trivial endpoint" if reference else ""
-    runs = "/".join(str(v) for v in row.get("rps_runs", []))
-    cpu = f"CPU {row['cpu_ms_per_request']:.2f} ms/req  " if "cpu_ms_per_request" in row else ""
-    print(f"{label:<24} c={row['connections']:<3} {row['rps']:>7.0f} req/s ({runs:<17}) p50 "
-          f"{row['p50_ms']:>6.2f} ms  p99 {row['p99_ms']:>7.2f} ms  {cpu}non-2xx {row['non_2xx']}  "
-          f"socket errors {row['socket_errors']}  {share}", flush=True)
+def show(row: dict) -> None:
+    runs = "/".join(str(v) for v in row["rps_runs"])
+    ratios = ""
+    if "rps_vs_plain" in row:
+        ratios = f"  vs plain: req/s {100 * row['rps_vs_plain']:5.1f} %, p99 {row['p99_vs_plain']:.2f}x"
+    print(f"{row['provider']:<16} {row['endpoint']:<18} c={row['connections']:<3} {row['rps']:>7.0f} req/s "
+          f"({runs:<17}) p50 {row['p50_ms']:>7.2f} ms  p99 {row['p99_ms']:>7.2f} ms  CPU "
+          f"{row['cpu_ms_per_request']:.2f} ms/req  non-2xx {row['non_2xx']}  socket errors "
+          f"{row['socket_errors']}{ratios}", flush=True)
 
 
-def service_env(stand_in: ElectricityMapsStandIn, prefix: str, tmp: Path, **extra: str) -> dict:
-    return {"CARBON_PROVIDER": "electricitymaps", "ELECTRICITY_MAPS_API_KEY": "bench-key",
-            "ELECTRICITY_MAPS_BASE_URL": stand_in.url, "REDIS_URL": REDIS_URL,
-            "CACHE_KEY_PREFIX": prefix, "UPSTREAM_RETRIES": "0", "CACHE_TTL_SECONDS": "3600",
-            "LOG_LEVEL": "WARNING", "PROMETHEUS_MULTIPROC_DIR": str(tmp / f"metrics-{uuid.uuid4().hex[:6]}"),
-            # The stack's speed, not the limiter's: rate limits (on by default) would answer 429.
-            "RATE_LIMIT_ENABLED": "false",
-            **extra}
+def product_env(provider: str, stand_in: ElectricityMapsStandIn, prefix: str, tmp: Path,
+                **extra: str) -> dict:
+    env = {"REDIS_URL": REDIS_URL, "CACHE_KEY_PREFIX": prefix, "UPSTREAM_RETRIES": "0",
+           "CACHE_TTL_SECONDS": "3600", "LOG_LEVEL": "WARNING",
+           "PROMETHEUS_MULTIPROC_DIR": str(tmp / f"metrics-{uuid.uuid4().hex[:6]}"), **PRODUCTION}
+    if provider == "demo":
+        env["CARBON_PROVIDER"] = "demo"
+    else:
+        env |= {"CARBON_PROVIDER": "electricitymaps", "ELECTRICITY_MAPS_API_KEY": "bench-key",
+                "ELECTRICITY_MAPS_BASE_URL": stand_in.url}
+    return env | extra
+
+
+def check_production(service: AppProcess, store: redis.Redis, prefix: str, provider: str) -> None:
+    """Fail unless the product really runs as in production: key required, limiter counting in Redis."""
+    url = f"{service.url}{OPTIMIZE}"
+    refused = requests.post(url, json=SINGLE, timeout=30)
+    if refused.status_code != 401:
+        raise InvalidRun(f"INVALID RUN: {provider}: a request without X-API-Key answered "
+                         f"{refused.status_code}, not 401: API keys are not enforced")
+    for body in (SINGLE, BATCH):  # also warms the cache and each path once
+        answer = requests.post(url, json=body, headers={"X-API-Key": API_KEY}, timeout=30)
+        if answer.status_code != 200:
+            raise InvalidRun(f"INVALID RUN: {provider}: warm-up answered {answer.status_code}: "
+                             f"{answer.text[:300]}")
+        if "X-RateLimit-Limit" not in answer.headers:
+            raise InvalidRun(f"INVALID RUN: {provider}: no X-RateLimit-Limit header: the limiter is off")
+    if next(store.scan_iter(match=f"{prefix}ratelimit*", count=1000), None) is None:
+        raise InvalidRun(f"INVALID RUN: {provider}: no rate-limit counter under {prefix}ratelimit in "
+                         f"Redis: the limiter does not count in Redis")
 
 
 def economy(tmp: Path, workers: int, count: int = 200) -> dict:
-    client = redis.Redis.from_url(REDIS_URL)
+    store = redis.Redis.from_url(REDIS_URL)
     prefix = f"bench-economy-{uuid.uuid4().hex[:8]}:"
     start = datetime.now(timezone.utc).replace(minute=0, second=0, microsecond=0)
     with ElectricityMapsStandIn(delay=0.5) as stand_in:
         stand_in.responses["DE"] = (200, hourly_forecast("DE", start, [300.0 - i for i in range(72)]))
         try:
-            with AppProcess("app:app", service_env(stand_in, prefix, tmp), workers=workers,
-                            threads=8) as service:
-                url = f"{service.url}/api/v1/optimize"
+            with AppProcess("app:app", product_env("electricitymaps", stand_in, prefix, tmp),
+                            workers=workers, threads=8) as service:
+                url = f"{service.url}{OPTIMIZE}"
                 with ThreadPoolExecutor(max_workers=count) as pool:
                     started = time.monotonic()
                     statuses = list(pool.map(
-                        lambda _: requests.post(url, json=SINGLE, timeout=60).status_code, range(count)))
+                        lambda _: requests.post(url, json=SINGLE, headers={"X-API-Key": API_KEY},
+                                                timeout=60).status_code, range(count)))
                     elapsed = time.monotonic() - started
             return {"requests": count, "workers": workers, "ok": statuses.count(200),
                     "upstream_calls": stand_in.upstream_calls("forecast", "DE"),
                     "seconds": round(elapsed, 2)}
         finally:
-            delete_keys(client, prefix)
+            delete_keys(store, prefix)
+
+
+def targets(points: list[dict]) -> list[dict]:
+    out = []
+    for provider in PROVIDERS:
+        row = next((p for p in points if p["provider"] == provider and p["endpoint"] == "optimize x1"
+                    and p["connections"] == HEADLINE), None)
+        if row:
+            out.append({"provider": provider, "connections": HEADLINE,
+                        "rps_vs_plain": row["rps_vs_plain"],
+                        "rps_met": row["rps_vs_plain"] >= TARGET_RPS_SHARE,
+                        "p99_vs_plain": row["p99_vs_plain"],
+                        "p99_met": row["p99_vs_plain"] <= TARGET_P99_RATIO})
+    return out
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--quick", action="store_true",
+                        help=f"{HEADLINE} connections only, no sustained run (~2 min)")
+    parser.add_argument("--connections", type=lambda s: tuple(int(c) for c in s.split(",")),
+                        help="comma-separated (default 1,8,32,64; --quick: 32)")
     parser.add_argument("--duration", type=int, default=4, help="seconds per wrk run")
     parser.add_argument("--repeat", type=int, default=3, help="wrk runs per point (the median is kept)")
-    parser.add_argument("--sustain", type=int, default=60, help="seconds of the sustained run (0: skip)")
-    parser.add_argument("--workers", type=int, default=(os.cpu_count() or 1) * 2 + 1,
-                        help="Gunicorn workers (default: gunicorn.conf.py's, cpu * 2 + 1)")
+    parser.add_argument("--sustain", type=int, help="seconds of the sustained run (0: skip; default 60, "
+                                                    "--quick: 0)")
+    parser.add_argument("--no-batch", action="store_true", help="skip the 50-workload batch")
+    parser.add_argument("--workers", type=int, default=cpu_budget().workers(),
+                        help="Gunicorn workers (default: gunicorn.conf.py's, 2 x usable CPUs + 1)")
     parser.add_argument("--json", type=Path)
     args = parser.parse_args()
+    connections = args.connections or ((HEADLINE,) if args.quick else CONNECTIONS)
+    sustain = args.sustain if args.sustain is not None else (0 if args.quick else 60)
     if not shutil.which("wrk"):
         sys.exit("wrk is missing: apt-get install wrk")
     info = machine()
-    print("# HTTP benchmark —", json.dumps({**info, "workers": args.workers, "threads": 4,
-                                             "repeat": args.repeat, "duration_s": args.duration}))
-    results: dict = {"machine": info, "workers": args.workers, "repeat": args.repeat,
-                     "duration_s": args.duration}
-    client = redis.Redis.from_url(REDIS_URL)
-    client.ping()
+    settings = {k: v for k, v in PRODUCTION.items() if k != "API_KEYS"} | {"API_KEYS": "(one key, sent)"}
+    header = {"workers": args.workers, "threads": THREADS, "repeat": args.repeat, "duration_s": args.duration,
+              "connections": list(connections), "settings": settings}
+    print("# HTTP benchmark —", json.dumps({**info, **header}))
+    results: dict = {"machine": info, **header}
+    store = redis.Redis.from_url(REDIS_URL)
+    store.ping()
     tmp = Path(tempfile.mkdtemp(prefix="http-bench-"))
     start = datetime.now(timezone.utc).replace(minute=0, second=0, microsecond=0)
-    scripts = {"optimize": wrk_lua(tmp, "single", SINGLE), "batch50": wrk_lua(tmp, "batch", BATCH)}
+    single = wrk_lua(tmp, "single", SINGLE)
+    batch = wrk_lua(tmp, "batch", BATCH)
+    prefixes = {p: f"bench-http-{p[:4]}-{uuid.uuid4().hex[:8]}:" for p in PROVIDERS}
+    try:
+        with ElectricityMapsStandIn() as stand_in, \
+                AppProcess("bench.plain_flask:app",
+                           {"PROMETHEUS_MULTIPROC_DIR": str(tmp / "plain-metrics"), "LOG_LEVEL": "WARNING"},
+                           workers=args.workers, threads=THREADS) as plain, \
+                AppProcess("app:app", product_env("electricitymaps", stand_in, prefixes["electricitymaps"],
+                                                  tmp), workers=args.workers, threads=THREADS) as em, \
+                AppProcess("app:app", product_env("demo", stand_in, prefixes["demo"], tmp),
+                           workers=args.workers, threads=THREADS) as demo:
+            for index, zone in enumerate(ZONES):
+                values = [200 + 100 * ((h + 3 * index) % 24 < 12) - h % 7 for h in range(72)]
+                stand_in.responses[zone] = (200, hourly_forecast(zone, start, values))
+            products = {"electricitymaps": em, "demo": demo}
+            for provider, service in products.items():
+                check_production(service, store, prefixes[provider], provider)
+            plain_answer = requests.post(f"{plain.url}{PLAIN_PATH}", json=SINGLE, timeout=10)
+            assert plain_answer.status_code == 200, plain_answer.text
+            upstream_before = stand_in.upstream_calls("forecast")
 
-    # 1. Gunicorn alone
-    with AppProcess("bench.ceiling_app:app", {"PROMETHEUS_MULTIPROC_DIR": str(tmp / "ceiling-metrics")},
-                    workers=args.workers) as process:
-        results["gunicorn alone"] = []
-        for c in CONNECTIONS:
-            results["gunicorn alone"].append(
-                measure(f"{process.url}/", c, args.duration, None, process.process.pid, args.repeat))
-            show("Gunicorn alone", results["gunicorn alone"][-1])
+            # 1. interleaved: each repeat runs every case once, one after the other
+            cases = [Case("plain Flask", "POST x1 (reference)", f"{plain.url}{PLAIN_PATH}", single, plain)]
+            cases += [Case(p, "optimize x1", f"{s.url}{OPTIMIZE}", single, s) for p, s in products.items()]
+            if not args.no_batch:
+                cases += [Case(p, "optimize x50", f"{s.url}{OPTIMIZE}", batch, s) for p, s in products.items()]
+            points = []
+            for c in connections:
+                runs: dict[str, list[dict]] = {case.label: [] for case in cases}
+                for _ in range(args.repeat):
+                    for case in cases:
+                        runs[case.label].append(one_run(case, c, args.duration))
+                reference = None
+                for case in cases:
+                    row = {"provider": case.provider, "endpoint": case.endpoint, **median_of(runs[case.label])}
+                    if case.server is plain:
+                        reference = row
+                    elif case.endpoint == "optimize x1":
+                        row["rps_vs_plain"] = row["rps"] / reference["rps"]
+                        row["p99_vs_plain"] = row["p99_ms"] / reference["p99_ms"]
+                    points.append(row)
+                    show(row)
+            results["points"] = points
+            results["targets"] = targets(points)
+            results["upstream_calls_during_load"] = stand_in.upstream_calls("forecast") - upstream_before
 
-    prefix = f"bench-http-{uuid.uuid4().hex[:8]}:"
-    with ElectricityMapsStandIn() as stand_in:
-        for index, zone in enumerate(ZONES):
-            values = [200 + 100 * ((h + 3 * index) % 24 < 12) - h % 7 for h in range(72)]
-            stand_in.responses[zone] = (200, hourly_forecast(zone, start, values))
-        try:
-            # 2-3. the product and its trivial endpoint in one Gunicorn, warm cache
-            with AppProcess("bench.ceiling_app:product()", service_env(stand_in, prefix, tmp),
-                            workers=args.workers) as service:
-                for body in (SINGLE, BATCH):
-                    answer = requests.post(f"{service.url}/api/v1/optimize", json=body, timeout=30)
-                    assert answer.status_code == 200, answer.text
-                reference: dict[int, dict] = {}
-                for name, path, script in (("trivial endpoint", CONSTANT_PATH, None),
-                                           ("GET /health", "/health", None),
-                                           ("POST optimize x1", "/api/v1/optimize", scripts["optimize"]),
-                                           ("POST optimize x50", "/api/v1/optimize", scripts["batch50"])):
-                    rows = []
-                    for c in CONNECTIONS:
-                        rows.append(measure(f"{service.url}{path}", c, args.duration, script,
-                                            service.process.pid, args.repeat))
-                        if name == "trivial endpoint":
-                            reference[c] = rows[-1]
-                        show(name, rows[-1], None if name == "trivial endpoint" else reference[c])
-                    results[name] = rows
-                workers = service.worker_pids()
-                results["peak_rss_kib"] = {pid: status_kib(pid, "VmHWM") for pid in workers}
-                print("peak resident memory per worker (VmHWM, MiB):",
-                      ", ".join(f"{v / 1024:.1f}" for v in results["peak_rss_kib"].values()))
-                print("upstream calls during the load:", stand_in.upstream_calls("forecast"))
+            # 3. memory
+            results["peak_rss_kib"] = {
+                name: {pid: status_kib(pid, "VmHWM") for pid in server.worker_pids()}
+                for name, server in (("plain Flask", plain), *products.items())}
+            for name, peaks in results["peak_rss_kib"].items():
+                print(f"peak resident memory per worker (VmHWM, MiB), {name}:",
+                      ", ".join(f"{v / 1024:.1f}" for v in peaks.values()))
+            print("upstream calls during the load:", results["upstream_calls_during_load"])
 
-            # 4. sustained load, recycling off (growth shows) and as shipped
-            if args.sustain:
-                for label, extra in (("recycling off", {"GUNICORN_MAX_REQUESTS": "0"}),
-                                     ("as shipped", {})):
-                    with AppProcess("app:app", service_env(stand_in, prefix, tmp, **extra),
-                                    workers=args.workers) as service:
-                        for _ in range(3):
-                            requests.post(f"{service.url}/api/v1/optimize", json=SINGLE, timeout=30)
-                        subprocess.run(["wrk", "-t2", "-c64", "-d3s", "-s", str(scripts["optimize"]),
-                                        f"{service.url}/api/v1/optimize"], capture_output=True)
+        # 4. sustained load, recycling off (growth shows) and as shipped
+        if sustain:
+            with ElectricityMapsStandIn() as stand_in:
+                for index, zone in enumerate(ZONES):
+                    values = [200 + 100 * ((h + 3 * index) % 24 < 12) - h % 7 for h in range(72)]
+                    stand_in.responses[zone] = (200, hourly_forecast(zone, start, values))
+                for label, extra in (("recycling off", {"GUNICORN_MAX_REQUESTS": "0"}), ("as shipped", {})):
+                    prefix = prefixes["electricitymaps"]
+                    with AppProcess("app:app", product_env("electricitymaps", stand_in, prefix, tmp, **extra),
+                                    workers=args.workers, threads=THREADS) as service:
+                        check_production(service, store, prefix, "electricitymaps")
+                        case = Case("electricitymaps", f"sustained, {label}", f"{service.url}{OPTIMIZE}",
+                                    single, service)
+                        subprocess.run(["wrk", "-t2", "-c64", "-d3s", "-s", str(single), case.url],
+                                       capture_output=True)
                         pids = service.worker_pids()
                         before = {pid: status_kib(pid, "VmRSS") for pid in pids}
-                        row = wrk(f"{service.url}/api/v1/optimize", 64, args.sustain, scripts["optimize"])
+                        row = one_run(case, 64, sustain)
                         after = {pid: status_kib(pid, "VmRSS") for pid in service.worker_pids()}
                         same = [pid for pid in pids if pid in after]
                         growth = [after[p] - before[p] for p in same]
-                        row.update(label=label, seconds=args.sustain,
+                        row.update(provider=case.provider, endpoint=case.endpoint, label=label,
+                                   seconds=sustain, rps_runs=[round(row["rps"])],
                                    rss_before_kib=before, rss_after_kib=after,
                                    workers_replaced=len(pids) - len(same),
                                    max_growth_kib=max(growth) if growth else None)
                         results.setdefault("sustained", []).append(row)
-                        show(f"sustained {args.sustain}s, {label}", row)
+                        show(row)
                         print(f"   resident MiB before {[round(v / 1024, 1) for v in before.values()]} "
                               f"after {[round(v / 1024, 1) for v in after.values()]}; workers replaced "
                               f"{row['workers_replaced']}; max growth of a surviving worker "
                               f"{(row['max_growth_kib'] or 0) / 1024:.1f} MiB", flush=True)
-        finally:
-            delete_keys(client, prefix)
+    except InvalidRun as exc:
+        print(f"\n{exc}", file=sys.stderr, flush=True)
+        return 1
+    finally:
+        for prefix in prefixes.values():
+            delete_keys(store, prefix)
 
     # 5. upstream economy
     results["economy"] = economy(tmp, workers=max(4, args.workers))
@@ -307,15 +437,17 @@ def main() -> int:
           f"{e['ok']} answered 200, {e['upstream_calls']} upstream call(s) in {e['seconds']} s "
           f"(target 1)")
 
-    at32 = {name: next(r for r in results[name] if r["connections"] == 32)
-            for name in ("gunicorn alone", "trivial endpoint", "POST optimize x1")}
-    share = at32["POST optimize x1"]["rps"] / at32["trivial endpoint"]["rps"]
-    bare = at32["POST optimize x1"]["rps"] / at32["gunicorn alone"]["rps"]
-    p99 = at32["POST optimize x1"]["p99_ms"]
-    print(f"\ntargets at 32 connections: optimize {100 * share:.0f} % of the trivial endpoint's throughput "
-          f"(target >= 50 %): {'MET' if share >= 0.5 else 'NOT MET'} ({100 * bare:.0f} % of Gunicorn "
-          f"alone); p99 {p99:.1f} ms (target < 20 ms): {'MET' if p99 < 20 else 'NOT MET'}; upstream "
-          f"calls {e['upstream_calls']} (target 1): {'MET' if e['upstream_calls'] == 1 else 'NOT MET'}")
+    print(f"\ntargets at {HEADLINE} connections, POST {OPTIMIZE} with one workload, production settings, "
+          f"against plain Flask in the same run:")
+    for t in results["targets"]:
+        print(f"  {t['provider']:<16} req/s {100 * t['rps_vs_plain']:.0f} % of plain Flask (target >= "
+              f"{100 * TARGET_RPS_SHARE:.0f} %): {'MET' if t['rps_met'] else 'NOT MET'}; p99 "
+              f"{t['p99_vs_plain']:.2f}x plain Flask's (target <= {TARGET_P99_RATIO:g}x): "
+              f"{'MET' if t['p99_met'] else 'NOT MET'}")
+    if not results["targets"]:
+        print(f"  not checked: {HEADLINE} connections were not measured")
+    print(f"  upstream calls {e['upstream_calls']} (target 1): {'MET' if e['upstream_calls'] == 1 else 'NOT MET'}")
+    print("  the 50-workload batch's server CPU target is checked in-process: bench/request_cpu.py")
     if args.json:
         args.json.write_text(json.dumps(results, indent=2, default=str))
     shutil.rmtree(tmp, ignore_errors=True)

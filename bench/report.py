@@ -19,28 +19,35 @@ def optimizer(data: dict) -> None:
 
 
 def http(data: dict) -> None:
-    reference = {r["connections"]: r for r in data["trivial endpoint"]}
-    print("| endpoint | connections | req/s (median) | req/s, each run | p50 (ms) | p99 (ms) "
-          "| CPU per request (ms) | share of the trivial endpoint | non-2xx | socket errors |")
-    print("|---|---|---|---|---|---|---|---|---|---|")
-    for name in ("gunicorn alone", "trivial endpoint", "GET /health", "POST optimize x1",
-                 "POST optimize x50"):
-        for r in data[name]:
-            share = ("—" if name in ("gunicorn alone", "trivial endpoint")
-                     else f"{100 * r['rps'] / reference[r['connections']]['rps']:.0f} %")
-            label = {"gunicorn alone": "Gunicorn alone (bare WSGI app)",
-                     "trivial endpoint": "trivial endpoint (product stack)"}.get(name, name)
-            runs = " / ".join(f"{v:,}" for v in r["rps_runs"])
-            print(f"| {label} | {r['connections']} | {r['rps']:,.0f} | {runs} | {r['p50_ms']:.2f} "
-                  f"| {r['p99_ms']:.1f} | {r['cpu_ms_per_request']:.2f} | {share} | {r['non_2xx']} "
-                  f"| {r['socket_errors']} |")
+    settings = ", ".join(f"{k}={v}" for k, v in data["settings"].items())
+    print(f"Gunicorn: {data['workers']} workers x {data['threads']} threads (gunicorn.conf.py); wrk "
+          f"{data['duration_s']} s x {data['repeat']} per point, interleaved; product settings: {settings}.")
     print()
-    print("Peak resident memory per worker (VmHWM):",
-          ", ".join(f"{v / 1024:.1f} MiB" for v in data["peak_rss_kib"].values()))
+    print("| provider | endpoint | connections | req/s (median) | req/s, each run | p50 (ms) | p99 (ms) "
+          "| server CPU per request (ms) | non-2xx | socket errors | req/s vs plain Flask | p99 vs plain Flask |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|---|")
+    for r in data["points"]:
+        share = f"{100 * r['rps_vs_plain']:.0f} %" if "rps_vs_plain" in r else "—"
+        p99 = f"{r['p99_vs_plain']:.2f}x" if "p99_vs_plain" in r else "—"
+        runs = " / ".join(f"{v:,}" for v in r["rps_runs"])
+        print(f"| {r['provider']} | {r['endpoint']} | {r['connections']} | {r['rps']:,.0f} | {runs} "
+              f"| {r['p50_ms']:.2f} | {r['p99_ms']:.1f} | {r['cpu_ms_per_request']:.2f} | {r['non_2xx']} "
+              f"| {r['socket_errors']} | {share} | {p99} |")
+    print()
+    print("| provider (optimize x1, 32 connections) | req/s vs plain Flask (target >= 50 %) | met "
+          "| p99 vs plain Flask (target <= 2x) | met |")
+    print("|---|---|---|---|---|")
+    for t in data["targets"]:
+        print(f"| {t['provider']} | {100 * t['rps_vs_plain']:.0f} % | {'**met**' if t['rps_met'] else '**not met**'} "
+              f"| {t['p99_vs_plain']:.2f}x | {'**met**' if t['p99_met'] else '**not met**'} |")
+    print()
+    for name, peaks in data["peak_rss_kib"].items():
+        print(f"Peak resident memory per worker (VmHWM), {name}:",
+              ", ".join(f"{v / 1024:.1f} MiB" for v in peaks.values()))
     for r in data.get("sustained", []):
         before = [round(v / 1024, 1) for v in r["rss_before_kib"].values()]
         after = [round(v / 1024, 1) for v in r["rss_after_kib"].values()]
-        print(f"\nSustained {r['seconds']} s at 64 connections, {r['label']}: {r['rps']:.0f} req/s, "
+        print(f"\nSustained {r['seconds']} s at 64 connections, {r['provider']}, {r['label']}: {r['rps']:.0f} req/s, "
               f"p50 {r['p50_ms']:.1f} ms, p99 {r['p99_ms']:.1f} ms, non-2xx {r['non_2xx']}, socket errors "
               f"{r['socket_errors']}; resident MiB before {before}, after {after}; workers replaced "
               f"{r['workers_replaced']}; largest growth of a surviving worker "
