@@ -127,6 +127,7 @@ class Case:
     provider: str    # "plain Flask" for the reference
     endpoint: str    # as shown
     url: str
+    body: dict
     script: Path
     server: AppProcess
 
@@ -205,9 +206,8 @@ def one_run(case: Case, connections: int, seconds: int) -> dict:
     row["cpu_ms_per_request"] = 1000 * (tree_cpu_seconds(master) - before) / max(1, row["requests"])
     if row["non_2xx"] or row["socket_errors"]:
         # wrk does not say which status: ask once more, with the same body and key, to name it.
-        body = json.loads(re.search(r"wrk.body = '(.*)'", case.script.read_text()).group(1))
         try:
-            now = requests.post(case.url, json=body, headers={"X-API-Key": API_KEY}, timeout=10)
+            now = requests.post(case.url, json=case.body, headers={"X-API-Key": API_KEY}, timeout=10)
             seen = f"a request sent now answers {now.status_code}: {now.text[:200]}"
         except requests.RequestException as exc:
             seen = f"a request sent now fails: {type(exc).__name__}"
@@ -358,10 +358,11 @@ def main() -> int:
             upstream_before = stand_in.upstream_calls("forecast")
 
             # 1. interleaved: each repeat runs every case once, one after the other
-            cases = [Case("plain Flask", "POST x1 (reference)", f"{plain.url}{PLAIN_PATH}", single, plain)]
-            cases += [Case(p, "optimize x1", f"{s.url}{OPTIMIZE}", single, s) for p, s in products.items()]
+            cases = [Case("plain Flask", "POST x1 (reference)", f"{plain.url}{PLAIN_PATH}", SINGLE, single,
+                          plain)]
+            cases += [Case(p, "optimize x1", f"{s.url}{OPTIMIZE}", SINGLE, single, s) for p, s in products.items()]
             if not args.no_batch:
-                cases += [Case(p, "optimize x50", f"{s.url}{OPTIMIZE}", batch, s) for p, s in products.items()]
+                cases += [Case(p, "optimize x50", f"{s.url}{OPTIMIZE}", BATCH, batch, s) for p, s in products.items()]
             points = []
             for c in connections:
                 runs: dict[str, list[dict]] = {case.label: [] for case in cases}
@@ -403,7 +404,7 @@ def main() -> int:
                                     workers=args.workers, threads=THREADS) as service:
                         check_production(service, store, prefix, "electricitymaps")
                         case = Case("electricitymaps", f"sustained, {label}", f"{service.url}{OPTIMIZE}",
-                                    single, service)
+                                    SINGLE, single, service)
                         subprocess.run(["wrk", "-t2", "-c64", "-d3s", "-s", str(single), case.url],
                                        capture_output=True)
                         pids = service.worker_pids()
