@@ -122,13 +122,6 @@ class _OneCallFixedWindow(FixedWindowRateLimiter):
             g.setdefault(_WINDOWS, {})[key] = (count, window_end)
         return count <= item.amount
 
-    def test(self, item: RateLimitItem, *identifiers: str, cost: int = 1) -> bool:
-        try:
-            return super().test(item, *identifiers, cost=cost)
-        except Exception as exc:
-            _storage_error(exc)
-            raise
-
     def get_window_stats(self, item: RateLimitItem, *identifiers: str) -> WindowStats:
         # Popped, not read: a later request sharing this app context (tests do) must not see it.
         known = g.get(_WINDOWS, {}).pop(item.key_for(*identifiers), None) if has_request_context() else None
