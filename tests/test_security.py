@@ -186,17 +186,26 @@ def test_the_optimize_limit_is_declared_on_the_view_so_a_renamed_route_keeps_it(
 
 
 def test_default_limit_is_one_budget_per_client_across_routes_and_keyed_by_api_key():
-    client = build({"API_KEYS": f"{KEY_1},{KEY_2}", "RATE_LIMIT_DEFAULT": "3 per hour"}).test_client()
+    client = build({"API_KEYS": f"{KEY_1},{KEY_2}", "RATE_LIMIT_DEFAULT": "3 per hour",
+                    "RATE_LIMIT_OPTIMIZE": "2 per minute"}).test_client()
     one, two = {"X-API-Key": KEY_1}, {"X-API-Key": KEY_2}
     assert client.get("/api/v1/forecast?zone=DE", headers=one).status_code == 200
+    # POST /optimize has a budget of its own and spends only that one, not the default.
     assert client.post("/api/v1/optimize", json=BODY, headers=one).status_code == 200
     assert client.get("/api/v1/openapi.json", headers=one).status_code == 200
+    assert client.get("/api/v1/forecast?zone=DE", headers=one).status_code == 200
     assert client.get("/api/v1/forecast?zone=DE", headers=one).status_code == 429
+    # The default budget spent does not refuse optimize, whose own budget has 1 of 2 left.
+    assert [client.post("/api/v1/optimize", json=BODY, headers=one).status_code for _ in range(2)] == [200, 429]
     assert client.get("/api/v1/forecast?zone=DE", headers=two).status_code == 200  # its own budget
     # Key guessing from one address is limited too (wrong keys count against the address).
     statuses = [client.get("/api/v1/forecast?zone=DE", headers={"X-API-Key": f"guess-{i}"}).status_code
                 for i in range(5)]
     assert statuses == [401, 401, 401, 429, 429]
+    # ... also at POST /optimize, against its own budget: the limit is checked before the key.
+    guesses = [client.post("/api/v1/optimize", json=BODY, headers={"X-API-Key": f"guess-{i}"}).status_code
+               for i in range(4)]
+    assert guesses == [401, 401, 429, 429]
 
 
 def test_client_ip_comes_from_the_trusted_proxy_hop_so_x_forwarded_for_cannot_be_spoofed():

@@ -1,37 +1,46 @@
-"""Rate limits (flask-limiter): RATE_LIMIT_DEFAULT is one budget per client across the API, and a
-route may declare a limit of its own with `@limit(...)`, e.g. POST /optimize's RATE_LIMIT_OPTIMIZE.
-Clients are told apart by `auth.client_identity` (a valid API key, else the client IP). Counters
-live in Redis when REDIS_URL is set, so N per minute holds across Gunicorn workers; with Redis down
-each worker falls back to in-memory counters, and /health says so. /health and /metrics are never
-limited.
+"""Rate limits (flask-limiter): one budget per client and route. A route may declare a limit of its
+own with `@limit(...)`, e.g. POST /optimize's RATE_LIMIT_OPTIMIZE, and is then checked against
+that limit only; every other API route spends RATE_LIMIT_DEFAULT, one budget shared by all of
+them. Clients are told apart by `auth.client_identity` (a valid API key, else the client IP).
+Counters live in Redis when REDIS_URL is set, so N per window holds across Gunicorn workers; with
+Redis down each worker falls back to in-memory counters, and /health says so. /health, /metrics
+and the pages' static files are never limited.
 
-Only requests that no limit refused are charged: a 429 gives back what it took from every budget
-(so a client hammering one limit does not keep its other budgets spent). A Redis error or timeout
-never turns into an error answer: the request is checked against the in-process fallback or, when
-the fallback is already on, served unchecked (fail open); each such error is logged and counted in
-carbon_rate_limit_storage_errors_total.
+One Redis round trip per limited request, allowed or refused: the request's one limit is a
+single flask-limiter application limit whose value and scope are chosen per request (the
+route's own limit, else the default), checked before the API-key check so that wrong keys
+count too; the hit is one Lua call that returns the count and the window's remaining time
+together, and the X-RateLimit-*/Retry-After headers are computed from that answer instead of
+asking Redis again. A refused hit stays counted, which costs nothing: it only adds to the budget
+that refused it, which stays spent until its window ends anyway.
+
+A Redis error or timeout never turns into an error answer: the request is checked against the
+in-process fallback or, when the fallback is already on, served unchecked (fail open); each such
+error is logged and counted in carbon_rate_limit_storage_errors_total.
 
 Why one Limiter per app, not the usual module-level instance: flask-limiter 4 keeps its storage,
 its key prefix, its enabled flag and its registry of limits on the Limiter object, and `init_app`
 overwrites them, so one instance shared by several apps (the tests build many, with different
 settings) would give every app the last one's storage and switch. Each app's Limiter is
-therefore built in `init_app` and kept in `app.extensions`; the `limit` decorator records the
-declaration on the view function, and each app's Limiter enforces it, found by the view itself
-rather than by endpoint name, so a renamed route keeps its limit.
+therefore built in `init_app` and kept in `app.extensions`. The `limit` decorator records the
+declaration on the view function, found through the view itself rather than by endpoint name,
+so a renamed route keeps its limit.
 """
 
 from __future__ import annotations
 
 import functools
 import logging
-import threading
-from dataclasses import dataclass, field
+import time
+from dataclasses import dataclass
 from typing import Any, Callable, Optional
 
 from flask import Flask, current_app, g, has_request_context, request
-from flask_limiter import Limiter, RateLimitExceeded
+from flask_limiter import ApplicationLimit, Limiter, RateLimitExceeded
 from limits import RateLimitItem
+from limits.storage import RedisStorage
 from limits.strategies import STRATEGIES, FixedWindowRateLimiter
+from limits.util import WindowStats
 
 from carbon_optimizer.ops import metrics
 from carbon_optimizer.settings import Settings
@@ -42,8 +51,10 @@ from carbon_optimizer.web.pages import STATIC_PREFIX
 EXTENSION = "carbon_limits"
 UNLIMITED_PATHS = ("/health", "/metrics")
 _DECLARED = "_carbon_rate_limit"
-_HITS = "_carbon_rate_limit_hits"
+_WINDOWS = "_carbon_rate_limit_windows"
 _STRATEGY = "carbon-fixed-window"
+_SCHEME = "carbon+"         # storage URI prefix that selects _CountingRedisStorage
+_DEFAULT_SCOPE = "global"   # the budget every route without a limit of its own shares
 
 log = logging.getLogger(__name__)
 
@@ -55,33 +66,68 @@ def _storage_error(exc: Exception) -> None:
                 type(exc).__name__)
 
 
-class _ChargedFixedWindow(FixedWindowRateLimiter):
-    """flask-limiter's fixed window, plus: each hit of this request is remembered, so that a
-    refused request can give it back (`refund_hits`), and each storage error is counted before
+class _CountingRedisStorage(RedisStorage):
+    """`limits`' Redis storage, plus `incr_with_expiry`: the increment and the window's remaining
+    time in one atomic call, so that the headers need no second and third command (GET, TTL).
+    Chosen by the URI scheme "carbon+redis://" (or carbon+rediss://, carbon+redis+unix://)."""
+
+    STORAGE_SCHEME = [f"{_SCHEME}redis", f"{_SCHEME}rediss", f"{_SCHEME}redis+unix"]
+
+    # Sets the expiry whenever the key has none (not only when the count equals this hit's cost,
+    # as `limits`' script does), so a key left without one can never block a client for good.
+    SCRIPT_INCR_WITH_EXPIRY = """
+local count = redis.call("incrby", KEYS[1], ARGV[2])
+local ttl = redis.call("pttl", KEYS[1])
+if ttl < 0 then
+    redis.call("expire", KEYS[1], ARGV[1])
+    ttl = tonumber(ARGV[1]) * 1000
+end
+return {count, ttl}
+"""
+
+    def __init__(self, uri: str, **options: Any) -> None:
+        super().__init__(uri.removeprefix(_SCHEME), **options)
+
+    def initialize_storage(self, uri: str) -> None:
+        super().initialize_storage(uri)
+        self.lua_incr_with_expiry = self.get_connection().register_script(self.SCRIPT_INCR_WITH_EXPIRY)
+
+    def incr_with_expiry(self, key: str, expiry: int, amount: int = 1) -> tuple[int, float]:
+        """Add `amount` to the counter; its new value and when its window ends (epoch seconds)."""
+        count, ttl_ms = self.lua_incr_with_expiry([self.prefixed_key(key)], [expiry, amount])
+        return int(count), time.time() + int(ttl_ms) / 1000
+
+
+class _OneCallFixedWindow(FixedWindowRateLimiter):
+    """flask-limiter's fixed window, plus: on storage that can (`incr_with_expiry`), the hit
+    remembers for this request the count and window end it got back, and the window stats for the
+    headers are read from there rather than from Redis; each storage error is counted before
     flask-limiter handles it (fallback to memory, or with swallow_errors, fail open).
 
-    Why hit-then-refund rather than flask-limiter's `deduct_when`: deduct_when tests first and
+    Why hit-then-check rather than flask-limiter's `deduct_when`: deduct_when tests first and
     charges after the response, so concurrent requests all pass the test and more than N per
-    window get through; an atomic increment, given back on refusal, never admits more than N."""
+    window get through; an atomic increment compared with N never admits more than N."""
 
     def hit(self, item: RateLimitItem, *identifiers: str, cost: int = 1) -> bool:
+        counting = getattr(self.storage, "incr_with_expiry", None)
         try:
-            allowed = super().hit(item, *identifiers, cost=cost)
+            if counting is None:  # the in-memory fallback: no round trip to save
+                return super().hit(item, *identifiers, cost=cost)
+            key = item.key_for(*identifiers)
+            count, window_end = counting(key, item.get_expiry(), amount=cost)
         except Exception as exc:
             _storage_error(exc)
             raise
         if has_request_context():
-            g.setdefault(_HITS, []).append((self, item, identifiers, cost))
-        return allowed
+            g.setdefault(_WINDOWS, {})[key] = (count, window_end)
+        return count <= item.amount
 
-    def test(self, item: RateLimitItem, *identifiers: str, cost: int = 1) -> bool:
-        try:
-            return super().test(item, *identifiers, cost=cost)
-        except Exception as exc:
-            _storage_error(exc)
-            raise
-
-    def get_window_stats(self, item: RateLimitItem, *identifiers: str):
+    def get_window_stats(self, item: RateLimitItem, *identifiers: str) -> WindowStats:
+        # Popped, not read: a later request sharing this app context (tests do) must not see it.
+        known = g.get(_WINDOWS, {}).pop(item.key_for(*identifiers), None) if has_request_context() else None
+        if known is not None:
+            count, window_end = known
+            return WindowStats(window_end, max(0, item.amount - count))
         try:
             return super().get_window_stats(item, *identifiers)
         except Exception as exc:
@@ -89,18 +135,7 @@ class _ChargedFixedWindow(FixedWindowRateLimiter):
             raise
 
 
-STRATEGIES[_STRATEGY] = _ChargedFixedWindow  # type: ignore[assignment]  (how flask-limiter finds it)
-
-
-def refund_hits() -> None:
-    """Give back every hit this request made: it was refused, so it uses up no budget."""
-    for strategy, item, identifiers, cost in g.pop(_HITS, ()):
-        key = item.key_for(*identifiers)
-        try:
-            if strategy.storage.incr(key, item.get_expiry(), amount=-cost) < 0:
-                strategy.storage.clear(key)  # the window ended meanwhile: no credit in the next one
-        except Exception as exc:  # noqa: BLE001
-            _storage_error(exc)
+STRATEGIES[_STRATEGY] = _OneCallFixedWindow  # type: ignore[assignment]  (how flask-limiter finds it)
 
 
 def optimize_limit() -> str:
@@ -111,30 +146,31 @@ def optimize_limit() -> str:
 
 @dataclass(frozen=True)
 class _Declaration:
-    view: Callable[..., Any]           # the undecorated view
     value: Callable[[], str]           # the limit, read per request (from the app's settings)
-    methods: Optional[tuple[str, ...]]
+    methods: Optional[frozenset[str]]  # None: every method
 
 
-@dataclass
-class _AppLimits:
-    limiter: Optional[Limiter]         # None: RATE_LIMIT_ENABLED=false
-    # Each declared view, wrapped by this app's Limiter (which registers the limit on wrapping).
-    enforced: dict[_Declaration, Callable[..., Any]] = field(default_factory=dict)
-    lock: threading.Lock = field(default_factory=threading.Lock)
+def _declared() -> Optional[_Declaration]:
+    """The limit the requested view declares for this request's method, if any."""
+    view = current_app.view_functions.get(request.endpoint or "")
+    declaration: Optional[_Declaration] = getattr(view, _DECLARED, None)
+    if declaration is None or (declaration.methods is not None and request.method not in declaration.methods):
+        return None
+    return declaration
 
-    def enforce(self, declaration: _Declaration) -> Callable[..., Any]:
-        guarded = self.enforced.get(declaration)
-        if guarded is None:
-            with self.lock:  # wrap once, even when the first requests arrive together
-                guarded = self.enforced.get(declaration)
-                if guarded is None:
-                    if self.limiter is None:
-                        raise RuntimeError("rate limits are disabled for this app")
-                    methods = list(declaration.methods) if declaration.methods else None
-                    guarded = self.limiter.limit(declaration.value, methods=methods)(declaration.view)
-                    self.enforced[declaration] = guarded
-        return guarded
+
+def _request_limit() -> str:
+    """The one limit of this request: the route's own, else RATE_LIMIT_DEFAULT."""
+    declaration = _declared()
+    if declaration is not None:
+        return declaration.value()
+    settings: Settings = current_app.extensions["carbon_settings"]
+    return settings.rate_limit_default
+
+
+def _request_scope(endpoint: str) -> str:
+    """Which budget the request spends: its route's own (named by endpoint), else the shared one."""
+    return endpoint if _declared() is not None else _DEFAULT_SCOPE
 
 
 def limit(value: Callable[[], str], *, methods: Optional[list[str]] = None):
@@ -144,44 +180,43 @@ def limit(value: Callable[[], str], *, methods: Optional[list[str]] = None):
         @limit(optimize_limit, methods=["POST"])
         def optimize(): ...
 
-    `value` is called per request and returns a limit string ("20 per minute"). Where limits are
+    `value` is called per request and returns a limit string ("20 per minute"). Requests to the
+    view (with one of `methods`) spend this budget only, not RATE_LIMIT_DEFAULT. Where limits are
     disabled (RATE_LIMIT_ENABLED=false) the view runs unlimited.
     """
     def decorate(view: Callable[..., Any]) -> Callable[..., Any]:
         if hasattr(view, _DECLARED):
             raise TypeError(f"{view.__qualname__} already declares a rate limit")
-        declaration = _Declaration(view, value, tuple(methods) if methods else None)
 
-        # functools.wraps keeps the view's qualified name, which is how flask-limiter knows the
-        # view is limited before it runs (it then leaves the check to this wrapper).
         @functools.wraps(view)
         def limited(*args: Any, **kwargs: Any) -> Any:
-            state: Optional[_AppLimits] = current_app.extensions.get(EXTENSION)
-            if state is None:  # fail closed: a limited view never runs unlimited by oversight
+            # Fail closed: a limited view never runs unlimited because its app has no limiter.
+            if EXTENSION not in current_app.extensions:
                 raise RuntimeError("rate limits are not set up for this app: call limits.init_app")
-            if state.limiter is None:
-                return current_app.ensure_sync(view)(*args, **kwargs)
-            return state.enforce(declaration)(*args, **kwargs)
+            return view(*args, **kwargs)
 
-        setattr(limited, _DECLARED, declaration)
+        setattr(limited, _DECLARED, _Declaration(
+            value, frozenset(m.upper() for m in methods) if methods else None))
         return limited
     return decorate
 
 
 def init_app(app: Flask, settings: Settings) -> None:
-    """Build this app's Limiter from its settings. Install after the blueprints (so the declared
-    limits are registered up front) and after `auth.identify_clients` (the key function needs it)."""
+    """Build this app's Limiter from its settings. Install after `auth.identify_clients` (the key
+    function needs it) and before `auth.require_api_keys` (so that wrong keys are counted)."""
     if not settings.rate_limit_enabled:
-        app.extensions[EXTENSION] = _AppLimits(limiter=None)
+        app.extensions[EXTENSION] = None
         return
-    storage = settings.redis_url or "memory://"
     # The Redis keys start with CACHE_KEY_PREFIX, as every key of the service does (a Redis ACL
     # key pattern on it then covers the limiter): `limits` puts its own "LIMITS:" first otherwise.
+    storage = f"{_SCHEME}{settings.redis_url}" if settings.redis_url else "memory://"
     options = {"socket_connect_timeout": 0.5, "socket_timeout": 0.5,
                "key_prefix": f"{settings.cache_key_prefix}ratelimit"} if settings.redis_url else {}
     limiter = Limiter(
         key_func=client_identity,
-        application_limits=[settings.rate_limit_default],   # one budget per client across routes
+        # One limit per request, checked before the view (and the API-key check) runs: an
+        # application limit, whose value and budget are picked per request.
+        application_limits=[ApplicationLimit(_request_limit, scope=_request_scope)],
         storage_uri=storage, storage_options=options,
         in_memory_fallback_enabled=bool(settings.redis_url),  # Redis down: per-worker limits, not errors
         headers_enabled=True,
@@ -193,19 +228,11 @@ def init_app(app: Flask, settings: Settings) -> None:
     limiter.request_filter(lambda: request.path in UNLIMITED_PATHS
                            or request.path.startswith(STATIC_PREFIX))
     limiter.init_app(app)
-    state = _AppLimits(limiter=limiter)
-    app.extensions[EXTENSION] = state
-    # Register every declared limit now, so that flask-limiter knows them from the first request;
-    # a view added later is registered on its first call.
-    for view in app.view_functions.values():
-        declaration = getattr(view, _DECLARED, None)
-        if declaration is not None:
-            state.enforce(declaration)
+    app.extensions[EXTENSION] = limiter
 
     @app.errorhandler(RateLimitExceeded)
     def _too_many(exc: RateLimitExceeded):
         metrics.RATE_LIMITED.inc()
-        refund_hits()
         # flask-limiter adds Retry-After and X-RateLimit-* to this answer after the handler.
         return error_response(429, f"rate limit exceeded ({exc.description}); retry later")
 
@@ -215,9 +242,9 @@ def health_check(redis_reachable: bool) -> dict:
     The counters live in the cache's Redis (REDIS_URL), so /health's one probe of it
     (`redis_reachable`) answers for both: a second PING would double /health's time when Redis
     hangs."""
-    state: _AppLimits = current_app.extensions[EXTENSION]
+    limiter: Optional[Limiter] = current_app.extensions[EXTENSION]
     settings: Settings = current_app.extensions["carbon_settings"]
-    if state.limiter is None:
+    if limiter is None:
         return {"status": "disabled"}
     if not settings.redis_url:
         return {"status": "ok", "storage": "memory", "detail": "no REDIS_URL: limits are per worker"}
