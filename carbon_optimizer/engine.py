@@ -82,6 +82,12 @@ class CarbonEngine:
             held = self.cache.fresh_names("zones", self._zone_list_ttl)
             if held is not None:  # this worker's fresh copy: no fetch thread, no Redis
                 return self._served(held)
+        if self._pool is None:  # computed here (a local provider) or fetched here: nothing to wait for
+            try:
+                return self._served(self.zones())
+            except CarbonDataError as exc:
+                log.warning("no zone list from the provider; zones pass unchecked: %s", exc.message)
+                return None
         wait = min(self.ZONE_LIST_WAIT_SECONDS, self._fetch_seconds)
         got = self._gather({"": self.zones}, self._monotonic() + wait)[""]
         if got is None:
@@ -180,6 +186,8 @@ class CarbonEngine:
         `deadline` (monotonic). A zone's future is None when it was not done by then; a call not
         yet started is cancelled, so a slow provider does not pile up work for requests that have
         given up. Without a pool the calls run here, one after another."""
+        if not calls:
+            return {}
         futures: dict[str, Future[T]] = {}
         for zone, call in calls.items():
             if self._pool is None:
@@ -296,9 +304,9 @@ class CarbonEngine:
         if avoided > 0:
             metrics.GRAMS_AVOIDED.inc(avoided)
         if scheduled:
-            metrics.WORKLOADS_SCHEDULED.labels("scheduled").inc(len(scheduled))
+            metrics.labelled(metrics.WORKLOADS_SCHEDULED, "scheduled").inc(len(scheduled))
         if len(outcomes) > len(scheduled):
-            metrics.WORKLOADS_SCHEDULED.labels("unschedulable").inc(len(outcomes) - len(scheduled))
+            metrics.labelled(metrics.WORKLOADS_SCHEDULED, "unschedulable").inc(len(outcomes) - len(scheduled))
 
     # -- operations ------------------------------------------------------------------------------
 

@@ -9,7 +9,8 @@ import numpy as np
 
 from carbon_optimizer.data.cache import ForecastCache
 from carbon_optimizer.engine import CarbonEngine
-from carbon_optimizer.scheduling.model import Job, Schedule
+from carbon_optimizer.ops import metrics
+from carbon_optimizer.scheduling.model import Job
 from carbon_optimizer.timeseries import ForecastSeries, to_epoch
 from tests.support import TEST_REDIS_URL
 
@@ -85,9 +86,10 @@ def job(zone="DE"):
     return Job(duration=3600 + 17 * 60, zones=(zone,), earliest_start=at, latest_start=at + 12 * 3600)
 
 
-def best_start(outcome):
-    assert isinstance(outcome, Schedule)
-    return outcome.start
+def counted(metric, **labels):
+    """The metric's current total for these labels, read from what it exports."""
+    return sum(sample.value for family in metric.collect() for sample in family.samples
+               if sample.name.endswith("_total") and all(sample.labels.get(k) == v for k, v in labels.items()))
 
 
 def test_a_fresh_forecast_is_answered_without_the_pool_and_an_expired_one_goes_back_to_it(redis_prefix):
@@ -101,9 +103,14 @@ def test_a_fresh_forecast_is_answered_without_the_pool_and_an_expired_one_goes_b
         # of it), so the chosen one starts within 17 minutes before it.
         assert low_hour - 17 * 60 <= first.start <= low_hour
 
+        hits = counted(metrics.CACHE_EVENTS, result="hit", backend="process")
+        scheduled = counted(metrics.WORKLOADS_SCHEDULED, outcome="scheduled")
         clock.advance(TTL - 1)  # still fresh: the same answer, no thread, no provider call
         again = engine.optimize([job()], NOW)[0]
         assert pool.submitted == 1 and provider.calls["forecast"] == 1
+        # ...and still counted as a hit on the worker's own copy, and as a workload scheduled.
+        assert counted(metrics.CACHE_EVENTS, result="hit", backend="process") == hits + 1
+        assert counted(metrics.WORKLOADS_SCHEDULED, outcome="scheduled") == scheduled + 1
         assert again.start == first.start and again.emissions_grams == first.emissions_grams
 
         # Past the TTL: the copy is served flagged stale while the pool refreshes it.
