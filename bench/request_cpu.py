@@ -6,7 +6,7 @@ moves it less than wall time).
 
     .venv/bin/python bench/request_cpu.py [--requests 300] [--profile batch50-demo]
 
-`--profile NAME` prints cProfile's profile (top functions by own time) of that case instead of timing it. Needs Redis on
+`--profile NAME` prints cProfile's profile (top functions by own time, or `--sort cumulative`) of that case instead of timing it. Needs Redis on
 127.0.0.1:6379 (database 12, keys under a unique prefix, deleted afterwards).
 """
 
@@ -38,9 +38,9 @@ KEY = "bench-api-key-0123456789abcdef"
 BODIES = {"optimize": SINGLE, "batch50": BATCH}
 
 
-def build(provider: str, prefix: str, stand_in_url: str):
+def build(provider: str, prefix: str, stand_in_url: str, rate_limit: bool = True):
     env = {"API_KEYS": KEY, "REDIS_URL": REDIS_URL, "CACHE_KEY_PREFIX": prefix, "LOG_LEVEL": "WARNING",
-           "RATE_LIMIT_ENABLED": "true", "RATE_LIMIT_DEFAULT": "100000000 per hour",
+           "RATE_LIMIT_ENABLED": "true" if rate_limit else "false", "RATE_LIMIT_DEFAULT": "100000000 per hour",
            "RATE_LIMIT_OPTIMIZE": "100000000 per minute", "CACHE_TTL_SECONDS": "3600", "UPSTREAM_RETRIES": "0"}
     if provider == "demo":
         env["CARBON_PROVIDER"] = "demo"
@@ -64,26 +64,30 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--requests", type=int, default=300)
     parser.add_argument("--profile", help="e.g. batch50-demo, optimize-electricitymaps")
+    parser.add_argument("--no-rate-limit", action="store_true",
+                        help="RATE_LIMIT_ENABLED=false, to see the cost of everything but the limiter")
+    parser.add_argument("--filter", help="with --profile: only functions whose file:line(name) matches this regex")
+    parser.add_argument("--sort", default="tottime", help="pstats order for --profile: tottime, cumulative")
     args = parser.parse_args()
     store = redis.Redis.from_url(REDIS_URL)
     store.ping()
     prefix = f"bench-cpu-{uuid.uuid4().hex[:8]}:"
     start = datetime.now(timezone.utc).replace(minute=0, second=0, microsecond=0)
-    results: dict = {"machine": machine(), "requests": args.requests, "ms_cpu_per_request": {}}
+    results: dict = {"machine": machine(), "requests": args.requests, "rate_limit": not args.no_rate_limit, "ms_cpu_per_request": {}}
     try:
         with ElectricityMapsStandIn() as stand_in:
             for index, zone in enumerate(ZONES):
                 values = [200 + 100 * ((h + 3 * index) % 24 < 12) - h % 7 for h in range(72)]
                 stand_in.responses[zone] = (200, hourly_forecast(zone, start, values))
             for provider in ("demo", "electricitymaps"):
-                client = build(provider, prefix, stand_in.url)
+                client = build(provider, prefix, stand_in.url, rate_limit=not args.no_rate_limit)
                 for name, body in BODIES.items():
                     case = f"{name}-{provider}"
                     if args.profile == case:
                         cpu_ms(client, body, 5)
                         with cProfile.Profile(time.process_time) as profiler:
                             cpu_ms(client, body, args.requests)
-                        pstats.Stats(profiler).sort_stats("tottime").print_stats(25)
+                        pstats.Stats(profiler).sort_stats(args.sort).print_stats(*([args.filter] if args.filter else []), 45)
                         return 0
                     if not args.profile:
                         results["ms_cpu_per_request"][case] = round(cpu_ms(client, body, args.requests), 3)

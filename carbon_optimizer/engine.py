@@ -15,7 +15,7 @@ from datetime import datetime
 from typing import Callable, Mapping, Optional, Sequence, TypeVar
 
 
-from carbon_optimizer.data.cache import ForecastCache
+from carbon_optimizer.data.cache import CachedForecast, ForecastCache
 from carbon_optimizer.data.cloud_regions import RegionTable
 from carbon_optimizer.data.providers.base import Provider
 from carbon_optimizer.data.providers.factory import build_provider
@@ -59,6 +59,7 @@ class CarbonEngine:
         self._pool = fetch_pool if provider.shared_cache else None
         self._fetch_seconds = fetch_seconds
         self._monotonic = monotonic
+        self._served_last: Optional[tuple[list[str], frozenset[str]]] = None
 
     # -- locations -------------------------------------------------------------------------------
 
@@ -77,16 +78,36 @@ class CarbonEngine:
         """The zones to check requests against, or None when the provider's list cannot be had
         just now: then zone keys pass unchecked and the provider itself answers for each, so an
         outage of the list fails no request that would otherwise succeed."""
+        if self.provider.shared_cache:
+            held = self.cache.fresh_names("zones", self._zone_list_ttl)
+            if held is not None:  # this worker's fresh copy: no fetch thread, no Redis
+                return self._served(held)
+        if self._pool is None:  # computed here (a local provider) or fetched here: nothing to wait for
+            try:
+                return self._served(self.zones())
+            except CarbonDataError as exc:
+                log.warning("no zone list from the provider; zones pass unchecked: %s", exc.message)
+                return None
         wait = min(self.ZONE_LIST_WAIT_SECONDS, self._fetch_seconds)
         got = self._gather({"": self.zones}, self._monotonic() + wait)[""]
         if got is None:
             log.warning("the provider's zone list is not here within %.1f s; zones pass unchecked", wait)
             return None
         try:
-            return frozenset(got.result())
+            return self._served(got.result())
         except CarbonDataError as exc:
             log.warning("no zone list from the provider; zones pass unchecked: %s", exc.message)
             return None
+
+    def _served(self, names: list[str]) -> frozenset[str]:
+        """`names` as a set, made once per list the cache hands out (the same list object until
+        it is refetched), not once per request."""
+        last = self._served_last
+        if last is not None and last[0] is names:
+            return last[1]
+        served = frozenset(names)
+        self._served_last = (names, served)
+        return served
 
     def locate(self, asked: str, served: Optional[frozenset[str]]) -> str:
         """The zone of one location asked (a zone key, or a cloud region such as aws:eu-west-1).
@@ -99,9 +120,24 @@ class CarbonEngine:
         """The zone's forecast, from the cache when the provider is remote. Raises CarbonDataError."""
         if not self.provider.shared_cache:
             return ZoneSeries(forecast=self.provider.forecast(zone, now))
-        cached = self.cache.get("forecast", zone, lambda: self.provider.forecast(zone, now))
+        return self._zone_series(self.cache.get("forecast", zone, lambda: self.provider.forecast(zone, now)))
+
+    @staticmethod
+    def _zone_series(cached: CachedForecast) -> ZoneSeries:
         return ZoneSeries(forecast=cached.series, stale=cached.stale,
                           fetched_at=int(cached.fetched_at) if cached.fetched_at else None)
+
+    def _fresh_forecasts(self, zones: Sequence[str]) -> dict[str, ZoneSeries]:
+        """The zones whose forecast this worker holds fresh (a remote provider's cache): answered
+        here, without handing them to a fetch thread and waiting for it."""
+        if self._pool is None:
+            return {}
+        found = {}
+        for zone in zones:
+            cached = self.cache.fresh("forecast", zone)
+            if cached is not None:
+                found[zone] = self._zone_series(cached)
+        return found
 
     def extended(self, zone: ZoneSeries, until: int, now: datetime,
                  history: Optional[ForecastSeries] = None) -> ZoneSeries:
@@ -133,12 +169,25 @@ class CarbonEngine:
             log.info("no history for zone %s: %s", zone, exc)
             return None
 
+    def _fresh_histories(self, zones: Sequence[str]) -> dict[str, ForecastSeries]:
+        """As _fresh_forecasts, for the recent histories that refine estimates."""
+        if self._pool is None:
+            return {}
+        found = {}
+        for zone in zones:
+            cached = self.history_cache.fresh("history", zone)
+            if cached is not None:
+                found[zone] = cached.series
+        return found
+
     def _gather(self, calls: Mapping[str, Callable[[], T]],
                 deadline: float) -> dict[str, "Future[T] | None"]:
         """Run `calls` (by zone) on the fetch pool, all at once, and wait for them until
         `deadline` (monotonic). A zone's future is None when it was not done by then; a call not
         yet started is cancelled, so a slow provider does not pile up work for requests that have
         given up. Without a pool the calls run here, one after another."""
+        if not calls:
+            return {}
         futures: dict[str, Future[T]] = {}
         for zone, call in calls.items():
             if self._pool is None:
@@ -166,16 +215,20 @@ class CarbonEngine:
         needed for the extension, its recent history: what GET /forecast shows. Under the same
         deadline as a request's data. Raises CarbonDataError."""
         deadline = self._monotonic() + self._fetch_seconds
-        got = self._gather({zone: lambda: self.forecast(zone, now)}, deadline)[zone]
-        if got is None:
-            raise UpstreamUnavailable(
-                zone, f"the carbon-data provider did not answer for zone {zone} within the "
-                      f"request's {self._fetch_seconds:g} s deadline; retry shortly")
-        found = got.result()
+        found = self._fresh_forecasts([zone]).get(zone)
+        if found is None:
+            got = self._gather({zone: lambda: self.forecast(zone, now)}, deadline)[zone]
+            if got is None:
+                raise UpstreamUnavailable(
+                    zone, f"the carbon-data provider did not answer for zone {zone} within the "
+                          f"request's {self._fetch_seconds:g} s deadline; retry shortly")
+            found = got.result()
         history = None
         if with_history or (until is not None and until > found.forecast.end_epoch):
-            past = self._gather({zone: lambda: self.history(zone, now)}, deadline)[zone]
-            history = past.result() if past is not None else None
+            history = self._fresh_histories([zone]).get(zone)
+            if history is None:
+                past = self._gather({zone: lambda: self.history(zone, now)}, deadline)[zone]
+                history = past.result() if past is not None else None
         if until is not None:
             found = self.extended(found, until, now, history)
         return found, history
@@ -185,8 +238,14 @@ class CarbonEngine:
         deadline = self._monotonic() + self._fetch_seconds  # for all the request's carbon data
         wanted = dict.fromkeys(z for job in jobs for z in job.zones)
         found: dict[str, ZoneSeries | ZoneFailure] = {}
-        fetched = self._gather({z: (lambda z=z: self.forecast(z, now)) for z in wanted}, deadline)
-        for zone, future in fetched.items():
+        ready = self._fresh_forecasts(list(wanted))
+        fetched = self._gather({z: (lambda z=z: self.forecast(z, now)) for z in wanted if z not in ready},
+                               deadline)
+        for zone in wanted:
+            if zone in ready:
+                found[zone] = ready[zone]
+                continue
+            future = fetched[zone]
             if future is None:
                 log.warning("no carbon data for zone %s within %.1f s", zone, self._fetch_seconds)
                 found[zone] = ZoneFailure(
@@ -207,9 +266,14 @@ class CarbonEngine:
                     if isinstance(one, ZoneSeries) and planner.reaches_past_forecast(job, one):
                         reach[z] = max(reach.get(z, 0), job.latest_end)
             # History only refines the estimates: one not there by the deadline is done without.
-            histories = self._gather({z: (lambda z=z: self.history(z, now)) for z in reach}, deadline)
+            held = self._fresh_histories(list(reach))
+            histories = self._gather({z: (lambda z=z: self.history(z, now)) for z in reach if z not in held},
+                                     deadline)
             for z, until in reach.items():
-                history = histories[z].result() if histories[z] is not None else None  # type: ignore[union-attr]
+                if z in held:
+                    history = held[z]
+                else:
+                    history = histories[z].result() if histories[z] is not None else None  # type: ignore[union-attr]
                 found[z] = self.extended(found[z], until, now, history)  # type: ignore[arg-type]
         return found
 
@@ -240,9 +304,9 @@ class CarbonEngine:
         if avoided > 0:
             metrics.GRAMS_AVOIDED.inc(avoided)
         if scheduled:
-            metrics.WORKLOADS_SCHEDULED.labels("scheduled").inc(len(scheduled))
+            metrics.labelled(metrics.WORKLOADS_SCHEDULED, "scheduled").inc(len(scheduled))
         if len(outcomes) > len(scheduled):
-            metrics.WORKLOADS_SCHEDULED.labels("unschedulable").inc(len(outcomes) - len(scheduled))
+            metrics.labelled(metrics.WORKLOADS_SCHEDULED, "unschedulable").inc(len(outcomes) - len(scheduled))
 
     # -- operations ------------------------------------------------------------------------------
 

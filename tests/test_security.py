@@ -123,6 +123,26 @@ def test_a_key_removed_by_rotation_stops_working_at_once():
     assert get(client, "/api/v1/forecast?zone=DE", headers={"X-API-Key": KEY_2}).status_code == 200
 
 
+def test_a_key_added_by_rotation_works_at_once_and_many_keys_each_match():
+    """The keys' digests are kept per key list: a refresh that brings a new list is honoured on
+    the next request, and every key of a long list is told apart (not only the first)."""
+    others = tuple(f"other-client-key-{i:03d}-0123456789abcdef" for i in range(40))
+    slots = {"keys": others}
+    store = RefreshingSecretStore(lambda: Secrets(None, slots["keys"]), "test", 0, start_thread=False)
+    client = build(store=store).test_client()
+    assert get(client, "/api/v1/forecast?zone=DE", headers={"X-API-Key": KEY_1}).status_code == 401
+    assert get(client, "/api/v1/forecast?zone=DE", headers={"X-API-Key": others[-1]}).status_code == 200
+    slots["keys"] = others[:20] + (KEY_1,) + others[20:]
+    assert store.refresh()
+    assert get(client, "/api/v1/forecast?zone=DE", headers={"X-API-Key": KEY_1}).status_code == 200
+    assert get(client, "/api/v1/forecast?zone=DE", headers={"X-API-Key": KEY_1 + "x"}).status_code == 401
+    slots["keys"] = others[:5]
+    assert store.refresh()
+    assert get(client, "/api/v1/forecast?zone=DE", headers={"X-API-Key": others[4]}).status_code == 200
+    assert get(client, "/api/v1/forecast?zone=DE", headers={"X-API-Key": others[5]}).status_code == 401
+    assert get(client, "/api/v1/forecast?zone=DE", headers={"X-API-Key": KEY_1}).status_code == 401
+
+
 def test_constant_time_comparison_checks_every_key():
     assert matches_any(KEY_2, [KEY_1, KEY_2]) and matches_any(KEY_1, [KEY_1, KEY_2])
     assert not matches_any("", [KEY_1]) and not matches_any(None, [KEY_1]) and not matches_any(KEY_1, [])

@@ -226,10 +226,9 @@ class ForecastCache:
         its ProviderError and is remembered for the failure backoff, so an outage is not hammered.
         Not counted in the forecast cache's metrics: it is no forecast."""
         key = f"{self.prefix}{kind}"
-        with self._decoded_lock:
-            held = self._names.get(key)
-        if held is not None and self.clock() - held[0] < ttl:
-            return held[1]
+        held = self.fresh_names(kind, ttl)
+        if held is not None:
+            return held
         store = self._store()
         try:
             found = self._names_from(store, key, ttl, fetch)
@@ -242,6 +241,14 @@ class ForecastCache:
         with self._decoded_lock:
             self._names[key] = found
         return found[1]
+
+    def fresh_names(self, kind: str, ttl: float) -> Optional[list[str]]:
+        """The list get_names() would answer from this worker's copy, without any I/O; None when
+        that copy is missing or older than `ttl`."""
+        held = self._names.get(f"{self.prefix}{kind}")  # one dict read: atomic, no lock needed
+        if held is not None and self.clock() - held[0] < ttl:
+            return held[1]
+        return None
 
     def _names_from(self, store, key: str, ttl: float,
                     fetch: Callable[[], list[str]]) -> tuple[float, list[str]]:
@@ -307,11 +314,27 @@ class ForecastCache:
             self._mark_redis(False, exc)
             return self._get(self._local, kind, zone, fetch)
 
-    def _get(self, store, kind: str, zone: str, fetch: Fetch) -> CachedForecast:
-        key = f"{self.prefix}{kind}:{zone}"
+    def fresh(self, kind: str, zone: str) -> Optional[CachedForecast]:
+        """What get() would answer from this worker's decoded copy, without any I/O: the copy
+        while it is fresh (read from the store get() would use now), else None. A request that
+        finds its zones here need not hand them to a fetch thread."""
+        store = self._store()
+        found = self._held(store, f"{self.prefix}{kind}:{zone}")
+        if found is not None and store is self._redis:
+            self._mark_redis(True)
+        return found
+
+    def _held(self, store, key: str) -> Optional[CachedForecast]:
         source, decoded = self._decoded.get(key, (None, None))
         if decoded is not None and source == store.name and self.clock() - decoded.fetched_at < self.ttl:
-            metrics.CACHE_EVENTS.labels("hit", "process").inc()
+            metrics.labelled(metrics.CACHE_EVENTS, "hit", "process").inc()
+            return decoded
+        return None
+
+    def _get(self, store, kind: str, zone: str, fetch: Fetch) -> CachedForecast:
+        key = f"{self.prefix}{kind}:{zone}"
+        decoded = self._held(store, key)
+        if decoded is not None:
             return decoded
         entry = self._read(store, key)
         if entry is not None and not entry.stale:

@@ -4,6 +4,8 @@ prometheus_client writes these to PROMETHEUS_MULTIPROC_DIR when it is set (gunic
 before any worker imports this), so one scrape of any worker sees every worker's counts.
 """
 
+import functools
+
 from prometheus_client import Counter, Gauge, Histogram
 
 UPSTREAM_CALLS = Counter(
@@ -50,3 +52,11 @@ def observe_upstream(provider: str):
         UPSTREAM_CALLS.labels(provider, endpoint, outcome).inc()
         UPSTREAM_LATENCY.labels(provider, endpoint).observe(seconds)
     return observe
+
+
+@functools.cache
+def labelled(metric, *values: str):
+    """`metric.labels(*values)`, looked up once: labels() validates and locks on every call, and
+    the request path counts the same few series on every request. Nothing here removes a series,
+    so a child once made stays the one the registry exports."""
+    return metric.labels(*values)

@@ -13,7 +13,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import ipaddress
-from typing import Iterable, Optional
+from typing import Iterable, Optional, Sequence
 
 from flask import Flask, Response, g, request
 
@@ -35,14 +35,33 @@ def matching_index(given: Optional[str], valid: Iterable[str]) -> Optional[int]:
     """The position of `given` among `valid` (None when absent), in time that depends on neither
     which one nor how much of it matched: every key is compared, as equal-length digests, with
     hmac.compare_digest."""
+    return _matching_digest(given, [_digest(key) for key in valid])
+
+
+def _matching_digest(given: Optional[str], digests: Sequence[bytes]) -> Optional[int]:
     if not given:
         return None
     probe = _digest(given)
     found = None
-    for index, key in enumerate(valid):
-        if hmac.compare_digest(probe, _digest(key)) and found is None:
+    for index, digest in enumerate(digests):
+        if hmac.compare_digest(probe, digest) and found is None:
             found = index
     return found
+
+
+class _KeyDigests:
+    """The configured keys' digests, made once per key list the secret store hands out (a new
+    tuple on each refresh), not once per key on every request."""
+
+    def __init__(self) -> None:
+        self._held: tuple[tuple[str, ...], list[bytes]] = ((), [])
+
+    def of(self, keys: tuple[str, ...]) -> list[bytes]:
+        held = self._held
+        if held[0] is not keys:
+            held = (keys, [_digest(key) for key in keys])
+            self._held = held  # one assignment: a racing thread sees the old pair or the new one
+        return held[1]
 
 
 def matches_any(given: Optional[str], valid: Iterable[str]) -> bool:
@@ -65,13 +84,15 @@ def client_identity() -> str:
 
 
 def identify_clients(app: Flask, secret_store: BaseSecretStore) -> None:
+    digests = _KeyDigests()
+
     @app.before_request
     def _identify() -> None:
         """Remember a valid key's identity in g.api_client; refusing is left to require_api_keys."""
         g.api_client = None
         keys = secret_store.current().api_keys
         presented = _presented_key()
-        index = matching_index(presented, keys) if keys and presented else None
+        index = _matching_digest(presented, digests.of(keys)) if keys and presented else None
         if index is not None:
             # The key's position in the configured list names the client for the limiter (its
             # Redis keys and log lines): no key, and no hash of one, leaves the process.

@@ -67,13 +67,16 @@ class DemoProvider:
         table = json.loads(_PROFILES_PATH.read_text())
         self._tables = {zone: np.asarray(v, dtype=np.float64) for zone, v in table["profiles"].items()}
         self._levels = demo_zones()
+        self._zone_list = sorted(self._levels.keys() | self._tables.keys())
         # Each (zone, hour, length) series is computed once and then shared, read-only: a request
         # otherwise spends most of its time hashing 72 hours of wobble. Bounded: the zones in
         # use times the few hours a worker sees between restarts (LRU beyond that).
         self._cached_series = lru_cache(maxsize=_SERIES_CACHE_SIZE)(self._compute_series)
 
     def zones(self) -> list[str]:
-        return sorted(self._levels.keys() | self._tables.keys())
+        # Fixed at start-up, so listed once; the same list each time (callers only read it) lets
+        # the engine keep the set it checks requests against instead of rebuilding it per request.
+        return self._zone_list
 
     def _week(self, zone: str) -> np.ndarray:
         table = self._tables.get(zone)
