@@ -1,6 +1,6 @@
 """HTTP benchmark: the product as users run it against a plain Flask app, both on gunicorn.conf.py.
 
-    .venv/bin/python bench/http_bench.py [--quick] [--duration 4] [--repeat 3] [--sustain 60] [--json out.json]
+    .venv/bin/python bench/http_bench.py [--quick] [--decompose] [--duration 4] [--repeat 3] [--sustain 60] [--json out.json]
 
 In one run, three Gunicorn servers up at once, each started by the product's gunicorn.conf.py (same
 workers, threads, worker class, access logger and hooks; only the WSGI app differs):
@@ -30,6 +30,9 @@ Both products run with production settings: API_KEYS set (wrk sends X-API-Key), 
      several workers: how many upstream calls (target 1).
 
 `--quick` (~2 min): 32 connections only, no sustained run.
+`--decompose`: two more servers and rows, labelled as such and never a reference or a target: plain
+Flask behind stock flask-limiter on Redis (what the design card's limiter alone costs), and the
+product with its limiter off (what everything else costs): where the gap to plain Flask lies.
 
 Why repeat: wrk opens its connections at once, and a Gunicorn gthread worker accepts as many as it
 can, so now and then one worker takes them all and the others idle; such a run halves throughput.
@@ -43,6 +46,7 @@ deleted afterwards).
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import re
@@ -319,6 +323,10 @@ def main() -> int:
     parser.add_argument("--no-batch", action="store_true", help="skip the 50-workload batch")
     parser.add_argument("--workers", type=int, default=cpu_budget().workers(),
                         help="Gunicorn workers (default: gunicorn.conf.py's, 2 x usable CPUs + 1)")
+    parser.add_argument("--decompose", action="store_true",
+                        help="two extra, labelled rows at each point (never the reference or a target): "
+                             "plain Flask behind stock flask-limiter on Redis, and the product "
+                             "(Electricity Maps) with its limiter off: where the gap to plain Flask lies")
     parser.add_argument("--json", type=Path)
     args = parser.parse_args()
     connections = args.connections or ((HEADLINE,) if args.quick else CONNECTIONS)
@@ -351,6 +359,19 @@ def main() -> int:
                 values = [200 + 100 * ((h + 3 * index) % 24 < 12) - h % 7 for h in range(72)]
                 stand_in.responses[zone] = (200, hourly_forecast(zone, start, values))
             products = {"electricitymaps": em, "demo": demo}
+            extras = contextlib.ExitStack()
+            if args.decompose:
+                limiter_only = extras.enter_context(AppProcess(
+                    "bench.plain_flask:limited()",
+                    {"PROMETHEUS_MULTIPROC_DIR": str(tmp / "limited-metrics"), "LOG_LEVEL": "WARNING",
+                     "REDIS_URL": REDIS_URL, "LIMIT_KEY_PREFIX": prefixes["electricitymaps"] + "plain"},
+                    workers=args.workers, threads=THREADS))
+                no_limiter = extras.enter_context(AppProcess(
+                    "app:app", product_env("electricitymaps", stand_in, prefixes["electricitymaps"], tmp,
+                                           RATE_LIMIT_ENABLED="false"),
+                    workers=args.workers, threads=THREADS))
+                requests.post(f"{no_limiter.url}{OPTIMIZE}", json=SINGLE, headers={"X-API-Key": API_KEY},
+                              timeout=30).raise_for_status()
             for provider, service in products.items():
                 check_production(service, store, prefixes[provider], provider)
             plain_answer = requests.post(f"{plain.url}{PLAIN_PATH}", json=SINGLE, timeout=10)
@@ -361,6 +382,11 @@ def main() -> int:
             cases = [Case("plain Flask", "POST x1 (reference)", f"{plain.url}{PLAIN_PATH}", SINGLE, single,
                           plain)]
             cases += [Case(p, "optimize x1", f"{s.url}{OPTIMIZE}", SINGLE, single, s) for p, s in products.items()]
+            if args.decompose:
+                cases += [Case("plain Flask + flask-limiter", "POST x1 (decomposition)",
+                               f"{limiter_only.url}{PLAIN_PATH}", SINGLE, single, limiter_only),
+                          Case("electricitymaps, limiter off", "optimize x1 (decomposition)",
+                               f"{no_limiter.url}{OPTIMIZE}", SINGLE, single, no_limiter)]
             if not args.no_batch:
                 cases += [Case(p, "optimize x50", f"{s.url}{OPTIMIZE}", BATCH, batch, s) for p, s in products.items()]
             points = []
@@ -374,11 +400,13 @@ def main() -> int:
                     row = {"provider": case.provider, "endpoint": case.endpoint, **median_of(runs[case.label])}
                     if case.server is plain:
                         reference = row
-                    elif case.endpoint == "optimize x1":
+                    elif case.endpoint in ("optimize x1", "POST x1 (decomposition)",
+                                           "optimize x1 (decomposition)"):
                         row["rps_vs_plain"] = row["rps"] / reference["rps"]
                         row["p99_vs_plain"] = row["p99_ms"] / reference["p99_ms"]
                     points.append(row)
                     show(row)
+            extras.close()
             results["points"] = points
             results["targets"] = targets(points)
             results["upstream_calls_during_load"] = stand_in.upstream_calls("forecast") - upstream_before

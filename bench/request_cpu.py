@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import cProfile
 import json
+import os
 import pstats
 import sys
 import time
@@ -87,6 +88,8 @@ def main() -> int:
                         cpu_ms(client, body, 5)
                         with cProfile.Profile(time.process_time) as profiler:
                             cpu_ms(client, body, args.requests)
+                        if os.environ.get("PROFILE_DUMP"):
+                            profiler.dump_stats(os.environ["PROFILE_DUMP"])
                         pstats.Stats(profiler).sort_stats(args.sort).print_stats(*([args.filter] if args.filter else []), 45)
                         return 0
                     if not args.profile:
