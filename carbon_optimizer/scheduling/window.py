@@ -134,9 +134,12 @@ def _even_step(boundaries: np.ndarray, duration: int, granularity: int) -> Optio
             or int(boundaries[-1]) - t0 != step * n):
         return None
     # The n gaps add up to step * n (checked above), so none is below step iff all equal it: one
-    # subtraction and one reduction instead of np.diff, a comparison and all().
-    if n > 1 and np.minimum.reduce(boundaries[1:] - boundaries[:-1]) < step:
-        return None
+    # subtraction and the least gap instead of np.diff, a comparison and all() (read through argmin,
+    # which NumPy runs several times faster than min() on arrays this small).
+    if n > 1:
+        gaps = boundaries[1:] - boundaries[:-1]
+        if gaps[gaps.argmin()] < step:
+            return None
     return step
 
 
@@ -161,8 +164,9 @@ def _whole_steps(values: np.ndarray, integral: Optional[np.ndarray], t0: int, st
         # before the exact minimum can be one, and usually none is within tolerance.
         # (max(|F(end)|, 1) / scale: the tolerance of the general path, in the units of `sums`)
         limit = float(emissions[index]) + _TIE_TOLERANCE * max(abs(float(sums[-1])), 1.0 / scale)
-        if np.minimum.reduce(emissions[:index]) <= limit:
-            index = int((emissions[:index] <= limit).argmax())
+        earlier = emissions[:index]
+        if earlier[earlier.argmin()] <= limit:
+            index = int((earlier <= limit).argmax())
     start = t0 + (first + index) * step
     return Window(start=start, end=start + duration, mean_intensity=float(emissions[index]) * scale / duration)
 
@@ -251,8 +255,10 @@ def _across_stacked(series: Sequence[tuple[np.ndarray, np.ndarray]], duration: i
         return _UNSTACKABLE
     # Every row starts at t0 and ends at `end` (its gaps add up to step * n) and has no gap below
     # step, so every gap is step: all zones on the one grid.
-    if (np.count_nonzero(grid[:, ::n] != grid[0, ::n])
-            or np.minimum.reduce(grid[:, 1:] - grid[:, :-1], axis=None) < step):
+    if np.count_nonzero(grid[:, ::n] != grid[0, ::n]):
+        return _UNSTACKABLE
+    gaps = grid[:, 1:] - grid[:, :-1]
+    if gaps.ravel()[gaps.argmin()] < step:
         return _UNSTACKABLE
     bounds = start_range(grid[0], duration, earliest, latest, granularity)
     if bounds is None:
@@ -277,11 +283,12 @@ def _across_stacked(series: Sequence[tuple[np.ndarray, np.ndarray]], duration: i
         return _UNSTACKABLE
     q, first, last = duration // step, (lo - t0) // step, (hi - t0) // step
     emissions = sums[:, first + q:last + q + 1] - sums[:, first:last + 1]
-    least = np.minimum.reduce(emissions, axis=1)
+    rows = np.arange(zones)
+    least = emissions[rows, emissions.argmin(axis=1)]
     limit = least + _TIE_TOLERANCE * np.maximum(np.abs(sums[:, -1]), 1.0 / scale)
     # Per zone the earliest near-best start (candidates in order), as _whole_steps picks it.
     picks = (emissions <= limit[:, None]).argmax(axis=1)
-    means = (emissions[np.arange(zones), picks] * scale / duration).tolist()
+    means = (emissions[rows, picks] * scale / duration).tolist()
     picks = picks.tolist()
     # Across zones, as the per-zone loop does: the earliest start among near-best means, then the zone.
     best_mean = min(means)
