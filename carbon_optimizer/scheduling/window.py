@@ -212,6 +212,8 @@ def best_window_across(series: Sequence[tuple[np.ndarray, np.ndarray]], duration
     """The best window over several zones' series; ties go to the earliest start, then the first zone.
 
     `integrals`, when given, are each series' running integral, computed once by the caller.
+    Zones on one even grid, with a duration of whole steps and a range on the grid, are searched
+    stacked (one NumPy call per stage for all zones); any other input, zone by zone.
     """
     if len(series) > 1:
         stacked = _across_stacked(series, duration, earliest, latest, granularity, integrals)
