@@ -8,14 +8,23 @@ import sys
 
 
 def optimizer(data: dict) -> None:
-    print("| step | horizon | job | zones | points | ours (ms) | CATS (ms) | CATS / ours | same window "
-          "| ours: start (min) | CATS: start (min) | CATS's pick, held model |")
-    print("|---|---|---|---|---|---|---|---|---|---|---|---|")
+    def pct(x: float) -> str:
+        return f"{x + 0.0:+.2f} %".replace("+-0.00", "+0.00").replace("-0.00", "+0.00")
+
+    print("| step | horizon | job | zones | points | ours (ms) | NumPy grid, loop (ms) | NumPy grid, stacked (ms) "
+          "| **ours / NumPy grid** | CATS (ms) | CATS / ours | same window as CATS | ours: start (min) "
+          "| CATS: start (min) | CATS's pick, held model | ours, linear model | NumPy grid's pick, held model |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|")
     for r in data["rows"]:
+        stacked = r.get("grid_stacked_ms")
+        flag = " (over 2x)" if r["ours_vs_grid"] > 2 else ""
         print(f"| {r['step_min']} min | {r['horizon_h']} h | {r['job_h']} h | {r['zones']} | {r['points']} "
-              f"| {r['ours_ms']:.3f} | {r['cats_ms']:.2f} | **{r['ratio']:.0f}x** | "
-              f"{'yes' if r['same_window'] else 'no'} | +{r['ours_start_offset_min']} (zone {r['ours_zone']}) "
-              f"| +{r['cats_start_offset_min']} (zone {r['cats_zone']}) | +{r['cats_regret_%']:.2f} % |")
+              f"| {r['ours_ms']:.4f} | {r.get('grid_loop_ms', r['grid_ms']):.4f} "
+              f"| {'—' if stacked is None else f'{stacked:.4f}'} | **{r['ours_vs_grid']:.2f}x**{flag} "
+              f"| {r['cats_ms']:.2f} | {r['ratio']:.0f}x | {'yes' if r['same_window'] else 'no'} "
+              f"| +{r['ours_start_offset_min']} (zone {r['ours_zone']}) "
+              f"| +{r['cats_start_offset_min']} (zone {r['cats_zone']}) | {pct(r['cats_regret_%'])} "
+              f"| {pct(r['ours_regret_linear_%'])} | {pct(r['grid_regret_%'])} |")
 
 
 def http(data: dict) -> None:
