@@ -25,6 +25,7 @@ from carbon_optimizer.scheduling.model import (
     Baseline, CapacityLimits, Coverage, Job, Outcome, Schedule, Unschedulable, ZoneFailure,
     ZoneSeries, Zones,
 )
+from carbon_optimizer.scheduling.window_batch import best_windows, on_grid
 from carbon_optimizer.timeseries import ForecastSeries, from_epoch, rfc3339
 
 _NOT_COVERED_PAST_HORIZON = ("no forecast covers a run of this workload inside its allowed window "
@@ -99,19 +100,68 @@ def plan_all(jobs: Sequence[Job], zones: Zones, now: int, budget: Budget) -> lis
     estimated work is over the budget; jobs left when the deadline passes are Unschedulable with
     deadline_exceeded."""
     _check_cost(jobs, zones, budget)
-    return [plan(job, zones, now, budget) for job in jobs]
+    searched = _search_together(jobs, zones)
+    return [plan(job, zones, now, budget, searched.get(i, _NOT_SEARCHED))
+            for i, job in enumerate(jobs)]
 
 
-def plan(job: Job, zones: Zones, now: int, budget: Optional[Budget] = None) -> Outcome:
+_Found = Optional[tuple[str, tuple[tuple[int, int], ...], float]]
+_NOT_SEARCHED = object()
+
+
+def _search_together(jobs: Sequence[Job], zones: Zones) -> dict[int, _Found]:
+    """The first search of every contiguous job whose series are on the whole-minute grid (every
+    provider's forecast and its estimates), done per zone series for all of them at once: by job
+    index, what _search would return for it alone (the same answer, bit for bit). Other jobs are
+    left out and searched on their own."""
+    groups: dict[int, tuple[ForecastSeries, list[tuple[int, int]]]] = {}
+    usables: dict[int, list[str]] = {}
+    for i, job in enumerate(jobs):
+        if job.interruptible or job.duration <= 0 or job.duration % 60:
+            continue
+        usable = [z for z in job.zones if isinstance(zones[z], ZoneSeries)]
+        series = [zones[z].searched(job) for z in usable]
+        if not usable or not all(on_grid(s) for s in series):
+            continue
+        usables[i] = usable
+        for place, one in enumerate(series):
+            groups.setdefault(id(one), (one, []))[1].append((i, place))
+    per_job: dict[int, list[tuple[int, int, float]]] = {i: [] for i in usables}
+    for one, members in groups.values():
+        picked = [jobs[i] for i, _ in members]
+        found, starts, means = best_windows(
+            one, np.array([j.duration for j in picked]), np.array([j.earliest_start for j in picked]),
+            np.array([j.latest_start for j in picked]))
+        for (i, place), ok, start, mean in zip(members, found.tolist(), starts.tolist(),
+                                               means.tolist()):
+            if ok:
+                per_job[i].append((place, start, mean))
+    answers: dict[int, _Found] = {}
+    for i, found in per_job.items():
+        if not found:
+            answers[i] = None
+            continue
+        # window.best_window_across's choice among the zones: the best mean, ties (within its
+        # tolerance) to the earliest start, then the first zone.
+        best_mean = min(mean for _, _, mean in found)
+        limit = best_mean + windows._TIE_TOLERANCE * 1e3 * max(abs(best_mean), 1.0)
+        place, start, mean = min((f for f in found if f[2] <= limit), key=lambda f: (f[1], f[0]))
+        answers[i] = (usables[i][place], ((start, start + jobs[i].duration),), mean)
+    return answers
+
+
+def plan(job: Job, zones: Zones, now: int, budget: Optional[Budget] = None,
+         searched: object = _NOT_SEARCHED) -> Outcome:
     """The cleanest run of one job over its zones: a contiguous window, or chunks when the job is
-    interruptible; an Unschedulable saying why when there is none."""
+    interruptible; an Unschedulable saying why when there is none. `searched`: the job's first
+    search when it was done already, with others of its batch (_search_together)."""
     usable, failures = _split(job, zones)
     if not usable:
         return _no_data(job, failures)
     try:
         if budget is not None:
             budget.check()
-        return _plan(job, zones, now, usable, failures, budget)
+        return _plan(job, zones, now, usable, failures, budget, searched)
     except DeadlineExceeded as exc:
         return Unschedulable(job, exc.code, exc.message, failures)
 
@@ -142,11 +192,14 @@ def _search(job: Job, usable: list[str], series: list[ForecastSeries],
 
 
 def _plan(job: Job, zones: Zones, now: int, usable: list[str], failures: tuple[ZoneFailure, ...],
-          budget: Optional[Budget]) -> Outcome:
-    try:
-        found = _search(job, usable, [zones[z].searched(job) for z in usable], budget)
-    except TooLarge as exc:
-        return Unschedulable(job, exc.code, exc.message, failures)
+          budget: Optional[Budget], searched: object = _NOT_SEARCHED) -> Outcome:
+    if searched is not _NOT_SEARCHED:
+        found = searched
+    else:
+        try:
+            found = _search(job, usable, [zones[z].searched(job) for z in usable], budget)
+        except TooLarge as exc:
+            return Unschedulable(job, exc.code, exc.message, failures)
     if found is None:
         if job.interruptible or any(reaches_past_forecast(job, zones[z]) for z in usable):
             message = _NOT_COVERED_PAST_HORIZON

@@ -1,0 +1,114 @@
+"""The contiguous window search for many workloads over one series at once: pure, NumPy, no clock.
+
+A batch's workloads share a few zones' series. `window.best_window` answers one (series,
+duration, window) at a time, and its fixed cost per call (a few dozen NumPy calls) is most of
+what a plain batch spends; here every workload searched over one series is answered in one pass of
+array operations, over all their candidates laid end to end.
+
+It is the same search as `window.best_window` on its evenly spaced path (`window._on_grid`): the
+same candidate starts (whole minutes on or next to a kink of each run's emissions, and the ends of
+the allowed range), each candidate's emissions by the same arithmetic in the same order, and the
+same rule for ties (the earliest start among those within the tolerance of the best; a start met
+twice is read where the single search reads it first). So each workload gets, to the last bit,
+the answer it gets alone; tests/test_batch_windows.py checks that against the single search and
+a brute force over every whole minute.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from carbon_optimizer.scheduling.window import GRANULARITY_SECONDS, _TIE_TOLERANCE
+from carbon_optimizer.timeseries import ForecastSeries
+
+_G = GRANULARITY_SECONDS
+
+
+def on_grid(series: ForecastSeries) -> bool:
+    """Whether `series` is on the whole-minute grid, where best_windows applies (with durations in
+    whole minutes): what window.best_window's prefix-sum path needs of a series."""
+    return series.step_seconds % _G == 0 and series.start_epoch % _G == 0
+
+
+def _ragged(lengths: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """For segments of `lengths`: each element's segment and its index inside it."""
+    owner = np.repeat(np.arange(len(lengths)), lengths)
+    first = np.cumsum(lengths) - lengths
+    return owner, np.arange(len(owner)) - first[owner]
+
+
+def best_windows(series: ForecastSeries, durations: np.ndarray, earliest: np.ndarray,
+                 latest: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """For each workload i (duration, earliest and latest start in epoch seconds), the start and
+    mean intensity window.best_window finds over `series`, and whether it finds one.
+
+    Needs `on_grid(series)` and positive whole-minute durations. Returns (found, starts, means);
+    starts and means are meaningless where found is False.
+    """
+    values, integral = series.values, series.integral()
+    t0, step, n = series.start_epoch, series.step_seconds, len(values)
+    end = t0 + step * n
+    d = np.asarray(durations, dtype=np.int64)
+    earliest, latest = np.asarray(earliest, dtype=np.int64), np.asarray(latest, dtype=np.int64)
+    # window.start_range, for every workload at once.
+    lo = -(-np.maximum(earliest, t0) // _G) * _G
+    hi = np.minimum(latest, end - d) // _G * _G
+    late = (lo > hi) & (lo - latest < _G) & (lo + d <= end)
+    hi = np.where(late, lo, hi)
+    found = lo <= hi
+    q, r = np.divmod(d, step)
+    # The candidates, by kind, in the order the single search reads them: the ends of the range
+    # off a boundary (E), starts on a boundary k (A), starts whose end is on a boundary j (B).
+    lo_edge = found & ((lo - t0) % step != 0)
+    hi_edge = found & ((hi - t0) % step != 0) & (hi != lo)
+    a_first, a_last = -((t0 - lo) // step), (hi - t0) // step
+    b_first, b_last = -((t0 - lo - d) // step), (hi - t0 + d) // step
+    n_a = np.where(found, np.maximum(a_last - a_first + 1, 0), 0)
+    n_b = np.where(found & (r > 0), np.maximum(b_last - b_first + 1, 0), 0)
+    n_e = lo_edge.astype(np.int64) + hi_edge
+    lengths = n_e + n_a + n_b
+    offset = np.cumsum(lengths) - lengths
+    total = int(lengths.sum())
+    starts = np.empty(total, dtype=np.int64)
+    emissions = np.empty(total, dtype=np.float64)
+
+    def at(x: np.ndarray) -> np.ndarray:  # the running integral at x, inside the series
+        i = np.minimum((x - t0) // step, n - 1)
+        return integral[i] + values[i] * (x - t0 - i * step)
+
+    for mask, edge, before in ((lo_edge, lo, None), (hi_edge, hi, lo_edge)):
+        where = np.flatnonzero(mask)
+        x = edge[where]
+        position = offset[where] if before is None else offset[where] + before[where]
+        starts[position] = x
+        emissions[position] = at(x + d[where]) - at(x)
+    owner, k = _ragged(n_a)
+    k = k + a_first[owner]
+    kq = k + q[owner]
+    position = offset[owner] + n_e[owner] + (k - a_first[owner])
+    starts[position] = t0 + k * step
+    # When the run's end is on a boundary too (r = 0) the value read is multiplied by 0: kept
+    # inside the array (kq = n is the series end).
+    emissions[position] = (integral[kq] + values[np.minimum(kq, n - 1)] * r[owner]) - integral[k]
+    owner, j = _ragged(n_b)
+    position = offset[owner] + n_e[owner] + n_a[owner] + j
+    j = j + b_first[owner]
+    i = j - q[owner] - 1  # the start's own step, step - r in
+    starts[position] = t0 + j * step - d[owner]
+    emissions[position] = integral[j] - integral[i] - values[i] * (step - r[owner])
+
+    means = np.zeros(len(d), dtype=np.float64)
+    chosen_starts = np.zeros(len(d), dtype=np.int64)
+    live = np.flatnonzero(found)
+    if not len(live):
+        return found, chosen_starts, means
+    segments, spans = offset[live], lengths[live]
+    best = np.minimum.reduceat(emissions, segments)
+    tolerance = _TIE_TOLERANCE * max(abs(float(integral[-1])), 1.0)
+    tied = emissions <= np.repeat(best, spans) + tolerance
+    earliest_tied = np.minimum.reduceat(np.where(tied, starts, np.iinfo(np.int64).max), segments)
+    first = tied & (starts == np.repeat(earliest_tied, spans))
+    pick = np.minimum.reduceat(np.where(first, np.arange(total), total), segments)
+    chosen_starts[live] = starts[pick]
+    means[live] = emissions[pick] / d[live]
+    return found, chosen_starts, means
