@@ -111,41 +111,52 @@ _NOT_SEARCHED = object()
 
 def _search_together(jobs: Sequence[Job], zones: Zones) -> dict[int, _Found]:
     """The first search of every contiguous job whose series are on the whole-minute grid (every
-    provider's forecast and its estimates), done per zone series for all of them at once: by job
-    index, what _search would return for it alone (the same answer, bit for bit). Other jobs are
-    left out and searched on their own."""
-    groups: dict[int, tuple[ForecastSeries, list[tuple[int, int]]]] = {}
+    provider's forecast and its estimates), done for all of them in one pass over their zones'
+    series: by job index, what _search would return for it alone (the same answer, bit for bit).
+    Other jobs are left out and searched on their own."""
+    series: dict[int, int] = {}       # id of a series -> its index in `distinct`
+    distinct: list[ForecastSeries] = []
+    rows: list[tuple[int, int, int]] = []  # (job index, zone's place in its usable zones, series)
     usables: dict[int, list[str]] = {}
     for i, job in enumerate(jobs):
         if job.interruptible or job.duration <= 0 or job.duration % 60:
             continue
         usable = [z for z in job.zones if isinstance(zones[z], ZoneSeries)]
-        series = [zones[z].searched(job) for z in usable]
-        if not usable or not all(on_grid(s) for s in series):
+        searched = [zones[z].searched(job) for z in usable]
+        if not usable:
             continue
-        usables[i] = usable
-        for place, one in enumerate(series):
-            groups.setdefault(id(one), (one, []))[1].append((i, place))
+        mine = []
+        for one in searched:
+            index = series.get(id(one))
+            if index is None:
+                if not on_grid(one):
+                    break
+                index = series[id(one)] = len(distinct)
+                distinct.append(one)
+            mine.append(index)
+        else:
+            usables[i] = usable
+            rows += [(i, place, index) for place, index in enumerate(mine)]
+    if not rows:
+        return {}
+    owners = [jobs[i] for i, _, _ in rows]
+    found, starts, means = best_windows(
+        distinct, np.array([index for _, _, index in rows]), np.array([j.duration for j in owners]),
+        np.array([j.earliest_start for j in owners]), np.array([j.latest_start for j in owners]))
     per_job: dict[int, list[tuple[int, int, float]]] = {i: [] for i in usables}
-    for one, members in groups.values():
-        picked = [jobs[i] for i, _ in members]
-        found, starts, means = best_windows(
-            one, np.array([j.duration for j in picked]), np.array([j.earliest_start for j in picked]),
-            np.array([j.latest_start for j in picked]))
-        for (i, place), ok, start, mean in zip(members, found.tolist(), starts.tolist(),
-                                               means.tolist()):
-            if ok:
-                per_job[i].append((place, start, mean))
+    for (i, place, _), ok, start, mean in zip(rows, found.tolist(), starts.tolist(), means.tolist()):
+        if ok:
+            per_job[i].append((place, start, mean))
     answers: dict[int, _Found] = {}
-    for i, found in per_job.items():
-        if not found:
+    for i, found_here in per_job.items():
+        if not found_here:
             answers[i] = None
             continue
         # window.best_window_across's choice among the zones: the best mean, ties (within its
         # tolerance) to the earliest start, then the first zone.
-        best_mean = min(mean for _, _, mean in found)
+        best_mean = min(mean for _, _, mean in found_here)
         limit = best_mean + windows._TIE_TOLERANCE * 1e3 * max(abs(best_mean), 1.0)
-        place, start, mean = min((f for f in found if f[2] <= limit), key=lambda f: (f[1], f[0]))
+        place, start, mean = min((f for f in found_here if f[2] <= limit), key=lambda f: (f[1], f[0]))
         answers[i] = (usables[i][place], ((start, start + jobs[i].duration),), mean)
     return answers
 

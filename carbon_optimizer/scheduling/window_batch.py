@@ -16,6 +16,8 @@ a brute force over every whole minute.
 
 from __future__ import annotations
 
+from typing import Sequence
+
 import numpy as np
 
 from carbon_optimizer.scheduling.window import GRANULARITY_SECONDS, _TIE_TOLERANCE
@@ -37,20 +39,32 @@ def _ragged(lengths: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return owner, np.arange(len(owner)) - first[owner]
 
 
-def best_windows(series: ForecastSeries, durations: np.ndarray, earliest: np.ndarray,
-                 latest: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """For each workload i (duration, earliest and latest start in epoch seconds), the start and
-    mean intensity window.best_window finds over `series`, and whether it finds one.
+def best_windows(series: Sequence[ForecastSeries], which: np.ndarray, durations: np.ndarray,
+                 earliest: np.ndarray, latest: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """For each search i (over series[which[i]], with a duration, earliest and latest start in
+    epoch seconds), the start and mean intensity window.best_window finds, and whether it finds
+    one.
 
-    Needs `on_grid(series)` and positive whole-minute durations. Returns (found, starts, means);
-    starts and means are meaningless where found is False.
+    Needs `on_grid` of every series and positive whole-minute durations. Returns (found, starts,
+    means); starts and means are meaningless where found is False. Every series' values and
+    prefix sums are laid end to end, so the whole batch is one pass whatever its zones.
     """
-    values, integral = series.values, series.integral()
-    t0, step, n = series.start_epoch, series.step_seconds, len(values)
+    which = np.asarray(which, dtype=np.int64)
+    sizes = np.array([len(one.values) for one in series], dtype=np.int64)
+    values = np.concatenate([one.values for one in series]).astype(np.float64, copy=False)
+    integral = np.concatenate([one.integral() for one in series])
+    value_base = (np.cumsum(sizes) - sizes)[which]     # where each search's series starts in `values`
+    integral_base = value_base + which                  # ... and in `integral` (one more point each)
+    t0 = np.array([one.start_epoch for one in series], dtype=np.int64)[which]
+    step = np.array([one.step_seconds for one in series], dtype=np.int64)[which]
+    n = sizes[which]
+    last = np.array([one.integral()[-1] for one in series], dtype=np.float64)
+    # window.best_window's tolerance for ties, per series.
+    tolerance = (_TIE_TOLERANCE * np.maximum(np.abs(last), 1.0))[which]
     end = t0 + step * n
     d = np.asarray(durations, dtype=np.int64)
     earliest, latest = np.asarray(earliest, dtype=np.int64), np.asarray(latest, dtype=np.int64)
-    # window.start_range, for every workload at once.
+    # window.start_range, for every search at once.
     lo = -(-np.maximum(earliest, t0) // _G) * _G
     hi = np.minimum(latest, end - d) // _G * _G
     late = (lo > hi) & (lo - latest < _G) & (lo + d <= end)
@@ -72,30 +86,34 @@ def best_windows(series: ForecastSeries, durations: np.ndarray, earliest: np.nda
     starts = np.empty(total, dtype=np.int64)
     emissions = np.empty(total, dtype=np.float64)
 
-    def at(x: np.ndarray) -> np.ndarray:  # the running integral at x, inside the series
-        i = np.minimum((x - t0) // step, n - 1)
-        return integral[i] + values[i] * (x - t0 - i * step)
+    def at(x: np.ndarray, where: np.ndarray) -> np.ndarray:  # the running integral at x
+        i = np.minimum((x - t0[where]) // step[where], n[where] - 1)
+        return (integral[integral_base[where] + i]
+                + values[value_base[where] + i] * (x - t0[where] - i * step[where]))
 
     for mask, edge, before in ((lo_edge, lo, None), (hi_edge, hi, lo_edge)):
         where = np.flatnonzero(mask)
         x = edge[where]
         position = offset[where] if before is None else offset[where] + before[where]
         starts[position] = x
-        emissions[position] = at(x + d[where]) - at(x)
+        emissions[position] = at(x + d[where], where) - at(x, where)
     owner, k = _ragged(n_a)
+    position = offset[owner] + n_e[owner] + k
     k = k + a_first[owner]
     kq = k + q[owner]
-    position = offset[owner] + n_e[owner] + (k - a_first[owner])
-    starts[position] = t0 + k * step
+    starts[position] = t0[owner] + k * step[owner]
     # When the run's end is on a boundary too (r = 0) the value read is multiplied by 0: kept
-    # inside the array (kq = n is the series end).
-    emissions[position] = (integral[kq] + values[np.minimum(kq, n - 1)] * r[owner]) - integral[k]
+    # inside the series (kq = n is the series end).
+    emissions[position] = ((integral[integral_base[owner] + kq]
+                            + values[value_base[owner] + np.minimum(kq, n[owner] - 1)] * r[owner])
+                           - integral[integral_base[owner] + k])
     owner, j = _ragged(n_b)
     position = offset[owner] + n_e[owner] + n_a[owner] + j
     j = j + b_first[owner]
     i = j - q[owner] - 1  # the start's own step, step - r in
-    starts[position] = t0 + j * step - d[owner]
-    emissions[position] = integral[j] - integral[i] - values[i] * (step - r[owner])
+    starts[position] = t0[owner] + j * step[owner] - d[owner]
+    emissions[position] = (integral[integral_base[owner] + j] - integral[integral_base[owner] + i]
+                           - values[value_base[owner] + i] * (step[owner] - r[owner]))
 
     means = np.zeros(len(d), dtype=np.float64)
     chosen_starts = np.zeros(len(d), dtype=np.int64)
@@ -104,8 +122,7 @@ def best_windows(series: ForecastSeries, durations: np.ndarray, earliest: np.nda
         return found, chosen_starts, means
     segments, spans = offset[live], lengths[live]
     best = np.minimum.reduceat(emissions, segments)
-    tolerance = _TIE_TOLERANCE * max(abs(float(integral[-1])), 1.0)
-    tied = emissions <= np.repeat(best, spans) + tolerance
+    tied = emissions <= np.repeat(best + tolerance[live], spans)
     earliest_tied = np.minimum.reduceat(np.where(tied, starts, np.iinfo(np.int64).max), segments)
     first = tied & (starts == np.repeat(earliest_tied, spans))
     pick = np.minimum.reduceat(np.where(first, np.arange(total), total), segments)
