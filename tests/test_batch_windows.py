@@ -10,13 +10,16 @@ contiguous workloads mixed, with and without estimates past the forecast (the ri
 from __future__ import annotations
 
 from dataclasses import replace
+from unittest import mock
 
 import numpy as np
 from hypothesis import HealthCheck, example, given, settings, strategies as st
 
 from carbon_optimizer.scheduling.model import Job, Schedule, Unschedulable, ZoneSeries
-from carbon_optimizer.scheduling.planner import plan, plan_all
+from carbon_optimizer.errors import FailureCode
+from carbon_optimizer.scheduling import planner
 from carbon_optimizer.scheduling.budget import Budget
+from carbon_optimizer.scheduling.planner import plan, plan_all
 from carbon_optimizer.timeseries import ForecastSeries, from_epoch
 
 MINUTE = 60
@@ -116,10 +119,16 @@ def batches(draw):
 
 def check(zones, jobs):
     now = T0 - 3600
-    together = plan_all(jobs, zones, now, Budget(seconds=1e6))
     alone = [plan(job, zones, now) for job in jobs]
-    for a, b in zip(together, alone):
-        same(a, b)
+    # As shipped; then every search on the grid done together (long windows too), in passes of a
+    # few workloads each.
+    together = plan_all(jobs, zones, now, Budget(seconds=1e6))
+    with mock.patch.object(planner, "_BATCHED_CANDIDATES", 10 ** 9), \
+            mock.patch.object(planner, "_PASS_CANDIDATES", 300):
+        all_together = plan_all(jobs, zones, now, Budget(seconds=1e6))
+    for a, b, c in zip(together, all_together, alone):
+        same(a, c)
+        same(b, c)
     for job, got in zip(jobs, together):
         if job.interruptible:
             continue
@@ -176,3 +185,32 @@ def test_the_bench_batch_is_answered_as_each_workload_alone():
     for job, got in zip(jobs, together):
         same(got, plan(job, zones, now))
         assert (got.mean_intensity, got.start, got.zone) == brute_across(zones, job)
+
+
+class FakeClock:
+    """Advances `step` seconds at every reading."""
+
+    def __init__(self, step: float):
+        self.now, self.step = 0.0, step
+
+    def __call__(self) -> float:
+        self.now += self.step
+        return self.now
+
+
+def test_the_deadline_stops_the_batched_search_between_passes_and_the_workloads_left_say_so():
+    zones = {"Z": hourly_zone("Z", list(range(48, 0, -1)))}
+    jobs = [Job(duration=(37 + i) * MINUTE, zones=("Z",), earliest_start=T0 + 17,
+                latest_start=T0 + 20 * 3600) for i in range(12)]
+    # Two workloads a pass, six passes; the clock moves a second at each look at the deadline.
+    for seconds, passes, scheduled in ((3.5, 3, 0), (9.5, 6, 3)):
+        with mock.patch.object(planner, "_PASS_CANDIDATES", 90), \
+                mock.patch.object(planner, "best_windows", wraps=planner.best_windows) as search:
+            outcomes = plan_all(jobs, zones, T0, Budget(seconds=seconds, clock=FakeClock(1.0)))
+        assert search.call_count == passes
+        assert [isinstance(o, Schedule) for o in outcomes] == [True] * scheduled + [False] * (12 - scheduled)
+        for job, got in zip(jobs, outcomes):
+            if isinstance(got, Schedule):
+                same(got, plan(job, zones, T0))
+            else:
+                assert got.code is FailureCode.DEADLINE_EXCEEDED
