@@ -25,7 +25,7 @@ from carbon_optimizer.scheduling.model import (
     Baseline, CapacityLimits, Coverage, Job, Outcome, Schedule, Unschedulable, ZoneFailure,
     ZoneSeries, Zones,
 )
-from carbon_optimizer.scheduling.window_batch import best_windows, on_grid
+from carbon_optimizer.scheduling.window_batch import best_across, best_windows, on_grid
 from carbon_optimizer.timeseries import ForecastSeries, from_epoch, rfc3339
 
 _NOT_COVERED_PAST_HORIZON = ("no forecast covers a run of this workload inside its allowed window "
@@ -160,7 +160,7 @@ def _search_together(jobs: Sequence[Job], zones: Zones,
                 size = 0
     if cuts[-1] < len(rows):
         cuts.append(len(rows))
-    per_job: dict[int, list[tuple[int, int, float]]] = {}
+    answers: dict[int, _Found] = {}
     for a, b in zip(cuts, cuts[1:]):
         if budget is not None and budget.expired():
             break
@@ -170,22 +170,17 @@ def _search_together(jobs: Sequence[Job], zones: Zones,
             distinct, np.array([index for _, _, index in part]),
             np.array([j.duration for j in owners]), np.array([j.earliest_start for j in owners]),
             np.array([j.latest_start for j in owners]))
-        for (i, place, _), ok, start, mean in zip(part, found.tolist(), starts.tolist(),
-                                                  means.tolist()):
-            mine = per_job.setdefault(i, [])
-            if ok:
-                mine.append((place, start, mean))
-    answers: dict[int, _Found] = {}
-    for i, found_here in per_job.items():
-        if not found_here:
-            answers[i] = None
-            continue
-        # window.best_window_across's choice among the zones: the best mean, ties (within its
-        # tolerance) to the earliest start, then the first zone.
-        best_mean = min(mean for _, _, mean in found_here)
-        limit = best_mean + windows._TIE_TOLERANCE * 1e3 * max(abs(best_mean), 1.0)
-        place, start, mean = min((f for f in found_here if f[2] <= limit), key=lambda f: (f[1], f[0]))
-        answers[i] = (usables[i][place], ((start, start + jobs[i].duration),), mean)
+        # Each job's rows are consecutive, its zones in order: the first row is its first zone's.
+        first = [row for row, (_, place, _) in enumerate(part) if place == 0]
+        any_found, pick = best_across(found, starts, means, np.array(first))
+        for row, ok, chosen in zip(first, any_found.tolist(), pick.tolist()):
+            i = part[row][0]
+            if not ok:
+                answers[i] = None
+                continue
+            start = int(starts[chosen])
+            answers[i] = (usables[i][part[chosen][1]], ((start, start + jobs[i].duration),),
+                          float(means[chosen]))
     return answers
 
 

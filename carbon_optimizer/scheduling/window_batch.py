@@ -129,3 +129,21 @@ def best_windows(series: Sequence[ForecastSeries], which: np.ndarray, durations:
     chosen_starts[live] = starts[pick]
     means[live] = emissions[pick] / d[live]
     return found, chosen_starts, means
+
+
+def best_across(found: np.ndarray, starts: np.ndarray, means: np.ndarray,
+                first: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """window.best_window_across's choice for many workloads at once: each workload's searches
+    (found, starts, means, as best_windows returns them) are consecutive, from `first`, in the
+    order of its zones. The best mean wins; ties (within the same tolerance) go to the earliest
+    start, then the first zone. Returns, per workload, whether any zone has a window and the
+    search chosen (meaningless where none has)."""
+    best = np.minimum.reduceat(np.where(found, means, np.inf), first)
+    limit = best + _TIE_TOLERANCE * 1e3 * np.maximum(np.abs(best), 1.0)
+    counts = np.diff(np.append(first, len(found)))
+    tied = found & (means <= np.repeat(limit, counts))
+    earliest = np.minimum.reduceat(np.where(tied, starts, np.iinfo(np.int64).max), first)
+    rows = np.arange(len(found))
+    pick = np.minimum.reduceat(np.where(tied & (starts == np.repeat(earliest, counts)), rows,
+                                        len(found)), first)
+    return np.logical_or.reduceat(found, first), pick
