@@ -1,9 +1,10 @@
-"""The contiguous window search for many workloads over one series at once: pure, NumPy, no clock.
+"""The contiguous window search for many workloads at once: pure, NumPy, no clock.
 
 A batch's workloads share a few zones' series. `window.best_window` answers one (series,
-duration, window) at a time, and its fixed cost per call (a few dozen NumPy calls) is most of
-what a plain batch spends; here every workload searched over one series is answered in one pass of
-array operations, over all their candidates laid end to end.
+duration, window) at a time, and its fixed cost per call (a few dozen NumPy calls) was most of
+what a plain batch spent; here every (workload, zone) search of a batch is answered in one pass of
+array operations: the zones' series laid end to end, every search's candidates after each other.
+`best_across` then picks each workload's zone as `window.best_window_across` does.
 
 It is the same search as `window.best_window` on its evenly spaced path (`window._on_grid`): the
 same candidate starts (whole minutes on or next to a kink of each run's emissions, and the ends of
