@@ -120,10 +120,11 @@ def batches(draw):
 def check(zones, jobs):
     now = T0 - 3600
     alone = [plan(job, zones, now) for job in jobs]
-    # As shipped; then every search on the grid done together (long windows too), in passes of a
-    # few workloads each.
+    # As shipped; then every search on the grid done together (long windows and small batches
+    # too), in passes of a few workloads each.
     together = plan_all(jobs, zones, now, Budget(seconds=1e6))
     with mock.patch.object(planner, "_BATCHED_CANDIDATES", 10 ** 9), \
+            mock.patch.object(planner, "_BATCHED_FROM", 1), \
             mock.patch.object(planner, "_PASS_CANDIDATES", 300):
         all_together = plan_all(jobs, zones, now, Budget(seconds=1e6))
     for a, b, c in zip(together, all_together, alone):

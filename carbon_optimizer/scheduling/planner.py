@@ -115,6 +115,9 @@ _PASS_CANDIDATES = 200_000
 # the single search reads long ranges of the prefix sums as slices, which costs less per candidate
 # than gathering them; the batch saves the fixed cost of a call (~15 us), worth ~100 candidates.
 _BATCHED_CANDIDATES = 128
+# Fewer searches (or baselines on one series) than this are done one by one: a pass's own fixed
+# cost (~100 us of NumPy calls) is that of some 6 single searches.
+_BATCHED_FROM = 8
 
 
 def _search_together(jobs: Sequence[Job], zones: Zones,
@@ -158,6 +161,8 @@ def _search_together(jobs: Sequence[Job], zones: Zones,
             if size >= _PASS_CANDIDATES:
                 cuts.append(len(rows))
                 size = 0
+    if len(rows) < _BATCHED_FROM:
+        return {}
     if cuts[-1] < len(rows):
         cuts.append(len(rows))
     answers: dict[int, _Found] = {}
@@ -420,6 +425,8 @@ def _baselines_together(jobs: Sequence[Job], zones: Zones) -> dict[int, Optional
     answers: dict[int, Optional[Baseline]] = {}
     g = windows.GRANULARITY_SECONDS
     for zone, one, members in groups.values():
+        if len(members) < _BATCHED_FROM:
+            continue
         boundaries = one.boundaries()
         d = np.array([jobs[i].duration for i in members], dtype=np.int64)
         earliest = np.array([jobs[i].earliest_start for i in members], dtype=np.int64)
