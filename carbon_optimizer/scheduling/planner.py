@@ -25,6 +25,7 @@ from carbon_optimizer.scheduling.model import (
     Baseline, CapacityLimits, Coverage, Job, Outcome, Schedule, Unschedulable, ZoneFailure,
     ZoneSeries, Zones,
 )
+from carbon_optimizer.scheduling.window_batch import best_across, best_windows, on_grid
 from carbon_optimizer.timeseries import ForecastSeries, from_epoch, rfc3339
 
 _NOT_COVERED_PAST_HORIZON = ("no forecast covers a run of this workload inside its allowed window "
@@ -99,19 +100,108 @@ def plan_all(jobs: Sequence[Job], zones: Zones, now: int, budget: Budget) -> lis
     estimated work is over the budget; jobs left when the deadline passes are Unschedulable with
     deadline_exceeded."""
     _check_cost(jobs, zones, budget)
-    return [plan(job, zones, now, budget) for job in jobs]
+    searched = _search_together(jobs, zones, budget)
+    baselines = _baselines_together(jobs, zones)
+    return [plan(job, zones, now, budget, searched.get(i, _NOT_SEARCHED), baselines.get(i, _NOT_SEARCHED))
+            for i, job in enumerate(jobs)]
 
 
-def plan(job: Job, zones: Zones, now: int, budget: Optional[Budget] = None) -> Outcome:
+_Found = Optional[tuple[str, tuple[tuple[int, int], ...], float]]
+_NOT_SEARCHED = object()
+# Candidate starts searched in one pass: bounds the pass's arrays (some 100 bytes a candidate in
+# all) when a batch is large, and how long it runs between two looks at the deadline.
+_PASS_CANDIDATES = 200_000
+# A search with more candidates than this (about two a series step of its window) is done alone:
+# the single search reads long ranges of the prefix sums as slices, which costs less per candidate
+# than gathering them; the batch saves the fixed cost of a call (~15 us), worth ~100 candidates.
+_BATCHED_CANDIDATES = 128
+# Fewer searches (or baselines on one series) than this are done one by one: a pass's own fixed
+# cost (~100 us of NumPy calls) is that of some 6 single searches.
+_BATCHED_FROM = 8
+
+
+def _search_together(jobs: Sequence[Job], zones: Zones,
+                     budget: Optional[Budget] = None) -> dict[int, _Found]:
+    """The first search of every contiguous job whose series are on the whole-minute grid (every
+    provider's forecast and its estimates), done for many at once over their zones' series: by
+    job index, what _search would return for it alone (the same answer, bit for bit). Other jobs
+    are left out and searched on their own, and so are those left when the deadline passes (plan
+    then answers them deadline_exceeded)."""
+    series: dict[int, int] = {}       # id of a series -> its index in `distinct`
+    distinct: list[ForecastSeries] = []
+    rows: list[tuple[int, int, int]] = []  # (job index, zone's place in its usable zones, series)
+    usables: dict[int, list[str]] = {}
+    cuts, size = [0], 0  # passes end at a job's last row
+    for i, job in enumerate(jobs):
+        if job.interruptible or job.duration <= 0 or job.duration % 60:
+            continue
+        usable = [z for z in job.zones if isinstance(zones[z], ZoneSeries)]
+        searched = [zones[z].searched(job) for z in usable]
+        if not usable:
+            continue
+        mine, candidates = [], 0
+        for one in searched:
+            # At most two candidates a series step over the window and the run, two at its ends.
+            count = 2 * min(len(one.values) + 1, (job.latest_start - job.earliest_start
+                                                  + job.duration) // one.step_seconds + 2) + 2
+            if count > _BATCHED_CANDIDATES:
+                break
+            index = series.get(id(one))
+            if index is None:
+                if not on_grid(one):
+                    break
+                index = series[id(one)] = len(distinct)
+                distinct.append(one)
+            mine.append(index)
+            candidates += count
+        else:
+            usables[i] = usable
+            rows += [(i, place, index) for place, index in enumerate(mine)]
+            size += candidates
+            if size >= _PASS_CANDIDATES:
+                cuts.append(len(rows))
+                size = 0
+    if len(rows) < _BATCHED_FROM:
+        return {}
+    if cuts[-1] < len(rows):
+        cuts.append(len(rows))
+    answers: dict[int, _Found] = {}
+    for a, b in zip(cuts, cuts[1:]):
+        if budget is not None and budget.expired():
+            break
+        part = rows[a:b]
+        owners = [jobs[i] for i, _, _ in part]
+        found, starts, means = best_windows(
+            distinct, np.array([index for _, _, index in part]),
+            np.array([j.duration for j in owners]), np.array([j.earliest_start for j in owners]),
+            np.array([j.latest_start for j in owners]))
+        # Each job's rows are consecutive, its zones in order: the first row is its first zone's.
+        first = [row for row, (_, place, _) in enumerate(part) if place == 0]
+        any_found, pick = best_across(found, starts, means, np.array(first))
+        for row, ok, chosen in zip(first, any_found.tolist(), pick.tolist()):
+            i = part[row][0]
+            if not ok:
+                answers[i] = None
+                continue
+            start = int(starts[chosen])
+            answers[i] = (usables[i][part[chosen][1]], ((start, start + jobs[i].duration),),
+                          float(means[chosen]))
+    return answers
+
+
+def plan(job: Job, zones: Zones, now: int, budget: Optional[Budget] = None,
+         searched: object = _NOT_SEARCHED, baseline: object = _NOT_SEARCHED) -> Outcome:
     """The cleanest run of one job over its zones: a contiguous window, or chunks when the job is
-    interruptible; an Unschedulable saying why when there is none."""
+    interruptible; an Unschedulable saying why when there is none. `searched` and `baseline`: the
+    job's first search and its baseline when they were made already, with the rest of its batch
+    (_search_together, _baselines_together)."""
     usable, failures = _split(job, zones)
     if not usable:
         return _no_data(job, failures)
     try:
         if budget is not None:
             budget.check()
-        return _plan(job, zones, now, usable, failures, budget)
+        return _plan(job, zones, now, usable, failures, budget, searched, baseline)
     except DeadlineExceeded as exc:
         return Unschedulable(job, exc.code, exc.message, failures)
 
@@ -142,11 +232,15 @@ def _search(job: Job, usable: list[str], series: list[ForecastSeries],
 
 
 def _plan(job: Job, zones: Zones, now: int, usable: list[str], failures: tuple[ZoneFailure, ...],
-          budget: Optional[Budget]) -> Outcome:
-    try:
-        found = _search(job, usable, [zones[z].searched(job) for z in usable], budget)
-    except TooLarge as exc:
-        return Unschedulable(job, exc.code, exc.message, failures)
+          budget: Optional[Budget], searched: object = _NOT_SEARCHED,
+          baseline: object = _NOT_SEARCHED) -> Outcome:
+    if searched is not _NOT_SEARCHED:
+        found = searched
+    else:
+        try:
+            found = _search(job, usable, [zones[z].searched(job) for z in usable], budget)
+        except TooLarge as exc:
+            return Unschedulable(job, exc.code, exc.message, failures)
     if found is None:
         if job.interruptible or any(reaches_past_forecast(job, zones[z]) for z in usable):
             message = _NOT_COVERED_PAST_HORIZON
@@ -174,8 +268,9 @@ def _plan(job: Job, zones: Zones, now: int, usable: list[str], failures: tuple[Z
             # Ask again when a forecast covers the run turned down, if that is before this run
             # starts (the client's `wait` re-asks at replan_at when it comes before the start).
             ask = waited if waited is not None and now < waited < intervals[0][0] else None
-            return _schedule(job, zones, zone, intervals, mean, now, failures, gate=(0.0, True, ask))
-    return _schedule(job, zones, zone, intervals, mean, now, failures,
+            return _schedule(job, zones, zone, intervals, mean, now, failures, gate=(0.0, True, ask),
+                             baseline=baseline)
+    return _schedule(job, zones, zone, intervals, mean, now, failures, baseline=baseline,
                      gate=(error, False, None))
 
 
@@ -300,7 +395,8 @@ def _fleet_unit(origin: int, end: int, series: Sequence[ForecastSeries], duratio
 def _schedule(job: Job, zones: Zones, zone: str, intervals: tuple[tuple[int, int], ...],
               mean: float, now: int, failures: tuple[ZoneFailure, ...],
               use_estimates: bool = True,
-              gate: tuple[float, bool, Optional[int]] = (0.0, False, None)) -> Schedule:
+              gate: tuple[float, bool, Optional[int]] = (0.0, False, None),
+              baseline: object = _NOT_SEARCHED) -> Schedule:
     """The one place a Schedule is built. `gate`: the chosen run's estimate error, whether a run
     on estimates was turned down for it, and then when to ask again."""
     chosen: ZoneSeries = zones[zone]
@@ -312,8 +408,44 @@ def _schedule(job: Job, zones: Zones, zone: str, intervals: tuple[tuple[int, int
     elif coverage.estimated_start is not None:
         coverage = dc_replace(coverage, estimate_error=error)
     return Schedule(job=job, zone=zone, intervals=intervals, mean_intensity=mean,
-                    baseline=_baseline(job, zones, use_estimates),
+                    baseline=(_baseline(job, zones, use_estimates) if baseline is _NOT_SEARCHED
+                              else baseline),
                     coverage=coverage, source=chosen, unavailable=failures)
+
+
+def _baselines_together(jobs: Sequence[Job], zones: Zones) -> dict[int, Optional[Baseline]]:
+    """_baseline(job, zones, True) of every job whose first zone has data, one NumPy pass per
+    series (the same arithmetic: start_range's first start, window_mean's interpolation)."""
+    groups: dict[int, tuple[str, ForecastSeries, list[int]]] = {}
+    for i, job in enumerate(jobs):
+        first = zones[job.zones[0]]
+        if isinstance(first, ZoneSeries):
+            one = first.searched(job)
+            groups.setdefault(id(one), (first.zone, one, []))[2].append(i)
+    answers: dict[int, Optional[Baseline]] = {}
+    g = windows.GRANULARITY_SECONDS
+    for zone, one, members in groups.values():
+        if len(members) < _BATCHED_FROM:
+            continue
+        boundaries = one.boundaries()
+        d = np.array([jobs[i].duration for i in members], dtype=np.int64)
+        earliest = np.array([jobs[i].earliest_start for i in members], dtype=np.int64)
+        latest = np.array([jobs[i].latest_start for i in members], dtype=np.int64)
+        # windows.start_range's first start, for every job at once.
+        lo = -(-np.maximum(earliest, int(boundaries[0])) // g) * g
+        hi = np.minimum(latest, int(boundaries[-1]) - d) // g * g
+        found = (lo <= hi) | ((lo - latest < g) & (lo + d <= boundaries[-1]))
+        ok = np.flatnonzero(found)
+        ends = np.interp(np.concatenate((lo[ok], lo[ok] + d[ok])), boundaries, one.integral())
+        means = ((ends[len(ok):] - ends[:len(ok)]) / d[ok]).tolist()
+        for i in members:
+            answers[i] = None
+        for at, mean in zip(ok.tolist(), means):
+            i = members[at]
+            start = int(lo[at])
+            answers[i] = Baseline(zone=zone, start=start, end=start + jobs[i].duration,
+                                  mean_intensity=mean)
+    return answers
 
 
 def _baseline(job: Job, zones: Zones, use_estimates: bool) -> Optional[Baseline]:
