@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import math
 
 import re
@@ -44,12 +45,27 @@ def _duration(value: object) -> object:
         if abs(value) > 10 ** 7:  # beyond any valid duration, and beyond what timedelta holds
             raise ValueError("must be above 0 and at most 7 days")
         return timedelta(minutes=value)
-    if isinstance(value, str) and re.fullmatch(ISO_DURATION_PATTERN, value.strip()):
-        try:
-            return _timedelta.validate_python(value.strip())
-        except ValidationError:
-            pass
+    if isinstance(value, str):
+        text = value.strip()
+        parsed = (_parse_short_iso_duration if len(text) <= 32 else _parse_iso_duration)(text)
+        if parsed is not None:
+            return parsed
     raise ValueError("must be an ISO 8601 duration in days, hours and minutes such as PT2H30M or P2D (no years or months), or whole minutes")
+
+
+def _parse_iso_duration(text: str) -> Optional[timedelta]:
+    """An ISO 8601 duration's timedelta, None when `text` is not one."""
+    if not re.fullmatch(ISO_DURATION_PATTERN, text):
+        return None
+    try:
+        return _timedelta.validate_python(text)
+    except ValidationError:
+        return None
+
+
+# A batch repeats the same few durations: each is parsed once (timedeltas are immutable). Short
+# texts only, so that the cache's memory stays small whatever clients send.
+_parse_short_iso_duration = functools.lru_cache(maxsize=512)(_parse_iso_duration)
 
 
 def _iso_duration(value: object) -> object:
@@ -233,7 +249,11 @@ OptimizeRequest = Union[Workload, WorkloadBatch]
 # The models below document the answers (OpenAPI) and build them: each answer is made by one `of`
 # classmethod from the engine's typed values, so the document and the answers cannot drift apart.
 
-UtcTime = Annotated[datetime, PlainSerializer(rfc3339, return_type=str, when_used="json"),
+# An answer repeats the same few moments (a zone's forecast start and end in every workload's
+# provenance, starts on the same hours): each is written once. Equal datetimes are the same instant,
+# so they have the same text.
+_rfc3339 = functools.lru_cache(maxsize=4096)(rfc3339)
+UtcTime = Annotated[datetime, PlainSerializer(_rfc3339, return_type=str, when_used="json"),
                     WithJsonSchema({"type": "string", "format": "date-time",
                                     "examples": ["2026-11-23T08:00:00Z"]})]
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 import json
 import logging
 from datetime import datetime, timedelta, timezone
-from typing import Optional
+from typing import Callable, Optional
 
 from flask import Blueprint, Response, current_app, jsonify, request
 from pydantic import ValidationError
@@ -159,33 +159,51 @@ def _unknown(field: str, exc: UnknownLocation) -> dict:
     return detail
 
 
-def _locate(asked: list[str], field: str, served: Optional[frozenset[str]],
+def _resolver(served: Optional[frozenset[str]]) -> Callable[[str], "str | UnknownLocation"]:
+    """engine.locate for one request, each distinct location resolved once: a batch names the same
+    few zones and regions again and again. An unknown location gives its UnknownLocation back (not
+    raised), so that every field naming it can be reported."""
+    locate, seen = _engine().locate, {}
+
+    def resolve(location: str) -> "str | UnknownLocation":
+        found = seen.get(location)
+        if found is None:
+            try:
+                found = locate(location, served)
+            except UnknownLocation as exc:
+                found = exc
+            seen[location] = found
+        return found
+    return resolve
+
+
+def _locate(asked: list[str], field: str, resolve: Callable[[str], "str | UnknownLocation"],
             details: list[dict]) -> dict[str, str]:
     """zone -> the first location asked that resolved to it, in the order asked; unknown
     locations become error details naming their field (zones[1])."""
     zones: dict[str, str] = {}
     for position, location in enumerate(asked):
-        try:
-            zones.setdefault(_engine().locate(location, served), location)
-        except UnknownLocation as exc:
-            details.append(_unknown(f"{field}[{position}]", exc))
+        found = resolve(location)
+        if isinstance(found, UnknownLocation):
+            details.append(_unknown(f"{field}[{position}]", found))
+        else:
+            zones.setdefault(found, location)
     return zones
 
 
 def _jobs(workloads: list[models.Workload], batch: bool, now: datetime):
     """The jobs asked for, with every location resolved to a zone, and per job zone -> location."""
     settings = _settings()
-    served = _engine().served_zones()
+    resolve = _resolver(_engine().served_zones())
+    default_zones, default_window = settings.default_zones, timedelta(hours=settings.default_window_hours)
     jobs, locations, details, unknown = [], [], [], []
     for index, workload in enumerate(workloads):
         prefix = f"workloads[{index}]." if batch else ""
         # A default from configuration is checked too: the field to fix is then the request's.
-        where = _locate(workload.zones or settings.default_zones, f"{prefix}zones", served, unknown)
+        where = _locate(workload.zones or default_zones, f"{prefix}zones", resolve, unknown)
         locations.append(where)
         try:
-            jobs.append(workload.to_job(now, settings.default_zones,
-                                        timedelta(hours=settings.default_window_hours),
-                                        zones=list(where) or None))
+            jobs.append(workload.to_job(now, default_zones, default_window, zones=list(where) or None))
         except ValueError as exc:
             field = exc.field if isinstance(exc, models.FieldError) else ""
             details.append({"field": _field_path(((f"workloads", index) if batch else ()) + ((field,) if field else ())),
