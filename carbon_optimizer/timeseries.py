@@ -56,7 +56,8 @@ class ForecastSeries:
             raise ValueError("step must be positive")
         if len(self.values) == 0:
             raise ValueError("a series needs at least one point")
-        self.__dict__["_start_epoch"] = to_epoch(self.start)  # read per workload; frozen, so memo here
+        self.__dict__["_start_epoch"] = start = to_epoch(self.start)  # read per workload; frozen, so memo here
+        self.__dict__["_end_epoch"] = start + self.step_seconds * len(self.values)  # read several times per workload
 
     @property
     def start_epoch(self) -> int:
@@ -65,7 +66,7 @@ class ForecastSeries:
     @property
     def end_epoch(self) -> int:
         """Where the last point stops holding: the end of what the series covers."""
-        return self.start_epoch + self.step_seconds * len(self.values)
+        return self.__dict__["_end_epoch"]
 
     @property
     def end(self) -> datetime:

@@ -258,8 +258,12 @@ UtcTime = Annotated[datetime, PlainSerializer(_rfc3339, return_type=str, when_us
                                     "examples": ["2026-11-23T08:00:00Z"]})]
 
 
+# The same few moments recur in an answer (and in the next one): each datetime is made once.
+_moment = functools.lru_cache(maxsize=4096)(from_epoch)
+
+
 def _time(epoch_seconds: Optional[float]) -> Optional[datetime]:
-    return None if epoch_seconds is None else from_epoch(epoch_seconds)
+    return None if epoch_seconds is None else _moment(epoch_seconds)
 
 
 def _round(value: Optional[float], digits: int) -> Optional[float]:
@@ -323,13 +327,13 @@ class Provenance(Response):
             seconds = coverage.estimated_seconds or 0
             run = sum(b - a for a, b in schedule.intervals)
             error = coverage.estimate_error
-            part = EstimatedPart(start=from_epoch(coverage.estimated_start), minutes=seconds // 60,
+            part = EstimatedPart(start=_moment(coverage.estimated_start), minutes=seconds // 60,
                                  share=round(seconds / max(1, run), 4),
                                  expected_error=None if error is None or not math.isfinite(error)
                                  else round(error, 2))
         return cls(provider=forecast.provider, updated_at=forecast.updated_at,
                    fetched_at=_time(source.fetched_at), stale=source.stale,
-                   forecast_start=forecast.start, forecast_end=forecast.end,
+                   forecast_start=forecast.start, forecast_end=_moment(forecast.end_epoch),
                    window_coverage=round(coverage.window_coverage, 4),
                    search_limited_by_horizon=coverage.search_limited_by_horizon,
                    estimated=coverage.estimated, estimated_part=part,
@@ -398,17 +402,17 @@ class ScheduledWorkload(Response):
         baseline_emissions = _round(schedule.baseline_emissions_grams, 3)
         extra: dict = UnavailableZone.all_of(schedule.unavailable, locations)
         if job.interruptible:
-            extra["chunks"] = [Chunk(start=from_epoch(a), end=from_epoch(b),
+            extra["chunks"] = [Chunk(start=_moment(a), end=_moment(b),
                                      duration_minutes=(b - a) // 60) for a, b in schedule.intervals]
         return cls(
             id=job.id, status="scheduled", location=_location(locations, schedule.zone),
             zone=schedule.zone,
-            start=from_epoch(schedule.start), end=from_epoch(schedule.end),
+            start=_moment(schedule.start), end=_moment(schedule.end),
             start_in_seconds=max(0, schedule.start - to_epoch(now)),
             duration_minutes=job.duration // 60,
             carbon_intensity=round(schedule.mean_intensity, 3),
             baseline=None if baseline is None else Baseline(
-                location=_location(locations, baseline.zone), zone=baseline.zone, start=from_epoch(baseline.start), end=from_epoch(baseline.end),
+                location=_location(locations, baseline.zone), zone=baseline.zone, start=_moment(baseline.start), end=_moment(baseline.end),
                 carbon_intensity=round(baseline.mean_intensity, 3)),
             saving_percent=_round(schedule.saving_percent, 2),
             emissions_grams=emissions,
