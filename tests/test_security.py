@@ -228,6 +228,21 @@ def test_default_limit_is_one_budget_per_client_across_routes_and_keyed_by_api_k
     assert guesses == [401, 401, 429, 429]
 
 
+@pytest.mark.parametrize("method, path", [("GET", "/api/v1/nope"), ("DELETE", "/api/v1/optimize"),
+                                          ("POST", "/api/v1/forecast")])
+def test_key_guessing_at_paths_flask_cannot_route_is_limited_too(method, path):
+    # A 404 or 405 has no endpoint; the key check still answers it (401 for a wrong key, 404/405
+    # for a right one), so without a limit such a path would tell a guesser which key is right.
+    client = build({"API_KEYS": KEY_1, "RATE_LIMIT_DEFAULT": "2 per hour"}).test_client()
+    statuses = [client.open(path, method=method, headers={"X-API-Key": f"guess-{i}"}).status_code
+                for i in range(4)]
+    assert statuses == [401, 401, 429, 429]
+    # The address's shared budget is the one spent: a wrong key at a routed path is refused too,
+    # while the right key (a budget of its own) gets the path's real answer.
+    assert client.get("/api/v1/forecast?zone=DE", headers={"X-API-Key": "guess-9"}).status_code == 429
+    assert client.open(path, method=method, headers={"X-API-Key": KEY_1}).status_code in (404, 405)
+
+
 def test_client_ip_comes_from_the_trusted_proxy_hop_so_x_forwarded_for_cannot_be_spoofed():
     client = build({"TRUSTED_PROXY_COUNT": "1", "TRUSTED_PROXY_CIDRS": "10.0.0.0/24",
                     "RATE_LIMIT_DEFAULT": "2 per hour"}).test_client()

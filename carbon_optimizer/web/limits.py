@@ -49,6 +49,7 @@ from carbon_optimizer.web.errors import error_response
 from carbon_optimizer.web.pages import STATIC_PREFIX
 
 EXTENSION = "carbon_limits"
+_UNROUTED = "unrouted"
 UNLIMITED_PATHS = ("/health", "/metrics")
 _DECLARED = "_carbon_rate_limit"
 _WINDOWS = "_carbon_rate_limit_windows"
@@ -223,7 +224,11 @@ def init_app(app: Flask, settings: Settings) -> None:
         # A storage error after the fallback is on (a Redis call already in flight when it froze)
         # serves the request unchecked rather than answering 500.
         swallow_errors=True,
-        strategy=_STRATEGY)
+        strategy=_STRATEGY,
+        # flask-limiter skips a request without an endpoint, i.e. one Flask could not route (404,
+        # 405); the API-key check still answers those, so a wrong key sent to /api/v1/nope would be
+        # guessed unlimited. Naming them keeps them on the shared budget.
+        request_identifier=lambda: request.endpoint or _UNROUTED)
     # The pages' static files are not API calls: loading /docs must not spend a client's budget.
     limiter.request_filter(lambda: request.path in UNLIMITED_PATHS
                            or request.path.startswith(STATIC_PREFIX))
