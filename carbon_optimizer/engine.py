@@ -127,17 +127,16 @@ class CarbonEngine:
         return ZoneSeries(forecast=cached.series, stale=cached.stale,
                           fetched_at=int(cached.fetched_at) if cached.fetched_at else None)
 
-    def _fresh_forecasts(self, zones: Sequence[str]) -> dict[str, ZoneSeries]:
-        """The zones whose forecast this worker holds fresh (a remote provider's cache): answered
+    def _fresh(self, cache: ForecastCache, kind: str, zones: Sequence[str]) -> dict[str, CachedForecast]:
+        """The zones whose `kind` this worker holds fresh in `cache` (a remote provider's): answered
         here, without handing them to a fetch thread and waiting for it."""
         if self._pool is None:
             return {}
-        found = {}
-        for zone in zones:
-            cached = self.cache.fresh("forecast", zone)
-            if cached is not None:
-                found[zone] = self._zone_series(cached)
-        return found
+        held = ((zone, cache.fresh(kind, zone)) for zone in zones)
+        return {zone: cached for zone, cached in held if cached is not None}
+
+    def _fresh_forecasts(self, zones: Sequence[str]) -> dict[str, ZoneSeries]:
+        return {z: self._zone_series(c) for z, c in self._fresh(self.cache, "forecast", zones).items()}
 
     def extended(self, zone: ZoneSeries, until: int, now: datetime,
                  history: Optional[ForecastSeries] = None) -> ZoneSeries:
@@ -170,15 +169,7 @@ class CarbonEngine:
             return None
 
     def _fresh_histories(self, zones: Sequence[str]) -> dict[str, ForecastSeries]:
-        """As _fresh_forecasts, for the recent histories that refine estimates."""
-        if self._pool is None:
-            return {}
-        found = {}
-        for zone in zones:
-            cached = self.history_cache.fresh("history", zone)
-            if cached is not None:
-                found[zone] = cached.series
-        return found
+        return {z: c.series for z, c in self._fresh(self.history_cache, "history", zones).items()}
 
     def _gather(self, calls: Mapping[str, Callable[[], T]],
                 deadline: float) -> dict[str, "Future[T] | None"]:
