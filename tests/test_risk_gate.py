@@ -62,7 +62,7 @@ def test_an_error_that_could_not_be_measured_is_never_trusted():
     assert found.start == NOW + 20 * HOUR and found.coverage.waited_for_forecast
 
 
-def test_no_replan_when_the_run_starts_before_a_forecast_could_show_the_other():
+def test_ask_again_at_the_start_when_it_comes_before_a_forecast_could_show_the_other():
     early = zone(80.0)
     values = early.forecast.values.copy()
     values[20], values[3] = 200.0, 150.0   # the best hour inside is hour 3, before hour 11
@@ -70,7 +70,24 @@ def test_no_replan_when_the_run_starts_before_a_forecast_could_show_the_other():
     extended = replace(early.extended, values=np.concatenate((values, early.extended.values[24:])))
     found = plan(job(), {"XX": replace(early, forecast=forecast, extended=extended)}, NOW)
     assert found.start == NOW + 3 * HOUR and found.coverage.waited_for_forecast
-    assert found.coverage.replan_at is None
+    # Hour 34 is in a forecast only from hour 11; hour 3's run starts first, and a forecast issued
+    # by then covers 3 more hours of the window: ask again then.
+    assert found.coverage.replan_at == NOW + 3 * HOUR
+
+
+def test_a_run_on_estimates_keeps_the_run_inside_open_until_it_starts():
+    """The estimated hour 34 wins (error 10 < advantage 50), but the best hour inside the forecast
+    (hour 3) is still open until it starts: ask again then, not only when hour 34 is forecast."""
+    early = zone(10.0)
+    values = early.forecast.values.copy()
+    values[20], values[3] = 200.0, 150.0
+    forecast = replace(early.forecast, values=values)
+    extended = replace(early.extended, values=np.concatenate((values, early.extended.values[24:])))
+    found = plan(job(), {"XX": replace(early, forecast=forecast, extended=extended)}, NOW)
+    assert found.start == NOW + 34 * HOUR and found.coverage.estimated
+    assert found.coverage.replan_at == NOW + 3 * HOUR
+    # With the best hour inside at hour 20, the estimate is forecast first (hour 11): ask then.
+    assert plan(job(), {"XX": zone(10.0)}, NOW).coverage.replan_at == NOW + 11 * HOUR
 
 
 def test_with_nothing_inside_the_forecast_the_estimates_are_used():

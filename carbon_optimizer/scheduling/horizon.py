@@ -159,6 +159,24 @@ def estimated_span(series: ForecastSeries, intervals: list[tuple[int, int]],
     return {"start": min(a for a, _ in past), "seconds": sum(b - a for a, b in past)}
 
 
+# Asking again sooner than this after an answer finds no newer forecast (providers publish hourly
+# or so), and a client would only be kept busy: a run starting sooner is simply run.
+MIN_REPLAN_SECONDS = 15 * 60
+
+
+def ask_again_at(start: int, now: int, latest_start: int, latest_end: int, forecast_end: int,
+                 step: int) -> Optional[int]:
+    """When to ask again about a run chosen inside the forecast that starts at `start`: at that
+    start, when the allowed window runs past the forecast (a forecast published by then covers
+    more of it) and a later start is still allowed. The run in hand is still allowed then, so with
+    an accurate forecast the answer then is never worse than it, and often cleaner: this is how a
+    24 h forecast finds the cleanest hours of a 72 h window. None when there is nothing to learn.
+    """
+    if latest_end <= forecast_end or start >= latest_start or start - now < max(step, MIN_REPLAN_SECONDS):
+        return None
+    return int(start)
+
+
 def replan_at(window_end: int, now: int, forecast_end: int, step: int) -> Optional[int]:
     """When asking again finds a window ending at `window_end` inside a real forecast, assuming
     the provider keeps publishing the same horizon (forecast_end - now); None when it already is."""

@@ -104,7 +104,7 @@ class Coverage:
     estimated: bool                        # the chosen intervals rest partly on estimated values
     estimated_start: Optional[int] = None  # the part past the provider's forecast: first moment ...
     estimated_seconds: Optional[int] = None  # ... and length
-    replan_at: Optional[int] = None        # when asking again finds the choice inside a forecast
+    replan_at: Optional[int] = None        # when asking again may find a cleaner run (horizon.py)
     # The risk gate (planner): the measured error of the estimated part of the chosen window, and
     # whether a window past the forecast looked better but not by more than that error.
     estimate_error: Optional[float] = None  # gCO2eq/kWh on the chosen run's mean

@@ -20,7 +20,7 @@ from carbon_optimizer.scheduling import window as windows
 from carbon_optimizer.scheduling.chunks import best_chunks, chunk_grid
 from carbon_optimizer.scheduling.fleet import schedule_fleet
 from carbon_optimizer.scheduling.fleet_model import Capacity, FleetJob
-from carbon_optimizer.scheduling.horizon import estimated_span, replan_at, window_error
+from carbon_optimizer.scheduling.horizon import ask_again_at, estimated_span, replan_at, window_error
 from carbon_optimizer.scheduling.model import (
     Baseline, CapacityLimits, Coverage, Job, Outcome, Schedule, Unschedulable, ZoneFailure,
     ZoneSeries, Zones,
@@ -266,10 +266,21 @@ def _plan(job: Job, zones: Zones, now: int, usable: list[str], failures: tuple[Z
                                chosen.forecast.step_seconds)
             zone, intervals, mean = inside
             # Ask again when a forecast covers the run turned down, if that is before this run
-            # starts (the client's `wait` re-asks at replan_at when it comes before the start).
+            # starts (the client's `wait` re-asks at replan_at when it comes before the start);
+            # else at this run's start, when a newer forecast may show a cleaner one.
             ask = waited if waited is not None and now < waited < intervals[0][0] else None
+            if ask is None:
+                ask = ask_again_at(intervals[0][0], now, job.latest_start, job.latest_end,
+                                   chosen.forecast.end_epoch, chosen.forecast.step_seconds)
             return _schedule(job, zones, zone, intervals, mean, now, failures, gate=(0.0, True, ask),
                              baseline=baseline)
+        if inside is not None:
+            # The run on estimates wins, but the best run inside the forecast is still open until
+            # it starts: ask again by then, so that a newer forecast can still choose it.
+            keep = ask_again_at(inside[1][0][0], now, job.latest_start, job.latest_end,
+                                chosen.forecast.end_epoch, chosen.forecast.step_seconds)
+            return _schedule(job, zones, zone, intervals, mean, now, failures, baseline=baseline,
+                             gate=(error, False, keep))
     return _schedule(job, zones, zone, intervals, mean, now, failures, baseline=baseline,
                      gate=(error, False, None))
 
@@ -398,15 +409,18 @@ def _schedule(job: Job, zones: Zones, zone: str, intervals: tuple[tuple[int, int
               gate: tuple[float, bool, Optional[int]] = (0.0, False, None),
               baseline: object = _NOT_SEARCHED) -> Schedule:
     """The one place a Schedule is built. `gate`: the chosen run's estimate error, whether a run
-    on estimates was turned down for it, and then when to ask again."""
+    on estimates was turned down for it, and when to ask again (for a run on estimates: no later
+    than the start of the best run inside the forecast, which is still open until then)."""
     chosen: ZoneSeries = zones[zone]
     searched = chosen.searched(job) if use_estimates else chosen.forecast
-    coverage = _coverage(job, chosen.forecast, searched, intervals, now)
+    coverage = _coverage(job, chosen.forecast, searched, intervals, now, rolling=use_estimates)
     error, waited, ask = gate
     if waited:
         coverage = dc_replace(coverage, waited_for_forecast=True, replan_at=ask)
     elif coverage.estimated_start is not None:
-        coverage = dc_replace(coverage, estimate_error=error)
+        sooner = ask is not None and (coverage.replan_at is None or ask < coverage.replan_at)
+        coverage = dc_replace(coverage, estimate_error=error,
+                              replan_at=ask if sooner else coverage.replan_at)
     return Schedule(job=job, zone=zone, intervals=intervals, mean_intensity=mean,
                     baseline=(_baseline(job, zones, use_estimates) if baseline is _NOT_SEARCHED
                               else baseline),
@@ -464,9 +478,11 @@ def _baseline(job: Job, zones: Zones, use_estimates: bool) -> Optional[Baseline]
 
 
 def _coverage(job: Job, forecast: ForecastSeries, searched: ForecastSeries,
-              intervals: tuple[tuple[int, int], ...], now: int) -> Coverage:
-    """What the provider's forecast covers of the allowed window, and what of the choice rests on
-    estimates (points flagged estimated, or anything past the forecast)."""
+              intervals: tuple[tuple[int, int], ...], now: int, rolling: bool = True) -> Coverage:
+    """What the provider's forecast covers of the allowed window, what of the choice rests on
+    estimates (points flagged estimated, or anything past the forecast), and when to ask again:
+    when a forecast covers the estimated part, or (`rolling`: a job planned on its own) at the
+    start of a run inside the forecast whose window runs past it."""
     allowed_start, allowed_end = job.earliest_start, job.latest_end
     real_end = forecast.end_epoch
     covered = max(0, min(allowed_end, real_end) - max(allowed_start, forecast.start_epoch))
@@ -484,4 +500,6 @@ def _coverage(job: Job, forecast: ForecastSeries, searched: ForecastSeries,
         estimated=estimated or span is not None,
         estimated_start=None if span is None else span["start"],
         estimated_seconds=None if span is None else span["seconds"],
-        replan_at=replan_at(end, now, real_end, forecast.step_seconds))
+        replan_at=(replan_at(end, now, real_end, forecast.step_seconds) if end > real_end
+                   else ask_again_at(intervals[0][0], now, job.latest_start, allowed_end, real_end,
+                                     forecast.step_seconds) if rolling else None))

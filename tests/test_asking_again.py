@@ -1,0 +1,168 @@
+"""Asking again at `replan_at`: a run chosen inside a forecast that ends before the job's window
+does is not final. The answer says to ask again at its start, when a newer forecast covers more of
+the window; a client that does (as `carbon-optimizer wait` does) never ends with a dirtier run than
+the first answer, and ends where a rolling search over each moment's forecast ends. Checked against
+a brute force over whole-minute starts written here, with arrivals at arbitrary seconds and
+durations in odd minutes."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from datetime import datetime, timezone
+
+import numpy as np
+from hypothesis import given, settings, strategies as st
+
+from carbon_optimizer.scheduling.horizon import MIN_REPLAN_SECONDS
+from carbon_optimizer.scheduling.model import Job, Schedule, ZoneSeries
+from carbon_optimizer.scheduling.planner import plan
+from carbon_optimizer.timeseries import ForecastSeries, from_epoch, to_epoch
+
+HOUR = 3600
+MINUTE = 60
+T0 = 1_800_000_000 // HOUR * HOUR
+DAYS = 6
+HORIZON = 24 * HOUR
+
+
+def truth(seed: int) -> np.ndarray:
+    return np.random.default_rng(seed).uniform(50.0, 500.0, DAYS * 24)
+
+
+def forecast_at(values: np.ndarray, now: int, horizon: int = HORIZON) -> dict[str, ZoneSeries]:
+    """A perfect forecast issued at `now`: from the hour holding it to the last hour that ends by
+    now + horizon (as the replay provider reveals it)."""
+    first = (now - T0) // HOUR
+    last = (now + horizon - T0) // HOUR
+    series = ForecastSeries("XX", from_epoch(T0 + first * HOUR), HOUR, values[first:last], "test")
+    return {"XX": ZoneSeries(forecast=series)}
+
+
+def follow(values: np.ndarray, now: int, duration: int, latest: int) -> tuple[Schedule, Schedule, int]:
+    """The client's rule: while replan_at comes no later than the start, ask again then with what
+    is left of the window. The first answer, the last one, and how many times it asked again."""
+    job = Job(duration=duration, zones=("XX",), earliest_start=now, latest_start=latest,
+              extend_horizon=False)
+    first = answer = plan(job, forecast_at(values, now), now)
+    asks = 0
+    while isinstance(answer, Schedule) and answer.coverage.replan_at is not None \
+            and answer.coverage.replan_at <= answer.start:
+        moment = answer.coverage.replan_at
+        assert moment > now and moment <= latest  # each question moves on, inside the window
+        now = moment
+        job = replace(job, earliest_start=now)
+        answer = plan(job, forecast_at(values, now), now)
+        asks += 1
+        assert asks < 1000
+    return first, answer, asks
+
+
+def grams(values: np.ndarray, start: int, duration: int) -> float:
+    """Exact emissions (intensity x seconds) of [start, start + duration), whole minutes."""
+    per_minute = np.repeat(values, 60)
+    a, b = (start - T0) // MINUTE, (start + duration - T0) // MINUTE
+    return float(per_minute[a:b].sum() * MINUTE)
+
+
+def rolling(values: np.ndarray, now: int, duration: int, latest: int) -> int:
+    """The reference: at each moment take the cleanest whole-minute start the forecast of that
+    moment covers; stop when it is (nearly) now, the last allowed start, or when the forecast
+    already covers the whole window; else move to it and look again."""
+    t = now
+    while True:
+        forecast_end = T0 + (t + HORIZON - T0) // HOUR * HOUR
+        lo = -(-t // MINUTE) * MINUTE
+        hi = min(latest, forecast_end - duration) // MINUTE * MINUTE
+        best = min(range(lo, hi + 1, MINUTE), key=lambda s: grams(values, s, duration))
+        if latest + duration <= forecast_end or best >= latest or best - t < max(HOUR, MIN_REPLAN_SECONDS):
+            return best
+        t = best
+
+
+@settings(max_examples=40, deadline=None)
+@given(seed=st.integers(0, 2**32 - 1), offset=st.integers(0, 86_399),
+       minutes=st.integers(30, 210).map(lambda k: 2 * k + 1),
+       slack=st.integers(25 * HOUR, 72 * HOUR))
+def test_following_replan_at_is_the_rolling_search_and_never_worse(seed, offset, minutes, slack):
+    values = truth(seed)
+    now = T0 + offset
+    duration = minutes * MINUTE
+    first, last, asks = follow(values, now, duration, now + slack)
+    assert isinstance(first, Schedule) and isinstance(last, Schedule)
+    ours = grams(values, last.start, duration)
+    assert ours <= grams(values, first.start, duration) * (1 + 1e-12)  # never worse than the first
+    assert ours == np.float64(grams(values, rolling(values, now, duration, now + slack), duration))
+    # and never better than the best start of the whole window (the measuring stick)
+    lo = -(-now // MINUTE) * MINUTE
+    oracle = min(grams(values, s, duration) for s in range(lo, (now + slack) // MINUTE * MINUTE + 1, MINUTE))
+    assert ours >= oracle
+
+
+def test_a_later_forecast_finds_what_the_first_could_not():
+    """Hour 5 is the best the first forecast shows (120); hour 28 (20) comes into view only later:
+    asking again at hour 5 finds it."""
+    values = np.full(DAYS * 24, 300.0)
+    values[5], values[28] = 120.0, 20.0
+    first, last, asks = follow(values, T0 + 17, HOUR, T0 + 48 * HOUR)
+    assert first.start == T0 + 5 * HOUR and first.coverage.replan_at == first.start
+    # There, the window still runs past the forecast: one more question, at its start, confirms it.
+    assert last.start == T0 + 28 * HOUR and last.coverage.replan_at is None and asks == 2
+
+
+def test_no_replan_when_there_is_nothing_left_to_learn():
+    values = np.full(DAYS * 24, 300.0)
+    values[5] = 120.0
+    # The whole window inside the forecast: a newer forecast adds nothing.
+    inside, _, _ = follow(values, T0, HOUR, T0 + 20 * HOUR)
+    assert inside.start == T0 + 5 * HOUR and inside.coverage.replan_at is None
+    # The run starts at the last allowed start: nothing later to choose.
+    last, _, _ = follow(values, T0, HOUR, T0 + 5 * HOUR)
+    assert last.start == T0 + 5 * HOUR and last.coverage.replan_at is None
+    # The run starts sooner than a newer forecast can come (one step of the series, and at least
+    # MIN_REPLAN_SECONDS): it is simply run.
+    values[1] = 50.0
+    soon, _, _ = follow(values, T0 + 10 * MINUTE, 30 * MINUTE, T0 + 40 * HOUR)
+    assert soon.start == T0 + HOUR and soon.coverage.replan_at is None
+    values[1], values[2] = 300.0, 50.0
+    later, _, _ = follow(values, T0 + 10 * MINUTE, 30 * MINUTE, T0 + 40 * HOUR)
+    assert later.start == T0 + 2 * HOUR and later.coverage.replan_at == T0 + 2 * HOUR
+
+
+def test_a_batch_under_capacity_is_not_replanned_job_by_job(client):
+    """Only a job planned on its own is followed: a batch under capacity is placed jointly."""
+    body = client.post("/api/v1/optimize", json={
+        "workloads": [{"id": "a", "duration": 60, "zones": ["DE"], "max_delay": "PT160H"}],
+        "capacity": {"max_concurrent": 1}}).get_json()
+    assert body["results"][0]["status"] == "scheduled"
+    assert body["results"][0]["provenance"]["replan_at"] is None
+
+
+def test_over_http_the_replayed_answer_says_when_and_asking_then_finds_more(make_app, tmp_path):
+    """The file provider replaying a recording with a 27 h forecast: at midnight the best hour in
+    view is 05:00 (150) and replan_at says to ask again then; asked as of 05:00 (as `wait` would,
+    with the same window), the 06:00 hour of the next day (1) is in view and chosen."""
+    as_of = datetime(2022, 1, 10, tzinfo=timezone.utc)
+    start = datetime(2022, 1, 1, tzinfo=timezone.utc)
+    rows = ["Datetime (UTC),Country,Zone Name,Zone Id,Carbon Intensity gCO₂eq/kWh (direct),"
+            "Carbon Intensity gCO₂eq/kWh (LCA),Low Carbon Percentage,Renewable Percentage,"
+            "Data Source,Data Estimated,Data Estimation Method"]
+    special = {to_epoch(as_of) + 5 * HOUR: 150.0, to_epoch(as_of) + 30 * HOUR: 1.0}
+    for k in range(20 * 24):
+        moment = to_epoch(start) + k * HOUR
+        value = special.get(moment, 300.0)
+        rows.append(f"{from_epoch(moment):%Y-%m-%d %H:%M:%S},X,X,XX,{value},{value},0,0,test,false,")
+    (tmp_path / "XX_2022_hourly.csv").write_text("\n".join(rows) + "\n", encoding="utf-8")
+    client = make_app({"CARBON_PROVIDER": "file", "CARBON_DATA_DIR": str(tmp_path),
+                       "FILE_REPLAY": "true", "FILE_FORECAST_HOURS": "27"}).test_client()
+    window = {"duration": 60, "zones": ["XX"], "earliest_start": "2022-01-10T00:00:00Z",
+              "latest_start": "2022-01-11T23:00:00Z", "extend_horizon": False}
+    first = client.post("/api/v1/optimize", json={**window, "as_of": "2022-01-10T00:00:00Z"}).get_json()
+    assert first["start"] == "2022-01-10T05:00:00Z" and first["carbon_intensity"] == 150.0
+    assert first["provenance"]["replan_at"] == "2022-01-10T05:00:00Z"
+    again = client.post("/api/v1/optimize", json={**window, "as_of": first["provenance"]["replan_at"]})
+    assert again.status_code == 200, again.get_json()
+    body = again.get_json()
+    assert body["start"] == "2022-01-11T06:00:00Z" and body["carbon_intensity"] == 1.0
+    assert body["start_in_seconds"] == 25 * HOUR
+    # The window still runs past this forecast (to 2022-01-12T00:00Z): ask again at the start.
+    assert body["provenance"]["replan_at"] == body["start"]
