@@ -176,17 +176,20 @@ def test_a_short_run_on_the_exports(tmp_path):
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
-def test_asking_again_follows_replan_at_and_keeps_the_later_answer(monkeypatch):
-    """The "asking again" kind re-asks at replan_at while it comes before the answer's start, with
-    what is left of the window, as `carbon-optimizer wait` does; the last answer is measured."""
+@pytest.mark.parametrize("starts_in", [None, 3 * HOUR])  # None: at the latest start
+def test_asking_again_follows_replan_at_and_keeps_the_later_answer(monkeypatch, starts_in):
+    """The "asking again" kind re-asks at replan_at while it comes no later than the answer's
+    start, with what is left of the window, as `carbon-optimizer wait` does; the last answer is
+    measured."""
     calls = []
     real_optimize = CarbonEngine.optimize
 
     def spy(self, jobs, now, capacity=None):
         outcome = real_optimize(self, jobs, now, capacity)[0]
         calls.append((jobs[0], to_epoch(now), outcome))
-        if len(calls) == 1:  # the first answer: start late, ask again in 3 h
-            outcome = replace(outcome, intervals=((jobs[0].latest_start, jobs[0].latest_end),),
+        if len(calls) == 1:  # the first answer: start later, ask again in 3 h
+            start = jobs[0].latest_start if starts_in is None else to_epoch(now) + starts_in
+            outcome = replace(outcome, intervals=((start, start + jobs[0].duration),),
                               coverage=replace(outcome.coverage, replan_at=to_epoch(now) + 3 * HOUR))
         return [outcome]
     monkeypatch.setattr(CarbonEngine, "optimize", spy)
@@ -200,3 +203,24 @@ def test_asking_again_follows_replan_at_and_keeps_the_later_answer(monkeypatch):
     assert second[0].latest_start == first[0].latest_start
     truth = backtest.Truth(series)
     assert result.realized[0] == pytest.approx(truth.emissions(backtest.chosen_intervals(calls[-1][2])))
+
+
+def test_targets_are_judged_per_client_and_name_the_zone_year_that_misses():
+    from tools.backtest_report import targets
+
+    def row(data, case, kind, captured, saving, worse):
+        return {"data": data, "case": case, "forecast": kind, "captured": captured, "saving": saving,
+                "worse": worse}
+    case = "1 h job, 72 h slack"
+    rows = [row("A 2021", case, "24 h + extension, asking again", 90.0, 30.0, 1.2),
+            row("A 2021", case, "24 h only, asking again", 89.0, 29.9, 0.0),
+            row("B 2021", case, "24 h + extension, asking again", 84.0, 20.0, 0.1),
+            row("B 2021", case, "24 h only, asking again", 84.0, 20.1, 0.0),
+            row("A 2021", case, "24 h + extension", 70.0, 25.0, 0.0),
+            row("A 2021", case, "24 h only", 70.0, 25.0, 0.0)]
+    asking, first = targets(rows)
+    assert "asking again at replan_at" in asking and "87.0%" in asking and "goal ≥ 85%: met" in asking
+    assert "saves LESS than horizon only in some zone-year" in asking and "+1.2 points" in asking and "(A 2021;" in asking
+    assert "goal ≤ +1.0: NOT met" in asking
+    assert "taking the first answer" in first and "NOT met, short by 15.0 points" in first
+    assert "never saves less" in first and "goal ≤ +1.0: met" in first
