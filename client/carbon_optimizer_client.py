@@ -44,6 +44,7 @@ EXIT_INTERRUPTED = 130
 RECHECK_LEAD_SECONDS = 60.0
 RECHECK_MIN_AGE_SECONDS = 300.0  # a plan younger than this at the recheck point is not re-asked
 REASK_MIN_GAP_SECONDS = 2.0      # guards against a replan_at that keeps pointing at "now"
+AT_START_TIMEOUT_SECONDS = 5.0   # how long a question asked at the start may delay it
 # Without --max-wait, how long 429 answers are waited out before failing open.
 RATE_LIMIT_PATIENCE_SECONDS = 600.0
 DEFAULT_RETRY_AFTER_SECONDS = 30.0
@@ -531,7 +532,9 @@ def command_wait(args: argparse.Namespace, log: Log) -> int:
         if target <= now:
             break
         wake, why = target, "start"
-        if plan.replan is not None and plan.asked_at + REASK_MIN_GAP_SECONDS <= plan.replan < target:
+        # replan_at may be the start itself: the forecast published then reaches furthest, and the
+        # service still offers the run in hand (from the next whole minute).
+        if plan.replan is not None and plan.asked_at + REASK_MIN_GAP_SECONDS <= plan.replan <= target:
             wake, why = max(now, plan.replan), "replan"
         elif target - RECHECK_LEAD_SECONDS - plan.asked_at >= RECHECK_MIN_AGE_SECONDS:
             wake, why = target - RECHECK_LEAD_SECONDS, "recheck"
@@ -543,7 +546,9 @@ def command_wait(args: argparse.Namespace, log: Log) -> int:
             break
         log.line("asking again: " + ("the forecast now covers more of the window"
                                      if why == "replan" else "a last check before starting"))
-        again = service.optimize(body, timeout=max(1.0, min(service.timeout, target - time.monotonic())))
+        # Never past the start by more than a few seconds waiting for an answer.
+        again = service.optimize(body, timeout=max(AT_START_TIMEOUT_SECONDS,
+                                                   min(service.timeout, target - time.monotonic())))
         if again.kind == "ok" and scheduled(again.body):
             previous = plan.answer.get("start"), plan.answer.get("zone")
             plan = Plan(again.body, time.monotonic())

@@ -11,6 +11,7 @@ from dataclasses import replace
 from datetime import datetime, timezone
 
 import numpy as np
+import pytest
 from hypothesis import given, settings, strategies as st
 
 from carbon_optimizer.scheduling.horizon import MIN_REPLAN_SECONDS
@@ -48,7 +49,8 @@ def follow(values: np.ndarray, now: int, duration: int, latest: int) -> tuple[Sc
     while isinstance(answer, Schedule) and answer.coverage.replan_at is not None \
             and answer.coverage.replan_at <= answer.start:
         moment = answer.coverage.replan_at
-        assert moment > now and moment <= latest  # each question moves on, inside the window
+        # Each question moves on by at least the minimum gap, inside the window.
+        assert moment >= now + MIN_REPLAN_SECONDS and moment <= latest
         now = moment
         job = replace(job, earliest_start=now)
         answer = plan(job, forecast_at(values, now), now)
@@ -66,15 +68,15 @@ def grams(values: np.ndarray, start: int, duration: int) -> float:
 
 def rolling(values: np.ndarray, now: int, duration: int, latest: int) -> int:
     """The reference: at each moment take the cleanest whole-minute start the forecast of that
-    moment covers; stop when it is (nearly) now, the last allowed start, or when the forecast
-    already covers the whole window; else move to it and look again."""
+    moment covers; stop when it is less than an hour (the step) away or when the forecast already
+    covers the whole window; else look again then."""
     t = now
     while True:
         forecast_end = T0 + (t + HORIZON - T0) // HOUR * HOUR
         lo = -(-t // MINUTE) * MINUTE
         hi = min(latest, forecast_end - duration) // MINUTE * MINUTE
         best = min(range(lo, hi + 1, MINUTE), key=lambda s: grams(values, s, duration))
-        if latest + duration <= forecast_end or best >= latest or best - t < max(HOUR, MIN_REPLAN_SECONDS):
+        if latest + duration <= forecast_end or best - t < max(HOUR, MIN_REPLAN_SECONDS):
             return best
         t = best
 
@@ -104,7 +106,8 @@ def test_a_later_forecast_finds_what_the_first_could_not():
     values = np.full(DAYS * 24, 300.0)
     values[5], values[28] = 120.0, 20.0
     first, last, asks = follow(values, T0 + 17, HOUR, T0 + 48 * HOUR)
-    assert first.start == T0 + 5 * HOUR and first.coverage.replan_at == first.start
+    assert first.start == T0 + 5 * HOUR
+    assert first.coverage.replan_at == first.start
     # There, the window still runs past the forecast: one more question, at its start, confirms it.
     assert last.start == T0 + 28 * HOUR and last.coverage.replan_at is None and asks == 2
 
@@ -115,9 +118,6 @@ def test_no_replan_when_there_is_nothing_left_to_learn():
     # The whole window inside the forecast: a newer forecast adds nothing.
     inside, _, _ = follow(values, T0, HOUR, T0 + 20 * HOUR)
     assert inside.start == T0 + 5 * HOUR and inside.coverage.replan_at is None
-    # The run starts at the last allowed start: nothing later to choose.
-    last, _, _ = follow(values, T0, HOUR, T0 + 5 * HOUR)
-    assert last.start == T0 + 5 * HOUR and last.coverage.replan_at is None
     # The run starts sooner than a newer forecast can come (one step of the series, and at least
     # MIN_REPLAN_SECONDS): it is simply run.
     values[1] = 50.0
@@ -125,7 +125,57 @@ def test_no_replan_when_there_is_nothing_left_to_learn():
     assert soon.start == T0 + HOUR and soon.coverage.replan_at is None
     values[1], values[2] = 300.0, 50.0
     later, _, _ = follow(values, T0 + 10 * MINUTE, 30 * MINUTE, T0 + 40 * HOUR)
-    assert later.start == T0 + 2 * HOUR and later.coverage.replan_at == T0 + 2 * HOUR
+    assert later.start == T0 + 2 * HOUR
+    assert later.coverage.replan_at == T0 + 2 * HOUR
+
+
+def test_with_a_five_minute_series_the_gap_is_fifteen_minutes():
+    """A newer forecast of a 5-minute series may come in 5 minutes, but asking again sooner than
+    MIN_REPLAN_SECONDS only keeps a client busy."""
+    start = from_epoch(T0)
+    for best, replanned in ((10, False), (15, True), (40, True)):
+        values = np.full(24 * 12, 300.0)
+        values[best // 5] = 100.0  # the 5-minute point at T0 + best minutes
+        series = ForecastSeries("XX", start, 300, values, "test")
+        job = Job(duration=5 * MINUTE, zones=("XX",), earliest_start=T0, latest_start=T0 + 30 * HOUR)
+        found = plan(job, {"XX": ZoneSeries(forecast=series)}, T0)
+        assert found.start == T0 + best * MINUTE
+        expected = found.start if replanned else None
+        assert found.coverage.replan_at == expected, best
+
+
+def test_a_zone_with_a_shorter_forecast_keeps_the_question_open():
+    """The run is chosen in zone A, whose forecast covers the whole window; zone B's covers only
+    24 h, and a newer forecast of B may show a cleaner run: ask again, as for B alone."""
+    values = np.full(DAYS * 24, 300.0)
+    values[5] = 100.0
+    long = ForecastSeries("A", from_epoch(T0), HOUR, values[:96], "test")
+    short = ForecastSeries("B", from_epoch(T0), HOUR, np.full(24, 200.0), "test")
+    zones = {"A": ZoneSeries(forecast=long), "B": ZoneSeries(forecast=short)}
+    job = Job(duration=HOUR, zones=("A", "B"), earliest_start=T0, latest_start=T0 + 48 * HOUR,
+              extend_horizon=False)
+    found = plan(job, zones, T0)
+    assert found.zone == "A" and found.start == T0 + 5 * HOUR
+    assert found.coverage.replan_at == T0 + 5 * HOUR
+    alone = plan(replace(job, zones=("A",)), zones, T0)
+    assert alone.start == T0 + 5 * HOUR and alone.coverage.replan_at is None
+
+
+def test_asking_a_moment_late_finds_the_run_in_hand_a_minute_later():
+    """A question arrives a moment after replan_at: starts are whole minutes from the moment
+    asked, so the run in hand is offered from the next whole minute (one minute of hour 6 at 300
+    in place of one of hour 5 at 100)."""
+    values = np.full(DAYS * 24, 300.0)
+    values[5] = 100.0
+    job = Job(duration=HOUR, zones=("XX",), earliest_start=T0, latest_start=T0 + 48 * HOUR,
+              extend_horizon=False)
+    first = plan(job, forecast_at(values, T0), T0)
+    for late, start in ((0, first.start), (1, first.start + MINUTE), (59, first.start + MINUTE),
+                        (61, first.start + 2 * MINUTE)):
+        moment = first.coverage.replan_at + late
+        again = plan(replace(job, earliest_start=moment), forecast_at(values, moment), moment)
+        assert again.start == start and again.coverage.replan_at is None, late
+        assert again.mean_intensity == pytest.approx(100.0 + 200.0 * (start - first.start) / HOUR)
 
 
 def test_a_batch_under_capacity_is_not_replanned_job_by_job(client):
@@ -139,8 +189,8 @@ def test_a_batch_under_capacity_is_not_replanned_job_by_job(client):
 
 def test_over_http_the_replayed_answer_says_when_and_asking_then_finds_more(make_app, tmp_path):
     """The file provider replaying a recording with a 27 h forecast: at midnight the best hour in
-    view is 05:00 (150) and replan_at says to ask again then; asked as of 05:00 (as `wait` would,
-    with the same window), the 06:00 hour of the next day (1) is in view and chosen."""
+    view is 05:00 (150) and replan_at says to ask again then; asked as of then (as
+    `wait` would, with the same window), the 06:00 hour of the next day (1) is in view and chosen."""
     as_of = datetime(2022, 1, 10, tzinfo=timezone.utc)
     start = datetime(2022, 1, 1, tzinfo=timezone.utc)
     rows = ["Datetime (UTC),Country,Zone Name,Zone Id,Carbon Intensity gCO₂eq/kWh (direct),"

@@ -49,6 +49,9 @@ DEFAULT_EVERY = 5
 # MIN_REPLAN_SECONDS after the one before, so a window allows no more than slack / that; this
 # bound only stops an engine bug from looping.
 MAX_ASKS = 1000
+# A question asked at replan_at reaches the service this long after it (as any request does), so
+# its starts are whole minutes from the next one: the run in hand moves by a minute.
+ASK_LATENCY = 1
 # Relative tolerance when comparing emissions (sums of ~1e6 g/kWh x s): below it, a tie.
 TIE = 1e-9
 
@@ -247,6 +250,7 @@ def simulate(recorded: ReplayProvider, dataset: Dataset, case: Case, kind: Forec
             again = outcome.coverage.replan_at if isinstance(outcome, Schedule) else None
             if again is None or again > outcome.start or again > job.latest_start:
                 break
+            again = min(again + ASK_LATENCY, job.latest_start)
             job = replace(job, earliest_start=again)
             later = engine.optimize([job], from_epoch(again))[0]
             if not isinstance(later, Schedule):

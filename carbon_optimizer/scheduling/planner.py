@@ -270,15 +270,13 @@ def _plan(job: Job, zones: Zones, now: int, usable: list[str], failures: tuple[Z
             # else at this run's start, when a newer forecast may show a cleaner one.
             ask = waited if waited is not None and now < waited < intervals[0][0] else None
             if ask is None:
-                ask = ask_again_at(intervals[0][0], now, job.latest_start, job.latest_end,
-                                   chosen.forecast.end_epoch, chosen.forecast.step_seconds)
+                ask = _ask_again(job, zones, intervals[0][0], now)
             return _schedule(job, zones, zone, intervals, mean, now, failures, gate=(0.0, True, ask),
                              baseline=baseline)
         if inside is not None:
             # The run on estimates wins, but the best run inside the forecast is still open until
             # it starts: ask again by then, so that a newer forecast can still choose it.
-            keep = ask_again_at(inside[1][0][0], now, job.latest_start, job.latest_end,
-                                chosen.forecast.end_epoch, chosen.forecast.step_seconds)
+            keep = _ask_again(job, zones, inside[1][0][0], now)
             return _schedule(job, zones, zone, intervals, mean, now, failures, baseline=baseline,
                              gate=(error, False, keep))
     return _schedule(job, zones, zone, intervals, mean, now, failures, baseline=baseline,
@@ -413,7 +411,9 @@ def _schedule(job: Job, zones: Zones, zone: str, intervals: tuple[tuple[int, int
     than the start of the best run inside the forecast, which is still open until then)."""
     chosen: ZoneSeries = zones[zone]
     searched = chosen.searched(job) if use_estimates else chosen.forecast
-    coverage = _coverage(job, chosen.forecast, searched, intervals, now, rolling=use_estimates)
+    # A batch under capacity (use_estimates False) is placed jointly: not replanned job by job.
+    coverage = _coverage(job, chosen.forecast, searched, intervals, now,
+                         _ask_again(job, zones, intervals[0][0], now) if use_estimates else None)
     error, waited, ask = gate
     if waited:
         coverage = dc_replace(coverage, waited_for_forecast=True, replan_at=ask)
@@ -478,11 +478,11 @@ def _baseline(job: Job, zones: Zones, use_estimates: bool) -> Optional[Baseline]
 
 
 def _coverage(job: Job, forecast: ForecastSeries, searched: ForecastSeries,
-              intervals: tuple[tuple[int, int], ...], now: int, rolling: bool = True) -> Coverage:
+              intervals: tuple[tuple[int, int], ...], now: int,
+              ask_again: Optional[int] = None) -> Coverage:
     """What the provider's forecast covers of the allowed window, what of the choice rests on
     estimates (points flagged estimated, or anything past the forecast), and when to ask again:
-    when a forecast covers the estimated part, or (`rolling`: a job planned on its own) at the
-    start of a run inside the forecast whose window runs past it."""
+    when a forecast covers the estimated part, else `ask_again` (_ask_again's answer)."""
     allowed_start, allowed_end = job.earliest_start, job.latest_end
     real_end = forecast.end_epoch
     covered = max(0, min(allowed_end, real_end) - max(allowed_start, forecast.start_epoch))
@@ -501,5 +501,12 @@ def _coverage(job: Job, forecast: ForecastSeries, searched: ForecastSeries,
         estimated_start=None if span is None else span["start"],
         estimated_seconds=None if span is None else span["seconds"],
         replan_at=(replan_at(end, now, real_end, forecast.step_seconds) if end > real_end
-                   else ask_again_at(intervals[0][0], now, job.latest_start, allowed_end, real_end,
-                                     forecast.step_seconds) if rolling else None))
+                   else ask_again))
+
+
+def _ask_again(job: Job, zones: Zones, start: int, now: int) -> Optional[int]:
+    """horizon.ask_again_at for a run of `job` inside the forecasts starting at `start`: a newer
+    forecast of any of the job's zones may show a cleaner run, so the shortest of them counts."""
+    series = [zones[z].forecast for z in job.zones if isinstance(zones[z], ZoneSeries)]
+    return ask_again_at(start, now, job.latest_end, min(s.end_epoch for s in series),
+                        min(s.step_seconds for s in series))
