@@ -546,8 +546,10 @@ def command_wait(args: argparse.Namespace, log: Log) -> int:
             break
         log.line("asking again: " + ("the forecast now covers more of the window"
                                      if why == "replan" else "a last check before starting"))
-        # Never past the start by more than a few seconds waiting for an answer.
-        again = service.optimize(body, timeout=max(AT_START_TIMEOUT_SECONDS,
+        # Never past the start (or --max-wait) waiting for an answer, but for a question asked at
+        # the start itself, which may take a few seconds.
+        at_start = why == "replan" and wake >= target and target == plan.start
+        again = service.optimize(body, timeout=max(AT_START_TIMEOUT_SECONDS if at_start else 1.0,
                                                    min(service.timeout, target - time.monotonic())))
         if again.kind == "ok" and scheduled(again.body):
             previous = plan.answer.get("start"), plan.answer.get("zone")

@@ -161,6 +161,27 @@ def test_a_zone_with_a_shorter_forecast_keeps_the_question_open():
     assert alone.start == T0 + 5 * HOUR and alone.coverage.replan_at is None
 
 
+def test_other_zones_count_only_when_they_have_data_and_never_past_the_latest_start():
+    """A zone that failed has no forecast to wait for; a run at the latest start has nothing
+    later to choose, whatever a shorter forecast of another zone would show."""
+    from carbon_optimizer.errors import FailureCode
+    from carbon_optimizer.scheduling.model import ZoneFailure
+
+    values = np.full(DAYS * 24, 300.0)
+    values[5] = 100.0
+    long = ForecastSeries("A", from_epoch(T0), HOUR, values[:96], "test")
+    short = ForecastSeries("B", from_epoch(T0), HOUR, np.full(24, 200.0), "test")
+    failed = ZoneFailure("B", FailureCode.UPSTREAM_UNAVAILABLE, "down")
+    job = Job(duration=HOUR, zones=("A", "B"), earliest_start=T0, latest_start=T0 + 48 * HOUR,
+              extend_horizon=False)
+    found = plan(job, {"A": ZoneSeries(forecast=long), "B": failed}, T0)
+    assert found.start == T0 + 5 * HOUR and found.coverage.replan_at is None
+    values[5], values[48] = 300.0, 100.0  # the cleanest hour is the latest start
+    long = ForecastSeries("A", from_epoch(T0), HOUR, values[:96], "test")
+    found = plan(job, {"A": ZoneSeries(forecast=long), "B": ZoneSeries(forecast=short)}, T0)
+    assert found.zone == "A" and found.start == T0 + 48 * HOUR and found.coverage.replan_at is None
+
+
 def test_asking_a_moment_late_finds_the_run_in_hand_a_minute_later():
     """A question arrives a moment after replan_at: starts are whole minutes from the moment
     asked, so the run in hand is offered from the next whole minute (one minute of hour 6 at 300

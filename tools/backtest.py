@@ -117,6 +117,7 @@ class CaseResult:
     reference: np.ndarray = field(repr=False)   # ... of running at once
     oracle: np.ndarray = field(repr=False)      # ... of the best choice over the true series
     unscheduled: int = 0                        # answers with no plan (counted as run at once)
+    asks: Optional[np.ndarray] = field(default=None, repr=False)  # per job: questions after the first
 
     @property
     def jobs(self) -> int:
@@ -129,7 +130,9 @@ class CaseResult:
         worse = self.realized > self.reference * (1 + TIE)
         return {"data": self.dataset, "case": self.case, "forecast": self.forecast, "jobs": self.jobs,
                 "oracle": best, "saving": ours, "captured": 100 * ours / best if best > 0 else float("nan"),
-                "worse": 100 * worse.mean(), "unscheduled": self.unscheduled}
+                "worse": 100 * worse.mean(), "unscheduled": self.unscheduled,
+                "asks_mean": float(self.asks.mean()) if self.asks is not None and self.jobs else 0.0,
+                "asks_max": int(self.asks.max()) if self.asks is not None and self.jobs else 0}
 
 
 class InvalidAnswer(AssertionError):
@@ -238,6 +241,7 @@ def simulate(recorded: ReplayProvider, dataset: Dataset, case: Case, kind: Forec
     engine = CarbonEngine(provider, new_cache())
     realized, reference, oracle = (np.empty(len(times)) for _ in range(3))
     unscheduled = 0
+    asks = np.zeros(len(times), dtype=np.int64)
     for i, now in enumerate(times.tolist()):
         job = Job(duration=case.duration, zones=(zone,), earliest_start=now,
                   latest_start=now + case.slack, interruptible=case.interruptible,
@@ -253,6 +257,7 @@ def simulate(recorded: ReplayProvider, dataset: Dataset, case: Case, kind: Forec
             again = min(again + ASK_LATENCY, job.latest_start)
             job = replace(job, earliest_start=again)
             later = engine.optimize([job], from_epoch(again))[0]
+            asks[i] += 1
             if not isinstance(later, Schedule):
                 break  # no answer then: the plan in hand stands
             outcome = later
@@ -268,7 +273,8 @@ def simulate(recorded: ReplayProvider, dataset: Dataset, case: Case, kind: Forec
         oracle[i] = (truth.best_split(case.duration, now, now + case.slack + case.duration)
                      if case.interruptible else
                      truth.best_contiguous(case.duration, now, now + case.slack))
-    return CaseResult(dataset.label, case.name, kind.name, realized, reference, oracle, unscheduled)
+    return CaseResult(dataset.label, case.name, kind.name, realized, reference, oracle, unscheduled,
+                      asks)
 
 
 def datasets_for(recorded: ReplayProvider, zones: Sequence[str], years: Sequence[int]) -> list[Dataset]:

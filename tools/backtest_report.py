@@ -18,18 +18,20 @@ ATTRIBUTION = "Electricity Maps (electricitymaps.com), ODbL"
 
 # -- reporting --------------------------------------------------------------------------------------
 
-COLUMNS = ("jobs", "oracle saving %", "our saving %", "of oracle %", "worse than at once %", "no plan")
+COLUMNS = ("jobs", "oracle saving %", "our saving %", "of oracle %", "worse than at once %", "no plan",
+           "asked again: mean, most")
 
 
 def _cells(row: dict) -> list[str]:
     captured = "–" if np.isnan(row["captured"]) else f"{row['captured']:.1f}"
     return [str(row["jobs"]), f"{row['oracle']:.2f}", f"{row['saving']:.2f}", captured,
-            f"{row['worse']:.1f}", str(row["unscheduled"])]
+            f"{row['worse']:.1f}", str(row["unscheduled"]),
+            f"{row.get('asks_mean', 0.0):.2f}, {row.get('asks_max', 0)}"]
 
 
 def table(rows: list[dict]) -> str:
     """Plain text, one line per dataset x case x forecast."""
-    short = ("jobs", "oracle%", "ours%", "of orc%", "worse%", "no plan")
+    short = ("jobs", "oracle%", "ours%", "of orc%", "worse%", "no plan", "asks")
     lines = [f"{'data':<17} {'case':<37} {'forecast':<36} " + " ".join(f"{c:>9}" for c in short)]
     for r in rows:
         lines.append(f"{r['data']:<17} {r['case']:<37} {r['forecast']:<36} "

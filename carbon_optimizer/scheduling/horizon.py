@@ -164,18 +164,19 @@ def estimated_span(series: ForecastSeries, intervals: list[tuple[int, int]],
 MIN_REPLAN_SECONDS = 15 * 60
 
 
-def ask_again_at(start: int, now: int, latest_end: int, forecast_end: int, step: int) -> Optional[int]:
+def ask_again_at(start: int, now: int, latest_start: int, latest_end: int, forecast_end: int,
+                 step: int) -> Optional[int]:
     """When to ask again about a run chosen inside the forecast that starts at `start`: at that
     start, when the allowed window runs past the forecast. A forecast published by then covers
     more of the window, and asking any earlier would miss the one published at the start. The run
     in hand is still allowed then (at the next whole minute when the question arrives a moment
     late), so with an accurate forecast the answer is never worse than it started a minute later,
     and often cleaner: this is how a 24 h forecast finds the cleanest hours of a 72 h window. None
-    when there is nothing to learn, or the run starts sooner than a newer forecast can come. (A
-    later start is always allowed then: a run that ends inside the forecast starts before
-    latest_end - duration, the latest start.)
+    when there is nothing to learn (the forecast, the shortest of a job's zones', covers the whole
+    window, or the run starts at the latest start), or the run starts sooner than a newer forecast
+    can come.
     """
-    if latest_end <= forecast_end or start - now < max(step, MIN_REPLAN_SECONDS):
+    if latest_end <= forecast_end or start >= latest_start or start - now < max(step, MIN_REPLAN_SECONDS):
         return None
     return int(start)
 

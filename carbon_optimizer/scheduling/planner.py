@@ -508,5 +508,5 @@ def _ask_again(job: Job, zones: Zones, start: int, now: int) -> Optional[int]:
     """horizon.ask_again_at for a run of `job` inside the forecasts starting at `start`: a newer
     forecast of any of the job's zones may show a cleaner run, so the shortest of them counts."""
     series = [zones[z].forecast for z in job.zones if isinstance(zones[z], ZoneSeries)]
-    return ask_again_at(start, now, job.latest_end, min(s.end_epoch for s in series),
-                        min(s.step_seconds for s in series))
+    return ask_again_at(start, now, job.latest_start, job.latest_end,
+                        min(s.end_epoch for s in series), min(s.step_seconds for s in series))
