@@ -20,7 +20,9 @@ from carbon_optimizer.scheduling import window as windows
 from carbon_optimizer.scheduling.chunks import best_chunks, chunk_grid
 from carbon_optimizer.scheduling.fleet import schedule_fleet
 from carbon_optimizer.scheduling.fleet_model import Capacity, FleetJob
-from carbon_optimizer.scheduling.horizon import ask_again_at, estimated_span, replan_at, window_error
+from carbon_optimizer.scheduling.horizon import (
+    MIN_REPLAN_SECONDS, ask_again_at, estimated_span, replan_at, window_error,
+)
 from carbon_optimizer.scheduling.model import (
     Baseline, CapacityLimits, Coverage, Job, Outcome, Schedule, Unschedulable, ZoneFailure,
     ZoneSeries, Zones,
@@ -507,6 +509,13 @@ def _coverage(job: Job, forecast: ForecastSeries, searched: ForecastSeries,
 def _ask_again(job: Job, zones: Zones, start: int, now: int) -> Optional[int]:
     """horizon.ask_again_at for a run of `job` inside the forecasts starting at `start`: a newer
     forecast of any of the job's zones may show a cleaner run, so the shortest of them counts."""
-    series = [zones[z].forecast for z in job.zones if isinstance(zones[z], ZoneSeries)]
-    return ask_again_at(start, now, job.latest_start, job.latest_end,
-                        min(s.end_epoch for s in series), min(s.step_seconds for s in series))
+    if start - now < MIN_REPLAN_SECONDS:  # ask_again_at's cheapest test, before any zone: most
+        return None                       # runs of a batch start at once
+    end = step = None
+    for z in job.zones:  # a loop, not min() over generators: this runs for every answer
+        one = zones[z]
+        if isinstance(one, ZoneSeries):
+            forecast = one.forecast
+            end = forecast.end_epoch if end is None else min(end, forecast.end_epoch)
+            step = forecast.step_seconds if step is None else min(step, forecast.step_seconds)
+    return ask_again_at(start, now, job.latest_start, job.latest_end, end, step)
