@@ -413,9 +413,12 @@ def _schedule(job: Job, zones: Zones, zone: str, intervals: tuple[tuple[int, int
     than the start of the best run inside the forecast, which is still open until then)."""
     chosen: ZoneSeries = zones[zone]
     searched = chosen.searched(job) if use_estimates else chosen.forecast
-    # A batch under capacity (use_estimates False) is placed jointly: not replanned job by job.
+    # A batch under capacity (use_estimates False) is placed jointly: not replanned job by job. A
+    # run reaching past the forecast is replanned when a forecast covers it (_coverage), not here.
+    inside = intervals[-1][1] <= chosen.forecast.end_epoch
     coverage = _coverage(job, chosen.forecast, searched, intervals, now,
-                         _ask_again(job, zones, intervals[0][0], now) if use_estimates else None)
+                         _ask_again(job, zones, intervals[0][0], now) if use_estimates and inside
+                         else None)
     error, waited, ask = gate
     if waited:
         coverage = dc_replace(coverage, waited_for_forecast=True, replan_at=ask)
