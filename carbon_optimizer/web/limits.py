@@ -3,15 +3,17 @@ own with `@limit(...)`, e.g. POST /optimize's RATE_LIMIT_OPTIMIZE, and is then c
 that limit only; every other API route spends RATE_LIMIT_DEFAULT, one budget shared by all of
 them. Clients are told apart by `auth.client_identity` (a valid API key, else the client IP).
 Counters live in Redis when REDIS_URL is set, so N per window holds across Gunicorn workers; with
-Redis down each worker falls back to in-memory counters, and /health says so. /health, /metrics
-and the pages' static files are never limited.
+Redis down each worker falls back to in-memory counters, and /health says so; each worker asks
+Redis again every STORAGE_RECHECK_SECONDS and counts there as soon as it answers. /health, /metrics
+(whose wrong tokens have a limit of their own, _FailureGuard), the page, /docs, their static files
+and the OpenAPI document are never limited (the docs behind a key only with a valid one).
 
 One Redis round trip per limited request, allowed or refused: the request's one limit is a
 single flask-limiter application limit whose value and scope are chosen per request (the
 route's own limit, else the default), checked before the API-key check so that wrong keys
 count too; the hit is one Lua call that returns the count and the window's remaining time
-together, and the X-RateLimit-*/Retry-After headers are computed from that answer instead of
-asking Redis again. A refused hit stays counted, which costs nothing: it only adds to the budget
+together, and the X-RateLimit-* headers (and, on a 429 only, Retry-After) are computed from that
+answer instead of asking Redis again. A refused hit stays counted, which costs nothing: it only adds to the budget
 that refused it, which stays spent until its window ends anyway.
 
 A Redis error or timeout never turns into an error answer: the request is checked against the
