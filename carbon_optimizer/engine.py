@@ -109,10 +109,10 @@ class CarbonEngine:
         self._served_last = (names, served)
         return served
 
-    def locate(self, asked: str, served: Optional[frozenset[str]]) -> str:
+    def locate(self, asked: str, served: Optional[frozenset[str]], suggest: bool = True) -> str:
         """The zone of one location asked (a zone key, or a cloud region such as aws:eu-west-1).
-        Raises UnknownLocation, with close matches, when the service cannot serve it."""
-        return self.regions.resolve(asked, served)
+        Raises UnknownLocation, with close matches when `suggest`, when the service cannot serve it."""
+        return self.regions.resolve(asked, served, suggest)
 
     # -- carbon data -----------------------------------------------------------------------------
 
