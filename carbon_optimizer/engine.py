@@ -328,12 +328,15 @@ class CarbonEngine:
     # -- scheduling ------------------------------------------------------------------------------
 
     def optimize(self, jobs: Sequence[Job], now: datetime,
-                 capacity: Optional[CapacityLimits] = None) -> list[Outcome]:
+                 capacity: Optional[CapacityLimits] = None,
+                 cancelled: Optional[Callable[[], bool]] = None) -> list[Outcome]:
         """A Schedule or an Unschedulable per job, in order. With `capacity` the batch is placed
-        jointly over the providers' forecasts; otherwise each job on its own."""
+        jointly over the providers' forecasts; otherwise each job on its own. `cancelled` says
+        when nobody waits for the answer any more: solving stops then, as at its deadline."""
         at = to_epoch(now)
         zones = self._zones(jobs, now, extend=capacity is None)
         budget = self._budget()  # solving time only: fetching data has its own timeouts
+        budget.cancelled = cancelled
         if capacity is not None:
             outcomes = planner.plan_batch(jobs, zones, capacity, at, budget)
         else:

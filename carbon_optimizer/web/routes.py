@@ -7,6 +7,9 @@ from __future__ import annotations
 
 import json
 import logging
+import select
+import socket
+import time
 from datetime import datetime, timedelta, timezone
 from typing import Callable, Optional
 
@@ -16,6 +19,7 @@ from werkzeug.exceptions import ClientDisconnected, RequestEntityTooLarge
 
 from carbon_optimizer.engine import CarbonEngine
 from carbon_optimizer.errors import CarbonDataError, FailureCode, RequestError, UnknownLocation
+from carbon_optimizer.ops import metrics
 from carbon_optimizer.scheduling.model import Unschedulable
 from carbon_optimizer.settings import Settings
 from carbon_optimizer.timeseries import rfc3339, to_epoch
@@ -35,6 +39,8 @@ MAX_LOCATIONS = 100
 MAX_SUGGESTED_LOCATIONS = 5
 MAX_ERROR_DETAILS = 20
 _FIELD_CHARS, _MESSAGE_CHARS = 200, 600  # a field path holds client-chosen keys: cut, not echoed whole
+# How often a request's work looks whether its client is still there (a poll and a peek).
+PEEK_INTERVAL_SECONDS = 0.005
 
 def _now() -> datetime:
     return current_app.config["CLOCK"]()
@@ -250,7 +256,17 @@ def _count_locations(workloads: list[models.Workload], default_zones: list[str],
                         f"(got {len(names)})"}])
 
 
-def _jobs(workloads: list[models.Workload], batch: bool, now: datetime):
+def _stop_if_gone(gone: Optional[Callable[[], bool]], workloads: int, answered: int) -> None:
+    """When the client has gone, end the request here: nobody reads its answer."""
+    if gone is not None and gone():
+        metrics.REQUESTS_ABANDONED.inc()
+        log.info("client went away; the request's work stopped",
+                 extra={"workloads": workloads, "answered": answered})
+        raise ClientDisconnected()
+
+
+def _jobs(workloads: list[models.Workload], batch: bool, now: datetime,
+          gone: Optional[Callable[[], bool]] = None):
     """The jobs asked for, with every location resolved to a zone, and per job zone -> location."""
     settings = _settings()
     default_zones, default_window = settings.default_zones, timedelta(hours=settings.default_window_hours)
@@ -258,6 +274,7 @@ def _jobs(workloads: list[models.Workload], batch: bool, now: datetime):
     resolve = _resolver(_engine().served_zones())
     jobs, locations, details, unknown = [], [], _Details(), _Details()
     for index, workload in enumerate(workloads):
+        _stop_if_gone(gone, len(workloads), 0)
         prefix = f"workloads[{index}]." if batch else ""
         # A default from configuration is checked too: the field to fix is then the request's.
         where = _locate(workload.zones or default_zones, f"{prefix}zones", resolve, unknown)
@@ -298,6 +315,37 @@ def _failure(outcome: Unschedulable) -> RequestError:
                         headers=headers)
 
 
+def _client_gone() -> Optional[Callable[[], bool]]:
+    """A check that the client has closed its connection, for the request's work to stop: the
+    socket Gunicorn hands over, polled and peeked (nothing read) at most every
+    PEEK_INTERVAL_SECONDS. A peek that reads b"" is the peer's close; bytes are a pipelined next
+    request (the body was read whole before), not a close. A client that half-closes its side
+    while it waits is taken as gone too, as Go's net/http does. None without a socket (in-process)."""
+    sock = request.environ.get("gunicorn.socket")
+    if not isinstance(sock, socket.socket):
+        return None
+    poller = select.poll()
+    poller.register(sock.fileno(), select.POLLIN)
+    state = {"at": 0.0, "gone": False}
+
+    def gone() -> bool:
+        if state["gone"]:
+            return True
+        now = time.monotonic()
+        if now - state["at"] < PEEK_INTERVAL_SECONDS:
+            return False
+        state["at"] = now
+        try:
+            if poller.poll(0):
+                state["gone"] = sock.recv(1, socket.MSG_PEEK | socket.MSG_DONTWAIT) == b""
+        except (BlockingIOError, InterruptedError):
+            pass
+        except OSError:  # reset by the peer
+            state["gone"] = True
+        return state["gone"]
+    return gone
+
+
 @api.post("/optimize")
 @limits.limit(limits.optimize_limit, methods=["POST"])
 def optimize():
@@ -305,8 +353,13 @@ def optimize():
     workloads, batch = _parse_workloads(body)
     now = _as_of(workloads, batch) or _now()
     capacity = batch.capacity if batch is not None else None
-    jobs, locations = _jobs(workloads, batch is not None, now)
-    outcomes = _engine().optimize(jobs, now, capacity.limits() if capacity is not None else None)
+    gone = _client_gone()
+    jobs, locations = _jobs(workloads, batch is not None, now, gone)
+    outcomes = _engine().optimize(jobs, now, capacity.limits() if capacity is not None else None,
+                                  cancelled=gone)
+    _stop_if_gone(gone, len(outcomes), sum(not (isinstance(o, Unschedulable)
+                                                and o.code is FailureCode.DEADLINE_EXCEEDED)
+                                           for o in outcomes))
     if batch is not None:
         return _answer(models.BatchResponse.of(outcomes, now, locations))
     outcome = outcomes[0]
