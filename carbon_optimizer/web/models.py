@@ -312,13 +312,14 @@ class Provenance(Response):
     estimated_part: Optional[EstimatedPart] = Field(
         description="the part of the chosen window past the provider's forecast")
     replan_at: Optional[UtcTime] = Field(
-        description="when to ask again, with the same window: when a forecast covers the "
-                    "estimated part of this run (for a run longer than the forecast, after its "
-                    "start) or the run on estimates that was turned down; for a run inside the "
-                    "forecast whose window runs past some zone's forecast, at its start (a newer "
-                    "forecast may show a cleaner run; the run in hand is still offered then, from "
-                    "the next whole minute); for a run on estimates, no later than the start of "
-                    "the best run inside the forecast. null: the answer is final")
+        description="when to ask again, with the same window, never after this run's start "
+                    "(or its first chunk's): when a forecast covers the estimated part of this "
+                    "run or the run on estimates that was turned down, if that comes before the "
+                    "start; for a run inside the forecast whose window runs past some zone's "
+                    "forecast, or a run no forecast covers before it starts, at its start (a "
+                    "newer forecast may show a cleaner run; the run in hand is still offered "
+                    "then, from the next whole minute); for a run on estimates, no later than the "
+                    "start of the best run inside the forecast. null: the answer is final")
     waited_for_forecast: bool = Field(
         False, description="a run past the forecast looked cleaner, but not by more than the "
                            "estimates' measured error: this run stays inside the forecast")
