@@ -20,7 +20,7 @@ from werkzeug.exceptions import ClientDisconnected, RequestEntityTooLarge
 from carbon_optimizer.engine import CarbonEngine
 from carbon_optimizer.errors import CarbonDataError, FailureCode, RequestError, UnknownLocation
 from carbon_optimizer.ops import metrics
-from carbon_optimizer.scheduling.model import Unschedulable
+from carbon_optimizer.scheduling.model import CapacityLimits, Unschedulable
 from carbon_optimizer.settings import Settings
 from carbon_optimizer.timeseries import rfc3339, to_epoch
 from carbon_optimizer.web import limits, openapi
@@ -285,7 +285,13 @@ def _jobs(workloads: list[models.Workload], batch: bool, now: datetime,
             field = exc.field if isinstance(exc, models.FieldError) else ""
             details.add({"field": _field_path(((f"workloads", index) if batch else ()) + ((field,) if field else ())),
                          "message": str(exc)})
-    more = "workloads" if batch else "zones"
+    _refuse(details, unknown, "workloads" if batch else "zones")
+    return jobs, locations
+
+
+def _refuse(details: _Details, unknown: _Details, more: str) -> None:
+    """Raise when anything was wrong: zone_not_found when the only fault is an unknown location;
+    `more` is the field the count of details not listed goes under."""
     if unknown and not details:
         raise RequestError(FailureCode.ZONE_NOT_FOUND, "unknown zone or cloud region; see details",
                            details=unknown.listed(more))
@@ -296,7 +302,48 @@ def _jobs(workloads: list[models.Workload], batch: bool, now: datetime,
         both.more += details.more + unknown.more
         raise RequestError(FailureCode.INVALID_REQUEST, "the request is not valid; see details",
                            details=both.listed(more))
-    return jobs, locations
+
+
+def _capacity(capacity: models.FleetCapacity, locations: list[dict[str, str]]) -> CapacityLimits:
+    """The batch's capacity with its keys resolved as workload zones are (the same lookup, the
+    same close matches, the same bounds). A key for a zone no workload of the batch may run in
+    would limit nothing, and two keys for one zone contradict or repeat each other: both are
+    refused."""
+    asked = capacity.per_location()
+    for name, limits in asked.items():
+        # A batch names at most MAX_LOCATIONS locations: more keys cannot all be of use.
+        if len(limits) > MAX_LOCATIONS:
+            raise RequestError(FailureCode.INVALID_REQUEST, "too many capacity keys", details=[
+                {"field": f"capacity.{name}", "message": f"at most {MAX_LOCATIONS} zones and cloud "
+                                                         f"regions (got {len(limits)})"}])
+    resolve = _resolver(_engine().served_zones())
+    used = {zone for where in locations for zone in where}
+    zone_of: dict[str, str] = {}
+    details, unknown = _Details(), _Details()
+    for name, limits in asked.items():
+        named: dict[str, str] = {}  # zone -> the first key that named it
+        for key in limits:
+            field = f"capacity.{name}.{key}"
+            found = resolve(key)
+            if isinstance(found, UnknownLocation):
+                unknown.add(_unknown(field, found))
+                continue
+            zone_of[key] = found
+            if found in named:
+                details.add({"field": field, "message": f"{named[found]} and {key} both name zone "
+                                                        f"{found}: give one limit per zone"})
+            elif found not in used:
+                where = key if key == found else f"{key} (zone {found})"
+                details.add({"field": field, "message":
+                             f"no workload of this batch may run in {where}, so this limit would "
+                             f"limit nothing; the batch's zones are {_listed(sorted(used))}"})
+            named.setdefault(found, key)
+    _refuse(details, unknown, "capacity")
+    return capacity.limits(zone_of)
+
+
+def _listed(zones: list[str], most: int = 10) -> str:
+    return ", ".join(zones[:most]) + (f" and {len(zones) - most} more" if len(zones) > most else "")
 
 
 # -- API routes -----------------------------------------------------------------------------------
@@ -355,8 +402,8 @@ def optimize():
     capacity = batch.capacity if batch is not None else None
     gone = _client_gone()
     jobs, locations = _jobs(workloads, batch is not None, now, gone)
-    outcomes = _engine().optimize(jobs, now, capacity.limits() if capacity is not None else None,
-                                  cancelled=gone)
+    limits_asked = _capacity(capacity, locations) if capacity is not None else None
+    outcomes = _engine().optimize(jobs, now, limits_asked, cancelled=gone)
     _stop_if_gone(gone, len(outcomes), sum(not (isinstance(o, Unschedulable)
                                                 and o.code is FailureCode.DEADLINE_EXCEEDED)
                                            for o in outcomes))
