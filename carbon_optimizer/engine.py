@@ -8,7 +8,9 @@ serialises what it returns. It builds no answer itself; scheduling.planner does.
 from __future__ import annotations
 
 import logging
+import threading
 import time
+from collections import deque
 from concurrent.futures import Executor, Future, ThreadPoolExecutor, wait
 from dataclasses import replace
 from datetime import datetime
@@ -60,6 +62,11 @@ class CarbonEngine:
         self._fetch_seconds = fetch_seconds
         self._monotonic = monotonic
         self._served_last: Optional[tuple[list[str], frozenset[str]]] = None
+        # Zones known real without the provider's list: the region table's, and those the
+        # provider has answered a forecast for (bounded by the provider's zones).
+        self._vouched: set[str] = {region.zone for region in self.regions}
+        self._unchecked_sent: deque[float] = deque()  # when this worker sent each unchecked zone
+        self._unchecked_lock = threading.Lock()
 
     # -- locations -------------------------------------------------------------------------------
 
@@ -109,10 +116,50 @@ class CarbonEngine:
         self._served_last = (names, served)
         return served
 
-    def locate(self, asked: str, served: Optional[frozenset[str]]) -> str:
+    def locate(self, asked: str, served: Optional[frozenset[str]], suggest: bool = True) -> str:
         """The zone of one location asked (a zone key, or a cloud region such as aws:eu-west-1).
-        Raises UnknownLocation, with close matches, when the service cannot serve it."""
-        return self.regions.resolve(asked, served)
+        Raises UnknownLocation, with close matches when `suggest`, when the service cannot serve it."""
+        return self.regions.resolve(asked, served, suggest)
+
+    # While the provider's zone list cannot be had, zone keys pass unchecked (an outage of the
+    # list fails no request that would otherwise succeed), but each unknown one costs an upstream
+    # call and a failure key in the cache: only a few a request and a worker a minute go upstream,
+    # the rest fail at once (upstream_unavailable, as a zone the provider does not answer for).
+    UNCHECKED_PER_REQUEST = 5
+    UNCHECKED_PER_MINUTE = 30
+
+    def _unchecked(self, zones: Sequence[str]) -> dict[str, ZoneFailure]:
+        """Of `zones` (to be fetched from a remote provider), those that may not go upstream: not
+        on the provider's last list, nor known otherwise, and over the caps. Each gets its failure."""
+        served = self._served_last[1] if self._served_last is not None else frozenset()
+        unknown = [z for z in zones if z not in served and z not in self._vouched]
+        if not unknown:
+            return {}
+        sent = 0
+        refused: dict[str, ZoneFailure] = {}
+        with self._unchecked_lock:
+            now = self._monotonic()
+            while self._unchecked_sent and self._unchecked_sent[0] <= now - 60:
+                self._unchecked_sent.popleft()
+            for zone in unknown:
+                if sent < self.UNCHECKED_PER_REQUEST and len(self._unchecked_sent) < self.UNCHECKED_PER_MINUTE:
+                    self._unchecked_sent.append(now)
+                    sent += 1
+                    continue
+                refused[zone] = ZoneFailure(
+                    zone, FailureCode.UPSTREAM_UNAVAILABLE,
+                    f"the carbon-data provider's zone list cannot be had just now, so zone {zone} "
+                    f"is unchecked, and at most {self.UNCHECKED_PER_REQUEST} unchecked zones a "
+                    f"request ({self.UNCHECKED_PER_MINUTE} a minute) are sent to the provider; "
+                    "retry shortly")
+        if refused:
+            log.warning("zone list unknown: %d unchecked zones not sent upstream", len(refused))
+        return refused
+
+    def _answered(self, zone: str) -> None:
+        """The provider answered a forecast for `zone`: it is real, list or no list."""
+        if zone not in self._vouched:
+            self._vouched.add(zone)
 
     # -- carbon data -----------------------------------------------------------------------------
 
@@ -207,6 +254,10 @@ class CarbonEngine:
         deadline as a request's data. Raises CarbonDataError."""
         deadline = self._monotonic() + self._fetch_seconds
         found = self._fresh_forecasts([zone]).get(zone)
+        if found is None and self.provider.shared_cache:
+            refused = self._unchecked([zone]).get(zone)
+            if refused is not None:
+                raise UpstreamUnavailable(zone, refused.message)
         if found is None:
             got = self._gather({zone: lambda: self.forecast(zone, now)}, deadline)[zone]
             if got is None:
@@ -214,6 +265,7 @@ class CarbonEngine:
                     zone, f"the carbon-data provider did not answer for zone {zone} within the "
                           f"request's {self._fetch_seconds:g} s deadline; retry shortly")
             found = got.result()
+            self._answered(zone)
         history = None
         if with_history or (until is not None and until > found.forecast.end_epoch):
             history = self._fresh_histories([zone]).get(zone)
@@ -230,11 +282,15 @@ class CarbonEngine:
         wanted = dict.fromkeys(z for job in jobs for z in job.zones)
         found: dict[str, ZoneSeries | ZoneFailure] = {}
         ready = self._fresh_forecasts(list(wanted))
-        fetched = self._gather({z: (lambda z=z: self.forecast(z, now)) for z in wanted if z not in ready},
-                               deadline)
+        refused = self._unchecked([z for z in wanted if z not in ready]) if self.provider.shared_cache else {}
+        fetched = self._gather({z: (lambda z=z: self.forecast(z, now)) for z in wanted
+                                if z not in ready and z not in refused}, deadline)
         for zone in wanted:
             if zone in ready:
                 found[zone] = ready[zone]
+                continue
+            if zone in refused:
+                found[zone] = refused[zone]
                 continue
             future = fetched[zone]
             if future is None:
@@ -246,6 +302,7 @@ class CarbonEngine:
                 continue
             try:
                 found[zone] = future.result()
+                self._answered(zone)
             except CarbonDataError as exc:
                 log.warning("no carbon data for zone %s: %s", zone, exc.message)
                 found[zone] = ZoneFailure(zone, exc.code, exc.message)
@@ -271,12 +328,15 @@ class CarbonEngine:
     # -- scheduling ------------------------------------------------------------------------------
 
     def optimize(self, jobs: Sequence[Job], now: datetime,
-                 capacity: Optional[CapacityLimits] = None) -> list[Outcome]:
+                 capacity: Optional[CapacityLimits] = None,
+                 cancelled: Optional[Callable[[], bool]] = None) -> list[Outcome]:
         """A Schedule or an Unschedulable per job, in order. With `capacity` the batch is placed
-        jointly over the providers' forecasts; otherwise each job on its own."""
+        jointly over the providers' forecasts; otherwise each job on its own. `cancelled` says
+        when nobody waits for the answer any more: solving stops then, as at its deadline."""
         at = to_epoch(now)
         zones = self._zones(jobs, now, extend=capacity is None)
         budget = self._budget()  # solving time only: fetching data has its own timeouts
+        budget.cancelled = cancelled
         if capacity is not None:
             outcomes = planner.plan_batch(jobs, zones, capacity, at, budget)
         else:

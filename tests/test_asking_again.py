@@ -237,3 +237,63 @@ def test_over_http_the_replayed_answer_says_when_and_asking_then_finds_more(make
     assert body["start_in_seconds"] == 25 * HOUR
     # The window still runs past this forecast (to 2022-01-12T00:00Z): ask again at the start.
     assert body["provenance"]["replan_at"] == body["start"]
+
+
+# -- replan_at never after the start ----------------------------------------------------------------
+# A question after the run has started comes too late to change it: whatever the path that sets
+# replan_at (a forecast covering the estimated part, the run on estimates turned down, the best run
+# inside the forecast kept open, the at-start question), it is before the start or at it.
+
+def zone_with_estimates(name: str, rng: np.random.Generator, now: int, hours: int, until: int,
+                        error: float) -> ZoneSeries:
+    """A forecast of `hours` hourly points from the hour holding `now`, followed by estimates
+    (random values, flagged) up to `until`, whose measured error grows with the lead from `error`."""
+    first = now // HOUR * HOUR
+    forecast = ForecastSeries(name, from_epoch(first), HOUR, rng.uniform(50.0, 500.0, hours), "test")
+    count = max(0, -(-(until - forecast.end_epoch) // HOUR))
+    if count == 0:
+        return ZoneSeries(forecast=forecast)
+    values = np.concatenate((forecast.values, rng.uniform(20.0, 500.0, count)))
+    mask = np.concatenate((np.zeros(hours, dtype=bool), np.ones(count, dtype=bool)))
+    extended = ForecastSeries(name, forecast.start, HOUR, values, "test", estimated=mask)
+    return ZoneSeries(forecast=forecast, extended=extended,
+                      estimate_error=error * (1 + np.arange(count) / 24))
+
+
+@settings(max_examples=60, deadline=None, derandomize=True, database=None)
+@given(seed=st.integers(0, 2**32 - 1), offset=st.integers(0, 86_399),
+       minutes=st.integers(15, 2200).map(lambda k: 2 * k + 1),   # 31 min to 73 h 21 min
+       slack=st.integers(0, 96 * HOUR), hours=st.lists(st.integers(4, 72), min_size=1, max_size=2),
+       error=st.sampled_from([0.0, 5.0, 60.0, np.inf]), interruptible=st.booleans(),
+       extend=st.booleans())
+def test_replan_at_is_never_after_the_start(seed, offset, minutes, slack, hours, error,
+                                            interruptible, extend):
+    rng = np.random.default_rng(seed)
+    now = T0 + offset
+    duration = minutes * MINUTE
+    job = Job(duration=duration, zones=tuple(f"Z{i}" for i in range(len(hours))), earliest_start=now,
+              latest_start=now + slack, interruptible=interruptible and duration <= 12 * HOUR,
+              extend_horizon=extend)
+    zones = {f"Z{i}": zone_with_estimates(f"Z{i}", rng, now, h, job.latest_end, error)
+             for i, h in enumerate(hours)}
+    found = plan(job, zones, now)
+    if not isinstance(found, Schedule) or found.coverage.replan_at is None:
+        return
+    first_start = min(a for a, _ in found.intervals)
+    assert now < found.coverage.replan_at <= first_start, (
+        found.coverage.replan_at - now, first_start - now, found.intervals[-1][1] - now)
+
+
+def test_a_run_longer_than_the_forecast_asks_again_at_its_start_over_http(client):
+    """The case reported (issue 24): three days in DE or FR within a day. The demo forecast (72 h)
+    never covers the whole run; a newer one, published by the start, may still move it: ask then,
+    not an hour after the run has begun."""
+    body = client.post("/api/v1/optimize", json={
+        "duration": "P3D", "zones": ["DE", "FR"], "max_delay": "P1D"}).get_json()
+    assert body["status"] == "scheduled", body
+    start = datetime.fromisoformat(body["start"].replace("Z", "+00:00"))
+    assert body["provenance"]["estimated"] is True
+    # 2026-11-23T10:17:30Z (the test clock) < start < the latest start a day later.
+    assert datetime(2026, 11, 23, 10, 32, 30, tzinfo=timezone.utc) <= start \
+        < datetime(2026, 11, 24, 10, 17, 30, tzinfo=timezone.utc)
+    assert body["provenance"]["replan_at"] == body["start"]

@@ -22,7 +22,7 @@ from pathlib import Path
 import pytest
 import requests
 
-from tests.support import ROOT, GunicornProcess
+from tests.support import LIMIT_REDIS, ROOT, GunicornProcess
 
 pytestmark = pytest.mark.slow
 
@@ -195,6 +195,21 @@ def test_the_page_draws_the_forecast_and_the_chosen_window_and_says_the_apis_sav
         shutil.copyfile(picture, README_PICTURE)
 
 
+def test_on_load_the_default_zones_are_drawn_without_a_click(service, browser):
+    browser.get(f"{service.url}/")
+    WebDriverWait(browser, 20).until(ec.text_to_be_present_in_element((By.ID, "status"), "Done."))
+    # The service's DEFAULT_ZONES (DE here), asked with the form's other defaults.
+    assert browser.find_element(By.ID, "zones").get_attribute("value") == "DE"
+    expected = requests.post(f"{service.url}/api/v1/optimize", timeout=10, json={
+        "zones": ["DE"], "duration": 120, "max_delay": "PT24H", "power_kw": 1}).json()
+    [figure] = browser.find_elements(By.CSS_SELECTOR, "figure.zone")
+    assert figure.get_attribute("data-zone") == expected["zone"] == "DE"
+    assert figure.find_element(By.TAG_NAME, "canvas").size["width"] > 200
+    assert sum(greenish(c) for c in window_pixels(browser, figure)) >= 3
+    assert browser.find_element(By.ID, "saving").text.startswith("Saves")
+    assert console_errors(browser) == []
+
+
 def test_the_form_and_an_interruptible_answer_show_the_chunks(service, browser):
     browser.set_window_size(1280, 1400)
     browser.get(f"{service.url}/")
@@ -316,6 +331,13 @@ KEY = "FAKE-browser-key-71d2"
 
 def test_with_keys_required_the_page_sends_the_key_field_and_shows_the_401(keyed_service, browser):
     browser.get(f"{keyed_service.url}/")
+    # On load it asks nothing (it would only be refused): it says a key is needed, and waits.
+    WebDriverWait(browser, 10).until(ec.text_to_be_present_in_element((By.ID, "status"), "API key"))
+    assert browser.find_element(By.ID, "status").text == (
+        "This service needs an API key: enter yours in the API key field and press "
+        "\u201cFind the cleanest window\u201d.")
+    assert browser.find_elements(By.CSS_SELECTOR, "#charts *") == []
+    assert console_errors(browser) == []  # no refused call
     browser.find_element(By.ID, "submit").click()
     WebDriverWait(browser, 10).until(ec.visibility_of_element_located((By.ID, "error")))
     refused = requests.post(f"{keyed_service.url}/api/v1/optimize", json={"duration": 120}, timeout=10).json()
@@ -328,6 +350,41 @@ def test_with_keys_required_the_page_sends_the_key_field_and_shows_the_401(keyed
     assert not browser.find_element(By.ID, "error").is_displayed()
     # The refused call is logged as a failed resource load; nothing else may be.
     assert [m for m in console_errors(browser) if "status of 401" not in m] == []
+
+
+@pytest.fixture
+def limited_service(limit_prefix):
+    """Forecast calls spend RATE_LIMIT_DEFAULT, one call an hour: a page drawing two zones meets
+    a 429 for at least one of them (for both while the page itself spends that budget too)."""
+    with GunicornProcess({"CARBON_PROVIDER": "demo", "DEFAULT_ZONES": "DE,FR", "REDIS_URL": LIMIT_REDIS,
+                          "CACHE_KEY_PREFIX": limit_prefix, "RATE_LIMIT_ENABLED": "true",
+                          "RATE_LIMIT_DEFAULT": "1 per hour", "RATE_LIMIT_OPTIMIZE": "100 per minute"},
+                         workers=1, threads=4) as server:
+        yield server
+
+
+def test_a_chart_whose_forecast_is_refused_says_so_in_the_status(limited_service, browser):
+    browser.get(f"{limited_service.url}/")
+    browser.find_element(By.ID, "submit").click()  # (as on load, which asks the same)
+    status = browser.find_element(By.ID, "status")
+    WebDriverWait(browser, 20).until(lambda _: status.text == "Done." or "could be drawn" in status.text)
+    refused = requests.get(f"{limited_service.url}/api/v1/forecast", params={"zone": "DE"}, timeout=10)
+    assert refused.status_code == 429
+    said = f"HTTP 429 {refused.json()['error']['code']}: {refused.json()['error']['message']}"
+    assert said.startswith("HTTP 429 rate_limited: rate limit exceeded")
+    text = status.text
+    assert "Done." not in text and said in text, text
+    assert text.startswith(("No chart could be drawn: ", "Not every chart could be drawn: ")), text
+    # Each refused chart names its zone, in the status and on its own figure.
+    failed = [f for f in browser.find_elements(By.CSS_SELECTOR, "figure.zone")
+              if f.find_elements(By.CSS_SELECTOR, "p.error")]
+    assert failed
+    for figure in failed:
+        assert f"{figure.get_attribute('data-zone')}: {said}" in text
+        assert figure.find_element(By.CSS_SELECTOR, "p.error").text == said
+    assert browser.find_element(By.ID, "saving").text.startswith("Saves")  # the answer itself came
+    # The refused calls are logged as failed resource loads; nothing else may be.
+    assert [m for m in console_errors(browser) if "status of 429" not in m] == []
 
 
 def test_docs_try_it_sends_the_authorized_key(keyed_service, browser):

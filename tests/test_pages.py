@@ -133,3 +133,18 @@ def test_the_api_keeps_its_own_stricter_policy(client):
     assert policy(answer) == {"default-src": ["'none'"], "frame-ancestors": ["'none'"]}
     assert answer.headers["Cache-Control"] == "no-store"
 
+
+
+def test_the_page_is_filled_in_with_the_default_zones_and_whether_a_key_is_needed(make_app):
+    """What the page must know before it asks anything: it draws the default zones on load, or,
+    when every call needs a key, says so and waits for one."""
+    for env, required in (({"DEFAULT_ZONES": "FR,ES"}, "false"),
+                          ({"DEFAULT_ZONES": "FR,ES", "API_KEYS": "FAKE-page-key-0c1f"}, "true")):
+        client = make_app(env).test_client()
+        page = client.get("/")
+        tags = parsed(page.data)
+        assert [attrs for tag, attrs in tags.tags if tag == "body"] == [{"data-api-key-required": required}]
+        assert [attrs["value"] for tag, attrs in tags.tags if attrs.get("id") == "zones"] == ["FR, ES"]
+        assert b"FAKE-page-key" not in page.data
+        assert page.headers["Cache-Control"] == "no-cache"
+        assert client.get("/", headers={"If-None-Match": page.headers["ETag"]}).status_code == 304

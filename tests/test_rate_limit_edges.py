@@ -45,7 +45,7 @@ def page_resources(client, headers: dict) -> list[str]:
     ({"API_KEYS": KEY}, {"X-API-Key": KEY}),                          # keys, docs public
     ({"API_KEYS": KEY, "DOCS_ACCESS": "api_key"}, {"X-API-Key": KEY}),  # docs behind the key
 ], ids=["open", "keyed", "docs-keyed"])
-def test_loading_the_page_and_docs_spends_no_budget(env, headers):
+def test_the_page_s_and_docs_documents_spend_no_budget(env, headers):
     client = build({**env, "RATE_LIMIT_DEFAULT": "50 per hour"}).test_client()
     resources = page_resources(client, headers)
     assert {"/", "/docs", "/api/v1/openapi.json", "/static/page.js", "/static/docs.js"} <= set(resources)
@@ -60,7 +60,7 @@ def test_loading_the_page_and_docs_spends_no_budget(env, headers):
 
 def test_the_page_s_api_calls_spend_what_the_readme_says(make_app):
     """One optimize from its budget, then one forecast per zone drawn from the default budget: the
-    calls page.js makes for the form's defaults (zones DE, FR; 120 min; within 24 h; 1 kW)."""
+    calls page.js makes (on load and on "Find") for zones DE, FR, as the README says."""
     client = build({"RATE_LIMIT_DEFAULT": "50 per hour", "RATE_LIMIT_OPTIMIZE": "20 per minute"}).test_client()
     default_before = remaining(client)
     request = {"zones": ["DE", "FR"], "duration": 120, "max_delay": "PT24H", "power_kw": 1}

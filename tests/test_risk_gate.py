@@ -95,4 +95,7 @@ def test_with_nothing_inside_the_forecast_the_estimates_are_used():
     long = Job(duration=30 * HOUR, zones=("XX",), earliest_start=NOW, latest_start=NOW + 42 * HOUR)
     found = plan(long, {"XX": zone(1e6)}, NOW)
     assert isinstance(found, Schedule) and found.coverage.estimated
-    assert not found.coverage.waited_for_forecast and found.coverage.replan_at is not None
+    assert not found.coverage.waited_for_forecast
+    # It starts at once: a forecast covering it would come 6 h after the start, too late to move
+    # it, and asking at the start is asking now. The answer is final.
+    assert found.start == NOW and found.coverage.replan_at is None

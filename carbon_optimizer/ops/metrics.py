@@ -30,6 +30,9 @@ GRAMS_AVOIDED = Counter(
     "Grams CO2eq avoided by returned schedules against starting now in the first zone")
 WORKLOADS_SCHEDULED = Counter(
     "carbon_workloads_total", "Workloads answered, by outcome", ["outcome"])
+REQUESTS_ABANDONED = Counter(
+    "carbon_requests_abandoned_total",
+    "Requests whose client went away before the answer; their work stopped at its next check")
 
 SECRET_REFRESHES = Counter(
     "carbon_secret_refreshes_total",

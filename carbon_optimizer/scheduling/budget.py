@@ -27,6 +27,9 @@ class Budget:
     work: Optional[int] = None  # default: what `seconds` buys
     clock: Callable[[], float] = time.monotonic
     started: float = field(default=0.0)
+    # True once nobody waits for the answer (the web layer peeks the client's socket): the work
+    # then stops at its next check, as at the deadline. Must be cheap: solvers call it in loops.
+    cancelled: Optional[Callable[[], bool]] = None
 
     def __post_init__(self) -> None:
         self.started = self.clock()
@@ -41,11 +44,13 @@ class Budget:
         return max(0.0, self.deadline - self.clock())
 
     def expired(self) -> bool:
-        return self.clock() >= self.deadline
+        return self.clock() >= self.deadline or (self.cancelled is not None and self.cancelled())
 
     def check(self) -> None:
-        """Raise DeadlineExceeded once the deadline has passed."""
+        """Raise DeadlineExceeded once the deadline has passed (or the client has gone)."""
         if self.expired():
+            if self.cancelled is not None and self.cancelled():
+                raise DeadlineExceeded("the client went away; the search stopped")
             raise DeadlineExceeded(
                 f"the search did not finish within this request's {self.seconds:g} s; "
                 "ask again, or ask for less (fewer workloads, zones or a shorter window)")

@@ -183,7 +183,9 @@ def ask_again_at(start: int, now: int, latest_start: int, latest_end: int, forec
 
 def replan_at(window_end: int, now: int, forecast_end: int, step: int) -> Optional[int]:
     """When asking again finds a window ending at `window_end` inside a real forecast, assuming
-    the provider keeps publishing the same horizon (forecast_end - now); None when it already is."""
+    the provider keeps publishing the same horizon (forecast_end - now); None when it already is.
+    For a window longer than that horizon this is after the window starts: the planner then asks
+    at the start instead (ask_again_at), as a question after the start cannot move the run."""
     if window_end <= forecast_end:
         return None
     horizon = max(0, forecast_end - now)

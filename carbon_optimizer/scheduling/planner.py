@@ -426,6 +426,14 @@ def _schedule(job: Job, zones: Zones, zone: str, intervals: tuple[tuple[int, int
         sooner = ask is not None and (coverage.replan_at is None or ask < coverage.replan_at)
         coverage = dc_replace(coverage, estimate_error=error,
                               replan_at=ask if sooner else coverage.replan_at)
+    start = intervals[0][0]
+    if coverage.replan_at is not None and coverage.replan_at > start:
+        # Every path above may land after the start (a run longer than the forecast is never
+        # covered before it starts; the best run inside the forecast, kept open, may start after
+        # the run on estimates): a question then comes too late to move the run. Ask at its
+        # start instead, the last moment a newer forecast can move it, unless that is too soon.
+        coverage = dc_replace(coverage, replan_at=_ask_again(job, zones, start, now)
+                              if use_estimates else None)
     return Schedule(job=job, zone=zone, intervals=intervals, mean_intensity=mean,
                     baseline=(_baseline(job, zones, use_estimates) if baseline is _NOT_SEARCHED
                               else baseline),

@@ -37,7 +37,7 @@ def _wire_metrics(app: Flask) -> None:
         registry = CollectorRegistry()  # one per app, so tests can build many apps
         for metric in (metrics.UPSTREAM_CALLS, metrics.UPSTREAM_LATENCY, metrics.CACHE_EVENTS,
                        metrics.STALE_SERVES, metrics.REDIS_UP, metrics.GRAMS_AVOIDED,
-                       metrics.WORKLOADS_SCHEDULED, metrics.SECRET_REFRESHES, metrics.RATE_LIMITED,
+                       metrics.WORKLOADS_SCHEDULED, metrics.REQUESTS_ABANDONED, metrics.SECRET_REFRESHES, metrics.RATE_LIMITED,
                        metrics.RATE_LIMIT_STORAGE_ERRORS, metrics.AUTH_FAILURES):
             registry.register(metric)
         exporter = PrometheusMetrics(app, registry=registry, group_by="endpoint")

@@ -10,11 +10,12 @@ from datetime import datetime, timedelta, timezone
 from typing import Annotated, Literal, Mapping, Optional, Sequence, Union
 
 from pydantic import (
-    AfterValidator, AwareDatetime, BaseModel, BeforeValidator, ConfigDict, Field, PlainSerializer, StrictBool,
-    StrictInt, TypeAdapter,
+    AfterValidator, AwareDatetime, BaseModel, BeforeValidator, ConfigDict, Field, PlainSerializer,
+    PlainValidator, StrictBool, StrictInt, TypeAdapter,
     ValidationError,
     WithJsonSchema, model_validator,
 )
+from pydantic_core import InitErrorDetails, PydanticCustomError
 
 from carbon_optimizer.data.cloud_regions import CloudRegion
 from carbon_optimizer.errors import FailureCode
@@ -83,8 +84,6 @@ Duration = Annotated[timedelta, BeforeValidator(_duration), WithJsonSchema({
 IsoDuration = Annotated[timedelta, BeforeValidator(_iso_duration), WithJsonSchema({
     "type": "string", "pattern": ISO_DURATION_PATTERN, "examples": ["PT6H"],
     "description": "ISO 8601 duration"})]
-Zone = Annotated[str, Field(pattern=ZONE_PATTERN, examples=["DE"],
-                            description="Electricity Maps zone key")]
 Location = Annotated[str, Field(
     pattern=LOCATION_PATTERN, examples=["DE", "aws:eu-west-1"],
     description="an Electricity Maps zone key (DE), or a cloud region as provider:region "
@@ -239,20 +238,100 @@ class Workload(BaseModel):
                    extend_horizon=self.extend_horizon)
 
 
+MAX_CONCURRENT = 100_000
+MAX_POWER_KW = 1_000_000_000
+CAPACITY_KEYS = ("Keys are zone keys or cloud regions (aws:eu-west-1), resolved as workload zones "
+                 "are: each must resolve to a zone some workload of the batch may run in (a limit "
+                 "anywhere else would limit nothing), and each zone may be named once")
+
+
+def _shown(value: object) -> str:
+    """A client's value in a message, short (no braces: pydantic formats messages)."""
+    if isinstance(value, (bool, int, float, str)) or value is None:
+        text = "null" if value is None else str(value).lower() if isinstance(value, bool) else repr(value)
+        return text if len(text) <= 40 else text[:37] + "..."
+    return "an object" if isinstance(value, dict) else "a list"
+
+
+def _count_problem(value: object, low: int) -> Optional[str]:
+    if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= MAX_CONCURRENT:
+        return f"must be a whole number from {low} to {MAX_CONCURRENT} (got {_shown(value)})"
+    return None
+
+
+def _power_problem(value: object) -> Optional[str]:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) \
+            or not (math.isfinite(value) and 0 < value <= MAX_POWER_KW):
+        return f"must be a number of kW above 0 and at most {MAX_POWER_KW} (got {_shown(value)})"
+    return None
+
+
+def _per_location(value: object, what: str, problem) -> dict:
+    """An object of location -> limit, checked by hand so that each error's path is the key a
+    client wrote (capacity.max_power_kw.DE), not pydantic's names for a union or a dict's key."""
+    if not isinstance(value, dict):
+        raise ValueError(f"must be an object of zone key or cloud region -> {what} "
+                         f"(got {_shown(value)})")
+    errors = []
+    for key, limit in value.items():
+        if not re.fullmatch(LOCATION_PATTERN, key):
+            errors.append((key, "must be an Electricity Maps zone key such as DE, or a cloud region "
+                                "such as aws:eu-west-1"))
+        elif (found := problem(limit)) is not None:
+            errors.append((key, found))
+    if errors:
+        raise ValidationError.from_exception_data("capacity", [
+            InitErrorDetails(type=PydanticCustomError("capacity_limit", message), loc=(key,),
+                             input=value[key]) for key, message in errors])
+    return value
+
+
+def _max_concurrent(value: object) -> object:
+    if isinstance(value, dict):
+        return _per_location(value, f"a whole number from 0 to {MAX_CONCURRENT}",
+                             lambda limit: _count_problem(limit, 0))
+    found = _count_problem(value, 1)
+    if found is not None:
+        raise ValueError(f"{found}, or an object of zone key or cloud region -> a whole number "
+                         f"from 0 to {MAX_CONCURRENT}")
+    return value
+
+
+_BY_LOCATION = {"type": "object", "propertyNames": {"pattern": LOCATION_PATTERN},
+                "examples": [{"DE": 2, "aws:eu-west-1": 1}]}
+MaxConcurrent = Annotated[Union[int, dict[str, int]], PlainValidator(_max_concurrent), WithJsonSchema({
+    "oneOf": [{"type": "integer", "minimum": 1, "maximum": MAX_CONCURRENT,
+               "description": "for all zones together"},
+              {**_BY_LOCATION, "additionalProperties": {"type": "integer", "minimum": 0,
+                                                        "maximum": MAX_CONCURRENT},
+               "description": "per zone (0: none there)"}]})]
+MaxPowerKw = Annotated[dict[str, float], PlainValidator(
+    lambda value: _per_location(value, "kW", _power_problem)), WithJsonSchema({
+        **_BY_LOCATION, "additionalProperties": {"type": "number", "exclusiveMinimum": 0,
+                                                 "maximum": MAX_POWER_KW}})]
+
+
 class FleetCapacity(BaseModel):
     """Limits the batch shares at every moment; the batch is then placed jointly."""
     model_config = ConfigDict(extra="forbid")
-    max_concurrent: Optional[Union[Annotated[StrictInt, Field(ge=1, le=100_000)],
-                                   dict[Zone, Annotated[StrictInt, Field(ge=0, le=100_000)]]]] = Field(
-        None, description="workloads running at once: one number for all zones, or per zone")
-    max_power_kw: Optional[dict[Zone, Annotated[float, Field(gt=0, le=1e9, allow_inf_nan=False)]]] = \
-        Field(None, description="per zone: the sum of running workloads' power_kw")
+    max_concurrent: Optional[MaxConcurrent] = Field(
+        None, description="workloads running at once: one number for all zones, or per zone. "
+                          + CAPACITY_KEYS)
+    max_power_kw: Optional[MaxPowerKw] = Field(
+        None, description="per zone: the sum of running workloads' power_kw. " + CAPACITY_KEYS)
 
-    def limits(self) -> CapacityLimits:
+    def per_location(self) -> dict[str, dict[str, float]]:
+        """The per-zone limits as asked: field name -> location -> limit (keys not yet resolved)."""
+        found = {"max_concurrent": self.max_concurrent, "max_power_kw": self.max_power_kw}
+        return {name: limits for name, limits in found.items() if isinstance(limits, dict)}
+
+    def limits(self, zone_of: Mapping[str, str]) -> CapacityLimits:
+        """`zone_of`: each location named as a key -> its zone (resolved as workload zones are)."""
         per_zone = self.max_concurrent if isinstance(self.max_concurrent, dict) else None
-        return CapacityLimits(max_concurrent=None if per_zone is not None else self.max_concurrent,
-                              max_concurrent_per_zone=per_zone or {},
-                              max_power_kw=self.max_power_kw or {})
+        return CapacityLimits(
+            max_concurrent=None if per_zone is not None else self.max_concurrent,
+            max_concurrent_per_zone={zone_of[k]: v for k, v in (per_zone or {}).items()},
+            max_power_kw={zone_of[k]: float(v) for k, v in (self.max_power_kw or {}).items()})
 
 
 class WorkloadBatch(BaseModel):
@@ -334,13 +413,14 @@ class Provenance(Response):
     estimated_part: Optional[EstimatedPart] = Field(
         description="the part of the chosen window past the provider's forecast")
     replan_at: Optional[UtcTime] = Field(
-        description="when to ask again, with the same window: when a forecast covers the "
-                    "estimated part of this run (for a run longer than the forecast, after its "
-                    "start) or the run on estimates that was turned down; for a run inside the "
-                    "forecast whose window runs past some zone's forecast, at its start (a newer "
-                    "forecast may show a cleaner run; the run in hand is still offered then, from "
-                    "the next whole minute); for a run on estimates, no later than the start of "
-                    "the best run inside the forecast. null: the answer is final")
+        description="when to ask again, with the same window, never after this run's start "
+                    "(or its first chunk's): when a forecast covers the estimated part of this "
+                    "run or the run on estimates that was turned down, if that comes before the "
+                    "start; for a run inside the forecast whose window runs past some zone's "
+                    "forecast, or a run no forecast covers before it starts, at its start (a "
+                    "newer forecast may show a cleaner run; the run in hand is still offered "
+                    "then, from the next whole minute); for a run on estimates, no later than the "
+                    "start of the best run inside the forecast. null: the answer is final")
     waited_for_forecast: bool = Field(
         False, description="a run past the forecast looked cleaner, but not by more than the "
                            "estimates' measured error: this run stays inside the forecast")

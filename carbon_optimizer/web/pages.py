@@ -1,13 +1,14 @@
 """The pages a person reads: the forecast-and-window page at / and the API docs at /docs (Swagger
-UI), and their static files. Both pages are fixed HTML with their own script files (the strict
-Content-Security-Policy in headers.py allows no inline script); everything they show comes from the
-API itself, fetched by the browser, so a person sees what a client gets."""
+UI), and their static files. Both pages are HTML with their own script files (the strict
+Content-Security-Policy in headers.py allows no inline script); / is filled in with the default
+zones and whether an API key is needed, nothing else. Everything they show comes from the API
+itself, fetched by the browser, so a person sees what a client gets."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
-from flask import Blueprint, Response, send_from_directory
+from flask import Blueprint, Response, current_app, render_template, request, send_from_directory
 
 STATIC_DIR = Path(__file__).resolve().parent / "static"
 STATIC_PREFIX = "/static/"
@@ -16,7 +17,9 @@ STATIC_PREFIX = "/static/"
 # releases under the same name: they are revalidated (ETag) on every load.
 _VENDOR_MAX_AGE = 365 * 24 * 3600
 
-pages = Blueprint("pages", __name__)
+# page.html is a Jinja template (autoescaped) for the two things the page must know before it
+# asks anything: the service's default zones, and whether a call needs an API key.
+pages = Blueprint("pages", __name__, template_folder="static")
 
 
 def _page(name: str) -> Response:
@@ -27,7 +30,15 @@ def _page(name: str) -> Response:
 
 @pages.get("/")
 def index():
-    return _page("page.html")
+    settings = current_app.extensions["carbon_settings"]
+    # Read per request: keys can appear on a secret refresh (as the OpenAPI document does).
+    keyed = bool(current_app.extensions["carbon_secrets"].current().api_keys)
+    response = Response(render_template("page.html", default_zones=", ".join(settings.default_zones),
+                                        key_required="true" if keyed else "false"),
+                        mimetype="text/html")
+    response.headers["Cache-Control"] = "no-cache"
+    response.add_etag()
+    return response.make_conditional(request)
 
 
 @pages.get("/docs")

@@ -7,6 +7,9 @@ from __future__ import annotations
 
 import json
 import logging
+import select
+import socket
+import time
 from datetime import datetime, timedelta, timezone
 from typing import Callable, Optional
 
@@ -16,7 +19,8 @@ from werkzeug.exceptions import ClientDisconnected, RequestEntityTooLarge
 
 from carbon_optimizer.engine import CarbonEngine
 from carbon_optimizer.errors import CarbonDataError, FailureCode, RequestError, UnknownLocation
-from carbon_optimizer.scheduling.model import Unschedulable
+from carbon_optimizer.ops import metrics
+from carbon_optimizer.scheduling.model import CapacityLimits, Unschedulable
 from carbon_optimizer.settings import Settings
 from carbon_optimizer.timeseries import rfc3339, to_epoch
 from carbon_optimizer.web import limits, openapi
@@ -25,6 +29,18 @@ from carbon_optimizer.web import models
 log = logging.getLogger(__name__)
 api = Blueprint("api", __name__, url_prefix="/api/v1")
 ops = Blueprint("ops", __name__)
+
+# What one request's locations may cost before any budget exists (README "The request"): distinct
+# names are counted first (a set over the request, cheap), each distinct name is resolved once (a
+# dict lookup), and only the first few unknown ones get close matches (~0.4 ms each, over every
+# zone and region); an error lists its first details and counts the rest, so its size does not
+# grow with the request's.
+MAX_LOCATIONS = 100
+MAX_SUGGESTED_LOCATIONS = 5
+MAX_ERROR_DETAILS = 20
+_FIELD_CHARS, _MESSAGE_CHARS = 200, 600  # a field path holds client-chosen keys: cut, not echoed whole
+# How often a request's work looks whether its client is still there (a poll and a peek).
+PEEK_INTERVAL_SECONDS = 0.005
 
 def _now() -> datetime:
     return current_app.config["CLOCK"]()
@@ -94,14 +110,46 @@ _MESSAGES = {
 }
 
 
+def _cut(text: str, limit: int) -> str:
+    return text if len(text) <= limit else text[:limit - 1] + "…"
+
+
+class _Details:
+    """An error's details: the first MAX_ERROR_DETAILS kept, the rest only counted."""
+
+    def __init__(self) -> None:
+        self.kept: list[dict] = []
+        self.more = 0
+
+    def add(self, detail: dict) -> None:
+        if len(self.kept) < MAX_ERROR_DETAILS:
+            self.kept.append(detail)
+        else:
+            self.more += 1
+
+    def __bool__(self) -> bool:
+        return bool(self.kept)
+
+    def listed(self, field: str) -> list[dict]:
+        """The details kept, and one that says how many more there are."""
+        if not self.more:
+            return self.kept
+        return self.kept + [{"field": field, "message": f"and {self.more} more like these, not listed"}]
+
+
 def _validation_error(exc: ValidationError) -> RequestError:
-    details = []
+    details = _Details()
     for error in exc.errors(include_input=False, include_url=False):
+        if len(details.kept) >= MAX_ERROR_DETAILS:
+            details.more += 1
+            continue
         cause = (error.get("ctx") or {}).get("error")
         location = tuple(error["loc"]) + ((cause.field,) if isinstance(cause, models.FieldError) else ())
-        details.append({"field": _field_path(location),
-                        "message": _MESSAGES.get(error["type"], error["msg"].removeprefix("Value error, "))})
-    return RequestError(FailureCode.INVALID_REQUEST, "the request is not valid; see details", details=details)
+        details.add({"field": _cut(_field_path(location), _FIELD_CHARS),
+                     "message": _cut(_MESSAGES.get(error["type"], error["msg"].removeprefix("Value error, ")),
+                                     _MESSAGE_CHARS)})
+    return RequestError(FailureCode.INVALID_REQUEST, "the request is not valid; see details",
+                        details=details.listed("body"))
 
 
 def _parse_workloads(body: object) -> tuple[list[models.Workload], Optional[models.WorkloadBatch]]:
@@ -162,42 +210,71 @@ def _unknown(field: str, exc: UnknownLocation) -> dict:
 def _resolver(served: Optional[frozenset[str]]) -> Callable[[str], "str | UnknownLocation"]:
     """engine.locate for one request, each distinct location resolved once: a batch names the same
     few zones and regions again and again. An unknown location gives its UnknownLocation back (not
-    raised), so that every field naming it can be reported."""
+    raised), so that every field naming it can be reported; only the first
+    MAX_SUGGESTED_LOCATIONS unknown ones come with close matches."""
     locate, seen = _engine().locate, {}
+    suggested = 0
 
     def resolve(location: str) -> "str | UnknownLocation":
+        nonlocal suggested
         found = seen.get(location)
         if found is None:
             try:
-                found = locate(location, served)
+                found = locate(location, served, suggested < MAX_SUGGESTED_LOCATIONS)
             except UnknownLocation as exc:
                 found = exc
+                suggested += 1
             seen[location] = found
         return found
     return resolve
 
 
 def _locate(asked: list[str], field: str, resolve: Callable[[str], "str | UnknownLocation"],
-            details: list[dict]) -> dict[str, str]:
+            details: _Details) -> dict[str, str]:
     """zone -> the first location asked that resolved to it, in the order asked; unknown
     locations become error details naming their field (zones[1])."""
     zones: dict[str, str] = {}
     for position, location in enumerate(asked):
         found = resolve(location)
         if isinstance(found, UnknownLocation):
-            details.append(_unknown(f"{field}[{position}]", found))
+            if len(details.kept) < MAX_ERROR_DETAILS:
+                details.add(_unknown(f"{field}[{position}]", found))
+            else:
+                details.more += 1
         else:
             zones.setdefault(found, location)
     return zones
 
 
-def _jobs(workloads: list[models.Workload], batch: bool, now: datetime):
+def _count_locations(workloads: list[models.Workload], default_zones: list[str], batch: bool) -> None:
+    """Refuse, before resolving any, a request naming more than MAX_LOCATIONS distinct locations."""
+    names = {name for workload in workloads for name in (workload.zones or default_zones)}
+    if len(names) > MAX_LOCATIONS:
+        raise RequestError(FailureCode.INVALID_REQUEST, "too many distinct zones and cloud regions", details=[
+            {"field": "workloads[*].zones" if batch else "zones",
+             "message": f"at most {MAX_LOCATIONS} distinct zones and cloud regions in one request "
+                        f"(got {len(names)})"}])
+
+
+def _stop_if_gone(gone: Optional[Callable[[], bool]], workloads: int, answered: int) -> None:
+    """When the client has gone, end the request here: nobody reads its answer."""
+    if gone is not None and gone():
+        metrics.REQUESTS_ABANDONED.inc()
+        log.info("client went away; the request's work stopped",
+                 extra={"workloads": workloads, "answered": answered})
+        raise ClientDisconnected()
+
+
+def _jobs(workloads: list[models.Workload], batch: bool, now: datetime,
+          gone: Optional[Callable[[], bool]] = None):
     """The jobs asked for, with every location resolved to a zone, and per job zone -> location."""
     settings = _settings()
-    resolve = _resolver(_engine().served_zones())
     default_zones, default_window = settings.default_zones, timedelta(hours=settings.default_window_hours)
-    jobs, locations, details, unknown = [], [], [], []
+    _count_locations(workloads, default_zones, batch)
+    resolve = _resolver(_engine().served_zones())
+    jobs, locations, details, unknown = [], [], _Details(), _Details()
     for index, workload in enumerate(workloads):
+        _stop_if_gone(gone, len(workloads), 0)
         prefix = f"workloads[{index}]." if batch else ""
         # A default from configuration is checked too: the field to fix is then the request's.
         where = _locate(workload.zones or default_zones, f"{prefix}zones", resolve, unknown)
@@ -206,15 +283,67 @@ def _jobs(workloads: list[models.Workload], batch: bool, now: datetime):
             jobs.append(workload.to_job(now, default_zones, default_window, zones=list(where) or None))
         except ValueError as exc:
             field = exc.field if isinstance(exc, models.FieldError) else ""
-            details.append({"field": _field_path(((f"workloads", index) if batch else ()) + ((field,) if field else ())),
-                            "message": str(exc)})
+            details.add({"field": _field_path(((f"workloads", index) if batch else ()) + ((field,) if field else ())),
+                         "message": str(exc)})
+    _refuse(details, unknown, "workloads" if batch else "zones")
+    return jobs, locations
+
+
+def _refuse(details: _Details, unknown: _Details, more: str) -> None:
+    """Raise when anything was wrong: zone_not_found when the only fault is an unknown location;
+    `more` is the field the count of details not listed goes under."""
     if unknown and not details:
         raise RequestError(FailureCode.ZONE_NOT_FOUND, "unknown zone or cloud region; see details",
-                           details=unknown)
+                           details=unknown.listed(more))
     if details or unknown:
+        both = _Details()
+        for detail in details.kept + unknown.kept:
+            both.add(detail)
+        both.more += details.more + unknown.more
         raise RequestError(FailureCode.INVALID_REQUEST, "the request is not valid; see details",
-                           details=details + unknown)
-    return jobs, locations
+                           details=both.listed(more))
+
+
+def _capacity(capacity: models.FleetCapacity, locations: list[dict[str, str]]) -> CapacityLimits:
+    """The batch's capacity with its keys resolved as workload zones are (the same lookup, the
+    same close matches, the same bounds). A key for a zone no workload of the batch may run in
+    would limit nothing, and two keys for one zone contradict or repeat each other: both are
+    refused."""
+    asked = capacity.per_location()
+    for name, limits in asked.items():
+        # A batch names at most MAX_LOCATIONS locations: more keys cannot all be of use.
+        if len(limits) > MAX_LOCATIONS:
+            raise RequestError(FailureCode.INVALID_REQUEST, "too many capacity keys", details=[
+                {"field": f"capacity.{name}", "message": f"at most {MAX_LOCATIONS} zones and cloud "
+                                                         f"regions (got {len(limits)})"}])
+    resolve = _resolver(_engine().served_zones())
+    used = {zone for where in locations for zone in where}
+    zone_of: dict[str, str] = {}
+    details, unknown = _Details(), _Details()
+    for name, limits in asked.items():
+        named: dict[str, str] = {}  # zone -> the first key that named it
+        for key in limits:
+            field = f"capacity.{name}.{key}"
+            found = resolve(key)
+            if isinstance(found, UnknownLocation):
+                unknown.add(_unknown(field, found))
+                continue
+            zone_of[key] = found
+            if found in named:
+                details.add({"field": field, "message": f"{named[found]} and {key} both name zone "
+                                                        f"{found}: give one limit per zone"})
+            elif found not in used:
+                where = key if key == found else f"{key} (zone {found})"
+                details.add({"field": field, "message":
+                             f"no workload of this batch may run in {where}, so this limit would "
+                             f"limit nothing; the batch's zones are {_listed(sorted(used))}"})
+            named.setdefault(found, key)
+    _refuse(details, unknown, "capacity")
+    return capacity.limits(zone_of)
+
+
+def _listed(zones: list[str], most: int = 10) -> str:
+    return ", ".join(zones[:most]) + (f" and {len(zones) - most} more" if len(zones) > most else "")
 
 
 # -- API routes -----------------------------------------------------------------------------------
@@ -233,6 +362,37 @@ def _failure(outcome: Unschedulable) -> RequestError:
                         headers=headers)
 
 
+def _client_gone() -> Optional[Callable[[], bool]]:
+    """A check that the client has closed its connection, for the request's work to stop: the
+    socket Gunicorn hands over, polled and peeked (nothing read) at most every
+    PEEK_INTERVAL_SECONDS. A peek that reads b"" is the peer's close; bytes are a pipelined next
+    request (the body was read whole before), not a close. A client that half-closes its side
+    while it waits is taken as gone too, as Go's net/http does. None without a socket (in-process)."""
+    sock = request.environ.get("gunicorn.socket")
+    if not isinstance(sock, socket.socket):
+        return None
+    poller = select.poll()
+    poller.register(sock.fileno(), select.POLLIN)
+    state = {"at": 0.0, "gone": False}
+
+    def gone() -> bool:
+        if state["gone"]:
+            return True
+        now = time.monotonic()
+        if now - state["at"] < PEEK_INTERVAL_SECONDS:
+            return False
+        state["at"] = now
+        try:
+            if poller.poll(0):
+                state["gone"] = sock.recv(1, socket.MSG_PEEK | socket.MSG_DONTWAIT) == b""
+        except (BlockingIOError, InterruptedError):
+            pass
+        except OSError:  # reset by the peer
+            state["gone"] = True
+        return state["gone"]
+    return gone
+
+
 @api.post("/optimize")
 @limits.limit(limits.optimize_limit, methods=["POST"])
 def optimize():
@@ -240,8 +400,13 @@ def optimize():
     workloads, batch = _parse_workloads(body)
     now = _as_of(workloads, batch) or _now()
     capacity = batch.capacity if batch is not None else None
-    jobs, locations = _jobs(workloads, batch is not None, now)
-    outcomes = _engine().optimize(jobs, now, capacity.limits() if capacity is not None else None)
+    gone = _client_gone()
+    jobs, locations = _jobs(workloads, batch is not None, now, gone)
+    limits_asked = _capacity(capacity, locations) if capacity is not None else None
+    outcomes = _engine().optimize(jobs, now, limits_asked, cancelled=gone)
+    _stop_if_gone(gone, len(outcomes), sum(not (isinstance(o, Unschedulable)
+                                                and o.code is FailureCode.DEADLINE_EXCEEDED)
+                                           for o in outcomes))
     if batch is not None:
         return _answer(models.BatchResponse.of(outcomes, now, locations))
     outcome = outcomes[0]

@@ -1,6 +1,7 @@
 // The forecast-and-window page: sends the workload to POST /api/v1/optimize, fetches each zone's
 // forecast from GET /api/v1/forecast, and draws them with uPlot. Everything shown comes from those
-// two answers; the service's error messages are shown as it wrote them.
+// two answers; the service's error messages are shown as it wrote them. On load it asks for the
+// form's defaults (the service's default zones) unless the service needs an API key.
 "use strict";
 (function () {
   var HOUR = 3600;
@@ -11,6 +12,9 @@
     baseline: "rgba(120, 60, 140, 0.16)", baselineEdge: "#6a3d7a", now: "#333"
   };
   var charts = [];
+  // Each question supersedes the one before (a click during the first drawing on load): only the
+  // latest may touch the page, and the earlier one's calls are cancelled.
+  var current = { run: 0, abort: null };
 
   function $(id) { return document.getElementById(id); }
 
@@ -54,12 +58,13 @@
     return workload;
   }
 
-  function call(method, path, body) {
+  function call(method, path, body, signal) {
     var headers = { "Accept": "application/json" };
     var key = $("api-key").value.trim();
     if (key) headers["X-API-Key"] = key;
     if (body !== undefined) headers["Content-Type"] = "application/json";
-    return fetch(path, { method: method, headers: headers, body: body, credentials: "omit" })
+    return fetch(path, { method: method, headers: headers, body: body, credentials: "omit",
+                         signal: signal })
       .then(function (response) {
         return response.text().then(function (text) {
           var parsed = null;
@@ -99,10 +104,12 @@
     $("saving").textContent = "";
   }
 
-  function busy(on, text) {
+  // The button stays enabled while busy: pressing it again asks again (the earlier question is
+  // cancelled), rather than being ignored.
+  function busy(on, text, failed) {
     $("result").setAttribute("aria-busy", on ? "true" : "false");
-    $("submit").disabled = on;
     $("status").textContent = text || "";
+    $("status").classList.toggle("failed", !!failed);
   }
 
   // What to shade, per answer: the windows (or chunks) run, and the baseline compared against.
@@ -362,7 +369,9 @@
     return details;
   }
 
-  function drawZones(request, answer) {
+  // Each zone's chart; resolves to the list of charts that could not be drawn, each as
+  // "zone: what the service (or the network) said".
+  function drawZones(request, answer, run) {
     var planList = plans(answer);
     var zones = zonesToDraw(request, planList);
     var hours = hoursToCover(request, planList);
@@ -371,19 +380,41 @@
       figure.appendChild(el("figcaption", {}, zone + (planList.some(function (p) { return p.zone === zone; })
         ? ": chosen zone" : "")));
       $("charts").appendChild(figure);
-      return call("GET", "/api/v1/forecast?zone=" + encodeURIComponent(zone) + "&hours=" + hours + "&history=true")
+      function refused(text) {
+        figure.appendChild(el("p", { "class": "error", role: "alert" }, text));
+        return zone + ": " + text;
+      }
+      return call("GET", "/api/v1/forecast?zone=" + encodeURIComponent(zone) + "&hours=" + hours +
+                  "&history=true", undefined, run.signal)
         .then(function (got) {
-          if (!got.ok) {
-            figure.appendChild(el("p", { "class": "error", role: "alert" }, describeError(got).join("; ")));
-            return;
-          }
+          if (run.id !== current.run) return null;
+          if (!got.ok) return refused(describeError(got).join("; "));
           drawChart(got.body, zone, planList, figure);
+          return null;
+        }, function (e) {
+          if (run.id !== current.run) return null;
+          return refused("the service could not be reached: " + e.message);
         });
-    }));
+    })).then(function (failures) { return failures.filter(function (f) { return f !== null; }); });
+  }
+
+  function chartsStatus(failures, drawn) {
+    if (!failures.length) return "Done.";
+    return (drawn ? "Not every chart could be drawn" : "No chart could be drawn") + ": " +
+      failures.join(" | ");
   }
 
   function submit(event) {
     event.preventDefault();
+    ask();
+  }
+
+  // Send the form's workload (or the pasted JSON) and draw the answer.
+  function ask() {
+    if (current.abort) current.abort.abort();
+    var controller = typeof AbortController === "function" ? new AbortController() : null;
+    var run = { id: ++current.run, signal: controller ? controller.signal : undefined };
+    current.abort = controller;
     reset();
     var pasted = $("workload-json").value.trim();
     var request, body;
@@ -395,18 +426,24 @@
       body = JSON.stringify(request);
     }
     busy(true, "Asking the service\u2026");
-    call("POST", "/api/v1/optimize", body).then(function (answer) {
+    call("POST", "/api/v1/optimize", body, run.signal).then(function (answer) {
+      if (run.id !== current.run) return null;
       if (!answer.ok) {
         showError(describeError(answer));
-        busy(false, "");
+        busy(false, "", true);
         return null;
       }
       showAnswer(answer.body);
       busy(true, "Fetching forecasts\u2026");
-      return drawZones(request, answer.body).then(function () { busy(false, "Done."); });
+      return drawZones(request, answer.body, run).then(function (failures) {
+        if (run.id !== current.run) return;
+        var drawn = $("charts").querySelectorAll("figure.zone canvas").length > 0;
+        busy(false, chartsStatus(failures, drawn), failures.length > 0);
+      });
     }).catch(function (e) {
+      if (run.id !== current.run) return;
       showError(["The service could not be reached: " + e.message]);
-      busy(false, "");
+      busy(false, "", true);
     });
   }
 
@@ -419,5 +456,12 @@
 
   document.addEventListener("DOMContentLoaded", function () {
     $("workload-form").addEventListener("submit", submit);
+    if (document.body.getAttribute("data-api-key-required") === "true") {
+      // Asking without the key would only be refused (and spend the budget): wait for it.
+      busy(false, "This service needs an API key: enter yours in the API key field and press " +
+        "\u201cFind the cleanest window\u201d.");
+    } else {
+      ask();
+    }
   });
 })();
