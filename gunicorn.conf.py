@@ -62,6 +62,12 @@ errorlog = "-"
 loglevel = os.environ.get("LOG_LEVEL", "info").lower()
 logger_class = "carbon_optimizer.ops.access_log.JsonAccessLogger"
 forwarded_allow_ips = os.environ.get("GUNICORN_FORWARDED_ALLOW_IPS", "127.0.0.1,::1")
+# From a peer in forwarded_allow_ips (a sidecar on loopback), Gunicorn would take SCRIPT_NAME and
+# PATH_INFO request headers as the WSGI mount point: a prefix the path lacks was a 500, one it has
+# moved every route. The service is never mounted under a prefix, so no header may set one (with
+# header_map "drop", Gunicorn's default, such headers are then dropped). Scheme headers stay: the
+# proxy's X-Forwarded-Proto is read by carbon_optimizer/web/headers.py.
+forwarder_headers = ""
 
 # Metrics from every worker go to one directory that any worker's /metrics reads. It must exist
 # before a worker imports prometheus_client, so it is settled here, in the master.

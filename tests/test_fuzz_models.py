@@ -10,7 +10,7 @@ from datetime import datetime, timedelta, timezone
 
 import numpy as np
 import pytest
-from hypothesis import HealthCheck, assume, given, settings, strategies as st
+from hypothesis import HealthCheck, assume, example, given, settings, strategies as st
 from pydantic import ValidationError
 
 from carbon_optimizer.scheduling import window as optimizer
@@ -27,7 +27,7 @@ json_scalars = (st.none() | st.booleans() | st.integers(-2**70, 2**70)
                 | st.floats(allow_nan=True, allow_infinity=True) | st.text(max_size=30)
                 | st.sampled_from(["PT2H", "P1D", "PT0S", "PT1.5M", "P99999999D", "DE", "de", "US-CAL-CISO",
                                    "2026-11-23T08:00:00Z", "2026-11-23T08:00:00", "9999-12-31T23:59:59Z",
-                                   "0001-01-01T00:00:00+14:00", "1e308", "-1", "", " "]))
+                                   "0001-01-01T00:00:00+14:00", "9999-12-31T23:59:59-14:00", "1e308", "-1", "", " "]))
 json_values = st.recursive(json_scalars, lambda inner: st.lists(inner, max_size=4)
                            | st.dictionaries(st.text(max_size=10), inner, max_size=4), max_leaves=12)
 workload_like = st.dictionaries(st.sampled_from(FIELDS) | st.text(max_size=8), json_values, max_size=6)
@@ -68,6 +68,45 @@ def test_any_json_body_gets_a_json_answer_never_a_500(unlimited_client, body):
         assert set(payload) == {"error"} and payload["error"]["code"] and payload["error"]["message"]
         for detail in payload["error"].get("details", []):
             assert isinstance(detail["field"], str) and isinstance(detail["message"], str)
+
+
+# Local times within a day of the calendar's ends, at any second, with offsets up to 14 h either
+# way: some are still inside the years 1 to 9999 once in UTC, some not (issue 23.8).
+near_the_ends = st.builds(
+    lambda local, minutes: local.replace(tzinfo=timezone(timedelta(minutes=minutes))),
+    st.datetimes(datetime(1, 1, 1), datetime(1, 1, 1, 23, 59, 59))
+    | st.datetimes(datetime(9999, 12, 31), datetime(9999, 12, 31, 23, 59, 59)),
+    st.integers(-14 * 60, 14 * 60))
+
+
+@settings(max_examples=80, deadline=None, derandomize=True, database=None)
+@given(field=st.sampled_from(["earliest_start", "deadline", "latest_start", "as_of"]), moment=near_the_ends,
+       duration=st.integers(1, 7 * 24 * 60), window_end=st.sampled_from([None, "max_delay"]))
+@example(field="latest_start", moment=datetime(1, 1, 1, tzinfo=timezone(timedelta(hours=14))), duration=47,
+         window_end=None)
+@example(field="deadline", moment=datetime(9999, 12, 31, 23, 59, 59, tzinfo=timezone(timedelta(hours=-14))),
+         duration=47, window_end=None)
+@example(field="as_of", moment=datetime(1, 1, 1, 13, 59, 59, tzinfo=timezone(timedelta(hours=14))), duration=61,
+         window_end="max_delay")
+def test_timestamps_at_the_calendar_ends_are_refused_by_field_or_taken(field, moment, duration, window_end):
+    body = {"duration": duration, field: moment.isoformat()}
+    if window_end and field in ("earliest_start", "as_of"):
+        body["max_delay"] = "P30D"
+    try:
+        utc = moment.astimezone(timezone.utc)
+    except OverflowError:
+        utc = None  # off the calendar in UTC: the model must refuse it, naming the field and value
+    try:
+        workload = schemas.Workload.model_validate(body)
+    except ValidationError as exc:
+        [error] = exc.errors()
+        assert utc is None and error["loc"] == (field,) and moment.isoformat() in error["msg"]
+        return
+    assert utc is not None and getattr(workload, field) == utc
+    try:
+        workload.to_job(NOW, ["DE"], timedelta(hours=24))
+    except schemas.FieldError as exc:
+        assert exc.field in ("earliest_start", "deadline", "latest_start", "max_delay", "duration")
 
 
 @SETTINGS

@@ -212,9 +212,9 @@ def test_default_limit_is_one_budget_per_client_across_routes_and_keyed_by_api_k
     assert client.get("/api/v1/forecast?zone=DE", headers=one).status_code == 200
     # POST /optimize has a budget of its own and spends only that one, not the default.
     assert client.post("/api/v1/optimize", json=BODY, headers=one).status_code == 200
+    # The OpenAPI document is a fixed document, not an API call: it spends nothing.
     assert client.get("/api/v1/openapi.json", headers=one).status_code == 200
-    assert client.get("/api/v1/forecast?zone=DE", headers=one).status_code == 200
-    assert client.get("/api/v1/forecast?zone=DE", headers=one).status_code == 429
+    assert [client.get("/api/v1/forecast?zone=DE", headers=one).status_code for _ in range(3)] == [200, 200, 429]
     # The default budget spent does not refuse optimize, whose own budget has 1 of 2 left.
     assert [client.post("/api/v1/optimize", json=BODY, headers=one).status_code for _ in range(2)] == [200, 429]
     assert client.get("/api/v1/forecast?zone=DE", headers=two).status_code == 200  # its own budget

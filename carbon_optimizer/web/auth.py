@@ -15,7 +15,7 @@ import hmac
 import ipaddress
 from typing import Iterable, Optional, Sequence
 
-from flask import Flask, Response, g, request
+from flask import Flask, Response, current_app, g, request
 
 from carbon_optimizer.ops import metrics
 from carbon_optimizer.secret_store import BaseSecretStore
@@ -25,6 +25,9 @@ from carbon_optimizer.web.errors import error_response
 API_KEY_HEADER = "X-API-Key"
 OPEN_PATHS = ("/health",)            # never authenticated (the load balancer's probe)
 DOCS_PATHS = ("/docs", "/api/v1/openapi.json")
+# app.extensions key of the counter of wrong /metrics tokens per client IP; limits.init_app puts it
+# there (in the limiter's storage), so that this module, below limits, needs no import of it.
+METRICS_FAILURE_GUARD = "carbon_metrics_failures"
 
 
 def _digest(value: str) -> bytes:
@@ -132,9 +135,19 @@ def _check_metrics(settings: Settings, secret_store: BaseSecretStore) -> Optiona
             return error_response(403, "metrics are not served to this address")
     token = secret_store.current().metrics_token
     if token:
+        # An address out of failures is refused before its token is compared: with or without the
+        # right one, the same 429, so guessing on tells nothing. Successes are not counted.
+        guard = current_app.extensions[METRICS_FAILURE_GUARD]
+        address = request.remote_addr or "unknown"
+        wait = guard.refused_for(address)
+        if wait is not None:
+            metrics.AUTH_FAILURES.labels("metrics").inc()
+            return error_response(429, "too many wrong metrics tokens from this address; retry later",
+                                  headers={"Retry-After": str(wait)})
         header = request.headers.get("Authorization", "")
         scheme, _, presented = header.partition(" ")
         if scheme.lower() != "bearer" or not matches_any(presented.strip(), [token]):
+            guard.failed(address)
             metrics.AUTH_FAILURES.labels("metrics").inc()
             return error_response(401, "metrics need a bearer token",
                                   headers={"WWW-Authenticate": "Bearer"})

@@ -3,15 +3,17 @@ own with `@limit(...)`, e.g. POST /optimize's RATE_LIMIT_OPTIMIZE, and is then c
 that limit only; every other API route spends RATE_LIMIT_DEFAULT, one budget shared by all of
 them. Clients are told apart by `auth.client_identity` (a valid API key, else the client IP).
 Counters live in Redis when REDIS_URL is set, so N per window holds across Gunicorn workers; with
-Redis down each worker falls back to in-memory counters, and /health says so. /health, /metrics
-and the pages' static files are never limited.
+Redis down each worker falls back to in-memory counters, and /health says so; each worker asks
+Redis again every STORAGE_RECHECK_SECONDS and counts there as soon as it answers. /health, /metrics
+(whose wrong tokens have a limit of their own, _FailureGuard), the page, /docs, their static files
+and the OpenAPI document are never limited (the docs behind a key only with a valid one).
 
 One Redis round trip per limited request, allowed or refused: the request's one limit is a
 single flask-limiter application limit whose value and scope are chosen per request (the
 route's own limit, else the default), checked before the API-key check so that wrong keys
 count too; the hit is one Lua call that returns the count and the window's remaining time
-together, and the X-RateLimit-*/Retry-After headers are computed from that answer instead of
-asking Redis again. A refused hit stays counted, which costs nothing: it only adds to the budget
+together, and the X-RateLimit-* headers (and, on a 429 only, Retry-After) are computed from that
+answer instead of asking Redis again. A refused hit stays counted, which costs nothing: it only adds to the budget
 that refused it, which stays spent until its window ends anyway.
 
 A Redis error or timeout never turns into an error answer: the request is checked against the
@@ -31,31 +33,40 @@ from __future__ import annotations
 
 import functools
 import logging
+import math
+import threading
 import time
 from dataclasses import dataclass
 from typing import Any, Callable, Optional
 
-from flask import Flask, current_app, g, has_request_context, request
+from flask import Flask, Response, current_app, g, has_request_context, request
 from flask_limiter import ApplicationLimit, Limiter, RateLimitExceeded
-from limits import RateLimitItem
-from limits.storage import RedisStorage
+from limits import RateLimitItem, parse
+from limits.storage import MemoryStorage, RedisStorage
 from limits.strategies import STRATEGIES, FixedWindowRateLimiter
 from limits.util import WindowStats
 
 from carbon_optimizer.ops import metrics
 from carbon_optimizer.settings import Settings
-from carbon_optimizer.web.auth import client_identity
+from carbon_optimizer.web.auth import DOCS_PATHS, METRICS_FAILURE_GUARD, client_identity
 from carbon_optimizer.web.errors import error_response
 from carbon_optimizer.web.pages import STATIC_PREFIX
 
 EXTENSION = "carbon_limits"
 _UNROUTED = "unrouted"
 UNLIMITED_PATHS = ("/health", "/metrics")
+PAGE_PATHS = ("/",)  # the page (pages.py); /docs is in auth.DOCS_PATHS, whose access DOCS_ACCESS sets
 _DECLARED = "_carbon_rate_limit"
 _WINDOWS = "_carbon_rate_limit_windows"
 _STRATEGY = "carbon-fixed-window"
 _SCHEME = "carbon+"         # storage URI prefix that selects _CountingRedisStorage
 _DEFAULT_SCOPE = "global"   # the budget every route without a limit of its own shares
+# While Redis is marked down, how often a worker asks it again (a PING, within the 0.5 s socket
+# timeout, by one request at a time): its own in-process counts stand in for no longer than this
+# after Redis answers again.
+STORAGE_RECHECK_SECONDS = 0.5
+# Wrong /metrics bearer tokens per client IP and window; past it, 429 until the window ends.
+METRICS_AUTH_FAILURES = "10 per 5 minutes"
 
 log = logging.getLogger(__name__)
 
@@ -139,6 +150,85 @@ class _OneCallFixedWindow(FixedWindowRateLimiter):
 STRATEGIES[_STRATEGY] = _OneCallFixedWindow  # type: ignore[assignment]  (how flask-limiter finds it)
 
 
+class _Limiter(Limiter):
+    """flask-limiter's Limiter with one change: while its storage is marked down, it asks Redis
+    again every STORAGE_RECHECK_SECONDS, not after 1, 2, 4, ... 32 s as flask-limiter does. Its
+    back-off kept each worker on its own fresh in-process counts for up to half a minute after
+    Redis had come back: one key got 38 requests through a 20-per-minute window after a 10 s
+    stall (issue 23.9)."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._recheck_lock = threading.Lock()
+        self._recheck_at = 0.0
+
+    # flask-limiter calls `self.__should_check_backend()`, which Python names this way.
+    def _Limiter__should_check_backend(self) -> bool:
+        now = time.monotonic()
+        with self._recheck_lock:  # one thread per worker pays for the check, the others go on
+            if now < self._recheck_at:
+                return False
+            self._recheck_at = now + STORAGE_RECHECK_SECONDS
+            return True
+
+
+def retry_after(window_end: float, now: float) -> int:
+    """Whole seconds to wait until `window_end`, rounded up and at least 1: a client that sleeps
+    what it is told arrives after the window, never at once (flask-limiter's truncation said 0 in
+    a window's last second, and clients that slept 0 flooded the service)."""
+    return max(1, math.ceil(window_end - now))
+
+
+def _rate_limit_headers(limiter: Limiter, response: Response) -> Response:
+    """X-RateLimit-* of the request's budget on every limited answer, and Retry-After on a 429 only
+    (flask-limiter's own headers put one on successes, and truncated it to 0 in the last second).
+    Other answers keep the Retry-After they were given (a 503's)."""
+    current = limiter.current_limit
+    if current is None:
+        return response
+    try:
+        window_end, remaining = current.window
+    except Exception as exc:  # the storage failed between the hit and now: no headers, no error
+        _storage_error(exc)
+        return response
+    response.headers["X-RateLimit-Limit"] = str(current.limit.amount)
+    response.headers["X-RateLimit-Remaining"] = str(remaining)
+    # The window's end as flask-limiter states it (the next whole second); Retry-After counts to
+    # the end itself, so it never exceeds the window's length, and now + Retry-After >= the end.
+    response.headers["X-RateLimit-Reset"] = str(int(window_end + 1))
+    if response.status_code == 429:
+        response.headers["Retry-After"] = str(retry_after(window_end, time.time()))
+    return response
+
+
+class _FailureGuard:
+    """Counts failed /metrics token checks per client IP (auth.py asks it): after METRICS_AUTH_FAILURES
+    in a window the address is refused until the window ends, whatever token it sends, so a guess
+    is worth nothing once the budget is spent; an address that never fails (Prometheus) is never
+    counted. In the limiter's Redis when there is one (shared by workers), in memory otherwise or
+    while Redis fails."""
+
+    def __init__(self, storage: Any) -> None:
+        self._item = parse(METRICS_AUTH_FAILURES)
+        self._primary = FixedWindowRateLimiter(storage)
+        self._fallback = FixedWindowRateLimiter(MemoryStorage())
+
+    def _call(self, method: str, *args: Any) -> Any:
+        try:
+            return getattr(self._primary, method)(self._item, *args)
+        except Exception as exc:  # Redis down: this worker counts on its own meanwhile
+            _storage_error(exc)
+            return getattr(self._fallback, method)(self._item, *args)
+
+    def refused_for(self, address: str) -> Optional[int]:
+        """Seconds to wait when `address` has no failures left, else None."""
+        stats = self._call("get_window_stats", "metrics-auth", address)
+        return None if stats.remaining > 0 else retry_after(stats.reset_time, time.time())
+
+    def failed(self, address: str) -> None:
+        self._call("hit", "metrics-auth", address)
+
+
 def optimize_limit() -> str:
     """POST /optimize's limit, RATE_LIMIT_OPTIMIZE of the app serving the request."""
     settings: Settings = current_app.extensions["carbon_settings"]
@@ -202,25 +292,40 @@ def limit(value: Callable[[], str], *, methods: Optional[list[str]] = None):
     return decorate
 
 
+def _unlimited(settings: Settings) -> bool:
+    """Requests that spend no budget: /health, /metrics (its token failures have their own limit,
+    auth.py), and the fixed documents a person loads: the page, /docs, their static files and the
+    OpenAPI document. The documents that need an API key (DOCS_ACCESS=api_key) are unlimited only
+    with a valid one: without, they spend the shared budget, or keys could be guessed through them
+    without limit. The page's own API calls (optimize, forecast) are API calls like any other."""
+    path = request.path
+    if path in UNLIMITED_PATHS or path in PAGE_PATHS or path.startswith(STATIC_PREFIX):
+        return True
+    if path in DOCS_PATHS:
+        return settings.docs_access != "api_key" or bool(g.get("api_client"))
+    return False
+
+
 def init_app(app: Flask, settings: Settings) -> None:
     """Build this app's Limiter from its settings. Install after `auth.identify_clients` (the key
     function needs it) and before `auth.require_api_keys` (so that wrong keys are counted)."""
     if not settings.rate_limit_enabled:
         app.extensions[EXTENSION] = None
+        app.extensions[METRICS_FAILURE_GUARD] = _FailureGuard(MemoryStorage())
         return
     # The Redis keys start with CACHE_KEY_PREFIX, as every key of the service does (a Redis ACL
     # key pattern on it then covers the limiter): `limits` puts its own "LIMITS:" first otherwise.
     storage = f"{_SCHEME}{settings.redis_url}" if settings.redis_url else "memory://"
     options = {"socket_connect_timeout": 0.5, "socket_timeout": 0.5,
                "key_prefix": f"{settings.cache_key_prefix}ratelimit"} if settings.redis_url else {}
-    limiter = Limiter(
+    limiter = _Limiter(
         key_func=client_identity,
         # One limit per request, checked before the view (and the API-key check) runs: an
         # application limit, whose value and budget are picked per request.
         application_limits=[ApplicationLimit(_request_limit, scope=_request_scope)],
         storage_uri=storage, storage_options=options,
         in_memory_fallback_enabled=bool(settings.redis_url),  # Redis down: per-worker limits, not errors
-        headers_enabled=True,
+        headers_enabled=False,  # written by _rate_limit_headers, from the same answer
         # A storage error after the fallback is on (a Redis call already in flight when it froze)
         # serves the request unchecked rather than answering 500.
         swallow_errors=True,
@@ -229,16 +334,16 @@ def init_app(app: Flask, settings: Settings) -> None:
         # 405); the API-key check still answers those, so a wrong key sent to /api/v1/nope would be
         # guessed unlimited. Naming them keeps them on the shared budget.
         request_identifier=lambda: request.endpoint or _UNROUTED)
-    # The pages' static files are not API calls: loading /docs must not spend a client's budget.
-    limiter.request_filter(lambda: request.path in UNLIMITED_PATHS
-                           or request.path.startswith(STATIC_PREFIX))
+    limiter.request_filter(functools.partial(_unlimited, settings))
     limiter.init_app(app)
     app.extensions[EXTENSION] = limiter
+    app.extensions[METRICS_FAILURE_GUARD] = _FailureGuard(limiter.storage)
+    app.after_request(functools.partial(_rate_limit_headers, limiter))
 
     @app.errorhandler(RateLimitExceeded)
     def _too_many(exc: RateLimitExceeded):
         metrics.RATE_LIMITED.inc()
-        # flask-limiter adds Retry-After and X-RateLimit-* to this answer after the handler.
+        # _rate_limit_headers adds Retry-After and X-RateLimit-* to this answer after the handler.
         return error_response(429, f"rate limit exceeded ({exc.description}); retry later")
 
 

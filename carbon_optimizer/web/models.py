@@ -10,8 +10,8 @@ from datetime import datetime, timedelta, timezone
 from typing import Annotated, Literal, Mapping, Optional, Sequence, Union
 
 from pydantic import (
-    AwareDatetime, BaseModel, BeforeValidator, ConfigDict, Field, PlainSerializer, PlainValidator,
-    StrictBool, StrictInt, TypeAdapter,
+    AfterValidator, AwareDatetime, BaseModel, BeforeValidator, ConfigDict, Field, PlainSerializer,
+    PlainValidator, StrictBool, StrictInt, TypeAdapter,
     ValidationError,
     WithJsonSchema, model_validator,
 )
@@ -100,7 +100,18 @@ def _timestamp(value: object) -> object:
     return value
 
 
-Timestamp = Annotated[AwareDatetime, BeforeValidator(_timestamp),
+def _in_utc(value: datetime) -> datetime:
+    """The instant in UTC, once, here: every later step (window arithmetic, epochs, messages) can
+    then count on it. An offset can carry a valid local time out of the calendar
+    (0001-01-01T00:00:00+14:00 is in year 0 in UTC): refused here, naming the value."""
+    try:
+        return value.astimezone(timezone.utc)
+    except OverflowError:
+        raise ValueError("must lie between 0001-01-01T00:00:00Z and 9999-12-31T23:59:59Z once in UTC "
+                         f"(got {value.isoformat()})") from None
+
+
+Timestamp = Annotated[AwareDatetime, BeforeValidator(_timestamp), AfterValidator(_in_utc),
                       Field(description="RFC 3339 timestamp with an offset", examples=["2026-11-23T08:00:00Z"])]
 
 
@@ -180,6 +191,17 @@ class Workload(BaseModel):
                 return name
         return "earliest_start" if self.earliest_start is not None else "duration"
 
+    def _out_of_calendar(self, earliest: datetime, default_window: timedelta) -> str:
+        """Why the window's end cannot be computed, with the values that put it past the calendar."""
+        if self.deadline is not None:
+            reach = f"deadline {rfc3339(self.deadline)} minus duration {_minutes(self.duration)}"
+        elif self.max_delay is not None:
+            reach = f"earliest start {rfc3339(earliest)} plus max_delay {_minutes(self.max_delay)}"
+        else:
+            reach = (f"earliest start {rfc3339(earliest)} plus the default window of "
+                     f"{_minutes(default_window)}")
+        return f"the allowed window must lie between the years 1 and 9999 ({reach} does not)"
+
     def to_job(self, now: datetime, default_zones: list[str], default_window: timedelta,
                zones: Optional[Sequence[str]] = None) -> Job:
         """Apply defaults; raise ValueError when the allowed window is empty or too long. `zones`,
@@ -195,7 +217,7 @@ class Workload(BaseModel):
             else:
                 latest = earliest + default_window - self.duration
         except OverflowError:
-            raise FieldError(self._window_field(), "the allowed window must lie between the years 1 and 9999") from None
+            raise FieldError(self._window_field(), self._out_of_calendar(earliest, default_window)) from None
         if latest < earliest:
             raise FieldError(self._window_field(), f"the workload cannot start and finish inside its allowed window (earliest start {rfc3339(earliest)}, latest start {rfc3339(latest)}, duration {_minutes(self.duration)})")
         if earliest < now:  # nothing starts in the past: an earliest start gone by means "from now"
