@@ -50,7 +50,7 @@ from carbon_optimizer.web.pages import STATIC_PREFIX
 
 EXTENSION = "carbon_limits"
 _UNROUTED = "unrouted"
-UNLIMITED_PATHS = ("/health", "/metrics")
+UNLIMITED_PATHS = ("/health", "/health/live", "/metrics")
 _DECLARED = "_carbon_rate_limit"
 _WINDOWS = "_carbon_rate_limit_windows"
 _STRATEGY = "carbon-fixed-window"
