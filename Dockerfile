@@ -32,6 +32,6 @@ VOLUME ["/tmp"]
 USER 10001:10001
 EXPOSE 5000
 HEALTHCHECK --interval=15s --timeout=3s --start-period=20s --retries=3 \
-  CMD ["python", "-c", "import os,sys,urllib.request; port=os.environ.get('GUNICORN_BIND','0.0.0.0:5000').rsplit(':',1)[1]; sys.exit(0 if urllib.request.urlopen(f'http://127.0.0.1:{port}/health', timeout=2).status == 200 else 1)"]
+  CMD ["python", "-c", "import os,sys,urllib.request; port=os.environ.get('GUNICORN_BIND','0.0.0.0:5000').rsplit(':',1)[1]; sys.exit(0 if urllib.request.urlopen(f'http://127.0.0.1:{port}/health/live', timeout=2).status == 200 else 1)"]
 ENTRYPOINT ["gunicorn", "-c", "gunicorn.conf.py"]
 CMD ["app:app"]

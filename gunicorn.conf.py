@@ -49,6 +49,19 @@ keepalive = _int("GUNICORN_KEEPALIVE", 75)
 _read_timeout = _int("GUNICORN_READ_TIMEOUT", 5)
 if _read_timeout <= 0:
     raise SystemExit("invalid configuration: GUNICORN_READ_TIMEOUT must be at least 1 (seconds)")
+# Seconds a client has to take a whole response, from its first byte to its last; one that does
+# not (a slow reader) is disconnected and its thread freed. 10 s moves the largest answer (the
+# 1.7 MB Swagger bundle) at 1.4 Mbit/s; a balancer in front reads at once (DEPLOYMENT.md).
+_write_timeout = _int("GUNICORN_WRITE_TIMEOUT", 10)
+if _write_timeout <= 0:
+    raise SystemExit("invalid configuration: GUNICORN_WRITE_TIMEOUT must be at least 1 (seconds)")
+# Connections one worker holds at once: when the table is full, idle ones (kept alive, or silent
+# since they connected) are closed oldest first to make room. Each costs a file descriptor: 900
+# plus the worker's own files stays under the common `ulimit -n` of 1,024 (DEPLOYMENT.md).
+worker_connections = _int("GUNICORN_WORKER_CONNECTIONS", 900)
+# Seconds every application thread of a worker may stay busy before /health says it is not ready
+# (503), so that a balancer sends its traffic elsewhere; /health/live stays 200.
+_ready_grace = _int("GUNICORN_READY_GRACE", 3)
 # Recycling guards against slow leaks (none measured: BENCHMARKS.md). At a few thousand requests a
 # second, 1,000 per worker meant a new worker every second or two, which halved throughput.
 max_requests = _int("GUNICORN_MAX_REQUESTS", 20000)
@@ -99,6 +112,8 @@ def on_starting(server):
 
 def post_fork(server, worker):
     worker.read_timeout = _read_timeout
+    worker.write_timeout = _write_timeout
+    worker.ready_grace = _ready_grace
 
 
 def child_exit(server, worker):

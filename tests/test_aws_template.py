@@ -160,12 +160,18 @@ def test_port_is_the_one_gunicorn_binds(template, container):
 
 
 def test_health_path_is_the_service_route(template, container, app):
-    (rule,) = [r for r in app.url_map.iter_rules() if r.endpoint.rsplit(".", 1)[-1] == "health"]
-    health_path = rule.rule
+    def path_of(endpoint):
+        (rule,) = [r for r in app.url_map.iter_rules() if r.endpoint.rsplit(".", 1)[-1] == endpoint]
+        return rule.rule
+    # The ALB checks readiness (503 while a worker's threads are exhausted: traffic goes elsewhere)
+    health_path = path_of("health")
     assert app.test_client().get(health_path).status_code == 200  # the matcher the ALB uses
     assert template["Resources"]["TargetGroup"]["Properties"]["HealthCheckPath"] == health_path
     assert template["Resources"]["TargetGroup"]["Properties"]["Matcher"] == {"HttpCode": "200"}
-    assert f":{gunicorn_default_port()}{health_path}'" in container["HealthCheck"]["Command"][-1]
+    # ... ECS's container check is liveness (a failing task is replaced): never the readiness path.
+    live_path = path_of("health_live")
+    assert app.test_client().get(live_path).status_code == 200
+    assert f":{gunicorn_default_port()}{live_path}'" in container["HealthCheck"]["Command"][-1]
 
 
 def test_container_hardening(container):

@@ -62,7 +62,7 @@ def test_401_without_a_key_if_and_only_if_the_document_requires_one(docs_access)
         with_key = call(client, path, method, operation, headers={"X-API-Key": KEY})
         assert with_key.status_code == 200, (method, path, with_key.status_code, with_key.json)
         seen.add(operation["operationId"])
-    assert seen == {"optimize", "forecast", "zones", "health"}
+    assert seen == {"optimize", "forecast", "zones", "health", "health_live"}
 
 
 def test_without_client_keys_the_api_is_open_and_the_document_says_so():

@@ -23,7 +23,7 @@ from carbon_optimizer.settings import Settings
 from carbon_optimizer.web.errors import error_response
 
 API_KEY_HEADER = "X-API-Key"
-OPEN_PATHS = ("/health",)            # never authenticated (the load balancer's probe)
+OPEN_PATHS = ("/health", "/health/live")            # never authenticated (the load balancer's probe)
 DOCS_PATHS = ("/docs", "/api/v1/openapi.json")
 # app.extensions key of the counter of wrong /metrics tokens per client IP; limits.init_app puts it
 # there (in the limiter's storage), so that this module, below limits, needs no import of it.

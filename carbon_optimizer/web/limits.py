@@ -54,7 +54,7 @@ from carbon_optimizer.web.pages import STATIC_PREFIX
 
 EXTENSION = "carbon_limits"
 _UNROUTED = "unrouted"
-UNLIMITED_PATHS = ("/health", "/metrics")
+UNLIMITED_PATHS = ("/health", "/health/live", "/metrics")
 PAGE_PATHS = ("/",)  # the page (pages.py); /docs is in auth.DOCS_PATHS, whose access DOCS_ACCESS sets
 _DECLARED = "_carbon_rate_limit"
 _WINDOWS = "_carbon_rate_limit_windows"

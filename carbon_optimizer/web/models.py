@@ -645,6 +645,10 @@ class HealthResponse(Response):
     checks: dict[str, dict[str, Optional[str]]]
 
 
+class LiveResponse(Response):
+    status: Literal["ok"]
+
+
 class CloudRegionEntry(Response):
     location: str = Field(description="how to name it in a request: provider:region")
     provider: str

@@ -43,7 +43,8 @@ FORECAST_EXAMPLE = {"zone": "DE", "hours": 48, "history": True}
 def build_document(version: str, max_batch_size: int) -> dict:
     documented = [models.Workload, models.WorkloadBatch, models.ScheduledWorkload,
                   models.UnschedulableWorkload, models.BatchResponse, models.ForecastResponse,
-                  models.ErrorResponse, models.HealthResponse, models.ZonesResponse]
+                  models.ErrorResponse, models.HealthResponse, models.LiveResponse,
+                  models.ZonesResponse]
     requests = (models.Workload, models.WorkloadBatch)
     _, defs = models_json_schema([(m, "validation" if m in requests else "serialization")
                                   for m in documented], ref_template=_REF)
@@ -134,10 +135,19 @@ def build_document(version: str, max_batch_size: int) -> dict:
                     "503": _error("the provider's zone list cannot be had just now; see Retry-After"),
                 }}},
             "/health": {"get": {
-                "summary": "Liveness and dependency state, for load balancers",
+                "summary": "Readiness and dependency state, for load balancers",
                 "operationId": "health",
                 "security": [],  # open to load balancers, whatever a document-wide default says
-                "responses": {"200": _ok("HealthResponse", "the process can serve")}}},
+                "responses": {
+                    "200": _ok("HealthResponse", "the worker can take requests"),
+                    "503": _error("not ready: every application thread of the worker answering "
+                                  "has been busy for longer than a short grace; see Retry-After"),
+                }}},
+            "/health/live": {"get": {
+                "summary": "Liveness: the process answers, whatever its load",
+                "operationId": "health_live",
+                "security": [],
+                "responses": {"200": _ok("LiveResponse", "the process is alive")}}},
         },
         "components": {
             "schemas": components,

@@ -20,6 +20,7 @@ from werkzeug.exceptions import ClientDisconnected, RequestEntityTooLarge
 from carbon_optimizer.engine import CarbonEngine
 from carbon_optimizer.errors import CarbonDataError, FailureCode, RequestError, UnknownLocation
 from carbon_optimizer.ops import metrics
+from carbon_optimizer.ops.thread_load import ENVIRON_KEY as THREAD_LOAD_KEY, ThreadLoad
 from carbon_optimizer.scheduling.model import CapacityLimits, Unschedulable
 from carbon_optimizer.settings import Settings
 from carbon_optimizer.timeseries import rfc3339, to_epoch
@@ -487,8 +488,25 @@ def openapi_document():
 
 # -- operations -----------------------------------------------------------------------------------
 
+@ops.get("/health/live")
+def health_live():
+    """Liveness: the process answers. Cheap and true whatever the load (a liveness probe that
+    failed under load would restart a worker that is only busy)."""
+    return _answer(models.LiveResponse(status="ok"))
+
+
 @ops.get("/health")
 def health():
+    """Readiness and dependency state: 503 while this worker cannot take more requests."""
+    load: Optional[ThreadLoad] = request.environ.get(THREAD_LOAD_KEY)  # set by the Gunicorn worker
+    if load is not None and load.exhausted():
+        busy_for = load.saturated_for()
+        raise RequestError(
+            FailureCode.SERVICE_UNAVAILABLE,
+            f"not ready: every application thread of this worker has been busy for {busy_for:.1f} s",
+            details=[{"field": "threads", "message": f"{load.busy} requests for {load.threads} "
+                      f"threads, all busy for {busy_for:.1f} s (grace {load.grace:g} s)"}],
+            headers={"Retry-After": str(max(1, round(load.grace)))})
     checks = _engine().health()
     checks["secrets"] = current_app.extensions["carbon_secrets"].status()
     checks["rate_limit"] = limits.health_check(redis_reachable=checks["redis"]["status"] == "ok")
