@@ -871,3 +871,74 @@ def test_the_client_build_output_is_ignored_by_git():
     result = subprocess.run(["git", "check-ignore", "--no-index", *paths], cwd=ROOT,
                             capture_output=True, text=True, timeout=30)
     assert result.stdout.split() == paths, result.stdout + result.stderr
+
+
+def github_outputs(path: Path) -> dict:
+    """$GITHUB_OUTPUT as the runner reads it: `name=value` lines and `name<<DELIMITER` blocks."""
+    outputs, lines = {}, path.read_text().split("\n")
+    i = 0
+    while i < len(lines):
+        line = lines[i]
+        if "<<" in line:
+            name, delimiter = line.split("<<", 1)
+            end = lines.index(delimiter, i + 1)
+            outputs[name] = "\n".join(lines[i + 1:end])
+            i = end + 1
+        else:
+            if line:
+                name, value = line.split("=", 1)
+                outputs[name] = value
+            i += 1
+    return outputs
+
+
+def run_action_step(inputs: dict, tmp_path: Path) -> tuple[subprocess.CompletedProcess, dict]:
+    """action.yml's step script run as the runner runs it, with GITHUB_OUTPUT; returns the outputs
+    of the ACTION (its `outputs:` resolved from the step's)."""
+    import yaml
+    action = yaml.safe_load((ROOT / "action.yml").read_text())
+    step = action["runs"]["steps"][0]
+    given = {name: str(spec.get("default", "")) for name, spec in action["inputs"].items()}
+    given.update(inputs)
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("CARBON_OPTIMIZER_", "GITHUB_"))}
+    for variable, expression in step["env"].items():
+        env[variable] = given[expression.split("inputs.")[1].rstrip(" }")]
+    output_file = tmp_path / "github_output"
+    output_file.write_text("")
+    env.update(GITHUB_ACTION_PATH=str(ROOT), GITHUB_ACTIONS="true", GITHUB_OUTPUT=str(output_file))
+    result = subprocess.run(["bash", "-e", "-c", step["run"]], env=env, capture_output=True,
+                            text=True, timeout=30)
+    step_outputs = github_outputs(output_file)
+    resolved = {}
+    for name, spec in action["outputs"].items():
+        reference = spec["value"].strip("${} ")
+        assert reference.startswith(f"steps.{step['id']}.outputs."), reference
+        resolved[name] = step_outputs.get(reference.rsplit(".", 1)[1], "")
+    return result, resolved
+
+
+@pytest.mark.slow
+def test_the_action_tells_the_command_and_later_steps_the_answer(real_answer, tmp_path):
+    now = datetime.now(timezone.utc).replace(microsecond=0)
+    answer = {**real_answer, "id": "nightly", "plan_id": "plan-42", "location": "aws:eu-central-1",
+              "start": stamp(now), "end": stamp(now + timedelta(minutes=10)), "start_in_seconds": 0,
+              "provenance": {**real_answer["provenance"], "replan_at": None}}
+    with ScriptedService([(200, {}, answer)]) as stand_in:
+        result, outputs = run_action_step(
+            {"run": f'{sys.executable} -c "{PRINT_ENV}"', "duration": "PT10M", "zones": "aws:eu-central-1",
+             "max-delay": "PT1H", "id": "nightly", "url": stand_in.url}, tmp_path)
+    seen = told(result)
+    sent = stand_in.requests[0]["body"]
+    assert sent["zones"] == ["aws:eu-central-1"] and sent["id"] == "nightly"
+    expected = {"status": "scheduled", "zone": real_answer["zone"], "location": "aws:eu-central-1",
+                "start": stamp(now), "end": stamp(now + timedelta(minutes=10)), "chunks": "",
+                "id": "nightly", "plan-id": "plan-42"}
+    assert outputs == expected
+    assert seen == {f"CARBON_OPTIMIZER_{k.upper().replace('-', '_')}": v for k, v in expected.items() if v}
+
+
+def test_a_failed_open_action_says_so_in_its_outputs(tmp_path):
+    result, outputs = run_action_step({"run": f"{sys.executable} -c \"{PRINT_ENV}\"", "duration": "PT45M",
+                                       "url": f"http://127.0.0.1:{free_port()}"}, tmp_path)
+    assert told(result) == {"CARBON_OPTIMIZER_STATUS": "fail_open"}
+    assert outputs["status"] == "fail_open" and outputs["zone"] == "" and outputs["start"] == ""
