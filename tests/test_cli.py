@@ -942,3 +942,19 @@ def test_a_failed_open_action_says_so_in_its_outputs(tmp_path):
                                        "url": f"http://127.0.0.1:{free_port()}"}, tmp_path)
     assert told(result) == {"CARBON_OPTIMIZER_STATUS": "fail_open"}
     assert outputs["status"] == "fail_open" and outputs["zone"] == "" and outputs["start"] == ""
+
+
+@pytest.mark.slow  # on a Makefile without the check, `make run` starts Gunicorn
+def test_make_run_on_a_taken_port_names_gunicorn_bind():
+    import socket
+    with socket.socket() as holder:
+        holder.bind(("127.0.0.1", 0))
+        holder.listen()
+        bind = f"127.0.0.1:{holder.getsockname()[1]}"
+        # -o: never reinstall the requirements here; only the run target's own steps are tested
+        result = subprocess.run(["make", "--no-print-directory", "-o", ".venv/.runtime", "run"], cwd=ROOT,
+                                env={**os.environ, "GUNICORN_BIND": bind}, capture_output=True,
+                                text=True, timeout=60)
+    assert result.returncode != 0
+    assert f"cannot listen on {bind} (already in use)" in result.stderr and "set GUNICORN_BIND" in result.stderr
+    assert "Starting gunicorn" not in result.stdout + result.stderr
