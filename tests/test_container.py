@@ -24,6 +24,12 @@ pytestmark = pytest.mark.slow
 
 BASE_IMAGE = os.environ.get("CONTAINER_BASE_IMAGE", "localhost/carbon-optimizer-base:py3.11")
 IMAGE = "localhost/carbon-optimizer:smoke"
+# Every image these tests build carries LABEL, so that scripts/container-test.sh prunes only what
+# they left (older builds, untagged by a newer one) and nothing of anyone else's. The Dockerfile's
+# build stage is tagged too: untagged, it would be dangling, and the prune would delete the cache
+# the next build reuses (53 s a rerun instead of a few).
+LABEL = "carbon-optimizer.container-test=1"
+BUILD_STAGE = "localhost/carbon-optimizer:smoke-build-stage"
 REDIS_DB = "redis://127.0.0.1:6379/15"
 PODMAN_CONF = ROOT / "scripts" / "container-test" / "containers.conf"
 
@@ -54,10 +60,11 @@ def image():
         pytest.skip(reason)
     started = time.monotonic()
     # --format docker keeps the HEALTHCHECK (the OCI format has no field for it).
-    built = podman("build", "--format", "docker", "--network", "host",
-                   "--build-arg", f"BASE_IMAGE={BASE_IMAGE}", "-t", IMAGE, str(ROOT),
-                   check=False, timeout=600)
-    assert built.returncode == 0, built.stdout[-2000:] + built.stderr[-2000:]
+    common = ("build", "--format", "docker", "--network", "host", "--label", LABEL,
+              "--build-arg", f"BASE_IMAGE={BASE_IMAGE}")
+    for target in (("--target", "build", "-t", BUILD_STAGE), ("-t", IMAGE)):
+        built = podman(*common, *target, str(ROOT), check=False, timeout=600)
+        assert built.returncode == 0, built.stdout[-2000:] + built.stderr[-2000:]
     print(f"\nimage build: {time.monotonic() - started:.1f} s")
     return IMAGE
 
@@ -158,3 +165,26 @@ def test_stops_cleanly_on_sigterm(service):
     assert took < 30  # Gunicorn's graceful timeout; idle workers go at once
     assert "Handling signal: term" in text and "Shutting down: Master" in text
     assert "[ERROR]" not in text and "Traceback" not in text
+
+
+def test_the_script_prunes_only_the_images_the_test_labels(tmp_path):
+    """scripts/container-test.sh with stand-ins for podman and the venv's python that record what
+    they are asked: the last step prunes dangling images by the test's label only (a bare
+    `podman image prune` removed the build stage's cache, and anyone's dangling images)."""
+    calls = tmp_path / "calls"
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    for tool in ("podman", "runc", "debootstrap"):
+        (bin_dir / tool).write_text(f'#!/bin/sh\necho "{tool} $*" >> {calls}\nexit 0\n')
+        (bin_dir / tool).chmod(0o755)
+    venv = tmp_path / "venv"
+    (venv / "bin").mkdir(parents=True)
+    (venv / "bin" / "python").write_text(f'#!/bin/sh\necho "python $*" >> {calls}\nexit 0\n')
+    (venv / "bin" / "python").chmod(0o755)
+    result = subprocess.run(["bash", str(ROOT / "scripts" / "container-test.sh")],
+                            env={**os.environ, "PATH": f"{bin_dir}:{os.environ['PATH']}", "VENV": str(venv)},
+                            capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stderr
+    prunes = [line for line in calls.read_text().splitlines() if line.startswith("podman image prune")]
+    assert prunes == [f"podman image prune -f --filter label={LABEL}"]
+    assert "python -m pytest tests/test_container.py" in calls.read_text()
