@@ -491,14 +491,73 @@ def test_the_action_passes_its_inputs_to_the_client_and_the_command_exit_code_ba
     assert "FAKE-action-key" not in result.stdout + result.stderr
 
 
+def gitlab_ci():
+    """scripts/gitlab_ci.py: GitLab CI files read as GitLab reads them (!reference, extends)."""
+    import importlib.util
+    spec = importlib.util.spec_from_file_location("gitlab_ci", ROOT / "scripts" / "gitlab_ci.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+GITLAB_TEMPLATE = str(ROOT / "ci/gitlab/carbon-optimizer.gitlab-ci.yml")
+
+
 def test_the_gitlab_example_extends_only_what_the_template_defines():
-    import yaml
-    template = yaml.safe_load((ROOT / "ci/gitlab/carbon-optimizer.gitlab-ci.yml").read_text())
-    example = yaml.safe_load((ROOT / "examples/gitlab/.gitlab-ci.yml").read_text())
+    reader = gitlab_ci()
+    template = reader.load(GITLAB_TEMPLATE)
+    example = reader.load(str(ROOT / "examples/gitlab/.gitlab-ci.yml"))
     assert example["include"][0]["file"] == "ci/gitlab/carbon-optimizer.gitlab-ci.yml"
     extended = {job["extends"] for job in example.values() if isinstance(job, dict) and "extends" in job}
     assert extended == {".carbon-optimizer", ".carbon-optimizer-plan"}
     assert extended <= set(template)
+    # A job with a before_script of its own still installs the client (GitLab replaces lists).
+    jobs = reader.jobs_of(str(ROOT / "examples/gitlab/.gitlab-ci.yml"), GITLAB_TEMPLATE)
+    install = reader.shell_script(jobs, ".carbon-optimizer-install").removeprefix("set -e\n")
+    for name in ("nightly-e2e", "nightly-load", "test-matrix"):
+        assert install in reader.shell_script(jobs, name), name
+
+
+@pytest.mark.parametrize("saved, expected", [
+    ({"status": "scheduled", "id": "nightly-e2e", "zone": "FR", "location": "FR",
+      "start": "2026-11-23T16:03:00Z", "end": "2026-11-23T16:48:00Z", "start_in_seconds": 3601},
+     {"when": "delayed", "start_in": "3601 seconds",
+      "variables": {"CARBON_OPTIMIZER_STATUS": "scheduled", "CARBON_OPTIMIZER_ZONE": "FR",
+                    "CARBON_OPTIMIZER_LOCATION": "FR", "CARBON_OPTIMIZER_START": "2026-11-23T16:03:00Z",
+                    "CARBON_OPTIMIZER_END": "2026-11-23T16:48:00Z", "CARBON_OPTIMIZER_ID": "nightly-e2e"}}),
+    ({"status": "scheduled", "zone": "DE", "location": "aws:eu-central-1", "start": "2026-11-23T16:03:00Z",
+      "end": "2026-11-23T16:48:00Z", "start_in_seconds": 41},
+     {"when": "on_success",
+      "variables": {"CARBON_OPTIMIZER_STATUS": "scheduled", "CARBON_OPTIMIZER_ZONE": "DE",
+                    "CARBON_OPTIMIZER_LOCATION": "aws:eu-central-1", "CARBON_OPTIMIZER_START": "2026-11-23T16:03:00Z",
+                    "CARBON_OPTIMIZER_END": "2026-11-23T16:48:00Z"}}),
+    ({"fail_open": "no answer from the service"},
+     {"when": "on_success", "variables": {"CARBON_OPTIMIZER_STATUS": "fail_open"}}),
+])
+def test_the_gitlab_child_pipeline_starts_the_job_delayed_at_the_planned_start(tmp_path, saved, expected):
+    """The template's .carbon-optimizer-child-pipeline script, run by a shell as the job runs it,
+    on a saved plan: the child pipeline delays the job by start_in_seconds and tells it the answer;
+    the file passes the GitLab CI schema (the `when: delayed` job in it as GitLab will read it)."""
+    (tmp_path / "plan.json").write_text(json.dumps(saved))
+    jobs = gitlab_ci().jobs_of(GITLAB_TEMPLATE)
+    script = gitlab_ci().shell_script(jobs, ".carbon-optimizer-child-pipeline")
+    env = {**os.environ, "CARBON_OPTIMIZER_PLAN": "plan.json", "CARBON_OPTIMIZER_CHILD": "child.yml",
+           "CARBON_OPTIMIZER_JOB": "e2e", "CARBON_OPTIMIZER_JOB_FILE": "ci/e2e.gitlab-ci.yml"}
+    result = subprocess.run(["sh", "-c", script], cwd=tmp_path, env=env, capture_output=True, text=True,
+                            timeout=30)
+    assert result.returncode == 0, result.stderr
+    import yaml
+    child = yaml.safe_load((tmp_path / "child.yml").read_text())
+    assert child == {"include": [{"local": "ci/e2e.gitlab-ci.yml"}], "e2e": expected}
+    if expected["when"] != "delayed":
+        return
+    # with the included job's script in place, as GitLab merges the include
+    merged = tmp_path / "merged.yml"
+    merged.write_text(json.dumps({"e2e": {**expected, "script": ["./run-e2e-suite.sh"]}}))
+    checked = subprocess.run([str(Path(sys.executable).parent / "check-jsonschema"), "--builtin-schema",
+                              "vendor.gitlab-ci", str(tmp_path / "child.yml"), str(merged)],
+                             capture_output=True, text=True, timeout=60)
+    assert checked.returncode == 0, checked.stdout + checked.stderr
 
 
 # -- the waiting loop, on a clock the test moves --------------------------------------------------
