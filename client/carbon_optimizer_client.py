@@ -152,7 +152,7 @@ class Reply:
 
     kind: "ok" (2xx, JSON body), "refused" (4xx other than 429: the request must change),
     "rate_limited" (429, retry_after seconds), "unavailable" (no answer, a timeout, a 5xx, or a body
-    that is not the service's JSON).
+    that is not the service's JSON; a 5xx's Retry-After, when it sends one, in retry_after).
     """
 
     def __init__(self, kind: str, status: Optional[int] = None, body: object = None,
