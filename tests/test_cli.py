@@ -693,14 +693,14 @@ def test_429_from_the_live_service_is_waited_then_fails_open(tmp_path, redis_pre
 @pytest.mark.slow
 def test_retry_after_0_is_not_a_busy_loop(tmp_path):
     """A service refusing with Retry-After: 0 (the last second of a window): the client pauses at
-    least a second between requests; the old client sent hundreds in --max-wait's 3 s."""
+    least a second between requests; the old client sent hundreds in --max-wait's 4 s."""
     with ScriptedService([(429, {"Retry-After": "0"}, RATE_LIMITED)]) as stand_in:
-        result = run_client("plan", "--duration", "PT10M", "--max-wait", "PT3S", url=stand_in.url)
+        result = run_client("plan", "--duration", "PT10M", "--max-wait", "PT4S", url=stand_in.url)
     assert result.returncode == 4, result.stderr
     times = [r["at"] for r in stand_in.requests]
     # Each request is answered before the pause that follows it: the gaps seen here are at least
-    # the floor, so at most 1 + 3 requests fit in 3 s.
-    assert 2 <= len(times) <= 4, len(times)
+    # the floor, so at most 1 + 4 requests fit in 4 s.
+    assert 2 <= len(times) <= 5, len(times)
     assert all(later - earlier >= 1.0 for earlier, later in zip(times, times[1:]))
     assert "gave up after" in result.stderr and "runs past the time allowed to wait" in result.stderr
 
