@@ -16,7 +16,9 @@ $(VENV)/.dev: $(VENV)/.runtime requirements-dev.txt
 	$(PY) -m pip install --quiet --disable-pip-version-check -r requirements-dev.txt
 	touch $@
 
+# GUNICORN_BIND (default 0.0.0.0:5000) moves it; a taken port is said so at once, naming it.
 run: $(VENV)/.runtime
+	@$(PY) scripts/check_bind.py
 	$(VENV)/bin/gunicorn -c gunicorn.conf.py app:app
 
 test: $(VENV)/.dev

@@ -20,6 +20,7 @@ import argparse
 import email.utils
 import json
 import os
+import random
 import re
 import shutil
 import subprocess
@@ -28,7 +29,7 @@ import time
 import urllib.error
 import urllib.request
 from datetime import datetime, timedelta, timezone
-from typing import Callable, List, Optional
+from typing import Callable, Dict, List, Optional
 
 __version__ = "0.1.0"
 
@@ -45,9 +46,21 @@ RECHECK_LEAD_SECONDS = 60.0
 RECHECK_MIN_AGE_SECONDS = 300.0  # a plan younger than this at the recheck point is not re-asked
 REASK_MIN_GAP_SECONDS = 2.0      # guards against a replan_at that keeps pointing at "now"
 AT_START_TIMEOUT_SECONDS = 5.0   # how long a question asked at the start may delay it
-# Without --max-wait, how long 429 answers are waited out before failing open.
+# Without --max-wait, how long 429 and 5xx answers are waited out before failing open.
 RATE_LIMIT_PATIENCE_SECONDS = 600.0
 DEFAULT_RETRY_AFTER_SECONDS = 30.0
+# Asking again after a 429 or 5xx: never sooner than the floor (a Retry-After of 0 would otherwise
+# be a busy loop against a service that is already refusing), an exponential back-off with jitter
+# (a matrix of jobs refused at the same second spreads out), at most MAX_RETRIES times a question.
+RETRY_FLOOR_SECONDS = 1.0
+BACKOFF_BASE_SECONDS = 1.0
+BACKOFF_CAP_SECONDS = 60.0
+MAX_RETRIES = 5
+
+# What `wait` tells the command about the answer (README, "Using it from CI"); the same values are
+# the GitHub Action's step outputs (lower case, dashes).
+ENV_PREFIX = "CARBON_OPTIMIZER_"
+ANSWER_VARIABLES = ("STATUS", "ID", "PLAN_ID", "ZONE", "LOCATION", "START", "END", "CHUNKS")
 
 EPILOG = """\
 settings:
@@ -55,9 +68,18 @@ settings:
   CARBON_OPTIMIZER_KEY   client API key, sent as X-API-Key (or --api-key); never printed
 
 failure policy (wait):
-  connection error, timeout, 5xx  run the command at once, with a loud warning (fail open)
-  429                             wait for Retry-After within --max-wait, then fail open
-  other 4xx                       print the service's message, exit 3, do NOT run the command
+  connection error, timeout   run the command at once, with a loud warning (fail open)
+  429, 5xx                    ask again after Retry-After (at least 1 s) or a growing, jittered
+                              back-off, at most 5 times and within --max-wait, then fail open
+  other 4xx                   print the service's message, exit 3, do NOT run the command
+
+what the command is told (wait; in GitHub Actions also step outputs: zone, plan-id, ...):
+  CARBON_OPTIMIZER_STATUS       scheduled, or fail_open (no answer: the others are unset)
+  CARBON_OPTIMIZER_ZONE         the grid zone chosen, e.g. FR
+  CARBON_OPTIMIZER_LOCATION     that zone as it was asked for: a cloud region, or the zone
+  CARBON_OPTIMIZER_START, _END  the planned run, RFC 3339 UTC
+  CARBON_OPTIMIZER_CHUNKS       an interruptible plan's runs: "start/end start/end ..."
+  CARBON_OPTIMIZER_ID, _PLAN_ID the workload's id, the plan's id (when the service gives one)
 
 exit codes:
   0    plan: answer printed; wait: the command's own exit code is passed through
@@ -130,7 +152,7 @@ class Reply:
 
     kind: "ok" (2xx, JSON body), "refused" (4xx other than 429: the request must change),
     "rate_limited" (429, retry_after seconds), "unavailable" (no answer, a timeout, a 5xx, or a body
-    that is not the service's JSON).
+    that is not the service's JSON; a 5xx's Retry-After, when it sends one, in retry_after).
     """
 
     def __init__(self, kind: str, status: Optional[int] = None, body: object = None,
@@ -205,7 +227,10 @@ class Service:
             return Reply("rate_limited", status, parsed, error_text(status, parsed),
                          _retry_after(headers.get("Retry-After")))
         if status == 408 or status >= 500:  # 408: the request did not arrive in time, a network fault
-            return Reply("unavailable", status, parsed, error_text(status, parsed))
+            # A 503 says when to come back (Retry-After); without one the back-off decides.
+            hint = headers.get("Retry-After")
+            return Reply("unavailable", status, parsed, error_text(status, parsed),
+                         _retry_after(hint) if hint else None)
         if status >= 400:
             return Reply("refused", status, parsed, error_text(status, parsed))
         if not isinstance(parsed, dict):
@@ -214,22 +239,45 @@ class Service:
         return Reply("ok", status, parsed)
 
 
+def backoff(retry: int, retry_after: Optional[float], draw: Callable[[], float] = random.random) -> float:
+    """Seconds to pause before retry number `retry` (0 for the first): half of BACKOFF_BASE * 2**retry
+    (capped) plus a random part up to the other half ("equal jitter"), never below the floor, and
+    never sooner than a larger Retry-After."""
+    ceiling = min(BACKOFF_CAP_SECONDS, BACKOFF_BASE_SECONDS * 2 ** retry)
+    return max(RETRY_FLOOR_SECONDS, ceiling / 2 + draw() * ceiling / 2, retry_after or 0.0)
+
+
+def _retryable(reply: Reply) -> bool:
+    """429, or a service that answered but is failing (5xx, 408); not a connection that failed or
+    timed out (that already took its time) nor a body that is not the service's."""
+    return reply.kind == "rate_limited" or (
+        reply.kind == "unavailable" and reply.status is not None and (reply.status == 408 or reply.status >= 500))
+
+
 def ask(service: Service, body: dict, deadline: Optional[float], log: "Log",
         patience: float = RATE_LIMIT_PATIENCE_SECONDS) -> Reply:
-    """POST once; on 429, wait for Retry-After and ask again while that stays before `deadline`
-    (a monotonic time; None: `patience` seconds from now)."""
+    """POST; on a 429 or 5xx ask again after `backoff`, at most MAX_RETRIES times, while the pause
+    ends before `deadline` (a monotonic time; None: `patience` seconds from now)."""
     limit = deadline if deadline is not None else time.monotonic() + patience
+    retry = 0
     while True:
         left = limit - time.monotonic()
         reply = service.optimize(body, timeout=max(1.0, min(service.timeout, left)) if left > 0 else None)
-        if reply.kind != "rate_limited":
+        if not _retryable(reply):
             return reply
-        pause = reply.retry_after if reply.retry_after is not None else DEFAULT_RETRY_AFTER_SECONDS
+        what = "rate limited (429)" if reply.kind == "rate_limited" else f"HTTP {reply.status}"
+        if retry >= MAX_RETRIES:
+            reply.message += (f"\n  (gave up after {retry + 1} requests, each answered {what}: "
+                              "the service is refusing or failing)")
+            return reply
+        pause = backoff(retry, reply.retry_after)
         if time.monotonic() + pause > limit:
-            reply.message += f"\n  (Retry-After {pause:.0f}s runs past the time allowed to wait)"
+            reply.message += (f"\n  (gave up after {retry + 1} request{'s' if retry else ''}: the next "
+                              f"try, in {human(pause)}, runs past the time allowed to wait)")
             return reply
-        log.line(f"rate limited (429): asking again in {human(pause)}")
+        log.line(f"{what}: asking again in {human(pause)} (retry {retry + 1} of {MAX_RETRIES})")
         time.sleep(pause)
+        retry += 1
 
 
 # -- output -----------------------------------------------------------------------------------
@@ -277,8 +325,15 @@ def describe(answer: dict) -> str:
     where = answer["zone"]
     if answer.get("location") and answer["location"] != where:  # a cloud region: say its grid too
         where = f"{answer['location']} (grid zone {where})"
-    lines = [f"{name}start {answer['start']} in {where} "
-             f"(in {human(answer.get('start_in_seconds', 0))}), end {answer['end']}"]
+    chunks = _chunks(answer)
+    if len(chunks) > 1:  # an interruptible answer: each run, not one span with its gaps in it
+        lines = [f"{name}{len(chunks)} chunks in {where}, {answer.get('duration_minutes', '?')} min in all, "
+                 f"the first in {human(answer.get('start_in_seconds', 0))}:"]
+        lines += [f"  chunk {n}: {start} to {end} ({minutes} min)"
+                  for n, (start, end, minutes) in enumerate(chunks, 1)]
+    else:
+        lines = [f"{name}start {answer['start']} in {where} "
+                 f"(in {human(answer.get('start_in_seconds', 0))}), end {answer['end']}"]
     baseline = answer.get("baseline")
     saving = answer.get("saving_percent")
     if baseline and saving is not None:
@@ -304,6 +359,56 @@ def describe(answer: dict) -> str:
     for zone in answer.get("unavailable_zones") or []:
         lines.append(f"  zone {zone.get('zone')} unavailable ({zone.get('code')}): {zone.get('message')}")
     return "\n".join(lines)
+
+
+def _chunks(answer: dict) -> List[tuple]:
+    """An interruptible answer's chunks as (start, end, minutes); [] for any other answer."""
+    chunks = answer.get("chunks")
+    if not isinstance(chunks, list):
+        return []
+    return [(c.get("start"), c.get("end"), c.get("duration_minutes")) for c in chunks if isinstance(c, dict)]
+
+
+def _utc(text: object) -> str:
+    """A timestamp of the answer as RFC 3339 UTC with Z (the service's own form; normalised in case
+    a proxy or an older service wrote an offset)."""
+    try:
+        return rfc3339(parse_time(str(text), "answer"))
+    except (UsageError, IndexError):
+        return str(text)
+
+
+def answer_values(answer: Optional[dict]) -> Dict[str, str]:
+    """What the command is told (ANSWER_VARIABLES, without the prefix): the zone it runs in, the
+    location as asked (a cloud region, or the zone), the planned start and end, an interruptible
+    answer's chunks as ISO 8601 intervals ("start/end start/end"), the workload's and the plan's ids.
+    None: no answer (failing open), only STATUS=fail_open."""
+    if answer is None:
+        return {"STATUS": "fail_open"}
+    values = {"STATUS": "scheduled", "ZONE": str(answer["zone"]),
+              "LOCATION": str(answer.get("location") or answer["zone"]),
+              "START": _utc(answer["start"]), "END": _utc(answer["end"])}
+    if answer.get("id") is not None:
+        values["ID"] = str(answer["id"])
+    if answer.get("plan_id") is not None:
+        values["PLAN_ID"] = str(answer["plan_id"])
+    chunks = _chunks(answer)
+    if chunks:
+        values["CHUNKS"] = " ".join(f"{_utc(start)}/{_utc(end)}" for start, end, _ in chunks)
+    return values
+
+
+def _github_outputs(values: Dict[str, str]) -> None:
+    """In a GitHub Actions step, the same values as step outputs (zone, plan-id, ...), each with a
+    delimiter no value contains, so that a value cannot add outputs of its own."""
+    path = os.environ.get("GITHUB_OUTPUT")
+    if os.environ.get("GITHUB_ACTIONS") != "true" or not path:
+        return
+    with open(path, "a", encoding="utf-8") as handle:
+        for name in ANSWER_VARIABLES:
+            value = values.get(name, "")
+            delimiter = f"CARBON_OPTIMIZER_{random.getrandbits(64):016x}"
+            handle.write(f"{name.lower().replace('_', '-')}<<{delimiter}\n{value}\n{delimiter}\n")
 
 
 # -- the request ------------------------------------------------------------------------------
@@ -428,14 +533,21 @@ class Plan:
             self.replan = self.start - offset
 
 
-def _run(command: List[str], log: Log) -> int:
-    log.line(f"running: {' '.join(command)}")
+def _run(command: List[str], log: Log, answer: Optional[dict] = None) -> int:
+    """Run the command, told the answer in its environment (None: failing open)."""
+    values = answer_values(answer)
+    env = {k: v for k, v in os.environ.items()
+           if not (k.startswith(ENV_PREFIX) and k[len(ENV_PREFIX):] in ANSWER_VARIABLES)}
+    env.update({ENV_PREFIX + name: value for name, value in values.items()})
+    _github_outputs(values)
+    told = " ".join(f"{ENV_PREFIX}{name}={values[name]}" for name in ("ZONE", "START") if name in values)
+    log.line(f"running: {' '.join(command)}" + (f" ({told}, ...)" if told else ""))
     sys.stdout.flush()
     sys.stderr.flush()
     try:
         if os.name == "posix":  # become the command: its signals, its exit status
-            os.execvp(command[0], command)
-        return subprocess.call(command)
+            os.execvpe(command[0], command, env)
+        return subprocess.call(command, env=env)
     except FileNotFoundError:
         log.error(f"command not found: {command[0]}")
         return EXIT_NOT_FOUND
@@ -511,7 +623,12 @@ def command_wait(args: argparse.Namespace, log: Log) -> int:
     if args.interruptible:
         raise UsageError("wait runs the command in one piece: --interruptible is for plan")
     service = service_of(args)
-    body = fixed_window(workload(args), datetime.now(timezone.utc), max_wait)
+    asked = datetime.now(timezone.utc).replace(microsecond=0)  # as sent: whole seconds
+    body = fixed_window(workload(args), asked, max_wait)
+    # The service starts runs on whole minutes, so its start can be up to 59 s past the latest start
+    # asked for (--max-delay PT0M: the next minute); the client never waits past that latest start.
+    latest = (started + (parse_time(body["latest_start"], "latest_start") - asked).total_seconds()
+              if "latest_start" in body else None)
 
     reply = ask(service, body, cap, log)
     if reply.kind == "refused":
@@ -528,7 +645,8 @@ def command_wait(args: argparse.Namespace, log: Log) -> int:
 
     while True:
         now = time.monotonic()
-        target = plan.start if cap is None else min(plan.start, cap)
+        # The earliest of: the planned start, --max-wait, the latest start asked for (on a tie, the start).
+        target, bound = min((t, n) for n, t in enumerate((plan.start, cap, latest)) if t is not None)
         if target <= now:
             break
         wake, why = target, "start"
@@ -538,7 +656,7 @@ def command_wait(args: argparse.Namespace, log: Log) -> int:
             wake, why = max(now, plan.replan), "replan"
         elif target - RECHECK_LEAD_SECONDS - plan.asked_at >= RECHECK_MIN_AGE_SECONDS:
             wake, why = target - RECHECK_LEAD_SECONDS, "recheck"
-        if cap is not None and plan.start > cap and why == "start":
+        if bound == 1 and why == "start":
             log.line(f"--max-wait ends before the planned start: starting in {human(target - now)}")
         zone = plan.answer.get("zone")
         countdown.until(wake, lambda: f"starting in {zone} in {human(target - time.monotonic())}")
@@ -560,9 +678,12 @@ def command_wait(args: argparse.Namespace, log: Log) -> int:
             # The first answer stands: a later ask that fails does not undo it.
             log.line(f"asking again failed, keeping the plan:\n{again.message}")
             plan.asked_at, plan.replan = time.monotonic(), None
-    if cap is not None and time.monotonic() >= cap and plan.start > cap:
+    if bound == 1:
         log.line("--max-wait reached: starting now")
-    return _run(command, log)
+    elif bound == 2:
+        log.line("the latest start asked for has come (the service's start is the whole minute "
+                 "after it): starting now")
+    return _run(command, log, plan.answer)
 
 
 def _wait_from_plan(args: argparse.Namespace, command: List[str], cap: Optional[float],
@@ -588,7 +709,7 @@ def _wait_from_plan(args: argparse.Namespace, command: List[str], cap: Optional[
     if cap is not None:
         target = min(target, cap)
     countdown.until(target, lambda: f"starting in {answer.get('zone')} in {human(target - time.monotonic())}")
-    return _run(command, log)
+    return _run(command, log, answer)
 
 
 def _read_json(path: str, flag: str) -> object:

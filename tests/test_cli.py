@@ -320,10 +320,13 @@ def test_429_past_max_wait_fails_open_at_once(tmp_path):
 def test_a_5xx_fails_open(tmp_path):
     command, ran = marker(tmp_path, code=0)
     failing = {"error": {"code": "upstream_unavailable", "message": "Electricity Maps did not answer"}}
+    # Retry-After 30 s runs past --max-wait: no retry, the command runs at once.
     with ScriptedService([(503, {"Retry-After": "30"}, failing)]) as stand_in:
-        result = run_client("wait", "--duration", "PT10M", "--", *command, url=stand_in.url)
-    assert result.returncode == 0 and ran.exists()
+        result = run_client("wait", "--duration", "PT10M", "--max-wait", "PT20S", "--", *command,
+                            url=stand_in.url)
+    assert result.returncode == 0 and ran.exists() and len(stand_in.requests) == 1
     assert "Electricity Maps did not answer" in result.stderr and "fail open" in result.stderr
+    assert "runs past the time allowed to wait" in result.stderr
 
 
 @pytest.mark.slow
@@ -488,14 +491,73 @@ def test_the_action_passes_its_inputs_to_the_client_and_the_command_exit_code_ba
     assert "FAKE-action-key" not in result.stdout + result.stderr
 
 
+def gitlab_ci():
+    """scripts/gitlab_ci.py: GitLab CI files read as GitLab reads them (!reference, extends)."""
+    import importlib.util
+    spec = importlib.util.spec_from_file_location("gitlab_ci", ROOT / "scripts" / "gitlab_ci.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+GITLAB_TEMPLATE = str(ROOT / "ci/gitlab/carbon-optimizer.gitlab-ci.yml")
+
+
 def test_the_gitlab_example_extends_only_what_the_template_defines():
-    import yaml
-    template = yaml.safe_load((ROOT / "ci/gitlab/carbon-optimizer.gitlab-ci.yml").read_text())
-    example = yaml.safe_load((ROOT / "examples/gitlab/.gitlab-ci.yml").read_text())
+    reader = gitlab_ci()
+    template = reader.load(GITLAB_TEMPLATE)
+    example = reader.load(str(ROOT / "examples/gitlab/.gitlab-ci.yml"))
     assert example["include"][0]["file"] == "ci/gitlab/carbon-optimizer.gitlab-ci.yml"
     extended = {job["extends"] for job in example.values() if isinstance(job, dict) and "extends" in job}
     assert extended == {".carbon-optimizer", ".carbon-optimizer-plan"}
     assert extended <= set(template)
+    # A job with a before_script of its own still installs the client (GitLab replaces lists).
+    jobs = reader.jobs_of(str(ROOT / "examples/gitlab/.gitlab-ci.yml"), GITLAB_TEMPLATE)
+    install = reader.shell_script(jobs, ".carbon-optimizer-install").removeprefix("set -e\n")
+    for name in ("nightly-e2e", "nightly-load", "test-matrix"):
+        assert install in reader.shell_script(jobs, name), name
+
+
+@pytest.mark.parametrize("saved, expected", [
+    ({"status": "scheduled", "id": "nightly-e2e", "zone": "FR", "location": "FR",
+      "start": "2026-11-23T16:03:00Z", "end": "2026-11-23T16:48:00Z", "start_in_seconds": 3601},
+     {"when": "delayed", "start_in": "3601 seconds",
+      "variables": {"CARBON_OPTIMIZER_STATUS": "scheduled", "CARBON_OPTIMIZER_ZONE": "FR",
+                    "CARBON_OPTIMIZER_LOCATION": "FR", "CARBON_OPTIMIZER_START": "2026-11-23T16:03:00Z",
+                    "CARBON_OPTIMIZER_END": "2026-11-23T16:48:00Z", "CARBON_OPTIMIZER_ID": "nightly-e2e"}}),
+    ({"status": "scheduled", "zone": "DE", "location": "aws:eu-central-1", "start": "2026-11-23T16:03:00Z",
+      "end": "2026-11-23T16:48:00Z", "start_in_seconds": 41},
+     {"when": "on_success",
+      "variables": {"CARBON_OPTIMIZER_STATUS": "scheduled", "CARBON_OPTIMIZER_ZONE": "DE",
+                    "CARBON_OPTIMIZER_LOCATION": "aws:eu-central-1", "CARBON_OPTIMIZER_START": "2026-11-23T16:03:00Z",
+                    "CARBON_OPTIMIZER_END": "2026-11-23T16:48:00Z"}}),
+    ({"fail_open": "no answer from the service"},
+     {"when": "on_success", "variables": {"CARBON_OPTIMIZER_STATUS": "fail_open"}}),
+])
+def test_the_gitlab_child_pipeline_starts_the_job_delayed_at_the_planned_start(tmp_path, saved, expected):
+    """The template's .carbon-optimizer-child-pipeline script, run by a shell as the job runs it,
+    on a saved plan: the child pipeline delays the job by start_in_seconds and tells it the answer;
+    the file passes the GitLab CI schema (the `when: delayed` job in it as GitLab will read it)."""
+    (tmp_path / "plan.json").write_text(json.dumps(saved))
+    jobs = gitlab_ci().jobs_of(GITLAB_TEMPLATE)
+    script = gitlab_ci().shell_script(jobs, ".carbon-optimizer-child-pipeline")
+    env = {**os.environ, "CARBON_OPTIMIZER_PLAN": "plan.json", "CARBON_OPTIMIZER_CHILD": "child.yml",
+           "CARBON_OPTIMIZER_JOB": "e2e", "CARBON_OPTIMIZER_JOB_FILE": "ci/e2e.gitlab-ci.yml"}
+    result = subprocess.run(["sh", "-c", script], cwd=tmp_path, env=env, capture_output=True, text=True,
+                            timeout=30)
+    assert result.returncode == 0, result.stderr
+    import yaml
+    child = yaml.safe_load((tmp_path / "child.yml").read_text())
+    assert child == {"include": [{"local": "ci/e2e.gitlab-ci.yml"}], "e2e": expected}
+    if expected["when"] != "delayed":
+        return
+    # with the included job's script in place, as GitLab merges the include
+    merged = tmp_path / "merged.yml"
+    merged.write_text(json.dumps({"e2e": {**expected, "script": ["./run-e2e-suite.sh"]}}))
+    checked = subprocess.run([str(Path(sys.executable).parent / "check-jsonschema"), "--builtin-schema",
+                              "vendor.gitlab-ci", str(tmp_path / "child.yml"), str(merged)],
+                             capture_output=True, text=True, timeout=60)
+    assert checked.returncode == 0, checked.stdout + checked.stderr
 
 
 # -- the waiting loop, on a clock the test moves --------------------------------------------------
@@ -528,7 +590,7 @@ def test_wait_asks_again_shortly_before_a_distant_start_and_follows_the_new_answ
                                         "provenance": {**answer["provenance"], "replan_at": None}})
 
     monkeypatch.setattr(module.Service, "optimize", optimize)
-    monkeypatch.setattr(module, "_run", lambda command, log: runs.append((clock["now"], command)) or 0)
+    monkeypatch.setattr(module, "_run", lambda command, log, answer=None: runs.append((clock["now"], command)) or 0)
     code = module.main(["wait", "--url", "http://127.0.0.1:9", "--duration", "PT10M", "--max-delay",
                         "PT2H", "--", "make", "e2e"])
     assert code == 0
@@ -546,11 +608,18 @@ def test_wait_runs_at_max_wait_when_the_plan_starts_later(client, monkeypatch):
     asks, runs = [], []
     monkeypatch.setattr(module.Service, "optimize", lambda self, body, timeout=None: asks.append(
         clock["now"]) or module.Reply("ok", 200, {**answer, "start_in_seconds": 7200}))
-    monkeypatch.setattr(module, "_run", lambda command, log: runs.append(clock["now"]) or 0)
+    monkeypatch.setattr(module, "_run", lambda command, log, answer=None: runs.append(clock["now"]) or 0)
     assert module.main(["wait", "--url", "http://127.0.0.1:9", "--duration", "PT10M",
                         "--max-wait", "PT30M", "--", "true"]) == 0
     assert runs == [pytest.approx(1800)]
     assert len(asks) == 2 and asks[1] == pytest.approx(1800 - 60)  # the last check before starting
+
+
+# Starts the client with SIGINT at its default disposition whatever this process inherited (a
+# shell's background job, or a CI runner, may start pytest with SIGINT ignored; exec keeps an
+# ignored signal ignored, and Python then installs no KeyboardInterrupt handler).
+SIGINT_DEFAULT = ("import os, signal, sys; signal.signal(signal.SIGINT, signal.SIG_DFL); "
+                  "os.execv(sys.executable, [sys.executable, *sys.argv[1:]])")
 
 
 @pytest.mark.slow
@@ -559,9 +628,9 @@ def test_an_interrupted_wait_exits_130_without_running(real_answer, tmp_path):
     command, ran = marker(tmp_path)
     with ScriptedService([(200, {}, starting_in(real_answer, 600))]) as stand_in:
         env = {k: v for k, v in os.environ.items() if not k.startswith(("CARBON_OPTIMIZER_", "GITHUB_"))}
-        process = subprocess.Popen([sys.executable, str(CLIENT), "wait", "--url", stand_in.url,
-                                    "--duration", "PT10M", "--", *command], env=env,
-                                   stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        process = subprocess.Popen([sys.executable, "-c", SIGINT_DEFAULT, str(CLIENT), "wait",
+                                    "--url", stand_in.url, "--duration", "PT10M", "--", *command],
+                                   env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
         deadline = time.time() + 10
         while not stand_in.requests and time.time() < deadline:
             time.sleep(0.05)
@@ -617,3 +686,334 @@ def test_429_from_the_live_service_is_waited_then_fails_open(tmp_path, redis_pre
     assert "429" in second.stderr and "WARNING" in second.stderr, second.stderr
     assert ran.exists() and second.returncode == 5  # ran at once, its exit code passed through
     assert elapsed < 15
+
+
+# -- back-off: a floor, a growing jittered pause, a cap per question (issue 24) ---------------------
+
+@pytest.mark.slow
+def test_retry_after_0_is_not_a_busy_loop(tmp_path):
+    """A service refusing with Retry-After: 0 (the last second of a window): the client pauses at
+    least a second between requests; the old client sent hundreds in --max-wait's 4 s."""
+    with ScriptedService([(429, {"Retry-After": "0"}, RATE_LIMITED)]) as stand_in:
+        result = run_client("plan", "--duration", "PT10M", "--max-wait", "PT4S", url=stand_in.url)
+    assert result.returncode == 4, result.stderr
+    times = [r["at"] for r in stand_in.requests]
+    # Each request is answered before the pause that follows it: the gaps seen here are at least
+    # the floor, so at most 1 + 4 requests fit in 4 s.
+    assert 2 <= len(times) <= 5, len(times)
+    assert all(later - earlier >= 1.0 for earlier, later in zip(times, times[1:]))
+    assert "gave up after" in result.stderr and "runs past the time allowed to wait" in result.stderr
+
+
+class SimulatedTime:
+    """The client's `time` module on a clock that only `sleep` moves: hours of back-off in no time,
+    while its requests go to a real HTTP stand-in."""
+
+    def __init__(self):
+        self.now, self.sleeps = 1000.0, []
+
+    def monotonic(self) -> float:
+        return self.now
+
+    def time(self) -> float:
+        return self.now
+
+    def sleep(self, seconds: float) -> None:
+        self.sleeps.append(seconds)
+        self.now += seconds
+        if len(self.sleeps) > 50:  # a client without a floor pauses 0 s for ever: stop it here
+            raise AssertionError(f"more than 50 pauses, the last {self.sleeps[-3:]}: a busy loop")
+
+
+def plan_on_simulated_time(monkeypatch, script, *flags):
+    module = load_client_module()
+    clock = SimulatedTime()
+    monkeypatch.setattr(module, "time", clock)
+    with ScriptedService(script) as stand_in:
+        code = module.main(["plan", "--url", stand_in.url, "--duration", "PT10M", *flags])
+    return code, stand_in.requests, clock.sleeps
+
+
+def test_retries_back_off_exponentially_with_jitter_and_stop_after_five(monkeypatch, capsys):
+    code, asked, sleeps = plan_on_simulated_time(monkeypatch, [(429, {"Retry-After": "0"}, RATE_LIMITED)])
+    assert code == 4 and len(asked) == 6  # one question, five retries, then a clear stop
+    err = capsys.readouterr().err
+    assert "gave up after 6 requests, each answered rate limited (429)" in err
+    # equal jitter: retry n pauses between half of 2**n s and 2**n s, never under the 1 s floor
+    assert len(sleeps) == 5
+    for n, pause in enumerate(sleeps):
+        assert max(1.0, 2 ** n / 2) <= pause <= max(1.0, 2 ** n), (n, pause)
+    _, _, again = plan_on_simulated_time(monkeypatch, [(429, {"Retry-After": "0"}, RATE_LIMITED)])
+    assert again[1:] != sleeps[1:]  # jittered: two clients refused together do not retry together
+
+
+def test_a_5xx_is_retried_after_a_longer_retry_after_and_then_answered(monkeypatch, capsys, real_answer_in_process):
+    failing = {"error": {"code": "upstream_unavailable", "message": "Electricity Maps did not answer"}}
+    code, asked, sleeps = plan_on_simulated_time(
+        monkeypatch, [(503, {"Retry-After": "7"}, failing), (502, {}, failing),
+                      (200, {}, real_answer_in_process)])
+    assert code == 0 and len(asked) == 3
+    assert sleeps[0] == 7  # Retry-After above the back-off wins
+    assert 1.0 <= sleeps[1] <= 2.0  # no Retry-After: the back-off's second step
+    assert f"start {real_answer_in_process['start']}" in capsys.readouterr().out
+
+
+@pytest.fixture
+def real_answer_in_process(client) -> dict:
+    """A scheduled answer from the in-process app (no Gunicorn needed): the wire format to replay."""
+    answer = client.post("/api/v1/optimize", json={"duration": "PT10M", "zones": ["DE"],
+                                                   "max_delay": "PT1H"}).get_json()
+    assert answer["status"] == "scheduled"
+    return answer
+
+
+@pytest.mark.slow
+def test_against_the_live_limiter_a_refused_plan_asks_twice_not_hundreds(tmp_path, limit_prefix):
+    """Gunicorn with the limiter on Redis at 1 optimize a second: every refusal says Retry-After 0
+    (the window ends within the second). The client meets one, pauses at least the floor, which
+    ends the window, and is answered: two requests. (The old client asked until the window ended.)
+    The budget is spent by the test just before; if the window ends before the client's first
+    request, that round proves nothing and is run again."""
+    from tests.support import LIMIT_REDIS
+    env = {"API_KEYS": KEY, "RATE_LIMIT_ENABLED": "true", "RATE_LIMIT_OPTIMIZE": "1 per 1 second",
+           "REDIS_URL": LIMIT_REDIS, "CACHE_KEY_PREFIX": limit_prefix}
+    log = tmp_path / "gunicorn.log"
+    body = {"duration": "PT10M", "zones": ["DE"]}
+
+    def client_statuses(offset: int) -> list[int]:
+        lines = log.read_bytes()[offset:].decode().splitlines()
+        entries = [json.loads(line) for line in lines if line.startswith('{"time"') and '"access"' in line]
+        return [e["status"] for e in entries
+                if e["path"] == "/api/v1/optimize" and (e["user_agent"] or "").startswith("carbon-optimizer-client/")]
+    with GunicornProcess(env, workers=1, threads=2, log_path=log) as live:
+        for _ in range(5):
+            while requests.post(f"{live.url}/api/v1/optimize", json=body, headers={"X-API-Key": KEY},
+                                timeout=10).status_code != 429:
+                pass
+            offset = log.stat().st_size
+            result = run_client("plan", "--duration", "PT10M", "--zones", "DE", "--max-wait", "PT1M",
+                                url=live.url)
+            assert result.returncode == 0, result.stderr
+            statuses = []
+            for _ in range(50):  # the access line is written just after the answer is sent
+                statuses = client_statuses(offset)
+                if statuses and statuses[-1] == 200:
+                    break
+                time.sleep(0.1)
+            if statuses[:1] == [429]:
+                break
+    assert statuses == [429, 200], statuses
+    assert "rate limited (429): asking again in 1s (retry 1 of 5)" in result.stderr
+
+
+# -- what the command is told ---------------------------------------------------------------------
+
+# Prints the variables the client sets (not CARBON_OPTIMIZER_URL or _KEY, which it is given) as JSON.
+PRINT_ENV = ("import json, os; print(json.dumps({k: v for k, v in os.environ.items() "
+             "if k.startswith('CARBON_OPTIMIZER_') and k not in ('CARBON_OPTIMIZER_URL', 'CARBON_OPTIMIZER_KEY')}))")
+
+
+def told(result: subprocess.CompletedProcess) -> dict:
+    assert result.returncode == 0, result.stderr
+    return json.loads(result.stdout.strip().splitlines()[-1])
+
+
+@pytest.mark.slow
+def test_wait_tells_the_command_the_zone_location_start_and_end(service):
+    """Against the live service: the zone chosen among two and the run, as the service answers for
+    that same run asked directly; a cloud region is passed as asked, with its grid zone."""
+    result = run_client("wait", "--id", "job-7", "--duration", "PT10M", "--zones", "DE,FR",
+                        "--max-delay", "PT0M", "--", sys.executable, "-c", PRINT_ENV, url=service.url)
+    seen = told(result)
+    assert set(seen) == {"CARBON_OPTIMIZER_STATUS", "CARBON_OPTIMIZER_ID", "CARBON_OPTIMIZER_ZONE",
+                         "CARBON_OPTIMIZER_LOCATION", "CARBON_OPTIMIZER_START", "CARBON_OPTIMIZER_END"}
+    start = datetime.strptime(seen["CARBON_OPTIMIZER_START"], "%Y-%m-%dT%H:%M:%SZ")
+    end = datetime.strptime(seen["CARBON_OPTIMIZER_END"], "%Y-%m-%dT%H:%M:%SZ")
+    assert end - start == timedelta(minutes=10)
+    expected = optimize(service, {"duration": "PT10M", "zones": ["DE", "FR"],
+                                  "earliest_start": seen["CARBON_OPTIMIZER_START"],
+                                  "latest_start": seen["CARBON_OPTIMIZER_START"]})
+    assert (seen["CARBON_OPTIMIZER_ZONE"], seen["CARBON_OPTIMIZER_START"], seen["CARBON_OPTIMIZER_END"]) \
+        == (expected["zone"], expected["start"], expected["end"])
+    assert seen["CARBON_OPTIMIZER_LOCATION"] == expected["zone"]
+    assert seen["CARBON_OPTIMIZER_STATUS"] == "scheduled" and seen["CARBON_OPTIMIZER_ID"] == "job-7"
+
+    region = told(run_client("wait", "--duration", "PT10M", "--zones", "aws:eu-central-1",
+                             "--max-delay", "PT0M", "--", sys.executable, "-c", PRINT_ENV, url=service.url))
+    assert (region["CARBON_OPTIMIZER_LOCATION"], region["CARBON_OPTIMIZER_ZONE"]) == ("aws:eu-central-1", "DE")
+
+
+def test_wait_from_plan_tells_the_command_the_chunks_and_the_plan_id(client, tmp_path):
+    """A saved batch answer with an interruptible workload (two chunks, from the service's own
+    answer) and a plan id (the field a later issue adds): the command is told each chunk."""
+    batch = client.post("/api/v1/optimize", json={"workloads": [
+        {"id": "train", "duration": "PT4H22M", "zones": ["DE"], "max_delay": "P1D",
+         "interruptible": True, "min_chunk": "PT30M"},
+        {"id": "lint", "duration": "PT10M", "zones": ["FR"]}]}).get_json()
+    batch["plan_id"] = "plan-7f3a"
+    for result in batch["results"]:
+        result["plan_id"] = "plan-7f3a"
+    train = batch["results"][0]
+    assert len(train["chunks"]) == 2, train
+    saved = tmp_path / "plan.json"
+    saved.write_text(json.dumps(batch))
+    # FIXED_NOW is in the past: the saved start is too, so the command runs at once.
+    seen = told(run_client("wait", "--from-plan", str(saved), "--id", "train", "--max-wait", "PT1M",
+                           "--", sys.executable, "-c", PRINT_ENV, url="http://127.0.0.1:9"))
+    assert seen["CARBON_OPTIMIZER_CHUNKS"] == " ".join(f"{c['start']}/{c['end']}" for c in train["chunks"])
+    assert seen["CARBON_OPTIMIZER_PLAN_ID"] == "plan-7f3a" and seen["CARBON_OPTIMIZER_ID"] == "train"
+    assert (seen["CARBON_OPTIMIZER_START"], seen["CARBON_OPTIMIZER_END"]) == (train["start"], train["end"])
+    assert seen["CARBON_OPTIMIZER_ZONE"] == seen["CARBON_OPTIMIZER_LOCATION"] == "DE"
+
+    lint = told(run_client("wait", "--from-plan", str(saved), "--id", "lint", "--max-wait", "PT1M",
+                           "--", sys.executable, "-c", PRINT_ENV, url="http://127.0.0.1:9"))
+    assert "CARBON_OPTIMIZER_CHUNKS" not in lint and lint["CARBON_OPTIMIZER_ZONE"] == "FR"
+
+    fail_open = tmp_path / "fail-open.json"
+    fail_open.write_text(json.dumps({"fail_open": "no answer"}))
+    outer = {"CARBON_OPTIMIZER_ZONE": "XX"}  # a value left by an outer wait is not passed on
+    seen = told(run_client("wait", "--from-plan", str(fail_open), "--id", "lint", "--", sys.executable,
+                           "-c", PRINT_ENV, url="http://127.0.0.1:9", extra_env=outer))
+    assert seen == {"CARBON_OPTIMIZER_STATUS": "fail_open"}
+
+
+def test_wait_with_max_delay_0_starts_at_once_not_at_the_next_whole_minute(client, monkeypatch):
+    """At 10:17:30 (the app's clock) the service answers the next whole minute, 30 s away; the
+    window asked for ends at 10:17:30, so the command runs at once, told the planned run."""
+    from tests.conftest import FIXED_NOW
+    module = load_client_module()
+    clock = SimulatedTime()
+    monkeypatch.setattr(module, "time", clock)
+
+    class Now(datetime):
+        @classmethod
+        def now(cls, tz=None):
+            return FIXED_NOW
+    monkeypatch.setattr(module, "datetime", Now)
+    answers, runs = [], []
+
+    def optimize_in_process(self, body, timeout=None):
+        answers.append(client.post("/api/v1/optimize", json=body).get_json())
+        return module.Reply("ok", 200, answers[-1])
+    monkeypatch.setattr(module.Service, "optimize", optimize_in_process)
+    monkeypatch.setattr(module, "_run", lambda command, log, answer=None: runs.append((clock.now, answer)) or 0)
+    assert module.main(["wait", "--url", "http://127.0.0.1:9", "--duration", "PT10M", "--zones", "DE,FR",
+                        "--max-delay", "PT0M", "--", "true"]) == 0
+    assert answers[0]["start"] == "2026-11-23T10:18:00Z" and answers[0]["start_in_seconds"] == 30
+    assert runs == [(1000.0, answers[0])]
+
+
+# -- plan: an interruptible answer, chunk by chunk -------------------------------------------------
+
+@pytest.mark.slow
+def test_plan_prints_each_chunk_of_an_interruptible_answer(service):
+    earliest = stamp(datetime.now(timezone.utc).replace(second=17) + timedelta(hours=1))
+    flags = ["--duration", "PT4H22M", "--zones", "DE", "--max-delay", "P1D", "--interruptible",
+             "--min-chunk", "PT30M", "--earliest-start", earliest]
+    expected = optimize(service, {"duration": "PT4H22M", "zones": ["DE"], "max_delay": "P1D",
+                                  "interruptible": True, "min_chunk": "PT30M", "earliest_start": earliest})
+    assert len(expected["chunks"]) >= 2, expected["chunks"]
+    out = run_client("plan", *flags, url=service.url)
+    assert out.returncode == 0, out.stderr
+    assert f"{len(expected['chunks'])} chunks in DE, 262 min in all" in out.stdout
+    for n, chunk in enumerate(expected["chunks"], 1):
+        assert f"chunk {n}: {chunk['start']} to {chunk['end']} ({chunk['duration_minutes']} min)" in out.stdout
+    assert f"end {expected['end']}" not in out.stdout  # not one run spanning the gap
+
+
+# -- the repository around the client --------------------------------------------------------------
+
+def test_the_client_build_output_is_ignored_by_git():
+    # what `pip install ./client` leaves beside the sources (setuptools' build/ and egg-info)
+    paths = ["client/build/lib/carbon_optimizer_client.py",
+             "client/carbon_optimizer_client.egg-info/PKG-INFO"]
+    result = subprocess.run(["git", "check-ignore", "--no-index", *paths], cwd=ROOT,
+                            capture_output=True, text=True, timeout=30)
+    assert result.stdout.split() == paths, result.stdout + result.stderr
+
+
+def github_outputs(path: Path) -> dict:
+    """$GITHUB_OUTPUT as the runner reads it: `name=value` lines and `name<<DELIMITER` blocks."""
+    outputs, lines = {}, path.read_text().split("\n")
+    i = 0
+    while i < len(lines):
+        line = lines[i]
+        if "<<" in line:
+            name, delimiter = line.split("<<", 1)
+            end = lines.index(delimiter, i + 1)
+            outputs[name] = "\n".join(lines[i + 1:end])
+            i = end + 1
+        else:
+            if line:
+                name, value = line.split("=", 1)
+                outputs[name] = value
+            i += 1
+    return outputs
+
+
+def run_action_step(inputs: dict, tmp_path: Path) -> tuple[subprocess.CompletedProcess, dict]:
+    """action.yml's step script run as the runner runs it, with GITHUB_OUTPUT; returns the outputs
+    of the ACTION (its `outputs:` resolved from the step's)."""
+    import yaml
+    action = yaml.safe_load((ROOT / "action.yml").read_text())
+    step = action["runs"]["steps"][0]
+    given = {name: str(spec.get("default", "")) for name, spec in action["inputs"].items()}
+    given.update(inputs)
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("CARBON_OPTIMIZER_", "GITHUB_"))}
+    for variable, expression in step["env"].items():
+        env[variable] = given[expression.split("inputs.")[1].rstrip(" }")]
+    output_file = tmp_path / "github_output"
+    output_file.write_text("")
+    env.update(GITHUB_ACTION_PATH=str(ROOT), GITHUB_ACTIONS="true", GITHUB_OUTPUT=str(output_file))
+    result = subprocess.run(["bash", "-e", "-c", step["run"]], env=env, capture_output=True,
+                            text=True, timeout=30)
+    step_outputs = github_outputs(output_file)
+    resolved = {}
+    for name, spec in action["outputs"].items():
+        reference = spec["value"].strip("${} ")
+        assert reference.startswith(f"steps.{step['id']}.outputs."), reference
+        resolved[name] = step_outputs.get(reference.rsplit(".", 1)[1], "")
+    return result, resolved
+
+
+@pytest.mark.slow
+def test_the_action_tells_the_command_and_later_steps_the_answer(real_answer, tmp_path):
+    now = datetime.now(timezone.utc).replace(microsecond=0)
+    answer = {**real_answer, "id": "nightly", "plan_id": "plan-42", "location": "aws:eu-central-1",
+              "start": stamp(now), "end": stamp(now + timedelta(minutes=10)), "start_in_seconds": 0,
+              "provenance": {**real_answer["provenance"], "replan_at": None}}
+    with ScriptedService([(200, {}, answer)]) as stand_in:
+        result, outputs = run_action_step(
+            {"run": f'{sys.executable} -c "{PRINT_ENV}"', "duration": "PT10M", "zones": "aws:eu-central-1",
+             "max-delay": "PT1H", "id": "nightly", "url": stand_in.url}, tmp_path)
+    seen = told(result)
+    sent = stand_in.requests[0]["body"]
+    assert sent["zones"] == ["aws:eu-central-1"] and sent["id"] == "nightly"
+    expected = {"status": "scheduled", "zone": real_answer["zone"], "location": "aws:eu-central-1",
+                "start": stamp(now), "end": stamp(now + timedelta(minutes=10)), "chunks": "",
+                "id": "nightly", "plan-id": "plan-42"}
+    assert outputs == expected
+    assert seen == {f"CARBON_OPTIMIZER_{k.upper().replace('-', '_')}": v for k, v in expected.items() if v}
+
+
+def test_a_failed_open_action_says_so_in_its_outputs(tmp_path):
+    result, outputs = run_action_step({"run": f"{sys.executable} -c \"{PRINT_ENV}\"", "duration": "PT45M",
+                                       "url": f"http://127.0.0.1:{free_port()}"}, tmp_path)
+    assert told(result) == {"CARBON_OPTIMIZER_STATUS": "fail_open"}
+    assert outputs["status"] == "fail_open" and outputs["zone"] == "" and outputs["start"] == ""
+
+
+@pytest.mark.slow  # on a Makefile without the check, `make run` starts Gunicorn
+def test_make_run_on_a_taken_port_names_gunicorn_bind():
+    import socket
+    with socket.socket() as holder:
+        holder.bind(("127.0.0.1", 0))
+        holder.listen()
+        bind = f"127.0.0.1:{holder.getsockname()[1]}"
+        # -o: never reinstall the requirements here; only the run target's own steps are tested
+        result = subprocess.run(["make", "--no-print-directory", "-o", ".venv/.runtime", "run"], cwd=ROOT,
+                                env={**os.environ, "GUNICORN_BIND": bind}, capture_output=True,
+                                text=True, timeout=60)
+    assert result.returncode != 0
+    assert f"cannot listen on {bind} (already in use)" in result.stderr and "set GUNICORN_BIND" in result.stderr
+    assert "Starting gunicorn" not in result.stdout + result.stderr

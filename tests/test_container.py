@@ -1,5 +1,6 @@
 """The image, built from the Dockerfile and run as an orchestrator would run it: read-only root,
-/tmp as tmpfs, 1 CPU, the host's Redis. Run by `make container-test` (scripts/container-test.sh
+/tmp as tmpfs, 1 CPU, the host's Redis; and the CI templates' job scripts (GitLab, GitHub) run as
+written in the python3-only base image. Run by `make container-test` (scripts/container-test.sh
 installs podman and builds the base image first); skipped elsewhere, saying why.
 
 Podman, not Docker: this machine has no Docker engine (DEPLOYMENT.md, "How the image is checked").
@@ -24,6 +25,12 @@ pytestmark = pytest.mark.slow
 
 BASE_IMAGE = os.environ.get("CONTAINER_BASE_IMAGE", "localhost/carbon-optimizer-base:py3.11")
 IMAGE = "localhost/carbon-optimizer:smoke"
+# Every image these tests build carries LABEL, so that scripts/container-test.sh prunes only what
+# they left (older builds, untagged by a newer one) and nothing of anyone else's. The Dockerfile's
+# build stage is tagged too: untagged, it would be dangling, and the prune would delete the cache
+# the next build reuses (53 s a rerun instead of a few).
+LABEL = "carbon-optimizer.container-test=1"
+BUILD_STAGE = "localhost/carbon-optimizer:smoke-build-stage"
 REDIS_DB = "redis://127.0.0.1:6379/15"
 PODMAN_CONF = ROOT / "scripts" / "container-test" / "containers.conf"
 
@@ -54,10 +61,11 @@ def image():
         pytest.skip(reason)
     started = time.monotonic()
     # --format docker keeps the HEALTHCHECK (the OCI format has no field for it).
-    built = podman("build", "--format", "docker", "--network", "host",
-                   "--build-arg", f"BASE_IMAGE={BASE_IMAGE}", "-t", IMAGE, str(ROOT),
-                   check=False, timeout=600)
-    assert built.returncode == 0, built.stdout[-2000:] + built.stderr[-2000:]
+    common = ("build", "--format", "docker", "--network", "host", "--label", LABEL,
+              "--build-arg", f"BASE_IMAGE={BASE_IMAGE}")
+    for target in (("--target", "build", "-t", BUILD_STAGE), ("-t", IMAGE)):
+        built = podman(*common, *target, str(ROOT), check=False, timeout=600)
+        assert built.returncode == 0, built.stdout[-2000:] + built.stderr[-2000:]
     print(f"\nimage build: {time.monotonic() - started:.1f} s")
     return IMAGE
 
@@ -158,3 +166,195 @@ def test_stops_cleanly_on_sigterm(service):
     assert took < 30  # Gunicorn's graceful timeout; idle workers go at once
     assert "Handling signal: term" in text and "Shutting down: Master" in text
     assert "[ERROR]" not in text and "Traceback" not in text
+
+
+def test_the_script_prunes_only_the_images_the_test_labels(tmp_path):
+    """scripts/container-test.sh with stand-ins for podman and the venv's python that record what
+    they are asked: the last step prunes dangling images by the test's label only (a bare
+    `podman image prune` removed the build stage's cache, and anyone's dangling images)."""
+    calls = tmp_path / "calls"
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    for tool in ("podman", "runc", "debootstrap"):
+        (bin_dir / tool).write_text(f'#!/bin/sh\necho "{tool} $*" >> {calls}\nexit 0\n')
+        (bin_dir / tool).chmod(0o755)
+    venv = tmp_path / "venv"
+    (venv / "bin").mkdir(parents=True)
+    (venv / "bin" / "python").write_text(f'#!/bin/sh\necho "python $*" >> {calls}\nexit 0\n')
+    (venv / "bin" / "python").chmod(0o755)
+    result = subprocess.run(["bash", str(ROOT / "scripts" / "container-test.sh")],
+                            env={**os.environ, "PATH": f"{bin_dir}:{os.environ['PATH']}", "VENV": str(venv)},
+                            capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stderr
+    prunes = [line for line in calls.read_text().splitlines() if line.startswith("podman image prune")]
+    assert prunes == [f"podman image prune -f --filter label={LABEL}"]
+    assert "python -m pytest tests/test_container.py" in calls.read_text()
+
+
+# -- the CI templates' own scripts, in a python3-only Debian image ----------------------------------
+
+def _load_gitlab_ci():
+    import importlib.util
+    spec = importlib.util.spec_from_file_location("gitlab_ci", ROOT / "scripts" / "gitlab_ci.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+class _Loopback:
+    """On the host's loopback (the container shares its network): GET /client.py serves the
+    client's one file, as a raw-file URL would; POST /api/v1/optimize answers every workload
+    (one, or a batch) with `answer` re-timed to start now, as the service would in its wire format."""
+
+    def __init__(self, answer: dict):
+        from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+        from datetime import datetime, timedelta, timezone
+        import threading
+        self.requests: list[dict] = []
+        loopback = self
+
+        def now_answer(workload: dict) -> dict:
+            start = datetime.now(timezone.utc).replace(microsecond=0)
+            return {**answer, "id": workload.get("id"), "start": start.strftime("%Y-%m-%dT%H:%M:%SZ"),
+                    "end": (start + timedelta(minutes=10)).strftime("%Y-%m-%dT%H:%M:%SZ"),
+                    "start_in_seconds": 0, "provenance": {**answer["provenance"], "replan_at": None}}
+
+        class Handler(BaseHTTPRequestHandler):
+            def log_message(self, *args):
+                pass
+
+            def _send(self, status: int, payload: bytes, kind: str) -> None:
+                self.send_response(status)
+                self.send_header("Content-Type", kind)
+                self.send_header("Content-Length", str(len(payload)))
+                self.end_headers()
+                self.wfile.write(payload)
+
+            def do_GET(self):
+                if self.path == "/client.py":
+                    self._send(200, (ROOT / "client" / "carbon_optimizer_client.py").read_bytes(), "text/x-python")
+                else:
+                    self._send(404, b"", "text/plain")
+
+            def do_POST(self):
+                body = json.loads(self.rfile.read(int(self.headers.get("Content-Length", 0))))
+                loopback.requests.append(body)
+                if "workloads" in body:
+                    results = [now_answer(w) for w in body["workloads"]]
+                    reply = {"results": results, "summary": {"workloads": len(results), "scheduled": len(results),
+                                                             "saving_grams": None}}
+                else:
+                    reply = now_answer(body)
+                self._send(200, json.dumps(reply).encode(), "application/json")
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.server.daemon_threads = True
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+@pytest.fixture(scope="module")
+def python_only_image():
+    """The base image (Debian's python3 from debootstrap, built by scripts/container-test.sh): what
+    python:3.12-slim offers a CI job, and less: no git, no make, no pip, a Python marked externally
+    managed (PEP 668). Checked, not assumed."""
+    reason = _why_not()
+    if reason:
+        pytest.skip(reason)
+    probe = podman("run", "--rm", BASE_IMAGE, "sh", "-c",
+                   "command -v git || command -v make || python3 -m pip --version 2>/dev/null; "
+                   "ls /usr/lib/python3*/EXTERNALLY-MANAGED", check=False)
+    assert probe.returncode == 0 and probe.stdout.strip().endswith("EXTERNALLY-MANAGED") \
+        and len(probe.stdout.split()) == 1, probe.stdout + probe.stderr
+    return BASE_IMAGE
+
+
+@pytest.fixture
+def loopback(make_app):
+    app = make_app({"CARBON_PROVIDER": "demo"})
+    answer = app.test_client().post("/api/v1/optimize", json={"duration": "PT10M", "zones": ["FR"],
+                                                              "max_delay": "PT1H"}).get_json()
+    assert answer["status"] == "scheduled"
+    served = _Loopback(answer)
+    yield served
+    served.close()
+
+
+PRINT_TOLD = "#!/bin/sh\nenv | grep '^CARBON_OPTIMIZER_' | grep -v -e _KEY= -e _URL= -e _SHA256= | sort\n"
+
+
+def run_in_image(image: str, project, script: str, env: dict) -> subprocess.CompletedProcess:
+    flags = [item for name, value in env.items() for item in ("-e", f"{name}={value}")]
+    return podman("run", "--rm", "--network", "host", "-v", f"{project}:/builds/project", "-w",
+                  "/builds/project", *flags, image, "sh", "-c", script, check=False, timeout=120)
+
+
+def test_the_gitlab_example_jobs_run_as_written_on_python3_alone(python_only_image, loopback, tmp_path):
+    """Each job of examples/gitlab/.gitlab-ci.yml that waits, its before_script and script as
+    GitLab composes them (the template included, !reference resolved), run by sh in the image: the
+    client is fetched from a URL (here the test's loopback server), its digest checked, and the
+    job's command is told where it runs."""
+    import hashlib
+    reader = _load_gitlab_ci()
+    jobs = reader.jobs_of(str(ROOT / "examples/gitlab/.gitlab-ci.yml"),
+                          str(ROOT / "ci/gitlab/carbon-optimizer.gitlab-ci.yml"))
+    for command in ("run-e2e-suite.sh", "run-load-test.sh", "run-suite.sh"):
+        (tmp_path / command).write_text(PRINT_TOLD)
+        (tmp_path / command).chmod(0o755)
+    digest = hashlib.sha256((ROOT / "client" / "carbon_optimizer_client.py").read_bytes()).hexdigest()
+    env = {"CARBON_OPTIMIZER_URL": loopback.url, "CARBON_OPTIMIZER_KEY": "FAKE-gitlab-key",
+           "CARBON_OPTIMIZER_CLIENT_URL": f"{loopback.url}/client.py", "CARBON_OPTIMIZER_CLIENT_SHA256": digest,
+           "CI_JOB_ID": "4711"}
+    for job, location in (("nightly-e2e", "FR"), ("nightly-load", "FR")):
+        result = run_in_image(python_only_image, tmp_path, reader.shell_script(jobs, job), env)
+        assert result.returncode == 0, result.stdout + result.stderr
+        told = dict(line.split("=", 1) for line in result.stdout.splitlines() if line.startswith("CARBON_OPTIMIZER_"))
+        assert told["CARBON_OPTIMIZER_ZONE"] == location and told["CARBON_OPTIMIZER_ID"] == job, result.stdout
+        assert told["CARBON_OPTIMIZER_STATUS"] == "scheduled"
+    assert [r["id"] for r in loopback.requests] == ["nightly-e2e", "nightly-load"]
+    assert loopback.requests[1]["zones"] == ["aws:eu-west-3", "aws:eu-central-1"]
+
+    tampered = run_in_image(python_only_image, tmp_path, reader.shell_script(jobs, "nightly-e2e"),
+                            {**env, "CARBON_OPTIMIZER_CLIENT_SHA256": "0" * 64})
+    assert tampered.returncode != 0 and "does not have the sha256" in tampered.stderr
+    assert len(loopback.requests) == 2  # nothing ran
+
+
+def test_the_delayed_example_plans_and_writes_its_child_pipeline_on_python3_alone(python_only_image, loopback, tmp_path):
+    reader = _load_gitlab_ci()
+    jobs = reader.jobs_of(str(ROOT / "examples/gitlab/delayed-e2e.gitlab-ci.yml"),
+                          str(ROOT / "ci/gitlab/carbon-optimizer.gitlab-ci.yml"))
+    variables = jobs["plan-e2e"]["variables"]
+    env = {"CARBON_OPTIMIZER_URL": loopback.url, "CARBON_OPTIMIZER_KEY": "FAKE-gitlab-key",
+           "CARBON_OPTIMIZER_CLIENT_URL": f"{loopback.url}/client.py", "CI_JOB_ID": "4712",
+           **reader.job(jobs, "plan-e2e")["variables"]}
+    result = run_in_image(python_only_image, tmp_path, reader.shell_script(jobs, "plan-e2e"), env)
+    assert result.returncode == 0, result.stdout + result.stderr
+    child = json.loads((tmp_path / variables["CARBON_OPTIMIZER_CHILD"]).read_text())
+    assert child["include"] == [{"local": variables["CARBON_OPTIMIZER_JOB_FILE"]}]
+    assert child["e2e"]["variables"]["CARBON_OPTIMIZER_ZONE"] == "FR"
+    assert (ROOT / variables["CARBON_OPTIMIZER_JOB_FILE"]).exists()  # the job the child includes
+
+
+def test_the_github_matrix_plan_job_runs_on_an_externally_managed_python(python_only_image, loopback, tmp_path):
+    """The plan job's steps of examples/github/carbon-aware-matrix.yml after checkout, by bash as the
+    runner runs a step, with the client's URL pointed at the loopback server."""
+    import yaml
+    workflow = yaml.safe_load((ROOT / "examples/github/carbon-aware-matrix.yml").read_text())
+    steps = [step for step in workflow["jobs"]["plan"]["steps"] if "run" in step]
+    (tmp_path / ".github").mkdir()
+    (tmp_path / ".github" / "carbon-matrix.json").write_text(json.dumps({"workloads": [
+        {"id": "unit", "duration": "PT10M"}, {"id": "e2e", "duration": "PT30M"}]}))
+    script = "set -e\nmkdir -p /tmp/runner\n" + "\n".join(
+        "".join(f"export {name}='{loopback.url}/client.py'\n" for name in step.get("env", {})) + step["run"]
+        for step in steps)
+    result = run_in_image(python_only_image, tmp_path, script,
+                          {"RUNNER_TEMP": "/tmp/runner", "CARBON_OPTIMIZER_URL": loopback.url,
+                           "CARBON_OPTIMIZER_KEY": "FAKE-github-key"})
+    assert result.returncode == 0, result.stdout + result.stderr
+    saved = json.loads((tmp_path / "carbon-optimizer-plan.json").read_text())
+    assert [r["id"] for r in saved["results"]] == ["unit", "e2e"]
