@@ -369,8 +369,9 @@ def _client_gone() -> Optional[Callable[[], bool]]:
     PEEK_INTERVAL_SECONDS. A peek that reads b"" is the peer's close; bytes are a pipelined next
     request (the body was read whole before), not a close. A client that half-closes its side
     while it waits is taken as gone too, as Go's net/http does. None without a socket (in-process)."""
+    # The worker may hand over a wrapper (its write deadline): any object with the socket's calls.
     sock = request.environ.get("gunicorn.socket")
-    if not isinstance(sock, socket.socket):
+    if not (callable(getattr(sock, "fileno", None)) and callable(getattr(sock, "recv", None))):
         return None
     poller = select.poll()
     poller.register(sock.fileno(), select.POLLIN)
