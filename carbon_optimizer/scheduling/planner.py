@@ -75,6 +75,8 @@ _PASS_CANDIDATE_BYTES = 110        # one batched pass's arrays, per candidate st
 _EDGE_WORK = 100_000
 _EDGE_WORK_PER_WORKLOAD = 15_000
 _EDGE_WORK_PER_LOCATION = 300
+_SERIES_WORK = 30_000              # a zone's forecast, from a cache or the demo
+_EXTENSION_WORK = 300_000          # estimates past it, from its history (measured ~2 ms a zone)
 
 
 def _cost(job: Job, zone: ZoneSeries) -> Cost:
@@ -106,11 +108,15 @@ def _edges(jobs: Sequence[Job]) -> Cost:
                 _EDGE_BYTES + _EDGE_PER_WORKLOAD * len(jobs) + _EDGE_PER_LOCATION * locations)
 
 
-def _series_bytes(jobs: Sequence[Job], zones: Zones) -> int:
+def _series(jobs: Sequence[Job], zones: Zones) -> Cost:
+    """The zones' series the engine gathered (the work of estimates past a forecast included:
+    done before the planner, counted here)."""
     seen = {z: zones[z] for job in jobs for z in job.zones if isinstance(zones[z], ZoneSeries)}
-    return sum(_SERIES_POINT_BYTES * (len(one.forecast.values)
-                                      + (0 if one.extended is None else len(one.extended.values)))
-               for one in seen.values())
+    return Cost(sum(_SERIES_WORK + (0 if one.extended is None else _EXTENSION_WORK)
+                    for one in seen.values()),
+                sum(_SERIES_POINT_BYTES * (len(one.forecast.values) + (
+                    0 if one.extended is None else len(one.extended.values)))
+                    for one in seen.values()))
 
 
 def estimate(jobs: Sequence[Job], zones: Zones, budget: Budget,
@@ -128,8 +134,8 @@ def estimate(jobs: Sequence[Job], zones: Zones, budget: Budget,
     # the largest of them.
     candidates = min(_PASS_CANDIDATES, sum(_candidates(job, zones) for job in jobs))
     solving = Cost(work, max([c.memory for c in costs] + [_PASS_CANDIDATE_BYTES * candidates]))
-    edges = _edges(jobs)
-    total = edges.beside(Cost(memory=_series_bytes(jobs, zones))).beside(solving)
+    edges = _edges(jobs).beside(_series(jobs, zones))
+    total = edges.beside(solving)
     if work > budget.work or total.memory > budget.memory:
         worst = max(range(len(jobs)), key=lambda i: (costs[i].work if work > budget.work
                                                       else costs[i].memory))
@@ -469,8 +475,8 @@ def _estimate_fleet(jobs: Sequence[Job], zones: Zones, capacity: CapacityLimits,
     units, names = layout.units, layout.names
     first_plan = 10 * sum(len(j.zones) * max(0, j.latest - j.earliest + 1) for j in layout.fleet_jobs)
     work = first_plan + 20 * units * len(names) if layout.live else 0
-    edges = _edges(jobs)
-    memory = edges.memory + _series_bytes(jobs, zones) + (_fleet_memory(layout) if layout.live else 0)
+    edges = _edges(jobs).beside(_series(jobs, zones))
+    memory = edges.memory + (_fleet_memory(layout) if layout.live else 0)
     if work > budget.work:
         raise TooLarge(f"placing this batch under capacity would need about "
                        f"{first_plan / WORK_PER_SECOND:.1f} s for a first plan, more than the "
