@@ -189,7 +189,7 @@ ISSUE_23_POINT_1 = {"workloads": [{"duration": 4001, "zones": ["DE", "FR", "GB",
 
 
 @pytest.mark.slow  # not a process, but ~30 s: kept out of `make test-fast`'s edit loop
-@settings(max_examples=24, deadline=None, derandomize=True, database=None,
+@settings(max_examples=20, deadline=None, derandomize=True, database=None,
           suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large,
                                  HealthCheck.function_scoped_fixture])
 @given(body=requests())
@@ -208,6 +208,16 @@ ISSUE_23_POINT_1 = {"workloads": [{"duration": 4001, "zones": ["DE", "FR", "GB",
                "capacity": {"max_concurrent": 1}})
 @example(body={"duration": 271, "zones": ZONES[:50], "interruptible": True, "min_chunk": 2,
                "max_chunks": 3, "max_delay": "P17D"})
+# Found by the search (targeted): the highest measured/estimated memory, 0.78 (an interruptible
+# run over 18 zones in a default window, max_chunks 6).
+@example(body={"duration": "PT265M", "zones": ["IL", "PT", "US-MIDW-MISO", "ES", "JP-TK",
+                                                "US-TEX-ERCO", "NO-NO1", "ID", "US-NW-NEVP", "NL",
+                                                "IN-WE", "AU-NSW", "DK-DK2", "QA", "HK", "AU-VIC",
+                                                "DK-DK1", "US-SW-AZPS"],
+               "interruptible": True, "max_chunks": 6, "power_kw": 138.94689632927256})
+# About the largest exact chunk search the memory cap allows (31 MiB of tables and ring).
+@example(body={"duration": 1441, "zones": ["DE", "FR", "GB", "PL"], "interruptible": True,
+               "min_chunk": 60, "max_chunks": 4, "max_delay": "PT9H"})
 def test_the_cost_model_bounds_every_request_the_limits_allow(service, body):
     client, estimates = service
     answer, estimate, cpu, peak, grown = _measure(client, estimates, body)
