@@ -5,8 +5,9 @@ whatever its threads do; and handing freed memory back to the system after a lar
 Why a pool and not a smaller cap per request: 4 threads x the largest request the limits allow
 (budget.DEFAULT_MEMORY) would not fit the shipped 512 MiB pod of 3 workers, and a cap a quarter of
 that size would refuse reasonable requests (an exact chunk search of a day and a half). With the
-pool, one large request runs at a time per worker and the others wait for it (briefly; then 503
-with Retry-After), while small ones share it.
+pool, a large request (the 500-workload batch of 50 zones reserves 19 MiB) shares its worker
+with at most one other, the others wait for them (at most 2 s; then 503 with Retry-After), while
+small ones (1-5 MiB) go through at once.
 """
 
 from __future__ import annotations
@@ -27,7 +28,8 @@ class MemoryPool:
     """`capacity` bytes lent to requests; a request that cannot have its share within
     `wait_seconds` is refused with Busy (503, Retry-After)."""
 
-    def __init__(self, capacity: int, wait_seconds: float = 1.0):
+    # Long enough for one large request to finish solving (its deadline, 1.5 s) and hand its share on.
+    def __init__(self, capacity: int, wait_seconds: float = 2.0):
         self.capacity = capacity
         self.wait_seconds = wait_seconds
         self._free = capacity

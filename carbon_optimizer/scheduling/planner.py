@@ -66,10 +66,11 @@ def _no_data(job: Job, failures: tuple[ZoneFailure, ...]) -> Unschedulable:
 # one after another and free what they held; chunks.search_bytes, window searches, a batched pass,
 # the fleet's plans and its exact model).
 # Measured peaks (tracemalloc): a 1-workload request 0.1 MiB; 500 workloads of 1 zone 3.7 MiB; of
-# 50 zones 7.5 MiB. The figures below are about twice those.
+# 50 zones 7.5 MiB. The figures below are about 1.4 times those (the search's finds: at most 0.8 of
+# the estimate), not more: the estimate is what a request reserves from its worker's pool.
 _EDGE_BYTES = 2 ** 20              # the app's own per-request objects, a 1-workload body and answer
-_EDGE_PER_WORKLOAD = 14_000        # its model, job, outcome and answer objects, its text both ways
-_EDGE_PER_LOCATION = 300           # a zone named by a workload: its string, resolution, provenance
+_EDGE_PER_WORKLOAD = 10_000        # its model, job, outcome and answer objects, its text both ways
+_EDGE_PER_LOCATION = 200           # a zone named by a workload: its string, resolution, provenance
 _SERIES_POINT_BYTES = 120          # a zone's series: values, boundaries, integral, estimates, history
 _WINDOW_POINT_BYTES = 64           # one window search's temporaries, per point of its series
 _PASS_CANDIDATE_BYTES = 110        # one batched pass's arrays, per candidate start
