@@ -288,8 +288,8 @@ class CarbonEngine:
                 outcomes = planner.plan_batch(jobs, zones, capacity, at, budget, cost)
             else:
                 outcomes = planner.plan_all(jobs, zones, at, budget, cost)
-        if cost.memory > self.TRIM_ABOVE_BYTES:
-            memory.trim()
+            if cost.memory > self.TRIM_ABOVE_BYTES:  # before the next request has the share
+                memory.trim()
         self._count(outcomes)
         return outcomes
 

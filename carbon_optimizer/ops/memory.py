@@ -30,6 +30,7 @@ class MemoryPool:
 
     # Long enough for one large request to finish solving (its deadline, 1.5 s) and hand its share on.
     def __init__(self, capacity: int, wait_seconds: float = 2.0):
+        map_large_allocations()  # one pool per worker process: its allocator set up with it
         self.capacity = capacity
         self.wait_seconds = wait_seconds
         self._free = capacity
@@ -57,23 +58,37 @@ class MemoryPool:
                 self._ready.notify_all()
 
 
-def _trimmer() -> Optional[Callable[[int], int]]:
-    """glibc's malloc_trim, or None elsewhere (musl, macOS)."""
+def _libc(function: str) -> Optional[Callable[..., int]]:
+    """A glibc function, or None elsewhere (musl, macOS)."""
     name = ctypes.util.find_library("c")
     try:
-        return ctypes.CDLL(name).malloc_trim if name else None
+        return getattr(ctypes.CDLL(name), function) if name else None
     except (OSError, AttributeError):
         return None
 
 
-_malloc_trim = _trimmer()
+_malloc_trim = _libc("malloc_trim")
+_mallopt = _libc("mallopt")
+_M_MMAP_THRESHOLD = -3
+# Allocations from this size on are mapped on their own and unmapped when freed (the chunk
+# search's tables and ring, the fleet's plans): back to the system at once, whichever thread
+# freed them. Smaller ones stay in the arenas (mapping a few hundred kB for every temporary
+# costs page faults on each call: window.py).
+MMAP_FROM_BYTES = 4 * 2 ** 20
+
+
+def map_large_allocations() -> None:
+    """Fix glibc's mmap threshold at MMAP_FROM_BYTES for this process. Left to itself, glibc
+    raises it after each large block freed (up to 32 MiB), so the next ones land in a thread's
+    arena and stay resident after they are freed: a worker that ran large searches kept
+    240-410 MiB when idle (issue 23)."""
+    if _mallopt is not None:
+        _mallopt(_M_MMAP_THRESHOLD, MMAP_FROM_BYTES)
 
 
 def trim() -> None:
-    """Hand the pages freed in every malloc arena back to the system. NumPy's large arrays are
-    mapped and unmapped on their own, but glibc raises its mmap threshold after each (up to 32 MiB),
-    so the next ones of that size land in a thread's arena and stay resident after they are freed:
-    a worker that ran a large search kept 240-410 MiB when idle (issue 23). About 1 ms."""
+    """Hand the pages freed in every malloc arena back to the system: what a request's blocks
+    under MMAP_FROM_BYTES left there."""
     if _malloc_trim is not None:
         _malloc_trim(0)
 
