@@ -19,7 +19,8 @@ from carbon_optimizer.scheduling.budget import MIB, WORK_PER_SECOND, Budget, Cos
 from carbon_optimizer.scheduling import window as windows
 from carbon_optimizer.scheduling.chunks import best_chunks, chunk_grid, search_bytes
 from carbon_optimizer.scheduling.fleet import (
-    EXACT_BYTES_PER_NONZERO, EXACT_COLUMNS, EXACT_NONZEROS, POLISHED, exact_size, schedule_fleet,
+    EXACT_BYTES_PER_NONZERO, EXACT_COLUMNS, EXACT_NONZEROS, LARGE_BATCH, POLISHED, exact_size,
+    schedule_fleet,
 )
 from carbon_optimizer.scheduling.fleet_model import Capacity, FleetJob
 from carbon_optimizer.scheduling.horizon import (
@@ -461,7 +462,7 @@ def _fleet_memory(layout: _Layout) -> int:
     capacity = layout.capacity
     per_zone = sum(any(x is not None for x in limits)
                    for limits in (capacity.zone_concurrent, capacity.zone_power_kw))
-    kept = (1 if len(layout.fleet_jobs) > 40 else POLISHED) + 4  # kept, made, limits, relaxed
+    kept = (1 if len(layout.fleet_jobs) > LARGE_BATCH else POLISHED) + 4  # kept, made, limits, relaxed
     plans = kept * 8 * units * (1 + per_zone * zones)
     priced_rows = zones if per_zone else 1
     prices = 8 * (units + 1) * (2 * priced_rows + 4 * priced_rows + 1)
