@@ -116,6 +116,24 @@ def post_fork(server, worker):
     worker.ready_grace = _ready_grace
 
 
+# A worker still above this resident size after a request is recycled (it finishes the requests it
+# holds, then a fresh one takes its place): requests reserve their memory from a pool of 40 MiB per
+# worker and hand it back (ops/memory.py), so only a leak or fragmentation the trim did not undo
+# gets here. 0 turns it off. DEPLOYMENT.md, "Scaling".
+_max_worker_rss = _int("GUNICORN_MAX_WORKER_RSS_MB", 200) * 2 ** 20
+
+
+def post_request(worker, req, environ, resp):
+    if _max_worker_rss and worker.alive:
+        from carbon_optimizer.ops.memory import rss_bytes
+        resident = rss_bytes()
+        if resident > _max_worker_rss:
+            worker.log.warning("worker %s holds %d MiB after a request, over GUNICORN_MAX_WORKER_RSS_MB "
+                               "(%d): recycling it", worker.pid, resident // 2 ** 20,
+                               _max_worker_rss // 2 ** 20)
+            worker.alive = False
+
+
 def child_exit(server, worker):
     from prometheus_flask_exporter.multiprocess import GunicornInternalPrometheusMetrics
     GunicornInternalPrometheusMetrics.mark_process_dead_on_child_exit(worker.pid)

@@ -1,9 +1,13 @@
 """The most expensive requests the documented limits allow: time and peak memory of each, one
 fresh process per request, in production settings (an API key, the rate limiter on Redis with
-limits too high to bite, the demo provider).
+limits too high to bite, the demo provider). With --at-once N: each of the costliest shapes sent
+N times at once to Gunicorn with the shipped configuration (k8s/configmap.yaml: 3 workers x 4
+threads), each worker's resident memory sampled every 20 ms, and read again once idle.
 
     .venv/bin/python bench/worst_requests.py [--tree DIR]   # DIR: another checkout, for "before"
+    .venv/bin/python bench/worst_requests.py --at-once 20 [--workers 3 --threads 4] [--tree DIR]
 
+A workload answered deadline_exceeded (or a 503) counts as a failure, not a success.
 Figures: BENCHMARKS.md, "Worst requests".
 """
 
@@ -36,7 +40,26 @@ REQUESTS = {
     "capacity batch 40 x 50 zones, PT71H, max_concurrent 1": {
         "workloads": [{"duration": 61, "zones": ZONES, "max_delay": "PT71H"}] * 40,
         "capacity": {"max_concurrent": 1}},
+    # Issue 23, point 1: 157 bytes, 18-40 s and ~4 GB in one worker before.
+    "capacity 1 x 10 zones, 4,001 min, PT5H, max_concurrent 1": {
+        "workloads": [{"duration": 4001, "zones": ZONES[:10], "max_delay": "PT5H", "power_kw": 1}],
+        "capacity": {"max_concurrent": 1}},
+    "capacity 10 x 1 zone, 4,001 min, PT5H, max_concurrent 1": {
+        "workloads": [{"duration": 4001, "zones": ["DE"], "max_delay": "PT5H", "power_kw": 1}] * 10,
+        "capacity": {"max_concurrent": 1}},
+    # Issue 23, point 7: the chunk DP's ring, outside the cap before.
+    "interruptible 3,899 min, min_chunk 1,949, 4 zones, PT1H": {
+        "duration": 3899, "zones": ZONES[:4], "interruptible": True, "min_chunk": 1949,
+        "max_delay": "PT1H"},
+    # About the largest exact chunk search the caps allow (31 MiB: tables, ring, temporaries).
+    "interruptible 1,441 min, min_chunk 60, 4 chunks, 4 zones, PT9H": {
+        "duration": 1441, "zones": ZONES[:4], "interruptible": True, "min_chunk": 60,
+        "max_chunks": 4, "max_delay": "PT9H"},
 }
+AT_ONCE = ["capacity 1 x 10 zones, 4,001 min, PT5H, max_concurrent 1",
+           "interruptible 3,899 min, min_chunk 1,949, 4 zones, PT1H",
+           "interruptible 1,441 min, min_chunk 60, 4 chunks, 4 zones, PT9H",
+           "batch of 500 plain, 50 zones, 30 days"]
 
 CHILD = r"""
 import json, logging, resource, sys, time
@@ -58,6 +81,9 @@ answer = client.post("/api/v1/optimize", json=body, headers={"X-API-Key": "bench
 wall, cpu = time.perf_counter() - started, time.process_time() - cpu
 data = answer.get_json()
 summary = data.get("summary") or (data.get("error") or {}).get("code") or data.get("status")
+late = sum(r.get("code") == "deadline_exceeded" for r in data.get("results", []))
+if late:
+    summary = {**summary, "deadline_exceeded (failures)": late}
 print(json.dumps({"status": answer.status_code, "seconds": round(wall, 2), "cpu": round(cpu, 2),
                   "peak_mib": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024),
                   "answer": summary}))
@@ -75,11 +101,106 @@ def measure(tree: Path, body: dict, timeout: float) -> dict:
     return json.loads(done.stdout.strip().splitlines()[-1])
 
 
+def _outcome(answer) -> str:
+    """ok: every workload scheduled or refused for a reason the client owns (capacity, window);
+    failed: a 503, or any workload answered deadline_exceeded."""
+    if answer is None or isinstance(answer, str):
+        return "error"
+    if answer.status_code == 503:
+        return "busy" if answer.json()["error"]["code"] == "service_unavailable" else "failed"
+    if answer.status_code != 200:
+        return str(answer.status_code)
+    results = answer.json().get("results", [])
+    return "failed" if any(r.get("code") == "deadline_exceeded" for r in results) else "ok"
+
+
+def at_once(tree: Path, count: int, workers: int, threads: int, shapes: list[str]) -> None:
+    import tempfile
+    import threading
+    import time
+    import requests
+    sys.path.insert(0, str(ROOT))
+    from bench.soak import rss_kib
+    from tests.support import GunicornProcess
+    print(f"| request, {count} at once | answers | slowest s | worker idle MiB | worker peak MiB "
+          f"| worker idle after MiB | workers replaced |  ({workers} workers x {threads} threads, "
+          f"tree {tree})")
+    print("|---|---|---|---|---|---|---|")
+    for name in shapes:
+        body = REQUESTS[name]
+        env = {"API_KEYS": "bench-key", "REDIS_URL": "redis://127.0.0.1:6379/14",
+               "CACHE_KEY_PREFIX": "bench-worst:", "RATE_LIMIT_ENABLED": "true",
+               "RATE_LIMIT_DEFAULT": "1000000 per hour", "RATE_LIMIT_OPTIMIZE": "1000000 per minute",
+               "PROMETHEUS_MULTIPROC_DIR": tempfile.mkdtemp(prefix="bench-worst-")}
+        service = GunicornProcess(env, workers=workers, threads=threads)
+        if tree != ROOT:
+            import tests.support as support
+            support.ROOT = tree  # the other checkout's app and gunicorn.conf.py
+        with service:
+            warm = {"workloads": [{"duration": 61, "zones": ["DE", "FR"], "max_delay": "PT3H"}] * 3,
+                    "capacity": {"max_concurrent": 1}}
+            for _ in range(3 * workers):  # every worker imports what a capacity batch needs
+                requests.post(f"{service.url}/api/v1/optimize", json=warm,
+                              headers={"X-API-Key": "bench-key"}, timeout=60)
+            time.sleep(1)
+            pids = service.worker_pids()
+            idle = {pid: rss_kib(pid) for pid in pids}
+            peak = dict(idle)
+            answers: list = []
+            stop = threading.Event()
+
+            def sample():
+                while not stop.is_set():
+                    for pid in service.worker_pids():
+                        peak[pid] = max(peak.get(pid, 0), rss_kib(pid))
+                    stop.wait(0.02)
+
+            def post():
+                started = time.monotonic()
+                try:
+                    answer = requests.post(f"{service.url}/api/v1/optimize", json=body,
+                                           headers={"X-API-Key": "bench-key"}, timeout=120)
+                except requests.RequestException as exc:
+                    answer = type(exc).__name__
+                answers.append((answer, time.monotonic() - started))
+            sampler = threading.Thread(target=sample, daemon=True)
+            sampler.start()
+            posts = [threading.Thread(target=post) for _ in range(count)]
+            for thread in posts:
+                thread.start()
+            for thread in posts:
+                thread.join()
+            time.sleep(2)
+            stop.set()
+            sampler.join()
+            after = {pid: rss_kib(pid) for pid in service.worker_pids()}
+        tally: dict[str, int] = {}
+        for answer, _ in answers:
+            kind = _outcome(answer)
+            tally[kind] = tally.get(kind, 0) + 1
+        replaced = len(set(pids) - set(after))
+
+        def mib(values) -> str:
+            return ", ".join(f"{v / 1024:.0f}" for v in values)
+        print(f"| {name} | {', '.join(f'{v} {k}' for k, v in sorted(tally.items()))} | "
+              f"{max(s for _, s in answers):.1f} | {mib(idle.values())} | {mib(peak.values())} | "
+              f"{mib(after.values())} | {replaced} |", flush=True)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--tree", type=Path, default=ROOT)
     parser.add_argument("--timeout", type=float, default=120)
+    parser.add_argument("--at-once", type=int, default=0)
+    parser.add_argument("--workers", type=int, default=3)
+    parser.add_argument("--threads", type=int, default=4)
+    parser.add_argument("--shapes", default=",".join(str(i) for i in range(len(AT_ONCE))),
+                        help="which of AT_ONCE, by index (an old tree with shape 0 takes 4 GB each)")
     args = parser.parse_args()
+    if args.at_once:
+        at_once(args.tree, args.at_once, args.workers, args.threads,
+                [AT_ONCE[int(i)] for i in args.shapes.split(",")])
+        return
     print(f"| request | status | wall s | CPU s | peak MiB | answer |  (tree: {args.tree})")
     print("|---|---|---|---|---|---|")
     for name, body in REQUESTS.items():

@@ -22,9 +22,9 @@ from carbon_optimizer.data.cloud_regions import RegionTable
 from carbon_optimizer.data.providers.base import Provider
 from carbon_optimizer.data.providers.factory import build_provider
 from carbon_optimizer.errors import CarbonDataError, FailureCode, UpstreamUnavailable
-from carbon_optimizer.ops import metrics
+from carbon_optimizer.ops import memory, metrics
 from carbon_optimizer.scheduling import planner
-from carbon_optimizer.scheduling.budget import Budget
+from carbon_optimizer.scheduling.budget import DEFAULT_MEMORY, Budget
 from carbon_optimizer.scheduling.horizon import MAX_EXTENSION_SECONDS, extend_series
 from carbon_optimizer.scheduling.model import (
     CapacityLimits, Job, Outcome, Schedule, ZoneFailure, ZoneSeries,
@@ -50,8 +50,11 @@ class CarbonEngine:
                  budget: Callable[[], Budget] = Budget,
                  fetch_pool: Optional[Executor] = None, fetch_seconds: float = 5.0,
                  monotonic: Callable[[], float] = time.monotonic,
-                 regions: Optional[RegionTable] = None, zone_list_ttl: float = 21_600):
+                 regions: Optional[RegionTable] = None, zone_list_ttl: float = 21_600,
+                 memory_pool: Optional[memory.MemoryPool] = None):
         self.provider = provider
+        # One pool per worker process (one engine per app, one app per worker).
+        self._memory = memory_pool or memory.MemoryPool(DEFAULT_MEMORY)
         self.cache = cache
         self.regions = regions if regions is not None else RegionTable()
         self._zone_list_ttl = zone_list_ttl
@@ -335,14 +338,23 @@ class CarbonEngine:
         when nobody waits for the answer any more: solving stops then, as at its deadline."""
         at = to_epoch(now)
         zones = self._zones(jobs, now, extend=capacity is None)
-        budget = self._budget()  # solving time only: fetching data has its own timeouts
-        budget.cancelled = cancelled
-        if capacity is not None:
-            outcomes = planner.plan_batch(jobs, zones, capacity, at, budget)
-        else:
-            outcomes = planner.plan_all(jobs, zones, at, budget)
+        # Refused (TooLarge) before any solving when over the work or memory cap; else its memory
+        # is reserved from this worker's pool (Busy when others hold it for too long).
+        cost = planner.estimate(jobs, zones, self._budget(), capacity)
+        with self._memory.reserve(cost.memory):
+            budget = self._budget()  # solving time only, from here: fetching and waiting excluded
+            budget.cancelled = cancelled
+            if capacity is not None:
+                outcomes = planner.plan_batch(jobs, zones, capacity, at, budget, cost)
+            else:
+                outcomes = planner.plan_all(jobs, zones, at, budget, cost)
+            if cost.memory > self.TRIM_ABOVE_BYTES:  # before the next request has the share
+                memory.trim()
         self._count(outcomes)
         return outcomes
+
+    # After a request estimated to hold more than this, freed memory is handed back at once.
+    TRIM_ABOVE_BYTES = 8 * 2 ** 20
 
     @staticmethod
     def _count(outcomes: Sequence[Outcome]) -> None:

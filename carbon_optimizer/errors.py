@@ -107,6 +107,13 @@ class DeadlineExceeded(SchedulingError):
     code = FailureCode.DEADLINE_EXCEEDED
 
 
+class Busy(CarbonOptimizerError):
+    """The worker cannot take this request's solving just now (its memory is lent to others):
+    the same request may succeed shortly (503, Retry-After)."""
+
+    code = FailureCode.SERVICE_UNAVAILABLE
+
+
 class CarbonDataError(CarbonOptimizerError):
     """No carbon data for a zone. Messages name the zone, never a secret."""
 

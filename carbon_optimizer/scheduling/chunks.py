@@ -28,8 +28,13 @@ from carbon_optimizer.scheduling.budget import Budget
 from carbon_optimizer.scheduling.window import best_window, running_integral
 
 # Beyond this many DP cells (units x used units x chunk counts; 2 bytes each) a search is refused:
-# 16 M cells keep one search within 32 MiB.
+# 16 M cells keep its traceback tables within 32 MiB.
 MAX_DP_CELLS = 16_000_000
+# ... and beyond this much working memory in all (dp_bytes: the tables, the ring of the last
+# min_chunk rows, a step's temporaries): a long min_chunk makes the ring the larger part (a 3,899-
+# minute run in 1,949-minute chunks held 93 MB, 61 of them ring). Within the request's memory cap
+# (budget.DEFAULT_MEMORY), with room for the rest of the request.
+MAX_DP_BYTES = 32 * 2 ** 20
 MINUTE = 60
 
 
@@ -115,6 +120,20 @@ def _search(grid: Grid, duration: int, min_chunk: int, max_chunks: Optional[int]
     return need, run, False, dp_cells(grid.count, need, run, max_chunks)
 
 
+def _fits(grid: Grid, duration: int, min_chunk: int, max_chunks: Optional[int]) -> bool:
+    need, run, _, cells = _search(grid, duration, min_chunk, max_chunks)
+    return cells <= MAX_DP_CELLS and (cells == 0 or dp_bytes(grid.count, need, run, max_chunks)
+                                      <= MAX_DP_BYTES)
+
+
+def search_bytes(grid: Grid, duration: int, min_chunk: int, max_chunks: Optional[int]) -> int:
+    """Working memory of the chunk search on `grid` (the DP, or the sort), bytes at its peak."""
+    need, run, _, cells = _search(grid, duration, min_chunk, max_chunks)
+    # unit_costs' edges and integrals, the costs, prefix sums, argsort and mask: ~6 arrays a unit.
+    per_unit = 56 * (grid.count + 1)
+    return per_unit if cells == 0 else per_unit + dp_bytes(grid.count, need, run, max_chunks)
+
+
 def chunk_grid(boundaries: np.ndarray, duration: int, min_chunk: int, earliest: int,
                deadline: int, max_chunks: Optional[int]) -> Optional[tuple[Grid, bool, int]]:
     """The grid the chunk search runs on, whether it is exact, and its DP cells (0: a sort).
@@ -126,15 +145,17 @@ def chunk_grid(boundaries: np.ndarray, duration: int, min_chunk: int, earliest: 
     exact = minute_grid(boundaries, duration, min_chunk, earliest, deadline)
     if exact is None:
         return None
-    cells = _search(exact, duration, min_chunk, max_chunks)[3]
-    if cells <= MAX_DP_CELLS:
-        return exact, True, cells
+    if _fits(exact, duration, min_chunk, max_chunks):
+        return exact, True, _search(exact, duration, min_chunk, max_chunks)[3]
     coarse = series_grid(boundaries, duration, min_chunk, earliest, deadline)
-    cells = _search(coarse, duration, min_chunk, max_chunks)[3]
-    if cells <= MAX_DP_CELLS:
-        return coarse, False, cells
-    raise TooLarge("too many units for an exact interruptible search; use a longer min_chunk, "
-                   "fewer max_chunks or a shorter window")
+    if _fits(coarse, duration, min_chunk, max_chunks):
+        return coarse, False, _search(coarse, duration, min_chunk, max_chunks)[3]
+    raise TooLarge(_TOO_LARGE)
+
+
+_TOO_LARGE = ("too many units for an exact interruptible search; use a longer min_chunk, fewer "
+              "max_chunks or a shorter window (a min_chunk near half the duration costs most "
+              "memory: max_chunks 1 is the contiguous search)")
 
 
 def unit_costs(boundaries: np.ndarray, values: np.ndarray, grid: Grid) -> np.ndarray:
@@ -168,9 +189,18 @@ def cheapest_units(costs: np.ndarray, need: int, min_run: int, max_runs: Optiona
 
 
 def dp_cells(total: int, need: int, min_run: int, max_runs: Optional[int]) -> int:
-    """Cells of the exact search's traceback tables: what it costs in memory (2 bytes a cell)."""
+    """Cells of the exact search's traceback tables (2 bytes a cell)."""
     k_size = min(max_runs, need // max(1, min_run)) + 1 if max_runs is not None else 1
     return (total + 1) * k_size * (need + 1)
+
+
+def dp_bytes(total: int, need: int, min_run: int, max_runs: Optional[int]) -> int:
+    """All of _dp's working memory, bytes at its peak: the two boolean traceback tables, the ring
+    of min_run + 1 float rows, about ten row-sized float temporaries a step, and the prefix sums
+    and mask over the units."""
+    k_size = min(max_runs, need // max(1, min_run)) + 1 if max_runs is not None else 1
+    row = k_size * (need + 1)
+    return 2 * (total + 1) * row + 8 * (max(1, min_run) + 1) * row + 80 * row + 24 * (total + 1)
 
 
 def _dp(costs: np.ndarray, need: int, m: int, max_runs: Optional[int],
@@ -180,9 +210,9 @@ def _dp(costs: np.ndarray, need: int, m: int, max_runs: Optional[int],
     k_size = min(max_runs, need // m) + 1 if limited else 1
     if k_size < 1 + limited or m > need:
         return None
-    if dp_cells(total, need, m, max_runs) > MAX_DP_CELLS:
-        raise TooLarge("too many units for an exact interruptible search; use a longer min_chunk, "
-                       "fewer max_chunks or a shorter window")
+    if dp_cells(total, need, m, max_runs) > MAX_DP_CELLS or \
+            dp_bytes(total, need, m, max_runs) > MAX_DP_BYTES:
+        raise TooLarge(_TOO_LARGE)
     inf = np.inf
     prefix = np.concatenate(([0.0], np.cumsum(costs)))
     # Costs of "idle after unit t" are read back at most m units, so m + 1 rows are kept (a ring);

@@ -19,7 +19,7 @@ The heuristic:
 
 from __future__ import annotations
 
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from typing import Optional, Sequence
 
 import numpy as np
@@ -34,6 +34,11 @@ MAX_PASSES = 8
 # (Measured: tiny batches solve in milliseconds; at 1,500 binaries HiGHS needs seconds to improve on
 # the heuristic by under 1%, so the limit keeps a request's worst case near one second.)
 EXACT_COLUMNS = 3_000
+# ... and at most this many nonzeros: one per (binary, unit it covers) in each limit, so a 4,001-
+# minute job over 10 zones with 300 starts made 36 M of them (4 GB, 18-40 s to build) within 3,000
+# columns. HiGHS holds about EXACT_BYTES_PER_NONZERO bytes a nonzero at its peak (measured).
+EXACT_NONZEROS = 150_000
+EXACT_BYTES_PER_NONZERO = 140
 EXACT_SECONDS = 1.0
 # Shuffled greedy restarts for small batches: about this many job placements squared in all.
 RESTART_BUDGET = 12_000
@@ -44,30 +49,47 @@ LARGE_BATCH = 40
 
 
 class _Usage:
-    """Running occupancy per zone and unit, and the test of whether a job fits."""
+    """Running occupancy per zone and unit, and the test of whether a job fits. The per-zone
+    tables (zones x units each) are kept only when some zone has that limit (`track`, to price
+    them, for a relaxed plan): without them a plan costs one row, and a batch over 50 zones on a
+    one-minute grid does not hold 50 rows per plan it keeps."""
 
-    def __init__(self, zones: int, units: int, capacity: Capacity):
-        self.count = np.zeros((zones, units), dtype=np.int64)
-        self.total = np.zeros(units, dtype=np.int64)
-        self.power = np.zeros((zones, units), dtype=np.float64)
-        self.capacity = capacity
+    def __init__(self, zones: int, units: int, capacity: Capacity,
+                 track: Optional[Capacity] = None):
         per_zone = capacity.zone_concurrent or [None] * zones
         self.zone_cap = np.array([np.iinfo(np.int64).max if c is None else c for c in per_zone])
         watts = capacity.zone_power_kw or [None] * zones
         self.power_cap = np.array([np.inf if p is None else p for p in watts], dtype=np.float64)
         self.global_cap = (np.iinfo(np.int64).max if capacity.max_concurrent is None
                            else capacity.max_concurrent)
+        track = track or capacity
+        self.count = (np.zeros((zones, units), dtype=np.int64)
+                      if _any_limit(track.zone_concurrent) else None)
+        self.total = np.zeros(units, dtype=np.int64)
+        self.power = (np.zeros((zones, units), dtype=np.float64)
+                      if _any_limit(track.zone_power_kw) else None)
+        self.capacity = capacity
 
     def blocked(self, zone: int, power: float) -> np.ndarray:
         """Units where one more job of `power` kW would break a limit in `zone`."""
-        return ((self.count[zone] >= self.zone_cap[zone]) | (self.total >= self.global_cap)
-                | (self.power[zone] + power > self.power_cap[zone] + 1e-9))
+        blocked = self.total >= self.global_cap
+        if self.count is not None:
+            blocked |= self.count[zone] >= self.zone_cap[zone]
+        if self.power is not None:
+            blocked |= self.power[zone] + power > self.power_cap[zone] + 1e-9
+        return blocked
 
     def apply(self, job: FleetJob, place: Placement, sign: int) -> None:
         span = slice(place.start, place.start + job.length)
-        self.count[place.zone, span] += sign
+        if self.count is not None:
+            self.count[place.zone, span] += sign
         self.total[span] += sign
-        self.power[place.zone, span] += sign * (job.power_kw or 0.0)
+        if self.power is not None:
+            self.power[place.zone, span] += sign * (job.power_kw or 0.0)
+
+
+def _any_limit(limits: Optional[Sequence[Optional[float]]]) -> bool:
+    return limits is not None and any(x is not None for x in limits)
 
 
 def _window_costs(prefix: np.ndarray, job: FleetJob, zone: int) -> np.ndarray:
@@ -241,37 +263,44 @@ def _job_prices(prices, job: FleetJob) -> np.ndarray:
     """Running prefix of this job's price per unit and zone, in its own intensity units."""
     zone_price, global_price, power_price = prices
     per_unit = zone_price + global_price[None, :] + (job.power_kw or 0.0) * power_price
-    return np.concatenate((np.zeros((per_unit.shape[0], 1)), np.cumsum(per_unit, axis=1)),
-                          axis=1) / job.weight
+    prefix = np.concatenate((np.zeros((per_unit.shape[0], 1)), np.cumsum(per_unit, axis=1)),
+                            axis=1) / job.weight
+    # One row when no zone is priced apart: every zone reads it (a view, not a copy per zone).
+    return prefix if len(prefix) > 1 else np.broadcast_to(prefix, (max(job.zones) + 1, prefix.shape[1]))
 
 
-def _starts(jobs, prefix, zones, units, capacity, heavy, tight, candidates, expired=None):
+def _starts(jobs, prefix, zones, units, capacity, heavy, tight, candidates, expired=None,
+            facts=None):
     """Starting plans for the local search: two greedy orders, then greedy runs steered by
     Lagrangian prices on the capacity limits (subgradient steps on the relaxed limits). The first
-    is always made; the others stop at the deadline (`expired`)."""
+    is always made; the others stop at the deadline (`expired`). `facts["bound"]`: the emissions
+    with no limit, once computed (a lower bound)."""
     plan = _greedy(heavy, jobs, prefix, zones, units, capacity)
     yield plan
     try:
         yield from _more_starts(jobs, prefix, zones, units, capacity, heavy, tight, candidates,
-                                plan, expired)
+                                plan, expired, {} if facts is None else facts)
     except _OutOfTime:
         return
 
 
-def _more_starts(jobs, prefix, zones, units, capacity, heavy, tight, candidates, plan, expired):
-    bound = _unconstrained(jobs, prefix, zones, units, candidates, expired)
+def _more_starts(jobs, prefix, zones, units, capacity, heavy, tight, candidates, plan, expired,
+                 facts):
+    bound = facts["bound"] = _unconstrained(jobs, prefix, zones, units, candidates, expired)
     if (all(plan[0][i] is not None for i in candidates)
             and _emissions(jobs, plan[0], prefix) <= bound * (1 + 1e-12)):
         return  # no limit binds: the greedy plan is optimal
     yield _greedy(tight, jobs, prefix, zones, units, capacity, expired=expired)
     caps = _Usage(zones, units, capacity)
-    zone_price = np.zeros((zones, units))
+    # A price per zone only where some zone has that limit; else one row (always 0) serves all.
+    zone_price = np.zeros((zones if _any_limit(capacity.zone_concurrent) else 1, units))
     global_price = np.zeros(units)
-    power_price = np.zeros((zones, units))
+    power_price = np.zeros((zones if _any_limit(capacity.zone_power_kw) else 1, units))
     scale = float(np.mean(prefix[:, -1]) / units) or 1.0
     rounds = int(np.clip(2000 // max(1, len(candidates)), 2, 8))
     for r in range(rounds):
-        usage = _Usage(zones, units, Capacity())  # relaxed: every job at its priced optimum
+        # Relaxed: every job at its priced optimum (the limited tables counted, to price them).
+        usage = _Usage(zones, units, Capacity(), track=capacity)
         for i in candidates:
             _stop_if(expired)
             found = _best_place(jobs[i], usage, prefix, _job_prices(
@@ -279,13 +308,15 @@ def _more_starts(jobs, prefix, zones, units, capacity, heavy, tight, candidates,
             usage.apply(jobs[i], found[1], +1)
         step = scale * 2 / (r + 2)
         limited = caps.zone_cap < np.iinfo(np.int64).max
-        zone_price = np.maximum(0, zone_price + step * np.where(
-            limited[:, None], usage.count - np.where(limited, caps.zone_cap, 0)[:, None], 0))
+        if usage.count is not None:  # else no zone is limited: its price stays 0
+            zone_price = np.maximum(0, zone_price + step * np.where(
+                limited[:, None], usage.count - np.where(limited, caps.zone_cap, 0)[:, None], 0))
         if capacity.max_concurrent is not None:
             global_price = np.maximum(0, global_price + step * (usage.total - caps.global_cap))
-        power_price = np.maximum(0, power_price + step / max(1.0, _mean_power(jobs)) * np.where(
-            np.isfinite(caps.power_cap[:, None]), usage.power - np.where(
-                np.isfinite(caps.power_cap), caps.power_cap, 0)[:, None], 0))
+        if usage.power is not None:
+            power_price = np.maximum(0, power_price + step / max(1.0, _mean_power(jobs)) * np.where(
+                np.isfinite(caps.power_cap[:, None]), usage.power - np.where(
+                    np.isfinite(caps.power_cap), caps.power_cap, 0)[:, None], 0))
         yield _greedy((heavy, tight)[r % 2], jobs, prefix, zones, units, capacity,
                       (zone_price, global_price, power_price), expired)
     # Small batches: shuffled orders too (seeded: the same batch always gets the same plan).
@@ -344,33 +375,75 @@ def schedule_fleet(intensity: np.ndarray, jobs: Sequence[FleetJob],
     # Anytime: the first greedy plan is always made; more starting plans, local search and the
     # exact solver run while the request's budget lasts, each leaving a valid plan behind.
     expired = budget.expired if budget is not None else (lambda: False)
-    plans = []
-    for plan in _starts(jobs, prefix, zones, units, capacity, heavy, tight, candidates, expired):
-        plans.append(plan)
+    large = len(candidates) > LARGE_BATCH
+    kept = 1 if large else POLISHED
+    plans: list = []  # (key, order made, plan): only the `kept` best are held, not every start
+    facts: dict = {}
+    for made, plan in enumerate(_starts(jobs, prefix, zones, units, capacity, heavy, tight,
+                                        candidates, expired, facts)):
+        plans.append((key(plan), made, plan))
+        if len(plans) > kept:
+            plans.sort(key=lambda one: one[:2])  # ties: the plan made first, as a stable sort
+            del plans[kept:]
         if expired():
             break
-    plans.sort(key=key)
+    plans.sort(key=lambda one: one[:2])
     best = None
-    large = len(candidates) > LARGE_BATCH
-    for placements, usage in plans[:1 if large else POLISHED]:
+    for _, _, (placements, usage) in plans:
         if best is not None and expired():
             break
         _improve(jobs, placements, usage, prefix, heavy, large, expired)
         if best is None or key((placements,)) < key((best,)):
             best = placements
     placements = best
-    if 0 < sum(len(jobs[i].zones) * (jobs[i].latest - jobs[i].earliest + 1) for i in candidates) \
-            <= EXACT_COLUMNS:
-        # Imported here: SciPy takes 0.4 s to import, and only capacity batches need it.
-        from carbon_optimizer.scheduling import fleet_exact
+    bound = facts.get("bound")  # placed all, at the unconstrained optimum: nothing beats it
+    optimal = not candidates or (bound is not None and all(placements[i] is not None for i in candidates)
+                                 and _emissions(jobs, placements, prefix) <= bound * (1 + 1e-12))
+    why = None
+    size = exact_size(jobs, candidates, capacity, zones)
+    if optimal:
+        pass
+    elif size.columns > EXACT_COLUMNS or size.nonzeros > EXACT_NONZEROS:
+        why = (f"the exact model would have {size.columns:,} columns and {size.nonzeros:,} "
+               f"nonzeros, more than {EXACT_COLUMNS:,} and {EXACT_NONZEROS:,}: fewer workloads, "
+               "zones, shorter windows or durations make it fit")
+    else:
         seconds = EXACT_SECONDS if budget is None else min(EXACT_SECONDS, budget.remaining())
-        found = fleet_exact.solve(prefix, jobs, candidates, capacity, seconds) if seconds > 0.05 else None
-        exact = None if found is None else [None if p is None else Placement(*p) for p in found]
-        if exact is not None and _feasible(jobs, exact, zones, units, capacity) \
-                and key((exact,)) < key((placements,)):
-            placements = exact
+        found = None
+        if seconds > 0.05:
+            # Imported here: SciPy takes 0.4 s to import, and only capacity batches need it.
+            from carbon_optimizer.scheduling import fleet_exact
+            found = fleet_exact.solve(prefix, jobs, candidates, capacity, seconds, expired)
+        if found is None or found[1] is False:
+            why = "the exact solver did not prove a plan optimal within the request's time"
+        exact = None if found is None else [None if p is None else Placement(*p) for p in found[0]]
+        if exact is not None and _feasible(jobs, exact, zones, units, capacity):
+            if key((exact,)) < key((placements,)):
+                placements = exact
+            optimal = found[1]  # HiGHS proved its plan optimal; the one kept is no worse
     for i in candidates:
         if placements[i] is None:
             reasons[i] = FailureCode.CAPACITY_EXCEEDED
     return FleetPlan(placements=placements, reasons=reasons,
-                     emissions=_emissions(jobs, placements, prefix))
+                     emissions=_emissions(jobs, placements, prefix), proven_optimal=bool(optimal),
+                     not_proven=None if optimal else why)
+
+
+@dataclass(frozen=True)
+class ExactSize:
+    columns: int     # (job, zone, start) binaries
+    nonzeros: int    # of the constraint matrix: one per (column, covered unit) per limit family
+
+
+def exact_size(jobs: Sequence[FleetJob], candidates: Sequence[int], capacity: Capacity,
+               zones: int) -> ExactSize:
+    """The size of fleet_exact's model for these jobs, counted before it is built."""
+    columns = covered = 0
+    for i in candidates:
+        job = jobs[i]
+        n = len(job.zones) * max(0, job.latest - job.earliest + 1)
+        columns += n
+        covered += n * job.length
+    families = ((capacity.max_concurrent is not None) + _any_limit(capacity.zone_concurrent)
+                + _any_limit(capacity.zone_power_kw))
+    return ExactSize(columns=columns, nonzeros=columns + len(candidates) + families * covered)

@@ -5,13 +5,15 @@ One binary per (job, zone, start) says "this job runs in this zone from this uni
 every limit. The cost is each run's grams, and a leaving-out penalty larger than every run's grams
 together, so the optimum places as many jobs as possible, then emits the least.
 
-Only for batches small enough to solve within a time limit (fleet.schedule_fleet decides); bigger
-ones keep the heuristic plan.
+Only for batches small enough to solve within a time limit and memory (fleet.schedule_fleet decides
+from fleet.exact_size, counted before anything is built); bigger ones keep the heuristic plan. A
+per-zone limit's rows exist only for the zones that have one, and the request's deadline is checked
+between the steps that build the model.
 """
 
 from __future__ import annotations
 
-from typing import Optional, Sequence
+from typing import Callable, Optional, Sequence
 
 import numpy as np
 from scipy.optimize import Bounds, LinearConstraint, milp
@@ -21,9 +23,12 @@ from carbon_optimizer.scheduling.fleet_model import Capacity, FleetJob
 
 
 def solve(prefix: np.ndarray, jobs: Sequence[FleetJob], candidates: Sequence[int],
-          capacity: Capacity, time_limit: float) -> Optional[list[Optional[tuple[int, int]]]]:
-    """(zone, start) for each of `jobs` (None for those left out, and for non-candidates), or None
-    when HiGHS found no solution in time. `prefix`: running sum of intensity, zones x (units + 1)."""
+          capacity: Capacity, time_limit: float, expired: Callable[[], bool] = lambda: False
+          ) -> Optional[tuple[list[Optional[tuple[int, int]]], bool]]:
+    """(zone, start) for each of `jobs` (None for those left out, and for non-candidates), and
+    whether HiGHS proved that plan optimal; None when it found no solution in time, or the
+    deadline (`expired`) passed while the model was built. `prefix`: running sum of intensity,
+    zones x (units + 1)."""
     units = prefix.shape[1] - 1
     job_of, zone_of, start_of = [], [], []
     for i in candidates:
@@ -34,7 +39,7 @@ def solve(prefix: np.ndarray, jobs: Sequence[FleetJob], candidates: Sequence[int
             zone_of.append(np.full(len(starts), zone))
             start_of.append(starts)
     if not job_of:
-        return [None] * len(jobs)
+        return [None] * len(jobs), True
     job_of, zone_of, start_of = (np.concatenate(a) for a in (job_of, zone_of, start_of))
     length = np.array([j.length for j in jobs])[job_of]
     weight = np.array([j.weight for j in jobs])[job_of]
@@ -55,6 +60,8 @@ def solve(prefix: np.ndarray, jobs: Sequence[FleetJob], candidates: Sequence[int
     upper.append(np.ones(slots))
     next_row = slots
 
+    if expired():
+        return None
     # Every unit each run covers, as (run, unit) pairs.
     covered_run = np.repeat(np.arange(runs), length)
     offsets = np.arange(len(covered_run)) - np.repeat(np.cumsum(length) - length, length)
@@ -72,15 +79,32 @@ def solve(prefix: np.ndarray, jobs: Sequence[FleetJob], candidates: Sequence[int
     if capacity.max_concurrent is not None:
         limit(covered_unit, np.ones(len(covered_run)), np.full(units, float(capacity.max_concurrent)))
     covered_zone = zone_of[covered_run]
-    for caps, coefficient in ((capacity.zone_concurrent, np.ones(len(covered_run))),
-                              (capacity.zone_power_kw, power[covered_run])):
-        if caps is None:
-            continue
-        bounds = np.repeat([np.inf if c is None else float(c) for c in caps], units)
-        limit(covered_zone * units + covered_unit, coefficient, bounds)
+    for caps in (capacity.zone_concurrent, capacity.zone_power_kw):
+        if expired():
+            return None
+        if caps is None or all(c is None for c in caps):
+            continue  # no zone has this limit: its rows would bind nothing
+        # Rows for the zones limited only, and nonzeros for the runs in them.
+        limited = np.array([c is not None for c in caps])
+        row_of_zone = np.cumsum(limited) - 1
+        inside = limited[covered_zone]
+        coefficient = (np.ones(int(inside.sum())) if caps is capacity.zone_concurrent
+                       else power[covered_run[inside]])
+        bounds = np.repeat([float(c) for c in caps if c is not None], units)
+        rows.append(next_row + row_of_zone[covered_zone[inside]] * units + covered_unit[inside])
+        cols.append(covered_run[inside])
+        values.append(coefficient)
+        lower.append(np.full(len(bounds), -np.inf))
+        upper.append(bounds)
+        next_row += len(bounds)
 
+    if expired():
+        return None
     matrix = coo_matrix((np.concatenate(values), (np.concatenate(rows), np.concatenate(cols))),
                         shape=(next_row, runs + slots)).tocsr()
+    del rows, cols, values, covered_run, covered_unit, covered_zone  # HiGHS copies the matrix
+    if expired():
+        return None
     answer = milp(cost, constraints=LinearConstraint(matrix, np.concatenate(lower), np.concatenate(upper)),
                   integrality=np.ones(runs + slots), bounds=Bounds(0, 1),
                   options={"time_limit": time_limit, "disp": False})
@@ -90,4 +114,4 @@ def solve(prefix: np.ndarray, jobs: Sequence[FleetJob], candidates: Sequence[int
     placements: list[Optional[tuple[int, int]]] = [None] * len(jobs)
     for run in chosen:
         placements[int(job_of[run])] = (int(zone_of[run]), int(start_of[run]))
-    return placements
+    return placements, answer.status == 0  # 0: optimal; 1: stopped at the time limit

@@ -41,6 +41,10 @@ class FleetPlan:
     placements: list[Optional[Placement]]
     reasons: list[Optional[FailureCode]]  # why each job left out was left out
     emissions: float  # sum of weight x intensity x units over placed jobs
+    # Whether no plan places more jobs, or as many for fewer grams (HiGHS proved it, or every job
+    # sits at its best start as if there were no limits); else why not (`not_proven`).
+    proven_optimal: bool = False
+    not_proven: Optional[str] = None
 
     @property
     def placed(self) -> int:

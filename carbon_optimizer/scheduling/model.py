@@ -159,3 +159,17 @@ class Unschedulable:
 
 Outcome = Union[Schedule, Unschedulable]
 
+
+@dataclass(frozen=True)
+class CapacityPlan:
+    """How a batch under capacity was placed: whether the plan is proven optimal (no plan places
+    more workloads, or as many for fewer grams), and if not, why (the exact model was too large,
+    or its solver ran out of time: the heuristic plan was kept)."""
+    proven_optimal: bool
+    not_proven: Optional[str] = None
+
+
+class Outcomes(list):
+    """A batch's outcomes in order, and `capacity_plan` when it was placed under capacity."""
+    capacity_plan: Optional[CapacityPlan] = None
+

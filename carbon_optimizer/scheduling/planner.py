@@ -15,17 +15,20 @@ from typing import Optional, Sequence
 import numpy as np
 
 from carbon_optimizer.errors import DeadlineExceeded, FailureCode, TooLarge
-from carbon_optimizer.scheduling.budget import WORK_PER_SECOND, Budget
+from carbon_optimizer.scheduling.budget import MIB, WORK_PER_SECOND, Budget, Cost, RequestCost
 from carbon_optimizer.scheduling import window as windows
-from carbon_optimizer.scheduling.chunks import best_chunks, chunk_grid
-from carbon_optimizer.scheduling.fleet import schedule_fleet
+from carbon_optimizer.scheduling.chunks import best_chunks, chunk_grid, search_bytes
+from carbon_optimizer.scheduling.fleet import (
+    EXACT_BYTES_PER_NONZERO, EXACT_COLUMNS, EXACT_NONZEROS, LARGE_BATCH, POLISHED, exact_size,
+    schedule_fleet,
+)
 from carbon_optimizer.scheduling.fleet_model import Capacity, FleetJob
 from carbon_optimizer.scheduling.horizon import (
     MIN_REPLAN_SECONDS, ask_again_at, estimated_span, replan_at, window_error,
 )
 from carbon_optimizer.scheduling.model import (
-    Baseline, CapacityLimits, Coverage, Job, Outcome, Schedule, Unschedulable, ZoneFailure,
-    ZoneSeries, Zones,
+    Baseline, CapacityLimits, CapacityPlan, Coverage, Job, Outcome, Outcomes, Schedule,
+    Unschedulable, ZoneFailure, ZoneSeries, Zones,
 )
 from carbon_optimizer.scheduling.window_batch import best_across, best_windows, on_grid
 from carbon_optimizer.timeseries import ForecastSeries, from_epoch, rfc3339
@@ -53,16 +56,39 @@ def _no_data(job: Job, failures: tuple[ZoneFailure, ...]) -> Unschedulable:
 
 
 # -- what a request costs ---------------------------------------------------------------------------
-# In budget work units (about 10 ns each here; measured by bench/worst_requests.py): a window
+# Work in budget units (about 10 ns each here; measured by bench/worst_requests.py): a window
 # search over n points about 2,500 + 5 n; a chunk search 5,000 + 5 n for its contiguous fallback,
 # plus 1,000 a unit (the DP's Python loop) and 2 a cell for an exact search, or 4,000 + 40 a unit
-# for a sort; the fleet's first plan 10 per (job, zone, start); the fleet's later passes take only
-# what the deadline leaves.
+# for a sort; the fleet's first plan 10 per (job, zone, start); the fleet's later passes and its
+# exact model take only what the deadline leaves (an anytime search: it may use all of it).
+# Memory in bytes at the request's peak, everything it holds counted (tests/
+# test_worst_request_search.py checks the estimate against tracemalloc and RSS): the request, its
+# jobs and answers (_EDGE_*), its zones' series, and the costliest step of the solving (steps run
+# one after another and free what they held; chunks.search_bytes, window searches, a batched pass,
+# the fleet's plans and its exact model).
+# Measured peaks (tracemalloc): a 1-workload request 0.1 MiB; 500 workloads of 1 zone 3.7 MiB; of
+# 50 zones 7.5 MiB. The figures below are about 1.4 times those (the search's finds: at most 0.8 of
+# the estimate), not more: the estimate is what a request reserves from its worker's pool.
+_EDGE_BYTES = 2 ** 20              # the app's own per-request objects, a 1-workload body and answer
+_EDGE_PER_WORKLOAD = 10_000        # its model, job, outcome and answer objects, its text both ways
+_EDGE_PER_LOCATION = 200           # a zone named by a workload: its string, resolution, provenance
+_SERIES_POINT_BYTES = 120          # a zone's series: values, boundaries, integral, estimates, history
+_WINDOW_POINT_BYTES = 64           # one window search's temporaries, per point of its series
+_PASS_CANDIDATE_BYTES = 110        # one batched pass's arrays, per candidate start
+# Work at the edges (parsing, answers): not the solver's, so not refused on, but counted.
+_EDGE_WORK = 100_000
+_EDGE_WORK_PER_WORKLOAD = 15_000
+_EDGE_WORK_PER_LOCATION = 300
+_SERIES_WORK = 30_000              # a zone's forecast, from a cache or the demo
+_EXTENSION_WORK = 300_000          # estimates past it, from its history (measured ~2 ms a zone)
 
 
-def _cost(job: Job, zone: ZoneSeries) -> int:
+def _cost(job: Job, zone: ZoneSeries) -> Cost:
     series = zone.searched(job)
+    points = len(series.values)
+    window = Cost(2_500 + 5 * points, _WINDOW_POINT_BYTES * points)
     if job.interruptible:
+        contiguous = Cost(5_000 + 5 * points, _WINDOW_POINT_BYTES * points)
         min_chunk = -(-(job.min_chunk or min(series.step_seconds, job.duration)) // 60) * 60
         if job.max_chunks != 1 and 2 * min_chunk <= job.duration:
             # The grid best_chunks will search (raises TooLarge as it would): one-minute units
@@ -71,37 +97,88 @@ def _cost(job: Job, zone: ZoneSeries) -> int:
                                job.latest_end, job.max_chunks)
             if found is not None:
                 grid, _, cells = found
+                memory = search_bytes(grid, job.duration, min_chunk, job.max_chunks)
                 if cells == 0:
-                    return 9_000 + 5 * len(series.values) + 40 * grid.count  # a sort
-                return 5_000 + 5 * len(series.values) + 1_000 * grid.count + 2 * cells
-        return 5_000 + 5 * len(series.values)
-    return 2_500 + 5 * len(series.values)
+                    return Cost(9_000 + 5 * points + 40 * grid.count, memory).then(contiguous)
+                return Cost(5_000 + 5 * points + 1_000 * grid.count + 2 * cells, memory).then(contiguous)
+        return contiguous
+    return window
 
 
-def _check_cost(jobs: Sequence[Job], zones: Zones, budget: Budget) -> None:
-    """Refuse, before any work, a request whose estimated work is over the budget, naming what to
-    change in the workload that costs most."""
-    costs = [sum(_cost(job, zones[z]) for z in job.zones if isinstance(zones[z], ZoneSeries))
+def _edges(jobs: Sequence[Job]) -> Cost:
+    """What parsing the request and writing its answers hold and take, beside the solving."""
+    locations = sum(len(job.zones) for job in jobs)
+    return Cost(_EDGE_WORK + _EDGE_WORK_PER_WORKLOAD * len(jobs) + _EDGE_WORK_PER_LOCATION * locations,
+                _EDGE_BYTES + _EDGE_PER_WORKLOAD * len(jobs) + _EDGE_PER_LOCATION * locations)
+
+
+def _series(jobs: Sequence[Job], zones: Zones) -> Cost:
+    """The zones' series the engine gathered (the work of estimates past a forecast included:
+    done before the planner, counted here)."""
+    seen = {z: zones[z] for job in jobs for z in job.zones if isinstance(zones[z], ZoneSeries)}
+    return Cost(sum(_SERIES_WORK + (0 if one.extended is None else _EXTENSION_WORK)
+                    for one in seen.values()),
+                sum(_SERIES_POINT_BYTES * (len(one.forecast.values) + (
+                    0 if one.extended is None else len(one.extended.values)))
+                    for one in seen.values()))
+
+
+def estimate(jobs: Sequence[Job], zones: Zones, budget: Budget,
+             capacity: Optional[CapacityLimits] = None) -> RequestCost:
+    """What planning these jobs will cost (plan_all, or plan_batch under `capacity`), before any
+    of it is done: its solving work (refused over budget.work) and the request's peak memory
+    (refused over budget.memory). Raises TooLarge naming what to change."""
+    if capacity is not None:
+        return _estimate_fleet(jobs, zones, capacity, budget)
+    costs = [reduce(Cost.then, (_cost(job, zones[z]) for z in job.zones
+                                if isinstance(zones[z], ZoneSeries)), Cost())
              for job in jobs]
-    if sum(costs) <= budget.work:
-        return
-    worst = max(range(len(jobs)), key=costs.__getitem__)
-    job = jobs[worst]
-    knobs = "fewer zones or a shorter window"
-    if job.interruptible:
-        knobs += ", a longer min_chunk or fewer max_chunks"
-    where = f"workloads[{worst}] ({job.id or 'no id'})" if len(jobs) > 1 else "this workload"
-    raise TooLarge(f"this request would need about {sum(costs) / WORK_PER_SECOND:.1f} s of solving, "
-                   f"more than the {budget.seconds:g} s one request may use; {where} costs most: "
-                   f"ask for {knobs}"
-                   + (", or send fewer workloads per request" if len(jobs) > 1 else ""))
+    work = sum(c.work for c in costs)
+    # A batched pass (_search_together) holds its candidates' arrays; the searches one by one,
+    # the largest of them.
+    candidates = min(_PASS_CANDIDATES, sum(_candidates(job, zones) for job in jobs))
+    solving = Cost(work, max([c.memory for c in costs] + [_PASS_CANDIDATE_BYTES * candidates]))
+    edges = _edges(jobs).beside(_series(jobs, zones))
+    total = edges.beside(solving)
+    if work > budget.work or total.memory > budget.memory:
+        worst = max(range(len(jobs)), key=lambda i: (costs[i].work if work > budget.work
+                                                      else costs[i].memory))
+        job = jobs[worst]
+        knobs = "fewer zones or a shorter window"
+        if job.interruptible:
+            knobs += ", a longer min_chunk or fewer max_chunks"
+        where = f"workloads[{worst}] ({job.id or 'no id'})" if len(jobs) > 1 else "this workload"
+        need = (f"about {work / WORK_PER_SECOND:.1f} s of solving, more than the "
+                f"{budget.seconds:g} s one request may use" if work > budget.work else
+                f"about {total.memory / MIB:.0f} MiB of working memory, more than the "
+                f"{budget.memory / MIB:.0f} MiB one request may use")
+        raise TooLarge(f"this request would need {need}; {where} costs most: ask for {knobs}"
+                       + (", or send fewer workloads per request" if len(jobs) > 1 else ""))
+    return RequestCost(work=work, memory=total.memory, edge_work=edges.work)
 
 
-def plan_all(jobs: Sequence[Job], zones: Zones, now: int, budget: Budget) -> list[Outcome]:
+def _candidates(job: Job, zones: Zones) -> int:
+    """Candidate starts of a job in a batched pass (as _search_together counts them), 0 if none."""
+    if job.interruptible or job.duration <= 0 or job.duration % 60:
+        return 0
+    count = 0
+    for z in job.zones:
+        one = zones[z]
+        if isinstance(one, ZoneSeries):
+            series = one.searched(job)
+            count += 2 * min(len(series.values) + 1, (job.latest_start - job.earliest_start
+                                                      + job.duration) // series.step_seconds + 2) + 2
+    return count
+
+
+def plan_all(jobs: Sequence[Job], zones: Zones, now: int, budget: Budget,
+             estimated: Optional[RequestCost] = None) -> list[Outcome]:
     """Each job on its own, within one budget for the request: refused whole (TooLarge) when its
-    estimated work is over the budget; jobs left when the deadline passes are Unschedulable with
+    estimated work or memory is over the budget (`estimated`: estimate()'s answer, when the caller
+    has it already); jobs left when the deadline passes are Unschedulable with
     deadline_exceeded."""
-    _check_cost(jobs, zones, budget)
+    if estimated is None:
+        estimate(jobs, zones, budget)
     searched = _search_together(jobs, zones, budget)
     baselines = _baselines_together(jobs, zones)
     return [plan(job, zones, now, budget, searched.get(i, _NOT_SEARCHED), baselines.get(i, _NOT_SEARCHED))
@@ -111,8 +188,8 @@ def plan_all(jobs: Sequence[Job], zones: Zones, now: int, budget: Budget) -> lis
 _Found = Optional[tuple[str, tuple[tuple[int, int], ...], float]]
 _NOT_SEARCHED = object()
 # Candidate starts searched in one pass: bounds the pass's arrays (some 100 bytes a candidate in
-# all) when a batch is large, and how long it runs between two looks at the deadline.
-_PASS_CANDIDATES = 200_000
+# all: 5 MB) when a batch is large, and how long it runs between two looks at the deadline.
+_PASS_CANDIDATES = 50_000
 # A search with more candidates than this (about two a series step of its window) is done alone:
 # the single search reads long ranges of the prefix sums as slices, which costs less per candidate
 # than gathering them; the batch saves the fixed cost of a call (~15 us), worth ~100 candidates.
@@ -286,26 +363,53 @@ def _plan(job: Job, zones: Zones, now: int, usable: list[str], failures: tuple[Z
 
 
 def plan_batch(jobs: Sequence[Job], zones: Zones, capacity: CapacityLimits, now: int,
-               budget: Optional[Budget] = None) -> list[Outcome]:
+               budget: Optional[Budget] = None,
+               estimated: Optional[RequestCost] = None) -> list[Outcome]:
     """Place a batch jointly under shared capacity (fleet solver) over the providers' forecasts.
+    Refused whole (TooLarge) when its first plan's work or its memory is over the budget
+    (`estimated`: estimate()'s answer, when the caller has it already). The answer is an Outcomes
+    list whose `capacity_plan` says whether the plan is proven optimal.
 
     Chunks are not split under capacity: an interruptible job runs in one piece here.
     """
-    outcomes: list[Optional[Outcome]] = [None] * len(jobs)
+    outcomes: list[Optional[Outcome]] = Outcomes([None] * len(jobs))
+    layout = _layout(jobs, zones, capacity)
+    for i, reason in layout.refused.items():
+        outcomes[i] = reason
+    if budget is not None and estimated is None:
+        _estimate_fleet(jobs, zones, capacity, budget, layout)
+    if layout.live:
+        _place_fleet(jobs, zones, now, layout, outcomes, budget)
+    else:
+        outcomes.capacity_plan = CapacityPlan(proven_optimal=True)
+    return outcomes  # type: ignore[return-value]
+
+
+class _Layout:
+    """A batch under capacity on the fleet's grid: the zones, each job's starts, the grid, and the
+    jobs that cannot be placed whatever the others do (`refused`: index -> Unschedulable)."""
+
+    def __init__(self) -> None:
+        self.refused: dict[int, Unschedulable] = {}
+        self.live: list[int] = []
+        self.names: list[str] = []
+        self.series: list[ForecastSeries] = []
+        self.origin = self.unit = self.units = 0
+        self.fleet_jobs: list[FleetJob] = []
+        self.capacity = Capacity()
+
+
+def _layout(jobs: Sequence[Job], zones: Zones, capacity: CapacityLimits) -> _Layout:
+    layout = _Layout()
     live = []
     for i, job in enumerate(jobs):
         usable, failures = _split(job, zones)
         if usable:
             live.append(i)
         else:
-            outcomes[i] = _no_data(job, failures)
-    if live:
-        _place_fleet(jobs, zones, capacity, now, live, outcomes, budget)
-    return outcomes  # type: ignore[return-value]
-
-
-def _place_fleet(jobs, zones: Zones, capacity: CapacityLimits, now: int, live: list[int],
-                 outcomes: list, budget: Optional[Budget]) -> None:
+            layout.refused[i] = _no_data(job, failures)
+    if not live:
+        return layout
     names = list(dict.fromkeys(z for i in live for z in jobs[i].zones
                                if isinstance(zones[z], ZoneSeries)))
     series = [zones[z].forecast for z in names]
@@ -318,50 +422,100 @@ def _place_fleet(jobs, zones: Zones, capacity: CapacityLimits, now: int, live: l
         found = windows.start_range(covered, jobs[i].duration, jobs[i].earliest_start,
                                     jobs[i].latest_start) if covered[0] < covered[1] else None
         if found is None:
-            outcomes[i] = Unschedulable(jobs[i], FailureCode.WINDOW_NOT_COVERED,
-                                        _not_in_common(jobs[i], covered), _split(jobs[i], zones)[1])
+            layout.refused[i] = Unschedulable(jobs[i], FailureCode.WINDOW_NOT_COVERED,
+                                              _not_in_common(jobs[i], covered),
+                                              _split(jobs[i], zones)[1])
         else:
             starts[i] = found
     live = [i for i in live if i in starts]
     if not live:
-        return
+        return layout
     origin = min(lo for lo, _ in starts.values())
     end = int(covered[1]) // 60 * 60
     unit = _fleet_unit(origin, end, series, [jobs[i].duration for i in live],
                        [b for i in live for b in starts[i]])
-    units = (end - origin) // unit
-    edges = origin + unit * np.arange(units + 1)
-    intensity = np.stack([np.diff(np.interp(edges, s.boundaries(), s.integral())) / unit
-                          for s in series])
-    fleet_jobs = [FleetJob(length=jobs[i].duration // unit,
-                           earliest=(starts[i][0] - origin) // unit,
-                           latest=(starts[i][1] - origin) // unit,
-                           zones=tuple(names.index(z) for z in jobs[i].zones if z in names),
-                           power_kw=jobs[i].power_kw)
-                  for i in live]
-    first_plan = 10 * sum(len(j.zones) * max(0, j.latest - j.earliest + 1) for j in fleet_jobs)
-    if budget is not None and first_plan + 20 * units * len(names) > budget.work:
+    index = {z: k for k, z in enumerate(names)}
+    layout.live, layout.names, layout.series = live, names, series
+    layout.origin, layout.unit, layout.units = origin, unit, (end - origin) // unit
+    layout.fleet_jobs = [FleetJob(length=jobs[i].duration // unit,
+                                  earliest=(starts[i][0] - origin) // unit,
+                                  latest=(starts[i][1] - origin) // unit,
+                                  zones=tuple(index[z] for z in jobs[i].zones if z in index),
+                                  power_kw=jobs[i].power_kw)
+                         for i in live]
+    layout.capacity = Capacity(
+        max_concurrent=capacity.max_concurrent,
+        zone_concurrent=[capacity.max_concurrent_per_zone.get(z) for z in names],
+        zone_power_kw=[capacity.max_power_kw.get(z) for z in names])
+    return layout
+
+
+# The fleet's memory (bytes), by what it holds at once: intensity and prefix sums (zones x units),
+# the plans it keeps (one row of running totals each, and a zones x units table per kind of
+# per-zone limit), the prices of the Lagrangian starts and a job's priced prefix (four
+# temporaries), and the exact model when it is within its size (fleet.exact_size).
+_FLEET_JOB_BYTES = 2_000
+
+
+def _fleet_memory(layout: _Layout) -> int:
+    zones, units = len(layout.names), layout.units
+    capacity = layout.capacity
+    per_zone = sum(any(x is not None for x in limits)
+                   for limits in (capacity.zone_concurrent, capacity.zone_power_kw))
+    kept = (1 if len(layout.fleet_jobs) > LARGE_BATCH else POLISHED) + 4  # kept, made, limits, relaxed
+    plans = kept * 8 * units * (1 + per_zone * zones)
+    priced_rows = zones if per_zone else 1
+    prices = 8 * (units + 1) * (2 * priced_rows + 4 * priced_rows + 1)
+    size = exact_size(layout.fleet_jobs, range(len(layout.fleet_jobs)), capacity, zones)
+    exact = (EXACT_BYTES_PER_NONZERO * size.nonzeros
+             if size.columns <= EXACT_COLUMNS and size.nonzeros <= EXACT_NONZEROS else 0)
+    return (16 * zones * (units + 1) + plans + prices + 64 * units
+            + _FLEET_JOB_BYTES * len(layout.fleet_jobs) + exact)
+
+
+def _estimate_fleet(jobs: Sequence[Job], zones: Zones, capacity: CapacityLimits, budget: Budget,
+                    layout: Optional[_Layout] = None) -> RequestCost:
+    layout = layout or _layout(jobs, zones, capacity)
+    units, names = layout.units, layout.names
+    first_plan = 10 * sum(len(j.zones) * max(0, j.latest - j.earliest + 1) for j in layout.fleet_jobs)
+    work = first_plan + 20 * units * len(names) if layout.live else 0
+    edges = _edges(jobs).beside(_series(jobs, zones))
+    memory = edges.memory + (_fleet_memory(layout) if layout.live else 0)
+    if work > budget.work:
         raise TooLarge(f"placing this batch under capacity would need about "
                        f"{first_plan / WORK_PER_SECOND:.1f} s for a first plan, more than the "
                        f"{budget.seconds:g} s one request may use; send fewer workloads, fewer "
                        "zones or shorter windows")
-    result = schedule_fleet(intensity, fleet_jobs, Capacity(
-        max_concurrent=capacity.max_concurrent,
-        zone_concurrent=[capacity.max_concurrent_per_zone.get(z) for z in names],
-        zone_power_kw=[capacity.max_power_kw.get(z) for z in names]), budget)
+    if memory > budget.memory:
+        raise TooLarge(f"placing this batch under capacity would need about {memory / MIB:.0f} MiB "
+                       f"of working memory, more than the {budget.memory / MIB:.0f} MiB one request "
+                       f"may use ({len(names)} zones x {units:,} steps of {layout.unit // 60} min "
+                       "on the batch's grid): send fewer zones, durations and windows in whole "
+                       "hours (a coarser grid), or fewer workloads")
+    return RequestCost(work=work, memory=memory, edge_work=edges.work, anytime=bool(layout.live))
+
+
+def _place_fleet(jobs, zones: Zones, now: int, layout: _Layout, outcomes: Outcomes,
+                 budget: Optional[Budget]) -> None:
+    origin, unit, units, series = layout.origin, layout.unit, layout.units, layout.series
+    edges = origin + unit * np.arange(units + 1)
+    intensity = np.stack([np.diff(np.interp(edges, s.boundaries(), s.integral())) / unit
+                          for s in series])
+    result = schedule_fleet(intensity, layout.fleet_jobs, layout.capacity, budget)
+    outcomes.capacity_plan = CapacityPlan(result.proven_optimal, result.not_proven)
     messages = {
         FailureCode.WINDOW_NOT_COVERED: "no start inside the allowed window is covered by the "
                                         "forecasts of every zone in the batch",
         FailureCode.CAPACITY_EXCEEDED: "the batch's capacity (concurrency or power) leaves no room "
                                        "for this workload inside its allowed window"}
-    for i, place, reason in zip(live, result.placements, result.reasons):
+    for i, place, reason in zip(layout.live, result.placements, result.reasons):
         job = jobs[i]
         failures = _split(job, zones)[1]
         if place is None:
             code = reason
             outcomes[i] = Unschedulable(job, code, messages[code], failures)
             continue
-        zone = names[place.zone]
+        zone = layout.names[place.zone]
         start = origin + place.start * unit
         one = zones[zone].forecast
         mean = windows.window_mean(one.boundaries(), one.values, start, job.duration, one.integral())

@@ -20,7 +20,7 @@ from pydantic_core import InitErrorDetails, PydanticCustomError
 from carbon_optimizer.data.cloud_regions import CloudRegion
 from carbon_optimizer.errors import FailureCode
 from carbon_optimizer.scheduling.model import (
-    CapacityLimits, Job, Schedule, Unschedulable, ZoneFailure, ZoneSeries,
+    CapacityLimits, Job, Outcomes, Schedule, Unschedulable, ZoneFailure, ZoneSeries,
 )
 from carbon_optimizer.settings import ZONE_KEY_PATTERN
 from carbon_optimizer.timeseries import ForecastSeries, from_epoch, rfc3339, to_epoch
@@ -553,9 +553,20 @@ class BatchSummary(Response):
                     "single answer's saving_grams is null without power_kw (0 would claim no saving)")
 
 
+class CapacityPlanInfo(Response):
+    proven_optimal: bool = Field(
+        description="true: no plan places more workloads, or as many for fewer grams (the exact "
+                    "solver proved it, or every workload runs at its own best start). false: the "
+                    "heuristic plan was kept, valid but perhaps not the best; `note` says why")
+    note: Optional[str] = Field(None, description="why the plan is not proven optimal (present only then)")
+
+
 class BatchResponse(Response):
     results: list[Union[ScheduledWorkload, UnschedulableWorkload]]
     summary: BatchSummary
+    capacity_plan: Optional[CapacityPlanInfo] = Field(
+        None, description="a batch placed under `capacity`: whether its plan is proven optimal "
+                          "(present only then)")
 
     @classmethod
     def of(cls, outcomes: list, now: datetime,
@@ -566,10 +577,16 @@ class BatchResponse(Response):
                    else UnschedulableWorkload.of(o, where) for o, where in zip(outcomes, per_job)]
         scheduled = [r for r in results if isinstance(r, ScheduledWorkload)]
         grams = [r.saving_grams for r in scheduled if r.saving_grams is not None]
+        extra: dict = {}
+        plan = outcomes.capacity_plan if isinstance(outcomes, Outcomes) else None
+        if plan is not None:
+            extra["capacity_plan"] = CapacityPlanInfo(
+                proven_optimal=plan.proven_optimal,
+                **({} if plan.not_proven is None else {"note": plan.not_proven}))
         return cls(results=results, summary=BatchSummary(
             workloads=len(results), scheduled=len(scheduled),
             unschedulable=len(results) - len(scheduled),
-            saving_grams=round(sum(grams), 3) if grams else None))
+            saving_grams=round(sum(grams), 3) if grams else None), **extra)
 
 
 class ForecastPoint(Response):
