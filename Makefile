@@ -21,8 +21,13 @@ run: $(VENV)/.runtime
 	@$(PY) scripts/check_bind.py
 	$(VENV)/bin/gunicorn -c gunicorn.conf.py app:app
 
+# Two processes (pytest-xdist), each test file whole in one, the CI machine's 2 cores: most tests wait
+# on Gunicorn or sockets, so this about halves the suite's time. The schemathesis file runs after,
+# alone: its operations share one node id, which xdist would run only once.
+TEST_WORKERS ?= 2
 test: $(VENV)/.dev
-	$(PY) -m pytest
+	$(PY) -m pytest -n $(TEST_WORKERS) --dist loadfile --ignore=tests/test_fuzz_api.py
+	$(PY) -m pytest tests/test_fuzz_api.py
 
 # The edit loop: in-process tests only (the `slow` ones start Gunicorn or redis-server), first failure stops.
 test-fast: $(VENV)/.dev
