@@ -34,9 +34,15 @@ def electricitymaps_zones() -> dict:
     return json.loads(ZONES_FIXTURE.read_text())
 
 
-def wait_for(condition, seconds: float = 5.0, poll: float = 0.02) -> bool:
+# A bound only a hang reaches: no test asserts speed (a timed assertion is a flaky test; the
+# figures are in bench/ and BENCHMARKS.md), so a wait is bounded only so that a hang fails instead
+# of blocking the suite. A passing test never waits this long; a loaded machine never needs to.
+HANG = 60.0
+
+
+def wait_for(condition, seconds: float = HANG, poll: float = 0.02) -> bool:
     """True as soon as `condition()` is (for work done in the background or by another process),
-    False if it is still not after `seconds`."""
+    False if it is still not after `seconds` (by default only a hang is)."""
     deadline = time.monotonic() + seconds
     while not condition():
         if time.monotonic() > deadline:
@@ -68,8 +74,9 @@ class ElectricityMapsStandIn:
     """A local HTTP server answering /v3/carbon-intensity/{forecast,latest,history} per zone.
 
     `responses[zone]` is (status, body) served for that zone; `delay` slows every answer, so that
-    concurrent requests really overlap; `trickle` (seconds) sends the body a byte at a time, that
-    long apart; `calls` counts requests by (endpoint, zone), `most_in_flight` the most answered at
+    concurrent requests really overlap (a delay of HANG is a hung provider); `trickle` (seconds)
+    sends the body a byte at a time, that long apart; `release()` ends every delay and trickle at
+    once (leaving the `with` block does too, so no hung answer outlives the test); `calls` counts requests by (endpoint, zone), `most_in_flight` the most answered at
     once. /v3/zones answers `zone_list` (the recorded list unless a test replaces it).
     """
 
@@ -85,6 +92,7 @@ class ElectricityMapsStandIn:
         self.most_in_flight = 0
         self._in_flight = 0
         self._lock = threading.Lock()
+        self._released = threading.Event()
         stand_in = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -111,7 +119,7 @@ class ElectricityMapsStandIn:
             def _answer(self, zone: str, endpoint: str) -> None:
                 pause = stand_in.zone_delay.get(zone, stand_in.delay)
                 if pause:
-                    time.sleep(pause)
+                    stand_in._released.wait(pause)
                 if endpoint == "zones":
                     status, body = stand_in.zone_list
                 else:
@@ -132,7 +140,7 @@ class ElectricityMapsStandIn:
                 for byte in payload:
                     self.wfile.write(bytes([byte]))
                     self.wfile.flush()
-                    time.sleep(stand_in.trickle)
+                    stand_in._released.wait(stand_in.trickle)
 
         self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
         self._server.daemon_threads = True
@@ -141,6 +149,14 @@ class ElectricityMapsStandIn:
     @property
     def url(self) -> str:
         return f"http://127.0.0.1:{self._server.server_address[1]}/v3"
+
+    def in_flight(self) -> int:
+        with self._lock:
+            return self._in_flight
+
+    def release(self) -> None:
+        """Answer every delayed request now, and every later one at once."""
+        self._released.set()
 
     def upstream_calls(self, endpoint: str = "forecast", zone: Optional[str] = None) -> int:
         with self._lock:
@@ -151,6 +167,7 @@ class ElectricityMapsStandIn:
         return self
 
     def __exit__(self, *exc) -> None:
+        self.release()
         self._server.shutdown()
         self._server.server_close()
 
@@ -180,7 +197,7 @@ class GunicornProcess:
         self.process = subprocess.Popen(
             [sys.executable, "-m", "gunicorn", "-c", "gunicorn.conf.py", "app:app"],
             cwd=ROOT, env=self.env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
-        deadline = time.monotonic() + 30
+        deadline = time.monotonic() + HANG
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
                 raise RuntimeError(f"gunicorn exited with {self.process.returncode}; see {self.log_path}")
@@ -193,7 +210,7 @@ class GunicornProcess:
                 pass
             time.sleep(0.1)
         self.__exit__()
-        raise RuntimeError("gunicorn did not become healthy in 30 s")
+        raise RuntimeError(f"gunicorn did not become healthy in {HANG:g} s; see {self.log_path}")
 
     def worker_pids(self) -> list[int]:
         out = subprocess.run(["pgrep", "-P", str(self.process.pid)], capture_output=True, text=True)

@@ -20,10 +20,15 @@ from pathlib import Path
 import pytest
 import requests
 
-from tests.support import ROOT, GunicornProcess, free_port
+from tests.support import HANG, ROOT, GunicornProcess, free_port, wait_for
 
 CLIENT = ROOT / "client" / "carbon_optimizer_client.py"
 KEY = "FAKE-cli-test-key"
+# No assertion here is about speed (issue 24): a wait is held only to a bound a loaded machine
+# never reaches and a broken client always would, its fault being far longer (an answer starting
+# in an hour, a Retry-After of an hour), with the client's own words saying which path it took.
+# Below run_client's 30 s timeout, which stops a client that waits for the fault itself.
+MARGIN = 20.0
 # Writes its arguments and the moment it ran to a file, then exits with the code given: the
 # evidence that (and when) the command ran, and with what.
 MARKER_COMMAND = ("import json, sys, time; "
@@ -118,19 +123,28 @@ def test_plan_of_a_window_past_the_forecast_says_estimates_were_used(service):
 # -- wait ---------------------------------------------------------------------------------------
 
 @pytest.mark.slow
-def test_wait_counts_down_then_runs_the_command_and_passes_its_exit_code(service, tmp_path):
+def test_wait_counts_down_then_runs_the_command_and_passes_its_exit_code(real_answer, tmp_path):
+    """The service's answer (re-timed) starts in an hour; --max-wait 4 s: the client asks for a
+    window that ends then, counts down and runs the command then, not in an hour."""
     command, ran = marker(tmp_path, code=7)
-    # The earliest start 2 s ahead and --max-wait 4 s: the answer starts no sooner than 2 s
-    # from now, and the client starts no later than 4 s from now.
     earliest = datetime.now(timezone.utc) + timedelta(seconds=2)
     began = time.time()
-    result = run_client("wait", "--duration", "PT1M", "--zones", "DE", "--earliest-start",
-                        earliest.isoformat(), "--max-wait", "PT4S", "--progress-every", "PT1S",
-                        "--", *command, url=service.url)
+    with ScriptedService([(200, {}, starting_in(real_answer, 3600))]) as stand_in:
+        result = run_client("wait", "--duration", "PT1M", "--zones", "DE", "--earliest-start",
+                            earliest.isoformat(), "--max-wait", "PT4S", "--progress-every", "PT1S",
+                            "--", *command, url=stand_in.url)
+    ended = time.time()
     assert result.returncode == 7, result.stderr
     record = json.loads(ran.read_text())
     assert record["argv"] == ["7", "two words"]  # arguments reach the command untouched
-    assert began + 1.0 <= record["at"] <= began + 4 + 1.5  # waited, within --max-wait
+    # The window asked for ends where --max-wait does (whole seconds, counted from the client's now).
+    sent = stand_in.requests[0]["body"]
+    latest = datetime.fromisoformat(sent["latest_start"].replace("Z", "+00:00")).timestamp()
+    assert int(began) + 4 <= latest <= ended + 4
+    # It waited the 4 s (a lower bound: load only adds to it), then started: the hour's start is
+    # far past MARGIN.
+    assert began + 4 <= record["at"] < began + MARGIN
+    assert "--max-wait reached: starting now" in result.stderr
     assert "the command ran" in result.stdout  # the command's output is its own, on stdout
     assert "starting in DE in" in result.stderr  # the countdown, a line per --progress-every
 
@@ -160,12 +174,13 @@ def test_wait_with_a_wrong_key_does_not_run_the_command(service, tmp_path):
 @pytest.mark.slow
 def test_wait_fails_open_on_a_closed_port(tmp_path):
     command, ran = marker(tmp_path, code=0)
-    began = time.time()
     result = run_client("wait", "--duration", "PT45M", "--zones", "DE", "--max-delay", "PT6H",
                         "--", *command, url=f"http://127.0.0.1:{free_port()}")
     assert result.returncode == 0, result.stderr
-    assert json.loads(ran.read_text())["at"] - began < 5  # at once, not after a window
+    assert ran.exists()
     assert "WARNING" in result.stderr and "fail open" in result.stderr
+    # At once, not after a window or a back-off: the client says so whenever it pauses.
+    assert "asking again" not in result.stderr and "starting in" not in result.stderr
 
 
 @pytest.mark.slow
@@ -307,13 +322,13 @@ def test_429_is_waited_out_for_retry_after_then_the_plan_is_followed(real_answer
 def test_429_past_max_wait_fails_open_at_once(tmp_path):
     command, ran = marker(tmp_path, code=0)
     with ScriptedService([(429, {"Retry-After": "3600"}, RATE_LIMITED)]) as stand_in:
-        began = time.time()
         result = run_client("wait", "--duration", "PT10M", "--max-wait", "PT30M", "--",
                             *command, url=stand_in.url)
     assert result.returncode == 0, result.stderr
-    assert len(stand_in.requests) == 1
-    assert json.loads(ran.read_text())["at"] - began < 5
+    assert len(stand_in.requests) == 1 and ran.exists()
     assert "WARNING" in result.stderr and "HTTP 429 rate_limited: 20 per 1 minute" in result.stderr
+    # At once: the hour's pause was judged past --max-wait, not taken (run_client would time out).
+    assert "runs past the time allowed to wait" in result.stderr and "asking again" not in result.stderr
 
 
 @pytest.mark.slow
@@ -343,20 +358,25 @@ def test_a_200_that_is_no_optimize_answer_fails_open(tmp_path):
 @pytest.mark.slow
 def test_wait_asks_again_at_replan_at_for_the_same_window(real_answer, tmp_path):
     command, ran = marker(tmp_path, code=0)
-    with ScriptedService([(200, {}, starting_in(real_answer, 6, replan_in=2)),
+    # The first answer starts in 5 minutes and says to ask again in 2 s; the second starts in 1 s.
+    with ScriptedService([(200, {}, starting_in(real_answer, 300, replan_in=2)),
                           (200, {}, starting_in(real_answer, 1))]) as stand_in:
         result = run_client("wait", "--duration", "PT10M", "--zones", "DE", "--max-delay", "PT6H",
                             "--", *command, url=stand_in.url)
     assert result.returncode == 0, result.stderr
+    assert "asking again: the forecast now covers more of the window" in result.stderr
     first, second = stand_in.requests
-    assert 1.5 <= second["at"] - first["at"] <= 4  # at replan_at, not at the first start
+    # At replan_at (2 s: a lower bound, load only adds), not at the first start (300 s).
+    assert 1.5 <= second["at"] - first["at"] < MARGIN
     assert first["body"] == second["body"]  # the window of the first ask, not one moved on
     sent = first["body"]
     latest = datetime.fromisoformat(sent["latest_start"].replace("Z", "+00:00"))
     earliest = datetime.fromisoformat(sent["earliest_start"].replace("Z", "+00:00"))
     assert latest - earliest == timedelta(hours=6) and "max_delay" not in sent
     ran_at = json.loads(ran.read_text())["at"]
-    assert 0.5 <= ran_at - second["at"] <= 3  # the second answer's start, sooner than the first's
+    # The second answer's start (1 s after it), long before the first's (300 s).
+    assert 0.5 <= ran_at - second["at"] and ran_at - first["at"] < MARGIN
+    assert "new plan" in result.stderr
 
 
 @pytest.mark.slow
@@ -378,21 +398,26 @@ def test_wait_asks_again_at_the_start_when_replan_at_is_the_start(real_answer, t
     assert result.returncode == 0, result.stderr
     assert "asking again failed" not in result.stderr and "new plan" in result.stderr
     first, second = stand_in.requests
-    assert 2.5 <= second["at"] - first["at"] <= 5 and first["body"] == second["body"]
+    # Asked at the start (3 s), then the new start followed: 2 s for the answer, then 1 s. Lower
+    # bounds (load only adds); the upper ones only a hang reaches.
+    assert 2.5 <= second["at"] - first["at"] < MARGIN and first["body"] == second["body"]
     ran_at = json.loads(ran.read_text())["at"]
-    assert 2.5 <= ran_at - second["at"] <= 5
+    assert 2.5 <= ran_at - second["at"] < MARGIN
 
 
 @pytest.mark.slow
 def test_max_wait_tightens_the_window_asked_for(real_answer, tmp_path):
     command, _ = marker(tmp_path, code=0)
+    began = datetime.now(timezone.utc).replace(microsecond=0)
     with ScriptedService([(200, {}, starting_in(real_answer, 0))]) as stand_in:
         run_client("wait", "--duration", "PT45M", "--deadline", "2099-01-01T00:00:00Z",
                    "--max-wait", "PT2H", "--", *command, url=stand_in.url)
+    ended = datetime.now(timezone.utc)
     sent = stand_in.requests[0]["body"]
     latest = datetime.fromisoformat(sent["latest_start"].replace("Z", "+00:00"))
     assert "deadline" not in sent
-    assert abs((latest - datetime.now(timezone.utc)) - timedelta(hours=2)) < timedelta(seconds=30)
+    # Two hours from the client's now (whole seconds), which lies between these two instants.
+    assert began + timedelta(hours=2) <= latest <= ended + timedelta(hours=2)
 
 
 # -- packaging and usage --------------------------------------------------------------------------
@@ -434,17 +459,17 @@ def test_a_command_that_cannot_start_fails_before_asking_or_waiting(tmp_path):
     not_executable.write_text("#!/bin/sh\ntrue\n")
     not_executable.chmod(0o644)
     with ScriptedService([(200, {}, far)]) as stand_in:
-        began = time.monotonic()
         missing = run_client("wait", "--duration", "PT10M", "--max-wait", "PT1H", "--",
                              "/nonexistent/run-e2e", "--flag", url=stand_in.url, timeout=20)
         unexecutable = run_client("wait", "--duration", "PT10M", "--max-wait", "PT1H", "--",
                                   str(not_executable), url=stand_in.url, timeout=20)
-        elapsed = time.monotonic() - began
     assert missing.returncode == 127, missing.stderr
     assert "command not found: /nonexistent/run-e2e" in missing.stderr
     assert unexecutable.returncode == 126, unexecutable.stderr
     assert f"command not executable: {not_executable}" in unexecutable.stderr
-    assert stand_in.requests == [] and elapsed < 10
+    # Never asked, so never told to wait the hour (run_client's timeout stops one that would).
+    assert stand_in.requests == []
+    assert "nothing waited for" in missing.stderr and "nothing waited for" in unexecutable.stderr
 
 
 def test_usage_errors_exit_2_and_help_documents_exit_codes():
@@ -631,12 +656,10 @@ def test_an_interrupted_wait_exits_130_without_running(real_answer, tmp_path):
         process = subprocess.Popen([sys.executable, "-c", SIGINT_DEFAULT, str(CLIENT), "wait",
                                     "--url", stand_in.url, "--duration", "PT10M", "--", *command],
                                    env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-        deadline = time.time() + 10
-        while not stand_in.requests and time.time() < deadline:
-            time.sleep(0.05)
+        assert wait_for(lambda: stand_in.requests)
         time.sleep(0.3)
         process.send_signal(signal.SIGINT)
-        _, err = process.communicate(timeout=10)
+        _, err = process.communicate(timeout=HANG)
     assert process.returncode == 130 and not ran.exists()
     assert "interrupted" in err
 
@@ -679,13 +702,12 @@ def test_429_from_the_live_service_is_waited_then_fails_open(tmp_path, redis_pre
         first = run_client("plan", "--duration", "PT45M", "--zones", "DE", url=live.url)
         assert first.returncode == 0, first.stderr
         command, ran = marker(tmp_path, code=5)
-        started = time.monotonic()
         second = run_client("wait", "--duration", "PT45M", "--zones", "DE", "--max-wait", "PT2S",
                             "--", *command, url=live.url)
-        elapsed = time.monotonic() - started
     assert "429" in second.stderr and "WARNING" in second.stderr, second.stderr
-    assert ran.exists() and second.returncode == 5  # ran at once, its exit code passed through
-    assert elapsed < 15
+    assert ran.exists() and second.returncode == 5  # ran, its exit code passed through
+    # At once: the Retry-After (most of a minute) was judged past --max-wait, not waited out.
+    assert "runs past the time allowed to wait" in second.stderr and "asking again" not in second.stderr
 
 
 # -- back-off: a floor, a growing jittered pause, a cap per question (issue 24) ---------------------
@@ -786,7 +808,9 @@ def test_against_the_live_limiter_a_refused_plan_asks_twice_not_hundreds(tmp_pat
         return [e["status"] for e in entries
                 if e["path"] == "/api/v1/optimize" and (e["user_agent"] or "").startswith("carbon-optimizer-client/")]
     with GunicornProcess(env, workers=1, threads=2, log_path=log) as live:
-        for _ in range(5):
+        # A round proves something only if the client's first request lands in the 1 s window the
+        # test just spent, which a loaded machine (a slow process start) can miss: enough rounds.
+        for _ in range(20):
             while requests.post(f"{live.url}/api/v1/optimize", json=body, headers={"X-API-Key": KEY},
                                 timeout=10).status_code != 429:
                 pass
@@ -794,12 +818,9 @@ def test_against_the_live_limiter_a_refused_plan_asks_twice_not_hundreds(tmp_pat
             result = run_client("plan", "--duration", "PT10M", "--zones", "DE", "--max-wait", "PT1M",
                                 url=live.url)
             assert result.returncode == 0, result.stderr
-            statuses = []
-            for _ in range(50):  # the access line is written just after the answer is sent
-                statuses = client_statuses(offset)
-                if statuses and statuses[-1] == 200:
-                    break
-                time.sleep(0.1)
+            # The access line is written just after the answer is sent.
+            assert wait_for(lambda: client_statuses(offset)[-1:] == [200])
+            statuses = client_statuses(offset)
             if statuses[:1] == [429]:
                 break
     assert statuses == [429, 200], statuses

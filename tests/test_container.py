@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import subprocess
 import time
@@ -19,7 +20,7 @@ import pytest
 import redis
 import requests
 
-from tests.support import ROOT, free_port, wait_for
+from tests.support import HANG, ROOT, free_port, wait_for
 
 pytestmark = pytest.mark.slow
 
@@ -89,7 +90,7 @@ def service(image):
         except requests.RequestException:
             return False
     try:
-        assert wait_for(healthy, seconds=30, poll=0.2), podman("logs", name).stderr[-3000:]
+        assert wait_for(healthy, poll=0.2), podman("logs", name).stderr[-3000:]
         print(f"container healthy after {time.monotonic() - started:.1f} s")
         yield {"name": name, "url": url, "prefix": prefix}
     finally:
@@ -158,13 +159,19 @@ def test_the_image_healthcheck_command_passes(service):
 def test_stops_cleanly_on_sigterm(service):
     started = time.monotonic()
     podman("kill", "--signal", "TERM", service["name"])
-    code = podman("wait", service["name"], timeout=60).stdout.strip()
-    took = time.monotonic() - started
+    # Bounded only against a hang (the graceful timeout is 30 s): how long it took is printed, not
+    # asserted; what proves the workers went of themselves is in the log.
+    code = podman("wait", service["name"], timeout=HANG + 30).stdout.strip()
+    print(f"stopped {time.monotonic() - started:.1f} s after SIGTERM")
     logs = podman("logs", service["name"])
     text = logs.stdout + logs.stderr
     assert code == "0", text[-2000:]
-    assert took < 30  # Gunicorn's graceful timeout; idle workers go at once
     assert "Handling signal: term" in text and "Shutting down: Master" in text
+    # Every worker booted exited by itself: one still busy at the graceful timeout (30 s) is
+    # SIGKILLed instead, and never logs "Worker exiting" (checked with a stopped worker).
+    booted = re.findall(r"Booting worker with pid: (\d+)", text)
+    exited = re.findall(r"Worker exiting \(pid: (\d+)\)", text)
+    assert booted and sorted(exited) == sorted(booted), (booted, exited)
     assert "[ERROR]" not in text and "Traceback" not in text
 
 

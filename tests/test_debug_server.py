@@ -9,7 +9,7 @@ import pytest
 import requests
 
 from carbon_optimizer import settings
-from tests.support import ROOT, free_port
+from tests.support import HANG, ROOT, free_port
 
 
 @pytest.mark.slow
@@ -22,7 +22,7 @@ def test_python_app_py_answers_health_on_the_defaults():
     process = subprocess.Popen([sys.executable, "app.py", "--port", str(port)], cwd=ROOT, env=env,
                                stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True)
     try:
-        deadline = time.monotonic() + 30
+        deadline = time.monotonic() + HANG  # only a hang: no test asserts speed
         answer = None
         while time.monotonic() < deadline and process.poll() is None:
             try:

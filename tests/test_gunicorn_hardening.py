@@ -14,12 +14,11 @@ import time
 import pytest
 import requests
 
-from tests.support import GunicornProcess, wait_for
+from tests.support import HANG, GunicornProcess, wait_for
 
 READ_TIMEOUT = 2  # seconds (GUNICORN_READ_TIMEOUT)
 # No assertion here is about speed (a timed assertion is a flaky test: BENCHMARKS.md has the
-# figures); waits are bounded only so that a hang fails instead of blocking the suite.
-HANG = 60.0
+# figures); waits are bounded only so that a hang fails instead of blocking the suite (HANG).
 
 pytestmark = pytest.mark.slow
 
@@ -87,7 +86,7 @@ class Slowloris:
             thread.join(timeout=self.interval + 6)
 
 
-def _raw(port: int, request: bytes, timeout: float = 5.0) -> tuple[int, dict[str, str], bytes]:
+def _raw(port: int, request: bytes, timeout: float = HANG) -> tuple[int, dict[str, str], bytes]:
     """Send raw bytes, read the answer until the server closes; (status, headers, body)."""
     with socket.create_connection(("127.0.0.1", port), timeout=timeout) as sock:
         sock.sendall(request)
@@ -151,7 +150,7 @@ def test_gunicorn_error_answers_are_json(tmp_path):
             assert envelope["error"]["code"] == code
             assert isinstance(envelope["error"]["message"], str) and envelope["error"]["message"]
         # The service is still answering afterwards.
-        assert requests.get(f"{service.url}/health", timeout=2).status_code == 200
+        assert requests.get(f"{service.url}/health", timeout=HANG).status_code == 200
 
 
 def test_keep_alive_client_works_alongside_slow_clients(tmp_path):
@@ -182,7 +181,7 @@ class SlowBody:
     every `interval` s until the server closes it (or `limit` s pass). Records when the answer's
     first bytes came and when the server closed."""
 
-    def __init__(self, port: int, head: bytes, interval: float = 0.3, limit: float = 15.0):
+    def __init__(self, port: int, head: bytes, interval: float = 0.3, limit: float = HANG):
         self.port, self.head, self.interval, self.limit = port, head, interval, limit
         self.answered_after: float | None = None
         self.closed_after: float | None = None

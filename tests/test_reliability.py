@@ -1,6 +1,6 @@
 """Fault injection on loopback: upstream faults, Redis killed and restarted, a Gunicorn worker killed,
 a short sustained load, and 200 concurrent cold requests. Bounded in count and time; speed is
-measured in bench/, never asserted here."""
+measured in bench/, never asserted here: a wait is bounded only so that a hang fails (HANG)."""
 
 from __future__ import annotations
 
@@ -19,7 +19,7 @@ import requests
 
 from bench import soak
 from tests.support import (
-    ElectricityMapsStandIn, GunicornProcess, delete_keys, free_port, hourly_forecast, wait_for,
+    HANG, ElectricityMapsStandIn, GunicornProcess, delete_keys, free_port, hourly_forecast, wait_for,
 )
 
 REDIS_URL = "redis://127.0.0.1:6379/12"
@@ -77,7 +77,7 @@ class Upstream:
 
     def __init__(self):
         self.normal = ElectricityMapsStandIn()
-        self.slow = ElectricityMapsStandIn(delay=1.5)
+        self.slow = ElectricityMapsStandIn(delay=HANG)  # past the 0.5 s read timeout however loaded
         self.dead_url = f"http://127.0.0.1:{free_port()}/v3"
 
     def __enter__(self):
@@ -193,7 +193,7 @@ def start_redis(port: int, tmp_path) -> subprocess.Popen:
          "--save", "", "--appendonly", "no", "--dir", str(tmp_path)],
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     client = redis.Redis(port=port, socket_timeout=0.5)
-    deadline = time.monotonic() + 10
+    deadline = time.monotonic() + HANG
     while time.monotonic() < deadline:
         try:
             client.ping()
@@ -224,23 +224,23 @@ def test_redis_killed_while_requests_flow_then_used_again(stand_in, tmp_path):
     private = redis.Redis(port=port, socket_timeout=0.5)
     try:
         with GunicornProcess(env, workers=2, threads=4, log_path=tmp_path / "gunicorn.log") as service:
-            health = lambda: requests.get(f"{service.url}/health", timeout=5).json()  # noqa: E731
+            health = lambda: requests.get(f"{service.url}/health", timeout=HANG).json()  # noqa: E731
             with soak.Posters(service.url, threads=4, body=BODY) as load:
-                assert wait_for(lambda: len(load.outcomes) >= 20, 10)
+                assert wait_for(lambda: len(load.outcomes) >= 20)
                 assert private.exists(f"{prefix}forecast:DE")
                 server.kill()
                 server.wait(timeout=5)
                 seen = len(load.outcomes)
                 # Both workers notice (each /health pings Redis); requests keep being answered.
-                assert wait_for(lambda: all(health()["status"] == "degraded" for _ in range(4)), 10)
+                assert wait_for(lambda: all(health()["status"] == "degraded" for _ in range(4)))
                 assert health()["checks"]["redis"]["status"] == "down"
-                assert wait_for(lambda: len(load.outcomes) >= seen + 40, 10)
+                assert wait_for(lambda: len(load.outcomes) >= seen + 40)
 
                 server = start_redis(port, tmp_path)  # empty: the service must write to it again
-                assert wait_for(lambda: all(health()["status"] == "ok" for _ in range(4)), 15)
-                assert wait_for(lambda: private.exists(f"{prefix}forecast:DE"), 15)
+                assert wait_for(lambda: all(health()["status"] == "ok" for _ in range(4)))
+                assert wait_for(lambda: private.exists(f"{prefix}forecast:DE"))
                 seen = len(load.outcomes)
-                assert wait_for(lambda: len(load.outcomes) >= seen + 20, 10)
+                assert wait_for(lambda: len(load.outcomes) >= seen + 20)
             assert load.failures() == []
             assert len(load.outcomes) > 80
     finally:
@@ -249,10 +249,13 @@ def test_redis_killed_while_requests_flow_then_used_again(stand_in, tmp_path):
 
 
 @pytest.mark.slow
-def test_redis_frozen_under_load_no_error_answers_and_health_stays_fast(stand_in, tmp_path):
+def test_redis_frozen_under_load_no_error_answers_and_health_says_degraded(stand_in, tmp_path):
     """Redis stops answering (SIGSTOP: connections hang, nothing is refused) while requests flow,
     with the rate limiter on it: every request is still answered 200 (the cache and the limiter
-    fall back in-process), and /health says degraded within its own short Redis timeout."""
+    fall back in-process), and /health says degraded, never waiting on the frozen Redis for more
+    than its own short timeout (one wait a probe: tests/test_upstream_deadlines.py counts them;
+    how long a probe takes is measured by bench/hung_dependencies.py). Without a timeout a probe
+    would hang until SIGCONT, and fail here at HANG."""
     port = free_port()
     server = start_redis(port, tmp_path)
     prefix = f"rel-{uuid.uuid4().hex[:8]}:"
@@ -263,22 +266,22 @@ def test_redis_frozen_under_load_no_error_answers_and_health_stays_fast(stand_in
     try:
         with GunicornProcess(env, workers=2, threads=4, log_path=tmp_path / "gunicorn.log") as service:
             with soak.Posters(service.url, threads=4, body=BODY) as load:
-                assert wait_for(lambda: len(load.outcomes) >= 20, 10)
+                assert wait_for(lambda: len(load.outcomes) >= 20)
                 server.send_signal(signal.SIGSTOP)
                 probes = []
                 for _ in range(8):
-                    started = time.monotonic()
-                    body = requests.get(f"{service.url}/health", timeout=5).json()
-                    probes.append((round(time.monotonic() - started, 3), body["status"]))
+                    answer = requests.get(f"{service.url}/health", timeout=HANG)
+                    probes.append((answer.status_code, answer.json()["status"],
+                                   answer.json()["checks"]["redis"]["status"]))
                     time.sleep(0.25)
                 seen = len(load.outcomes)
-                assert wait_for(lambda: len(load.outcomes) >= seen + 20, 10)  # still answering
+                assert wait_for(lambda: len(load.outcomes) >= seen + 20)  # still answering
                 server.send_signal(signal.SIGCONT)
-                assert wait_for(lambda: requests.get(f"{service.url}/health", timeout=5).json()["status"] == "ok", 15)
+                assert wait_for(lambda: requests.get(f"{service.url}/health", timeout=HANG).json()["status"] == "ok")
             assert load.failures() == []
-        assert all(status == "degraded" for _, status in probes[2:]), probes
-        # The probe's own Redis read gives up after 0.25 s; before, two 0.5 s timeouts in a row.
-        assert max(seconds for seconds, _ in probes) < 0.75, probes
+        # The first probes may find the Redis connection's check still to come; from the third on,
+        # both workers have met the frozen Redis.
+        assert all(probe == (200, "degraded", "down") for probe in probes[2:]), probes
     finally:
         server.send_signal(signal.SIGCONT)
         server.kill()
@@ -295,11 +298,11 @@ def test_worker_killed_under_load_is_replaced_and_only_in_flight_requests_may_fa
         workers = service.worker_pids()
         assert len(workers) == 2
         with soak.Posters(service.url, threads=threads, body=BODY) as load:
-            assert wait_for(lambda: len(load.outcomes) >= 30, 10)
+            assert wait_for(lambda: len(load.outcomes) >= 30)
             os.kill(workers[0], signal.SIGKILL)
-            assert wait_for(lambda: len(service.worker_pids()) == 2 and workers[0] not in service.worker_pids(), 20)
+            assert wait_for(lambda: len(service.worker_pids()) == 2 and workers[0] not in service.worker_pids())
             seen = len(load.outcomes)
-            assert wait_for(lambda: len(load.outcomes) >= seen + 50, 10)
+            assert wait_for(lambda: len(load.outcomes) >= seen + 50)
         replacement = set(service.worker_pids()) - set(workers)
         assert len(replacement) == 1
         failures = load.failures()

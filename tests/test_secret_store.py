@@ -97,7 +97,7 @@ def test_aws_rotation_is_picked_up_by_the_background_refresh(aws):
         assert http.get("/api/v1/forecast?zone=DE", headers={"X-API-Key": CLIENT_A}).status_code == 200
         # Rotation: A is retired, C is added, the provider key changes; no restart.
         put(client, name, {"electricity_maps_api_key": EM_KEY_2, "api_keys": [CLIENT_B, CLIENT_C]})
-        assert wait_for(lambda: store.current().api_keys == (CLIENT_B, CLIENT_C), 5)
+        assert wait_for(lambda: store.current().api_keys == (CLIENT_B, CLIENT_C))
         assert store.current().electricity_maps_api_key == EM_KEY_2
         for key, status in ((CLIENT_A, 401), (CLIENT_B, 200), (CLIENT_C, 200)):
             answer = http.get("/api/v1/forecast?zone=DE", headers={"X-API-Key": key})
@@ -330,12 +330,12 @@ def test_vault_sealed_during_refresh_keeps_values_then_recovers(vault):
     try:
         reads = vault.reads
         vault.sealed = True
-        assert wait_for(lambda: store.status()["status"] == "failing", 5)
+        assert wait_for(lambda: store.status()["status"] == "failing")
         assert store.current() == Secrets(EM_KEY, (CLIENT_A, CLIENT_B))
         assert "sealed" in store.status()["detail"]
         vault.secrets[("secret", "carbon-optimizer/prod")]["api_keys"] = [CLIENT_B]
         vault.sealed = False
-        assert wait_for(lambda: store.current().api_keys == (CLIENT_B,), 5)
+        assert wait_for(lambda: store.current().api_keys == (CLIENT_B,))
         assert store.status()["status"] == "ok" and vault.reads > reads
     finally:
         store.close()
@@ -410,7 +410,7 @@ def test_gunicorn_workers_pick_up_a_rotation_from_secrets_manager(aws, moto_url,
         assert ask(CLIENT_A) == 200
         put(client, name, {"api_keys": [CLIENT_B, CLIENT_C]})
         # Every worker (several requests, new connections) refuses A and accepts C once refreshed.
-        assert wait_for(lambda: all(ask(CLIENT_A) == 401 and ask(CLIENT_C) == 200 for _ in range(6)), 10)
+        assert wait_for(lambda: all(ask(CLIENT_A) == 401 and ask(CLIENT_C) == 200 for _ in range(6)))
         assert ask(CLIENT_B) == 200
         health = requests.get(f"{service.url}/health", timeout=10)
         leak_guard.record(health)
