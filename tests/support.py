@@ -9,6 +9,7 @@ import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from datetime import datetime, timedelta, timezone
@@ -172,6 +173,10 @@ class ElectricityMapsStandIn:
         self._server.server_close()
 
 
+class _PortTaken(Exception):
+    pass
+
+
 class GunicornProcess:
     """`gunicorn -c gunicorn.conf.py app:app` on a free loopback port, stopped on exit."""
 
@@ -193,13 +198,31 @@ class GunicornProcess:
         self.process: Optional[subprocess.Popen] = None
 
     def __enter__(self) -> "GunicornProcess":
-        log = open(self.log_path, "wb") if self.log_path else subprocess.DEVNULL
-        self.process = subprocess.Popen(
-            [sys.executable, "-m", "gunicorn", "-c", "gunicorn.conf.py", "app:app"],
-            cwd=ROOT, env=self.env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+        # free_port() only finds a port that was free: another test process (make test runs two)
+        # may bind it first. Gunicorn then exits saying so, and it is started again on another.
+        for _ in range(3):
+            log_path = self.log_path or Path(tempfile.mkstemp(prefix="gunicorn-", suffix=".log")[1])
+            with open(log_path, "wb") as log:
+                self.process = subprocess.Popen(
+                    [sys.executable, "-m", "gunicorn", "-c", "gunicorn.conf.py", "app:app"], cwd=ROOT,
+                    env=self.env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+            try:
+                return self._started(log_path)
+            except _PortTaken:
+                self.port = free_port()
+                self.url = f"http://127.0.0.1:{self.port}"
+                self.env["GUNICORN_BIND"] = f"127.0.0.1:{self.port}"
+            finally:
+                if not self.log_path:
+                    log_path.unlink(missing_ok=True)
+        raise RuntimeError("gunicorn found its port taken three times")
+
+    def _started(self, log_path: Path) -> "GunicornProcess":
         deadline = time.monotonic() + HANG
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
+                if "in use" in log_path.read_text(errors="replace"):
+                    raise _PortTaken()
                 raise RuntimeError(f"gunicorn exited with {self.process.returncode}; see {self.log_path}")
             try:
                 # Gunicorn forks its workers a moment apart: wait for all, not just the first.

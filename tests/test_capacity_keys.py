@@ -4,6 +4,7 @@ key that limits nothing or names a zone twice is refused, and every error names 
 wrote (capacity.max_concurrent.de), never pydantic's names for its types. Through the Flask test
 client on the demo provider."""
 
+import json
 from datetime import datetime, timedelta
 
 import pytest
@@ -168,3 +169,15 @@ def test_capacity_keys_are_bounded_as_workload_locations_are(client, monkeypatch
     assert [name for name, _ in searched] == ["aws:eu-west-1", "IE", "DE"]  # the workloads' only
     assert response.get_json()["error"]["details"] == [
         {"field": "capacity.max_power_kw", "message": "at most 100 zones and cloud regions (got 101)"}]
+
+
+@pytest.mark.parametrize("raw", [b"1" + b"0" * 400, b"-1" + b"0" * 400, b"1e400", b"NaN", b"Infinity"])
+def test_a_power_limit_off_every_float_is_a_400_naming_it(client, raw):
+    """JSON integers have no size limit and Python's json reads NaN and Infinity: none may reach a
+    float conversion that raises (a 500), each is refused naming the key."""
+    body = json.dumps({"workloads": IN_IE + [IN_DE], "capacity": {"max_power_kw": {"IE": 0}}})
+    response = client.post("/api/v1/optimize", data=body.replace('"IE": 0', '"IE": ' + raw.decode()),
+                           content_type="application/json")
+    assert response.status_code == 400, response.get_data()[:300]
+    [detail] = response.get_json()["error"]["details"]
+    assert detail["field"] == "capacity.max_power_kw.IE"

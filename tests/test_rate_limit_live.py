@@ -101,6 +101,8 @@ def test_retry_after_only_when_refusing_and_at_least_one_second_in_the_window_s_
             assert answer.headers["X-RateLimit-Reset"] == str(whole + 1)
             assert sent + 1 >= end  # sleeping it reaches past the window
             break
+        if answered >= end:  # answered after the window's end (a slow machine): try again
+            continue
         assert answer.status_code == 200 and "Retry-After" not in answer.headers, seen
     else:
         pytest.fail(f"no request landed in the window's last second: {seen}")

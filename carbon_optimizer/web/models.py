@@ -261,7 +261,7 @@ def _count_problem(value: object, low: int) -> Optional[str]:
 
 def _power_problem(value: object) -> Optional[str]:
     if isinstance(value, bool) or not isinstance(value, (int, float)) \
-            or not (math.isfinite(value) and 0 < value <= MAX_POWER_KW):
+            or not 0 < value <= MAX_POWER_KW:  # compared, not converted: a huge int would overflow
         return f"must be a number of kW above 0 and at most {MAX_POWER_KW} (got {_shown(value)})"
     return None
 
