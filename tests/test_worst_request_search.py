@@ -230,9 +230,9 @@ def test_the_cost_model_bounds_every_request_the_limits_allow(service, body):
     if estimate is None:  # refused while parsing: no solving, nothing estimated
         return
     seconds = estimate.seconds(Budget())
+    # Steered by the one measure that repeats exactly (tracemalloc's peak): a target on CPU time or
+    # resident size climbs on noise, and Hypothesis's optimiser then ran for minutes in CI.
     target(peak / estimate.memory, label="tracemalloc peak / estimate")
-    target(grown / estimate.memory, label="resident peak / estimate")
-    target(cpu / (seconds + 0.05), label="cpu / estimate")
     shape = (f"{answer.status_code}: estimated {estimate.memory / 2 ** 20:.1f} MiB, "
              f"{seconds:.3f} s; measured tracemalloc {peak / 2 ** 20:.1f} MiB, resident "
              f"+{grown / 2 ** 20:.1f} MiB, CPU {cpu:.3f} s")
