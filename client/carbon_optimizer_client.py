@@ -652,7 +652,10 @@ def command_wait(args: argparse.Namespace, log: Log) -> int:
         wake, why = target, "start"
         # replan_at may be the start itself: the forecast published then reaches furthest, and the
         # service still offers the run in hand (from the next whole minute).
-        if plan.replan is not None and plan.asked_at + REASK_MIN_GAP_SECONDS <= plan.replan <= target:
+        # A millisecond's slack: replan is start - offset, and a gap of exactly REASK_MIN_GAP_SECONDS
+        # came out a hair under it in floating point now and then (the replan was then skipped).
+        if plan.replan is not None and plan.asked_at + REASK_MIN_GAP_SECONDS <= plan.replan + 1e-3 \
+                and plan.replan <= target:
             wake, why = max(now, plan.replan), "replan"
         elif target - RECHECK_LEAD_SECONDS - plan.asked_at >= RECHECK_MIN_AGE_SECONDS:
             wake, why = target - RECHECK_LEAD_SECONDS, "recheck"

@@ -624,6 +624,36 @@ def test_wait_asks_again_shortly_before_a_distant_start_and_follows_the_new_answ
     assert runs == [(pytest.approx(1000 + 3600 - 60 + 120), ["make", "e2e"])]
 
 
+def test_a_replan_at_exactly_the_minimum_gap_is_followed_whatever_the_clock_reads(client, monkeypatch):
+    """replan_at 2 s after the answer (the client's smallest gap), start 300 s after it, at a clock
+    reading where (t + 300) - 298 < t + 2 in floating point (from a CI run that then skipped the
+    question and waited for the start): the question is still asked at replan_at."""
+    answer = client.post("/api/v1/optimize", json={"duration": "PT10M", "zones": ["DE"],
+                                                   "max_delay": "PT1H"}).get_json()
+    start = datetime(2026, 12, 4, 16, 58, 15, tzinfo=timezone.utc)
+    t0 = 8057.536133232
+    assert t0 + 2.0 > (t0 + 300.0) - 298.0  # the reading is one that rounds below
+    module = load_client_module()
+    clock = {"now": t0}
+    monkeypatch.setattr(module.time, "monotonic", lambda: clock["now"])
+    monkeypatch.setattr(module.time, "sleep", lambda seconds: clock.__setitem__("now", clock["now"] + seconds))
+    asks, runs = [], []
+
+    def optimize(self, body, timeout=None):
+        asks.append(clock["now"])
+        first = len(asks) == 1
+        return module.Reply("ok", 200, {**answer, "start": stamp(start), "start_in_seconds": 300 if first else 0,
+                                        "provenance": {**answer["provenance"], "replan_at": stamp(
+                                            start - timedelta(seconds=298)) if first else None}})
+
+    monkeypatch.setattr(module.Service, "optimize", optimize)
+    monkeypatch.setattr(module, "_run", lambda command, log, answer=None: runs.append(clock["now"]) or 0)
+    assert module.main(["wait", "--url", "http://127.0.0.1:9", "--duration", "PT10M", "--max-delay",
+                        "PT6H", "--", "true"]) == 0
+    assert len(asks) == 2 and asks[1] - t0 == pytest.approx(2.0, abs=0.01)
+    assert runs == [pytest.approx(asks[1])]
+
+
 def test_wait_runs_at_max_wait_when_the_plan_starts_later(client, monkeypatch):
     answer = client.post("/api/v1/optimize", json={"duration": "PT10M", "zones": ["DE"]}).get_json()
     module = load_client_module()
