@@ -5,7 +5,7 @@ VENV ?= .venv
 PYTHON ?= python3
 PY := $(VENV)/bin/python
 
-.PHONY: run test test-fast container-test lint lint-imports lint-deploy lint-ci-templates lint-security bench clean
+.PHONY: run test test-fast container-test lint lint-imports lint-deploy lint-ci-templates lint-security docs bench clean
 
 $(VENV)/.runtime: requirements.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -58,6 +58,11 @@ lint-ci-templates: $(VENV)/.dev
 lint-security: $(VENV)/.dev
 	$(VENV)/bin/bandit -q -r . -x ./.venv,./tests,./bench,./tools --severity-level high
 	scripts/audit_requirements.sh requirements.txt
+
+# DEPLOYMENT.md's configuration table, generated from Settings' field descriptions and the lists beside
+# the code that reads the other variables; tests/test_deployment_docs.py fails when it is stale.
+docs: $(VENV)/.runtime
+	$(PY) -m tools.config_table
 
 # Benchmarks (see BENCHMARKS.md); not part of CI.
 bench: $(VENV)/.dev
