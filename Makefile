@@ -5,7 +5,7 @@ VENV ?= .venv
 PYTHON ?= python3
 PY := $(VENV)/bin/python
 
-.PHONY: run test test-fast container-test lint lint-imports lint-deploy lint-ci-templates lint-security bench clean
+.PHONY: run test test-fast container-test lint lint-imports lint-deploy lint-ci-templates lint-security docs bench clean
 
 $(VENV)/.runtime: requirements.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -59,13 +59,32 @@ lint-security: $(VENV)/.dev
 	$(VENV)/bin/bandit -q -r . -x ./.venv,./tests,./bench,./tools --severity-level high
 	scripts/audit_requirements.sh requirements.txt
 
-# Benchmarks (see BENCHMARKS.md); not part of CI.
+# DEPLOYMENT.md's configuration table, generated from Settings' field descriptions and the lists beside
+# the code that reads the other variables; tests/test_deployment_docs.py fails when it is stale.
+docs: $(VENV)/.runtime
+	$(PY) -m tools.config_table
+
+# Every benchmark whose figures BENCHMARKS.md reports, with the commands it names (roughly 25 minutes
+# on 2 cores: run it on a quiet machine); not part of CI. Each one's output is shown and kept in
+# $(BENCH_OUT)/NAME.txt, and the first that fails stops the run.
+BENCH_OUT ?= bench/results
+bench_run = bash -o pipefail -c '$(PY) $(2) 2>&1 | tee $(BENCH_OUT)/$(1).txt'
 bench: $(VENV)/.dev
 	$(PY) -m pip install --quiet --disable-pip-version-check -r bench/requirements.txt
 	command -v wrk >/dev/null || (apt-get update -qq && apt-get install -y -qq wrk)
-	$(PY) bench/optimizer_bench.py
-	$(PY) bench/http_bench.py
-	$(PY) bench/soak.py
+	mkdir -p $(BENCH_OUT)
+	$(call bench_run,optimizer,bench/optimizer_bench.py --json $(BENCH_OUT)/optimizer.json)
+	$(call bench_run,http,bench/http_bench.py --decompose --json $(BENCH_OUT)/http.json)
+	$(PY) bench/report.py $(BENCH_OUT)/optimizer.json $(BENCH_OUT)/http.json > $(BENCH_OUT)/tables.md
+	$(call bench_run,request_cpu,bench/request_cpu.py --requests 1000)
+	$(call bench_run,request_cpu_no_limiter,bench/request_cpu.py --requests 1000 --no-rate-limit)
+	$(call bench_run,soak,bench/soak.py)
+	$(call bench_run,fleet,bench/fleet_bench.py)
+	$(call bench_run,worst_requests,bench/worst_requests.py)
+	$(call bench_run,worst_requests_at_once,bench/worst_requests.py --at-once 20)
+	$(call bench_run,slow_clients,bench/slow_clients.py)
+	$(call bench_run,location_costs,bench/location_costs.py)
+	$(call bench_run,hung_dependencies,bench/hung_dependencies.py)
 
 clean:
 	rm -rf $(VENV) .pytest_cache .hypothesis

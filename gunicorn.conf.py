@@ -1,7 +1,9 @@
 """Gunicorn settings for carbon-optimizer: `gunicorn -c gunicorn.conf.py app:app`.
 
 Every value can be overridden from the environment (GUNICORN_*); the defaults suit a small machine
-and scale with its cores.
+and scale with its cores. The variables read here are listed, with their defaults and meaning, in
+carbon_optimizer/ops/env_variables.py (DEPLOYMENT.md's table is generated from it; a test checks the
+defaults below against it).
 """
 
 import glob

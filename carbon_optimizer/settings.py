@@ -1,8 +1,9 @@
 """Service configuration: one validated object built from the environment at start-up.
 
 Every environment variable the service reads (apart from Gunicorn's own, in gunicorn.conf.py) is a
-field alias here, so this model is the single list that DEPLOYMENT.md's table is checked against.
-Secret values (the Electricity Maps key, client API keys) are not settings: see secret_store/.
+field alias here, and each field's `description` is its documentation: DEPLOYMENT.md's configuration
+table is generated from them (`make docs`). Secret values (the Electricity Maps key, client API keys)
+are not settings: see secret_store/.
 """
 
 from __future__ import annotations
@@ -33,88 +34,190 @@ class Settings(BaseModel):
 
     # Carbon data
     carbon_provider: Literal["auto", "electricitymaps", "demo", "file"] = Field(
-        "auto", alias="CARBON_PROVIDER")
+        "auto", alias="CARBON_PROVIDER",
+        description="`electricitymaps`, `demo`, `file`, or `auto` (Electricity Maps when a key is "
+                    "set, else demo)")
     electricity_maps_base_url: str = Field(
-        "https://api.electricitymaps.com/v3", alias="ELECTRICITY_MAPS_BASE_URL")
-    forecast_horizon_hours: int = Field(72, ge=1, le=168, alias="FORECAST_HORIZON_HOURS")
-    upstream_connect_timeout: float = Field(1.5, gt=0, le=60, alias="UPSTREAM_CONNECT_TIMEOUT")
-    upstream_read_timeout: float = Field(10.0, gt=0, le=120, alias="UPSTREAM_READ_TIMEOUT")
-    upstream_retries: int = Field(2, ge=0, le=10, alias="UPSTREAM_RETRIES")
-    # One upstream call in all: every attempt, read and backoff (the read timeout is per read).
-    upstream_call_seconds: float = Field(4.0, gt=0, le=120, alias="UPSTREAM_CALL_SECONDS")
-    # How long one request waits for the carbon data of all its zones, fetched concurrently; a
-    # zone not there by then is served stale if there is a stale copy, else fails (503).
-    upstream_deadline_seconds: float = Field(5.0, gt=0, le=120, alias="UPSTREAM_DEADLINE_SECONDS")
-    # Upstream calls in flight at once per worker process (threads that only wait on sockets).
-    upstream_concurrency: int = Field(8, ge=1, le=64, alias="UPSTREAM_CONCURRENCY")
-    carbon_data_dir: Optional[str] = Field(None, alias="CARBON_DATA_DIR")
-    # With CARBON_PROVIDER=file: answer "as if it were `as_of`" (a request field), revealing the
-    # recordings up to as_of + FILE_FORECAST_HOURS as the forecast and what lies before as history.
-    file_replay: bool = Field(False, alias="FILE_REPLAY")
-    file_forecast_hours: float = Field(24, gt=0, le=24 * 14, alias="FILE_FORECAST_HOURS")
-    # Days of a zone's measured history that estimates past a forecast are made from (Electricity
-    # Maps' past-range answers at most 10 days of hourly data in one call).
-    history_days: int = Field(10, ge=1, le=10, alias="HISTORY_DAYS")
-    # How long the provider's zone list is kept (Redis when configured): it changes rarely.
-    zone_list_ttl_seconds: int = Field(21_600, ge=60, le=7 * 86_400, alias="ZONE_LIST_TTL_SECONDS")
-    # Cloud regions resolved otherwise than the built-in table says (or added to it):
-    # "aws:eu-west-1=IE,gcp:my-region1=DE".
-    cloud_region_overrides: dict[str, str] = Field(default_factory=dict,
-                                                   alias="CLOUD_REGION_OVERRIDES")
+        "https://api.electricitymaps.com/v3", alias="ELECTRICITY_MAPS_BASE_URL",
+        description="Electricity Maps API base URL")
+    forecast_horizon_hours: int = Field(72, ge=1, le=168, alias="FORECAST_HORIZON_HOURS",
+                                        description="forecast horizon asked of the provider, in hours")
+    upstream_connect_timeout: float = Field(1.5, gt=0, le=60, alias="UPSTREAM_CONNECT_TIMEOUT",
+                                            description="seconds to connect to the provider")
+    upstream_read_timeout: float = Field(
+        10.0, gt=0, le=120, alias="UPSTREAM_READ_TIMEOUT",
+        description="seconds one socket read may wait (within `UPSTREAM_CALL_SECONDS`)")
+    upstream_retries: int = Field(
+        2, ge=0, le=10, alias="UPSTREAM_RETRIES",
+        description="retries (with backoff) on connection errors, 429 and 5xx, within "
+                    "`UPSTREAM_CALL_SECONDS`")
+    upstream_call_seconds: float = Field(
+        4.0, gt=0, le=120, alias="UPSTREAM_CALL_SECONDS",
+        description="seconds one upstream call may take in all: every attempt, read and backoff "
+                    "(`UPSTREAM_READ_TIMEOUT` is per read)")
+    upstream_deadline_seconds: float = Field(
+        5.0, gt=0, le=120, alias="UPSTREAM_DEADLINE_SECONDS",
+        description="how long a request waits for the carbon data of all its zones (fetched at "
+                    "once); a zone not there by then is served from its stale copy if there is one, "
+                    "else fails with 503 + Retry-After")
+    upstream_concurrency: int = Field(
+        8, ge=1, le=64, alias="UPSTREAM_CONCURRENCY",
+        description="upstream calls in flight at once per worker (fetches and background "
+                    "refreshes, on threads that only wait on sockets)")
+    carbon_data_dir: Optional[str] = Field(
+        None, alias="CARBON_DATA_DIR",
+        description="folder of Electricity Maps data-portal CSV exports, for `CARBON_PROVIDER=file`")
+    file_replay: bool = Field(
+        False, alias="FILE_REPLAY",
+        description="with `CARBON_PROVIDER=file`: a request may carry `\"as_of\"` (RFC 3339; on a "
+                    "workload or at the top of a batch) and is answered as if it were then: the "
+                    "exports up to `as_of` + `FILE_FORECAST_HOURS` are the forecast, what lies "
+                    "before the history, `start_in_seconds` counts from `as_of`. Without it `as_of` "
+                    "is a 400")
+    file_forecast_hours: float = Field(24, gt=0, le=24 * 14, alias="FILE_FORECAST_HOURS",
+                                       description="hours of forecast a replay reveals past `as_of`")
+    history_days: int = Field(
+        10, ge=1, le=10, alias="HISTORY_DAYS",
+        description="days of a zone's measured history that estimates past a forecast are made "
+                    "from (at most 10: Electricity Maps' past-range answers 10 days of hourly data "
+                    "in one call)")
+    zone_list_ttl_seconds: int = Field(
+        21_600, ge=60, le=7 * 86_400, alias="ZONE_LIST_TTL_SECONDS",
+        description="how long the provider's zone list is kept (in Redis when configured): it "
+                    "changes rarely")
+    cloud_region_overrides: dict[str, str] = Field(
+        default_factory=dict, alias="CLOUD_REGION_OVERRIDES",
+        description="cloud regions resolved otherwise than the built-in table says, or added to "
+                    "it: `aws:eu-west-1=IE,gcp:my-region1=DE`")
 
     # Scheduling defaults
-    default_zones: list[str] = Field(default_factory=lambda: ["DE"], alias="DEFAULT_ZONES")
-    default_window_hours: int = Field(24, ge=1, le=24 * 14, alias="DEFAULT_WINDOW_HOURS")
-    max_batch_size: int = Field(500, ge=1, le=100_000, alias="MAX_BATCH_SIZE")
-    max_body_bytes: int = Field(1_048_576, ge=1024, alias="MAX_BODY_BYTES")
-    # Wall-clock seconds one optimize request may spend solving (every solver checks it).
-    solve_timeout_seconds: float = Field(1.5, gt=0, le=60, alias="SOLVE_TIMEOUT_SECONDS")
+    default_zones: list[str] = Field(
+        default_factory=lambda: ["DE"], alias="DEFAULT_ZONES",
+        description="comma-separated zones (or cloud regions) used when a workload names none")
+    default_window_hours: int = Field(
+        24, ge=1, le=24 * 14, alias="DEFAULT_WINDOW_HOURS",
+        description="allowed window, in hours, when a workload gives no deadline, latest start or "
+                    "delay")
+    max_batch_size: int = Field(500, ge=1, le=100_000, alias="MAX_BATCH_SIZE",
+                                description="most workloads in one request")
+    max_body_bytes: int = Field(1_048_576, ge=1024, alias="MAX_BODY_BYTES",
+                                description="largest request body, in bytes")
+    solve_timeout_seconds: float = Field(
+        1.5, gt=0, le=60, alias="SOLVE_TIMEOUT_SECONDS",
+        description="wall-clock seconds one optimize request may spend solving (every solver "
+                    "checks it); a request estimated to need more is refused at once with 422 "
+                    "`too_large` naming what to change, one that runs out of time gets 503 "
+                    "`deadline_exceeded` (in a batch: the workloads left)")
 
     # Cache
-    redis_url: Optional[str] = Field(None, alias="REDIS_URL")
+    redis_url: Optional[str] = Field(
+        None, alias="REDIS_URL",
+        description="e.g. `redis://localhost:6379/0`; unset: an in-process cache per worker (and "
+                    "rate limits counted per worker)")
     cache_key_prefix: str = Field("carbon-optimizer:", min_length=1, max_length=100,
-                                  alias="CACHE_KEY_PREFIX")
-    cache_ttl_seconds: int = Field(300, ge=1, alias="CACHE_TTL_SECONDS")
-    cache_stale_ttl_seconds: int = Field(86_400, ge=1, alias="CACHE_STALE_TTL_SECONDS")
-    # A zone's history (days of measurements) moves slowly: one upstream call per zone per TTL.
-    history_ttl_seconds: int = Field(6 * 3600, ge=60, alias="HISTORY_TTL_SECONDS")
+                                  alias="CACHE_KEY_PREFIX",
+                                  description="prefix of every Redis key the service writes")
+    cache_ttl_seconds: int = Field(300, ge=1, alias="CACHE_TTL_SECONDS",
+                                   description="how long a fetched forecast is fresh")
+    cache_stale_ttl_seconds: int = Field(
+        86_400, ge=1, alias="CACHE_STALE_TTL_SECONDS",
+        description="how long the last good forecast is kept to serve, flagged stale, when the "
+                    "provider fails")
+    history_ttl_seconds: int = Field(
+        6 * 3600, ge=60, alias="HISTORY_TTL_SECONDS",
+        description="how long a zone's fetched history is fresh (days of measurements move "
+                    "slowly: one upstream call per zone per TTL)")
     upstream_failure_backoff_seconds: int = Field(
-        30, ge=0, alias="UPSTREAM_FAILURE_BACKOFF_SECONDS")
+        30, ge=0, alias="UPSTREAM_FAILURE_BACKOFF_SECONDS",
+        description="after a failed fetch, serve stale (or 503) for this long before asking the "
+                    "provider again")
 
     # Logging
-    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field("INFO", alias="LOG_LEVEL")
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field(
+        "INFO", alias="LOG_LEVEL", description="`DEBUG`, `INFO`, `WARNING` or `ERROR`")
 
     # Secret store (issue 3; see secret_store/). VAULT_TOKEN and VAULT_SECRET_ID are SecretStr so
     # that no repr, log line or error ever shows them.
-    environment: Literal["production", "development"] = Field("production", alias="ENVIRONMENT")
-    secrets_backend: Literal["env", "aws", "vault"] = Field("env", alias="SECRETS_BACKEND")
-    secrets_refresh_seconds: int = Field(300, ge=0, le=86_400, alias="SECRETS_REFRESH_SECONDS")
-    aws_secret_id: Optional[str] = Field(None, alias="AWS_SECRET_ID")
-    aws_region: Optional[str] = Field(None, alias="AWS_REGION")
-    vault_addr: Optional[str] = Field(None, alias="VAULT_ADDR")
-    vault_namespace: Optional[str] = Field(None, alias="VAULT_NAMESPACE")
-    vault_cacert: Optional[str] = Field(None, alias="VAULT_CACERT")
-    vault_mount: str = Field("secret", min_length=1, alias="VAULT_MOUNT")
-    vault_path: Optional[str] = Field(None, alias="VAULT_PATH")
-    vault_auth_method: Literal["token", "approle", "kubernetes"] = Field("token", alias="VAULT_AUTH_METHOD")
-    vault_token: Optional[SecretStr] = Field(None, alias="VAULT_TOKEN")
-    vault_role_id: Optional[str] = Field(None, alias="VAULT_ROLE_ID")
-    vault_secret_id: Optional[SecretStr] = Field(None, alias="VAULT_SECRET_ID")
-    vault_approle_mount: str = Field("approle", min_length=1, alias="VAULT_APPROLE_MOUNT")
-    vault_k8s_role: Optional[str] = Field(None, alias="VAULT_K8S_ROLE")
-    vault_k8s_mount: str = Field("kubernetes", min_length=1, alias="VAULT_K8S_MOUNT")
+    environment: Literal["production", "development"] = Field(
+        "production", alias="ENVIRONMENT",
+        description="`development` allows Flask's debug mode; `production` forces it off")
+    secrets_backend: Literal["env", "aws", "vault"] = Field(
+        "env", alias="SECRETS_BACKEND",
+        description="where secrets come from: `env`, `aws` (Secrets Manager) or `vault` (KV v2); "
+                    "see [Secrets and API keys](#secrets-and-api-keys)")
+    secrets_refresh_seconds: int = Field(
+        300, ge=0, le=86_400, alias="SECRETS_REFRESH_SECONDS",
+        description="how often `aws`/`vault` secrets are read again (rotation without restart); "
+                    "`0`: only at start-up")
+    aws_secret_id: Optional[str] = Field(None, alias="AWS_SECRET_ID",
+                                         description="`aws`: the secret's name or ARN")
+    aws_region: Optional[str] = Field(
+        None, alias="AWS_REGION",
+        description="`aws`: region (else boto3's `AWS_DEFAULT_REGION`, or the region in the ARN)")
+    vault_addr: Optional[str] = Field(None, alias="VAULT_ADDR",
+                                      description="`vault`: e.g. `https://vault.example.com:8200`")
+    vault_namespace: Optional[str] = Field(None, alias="VAULT_NAMESPACE",
+                                           description="`vault`: Enterprise/HCP namespace")
+    vault_cacert: Optional[str] = Field(
+        None, alias="VAULT_CACERT", description="`vault`: CA bundle file for Vault's TLS certificate")
+    vault_mount: str = Field("secret", min_length=1, alias="VAULT_MOUNT",
+                             description="`vault`: mount point of the KV version 2 engine")
+    vault_path: Optional[str] = Field(
+        None, alias="VAULT_PATH",
+        description="`vault`: path of the secret in that mount, e.g. `carbon-optimizer/prod`")
+    vault_auth_method: Literal["token", "approle", "kubernetes"] = Field(
+        "token", alias="VAULT_AUTH_METHOD",
+        description="`vault`: `token`, `approle` or `kubernetes`")
+    vault_token: Optional[SecretStr] = Field(None, alias="VAULT_TOKEN",
+                                             description="`vault` + `token`: the token (a secret)")
+    vault_role_id: Optional[str] = Field(None, alias="VAULT_ROLE_ID",
+                                         description="`vault` + `approle`: role ID")
+    vault_secret_id: Optional[SecretStr] = Field(
+        None, alias="VAULT_SECRET_ID", description="`vault` + `approle`: secret ID (a secret)")
+    vault_approle_mount: str = Field("approle", min_length=1, alias="VAULT_APPROLE_MOUNT",
+                                     description="`vault` + `approle`: auth mount")
+    vault_k8s_role: Optional[str] = Field(
+        None, alias="VAULT_K8S_ROLE",
+        description="`vault` + `kubernetes`: Vault role bound to the pod's service account")
+    vault_k8s_mount: str = Field("kubernetes", min_length=1, alias="VAULT_K8S_MOUNT",
+                                 description="`vault` + `kubernetes`: auth mount")
     vault_k8s_token_path: str = Field("/var/run/secrets/kubernetes.io/serviceaccount/token",
-                                      alias="VAULT_K8S_TOKEN_PATH")
+                                      alias="VAULT_K8S_TOKEN_PATH",
+                                      description="`vault` + `kubernetes`: service-account JWT")
 
     # Public-API protection (issue 3; see web/auth.py, web/limits.py, web/headers.py)
-    docs_access: Literal["public", "api_key", "disabled"] = Field("public", alias="DOCS_ACCESS")
-    metrics_allow_cidrs: list[str] = Field(default_factory=list, alias="METRICS_ALLOW_CIDRS")
-    rate_limit_enabled: bool = Field(True, alias="RATE_LIMIT_ENABLED")
-    rate_limit_default: str = Field("100 per hour", alias="RATE_LIMIT_DEFAULT")
-    rate_limit_optimize: str = Field("20 per minute", alias="RATE_LIMIT_OPTIMIZE")
-    trusted_proxy_count: int = Field(0, ge=0, le=5, alias="TRUSTED_PROXY_COUNT")
-    trusted_proxy_cidrs: list[str] = Field(default_factory=list, alias="TRUSTED_PROXY_CIDRS")
-    cors_origins: list[str] = Field(default_factory=list, alias="CORS_ORIGINS")
+    docs_access: Literal["public", "api_key", "disabled"] = Field(
+        "public", alias="DOCS_ACCESS",
+        description="`/docs` and `/api/v1/openapi.json`: `public`, `api_key` (need `X-API-Key` "
+                    "when keys exist; a browser opening `/docs` sends none, so then only programs, "
+                    "with the key, read the JSON document) or `disabled`")
+    metrics_allow_cidrs: list[str] = Field(
+        default_factory=list, alias="METRICS_ALLOW_CIDRS",
+        description="comma-separated networks allowed to read `/metrics` (e.g. `10.0.0.0/8`); "
+                    "unset: any")
+    rate_limit_enabled: bool = Field(True, alias="RATE_LIMIT_ENABLED",
+                                     description="rate limits on or off ([Rate limits](#rate-limits))")
+    rate_limit_default: str = Field(
+        "100 per hour", alias="RATE_LIMIT_DEFAULT",
+        description="budget per client (API key, else IP) shared by every limited route without a "
+                    "limit of its own")
+    rate_limit_optimize: str = Field(
+        "20 per minute", alias="RATE_LIMIT_OPTIMIZE",
+        description="budget per client of `POST /api/v1/optimize`, its own: these requests do not "
+                    "spend `RATE_LIMIT_DEFAULT`")
+    trusted_proxy_count: int = Field(
+        0, ge=0, le=5, alias="TRUSTED_PROXY_COUNT",
+        description="proxies in front that append to `X-Forwarded-For` (`1` behind an ALB); the "
+                    "client IP is read that many hops from the right; needs `TRUSTED_PROXY_CIDRS`")
+    trusted_proxy_cidrs: list[str] = Field(
+        default_factory=list, alias="TRUSTED_PROXY_CIDRS",
+        description="comma-separated networks of those proxies (behind an ALB: its subnets, e.g. "
+                    "`10.0.0.0/24,10.0.1.0/24`); `X-Forwarded-For` is believed only from a peer "
+                    "inside them, each hop; set both or neither")
+    cors_origins: list[str] = Field(
+        default_factory=list, alias="CORS_ORIGINS",
+        description="comma-separated browser origins allowed on `/api/*` (e.g. "
+                    "`https://ci.example.com`); none by default")
 
     @field_validator("default_zones", mode="before")
     @classmethod

@@ -60,7 +60,7 @@ def test_the_page_s_and_docs_documents_spend_no_budget(env, headers):
 
 def test_the_page_s_api_calls_spend_what_the_readme_says(make_app):
     """One optimize from its budget, then one forecast per zone drawn from the default budget: the
-    calls page.js makes (on load and on "Find") for zones DE, FR, as the README says."""
+    calls page.js makes (on load and on "Find") for zones DE, FR, as DEPLOYMENT.md, "Rate limits", says."""
     client = build({"RATE_LIMIT_DEFAULT": "50 per hour", "RATE_LIMIT_OPTIMIZE": "20 per minute"}).test_client()
     default_before = remaining(client)
     request = {"zones": ["DE", "FR"], "duration": 120, "max_delay": "PT24H", "power_kw": 1}

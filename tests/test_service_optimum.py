@@ -43,7 +43,7 @@ def test_api_answer_is_the_brute_force_optimum(client, duration, delay, zones, o
     duration_s = duration * MINUTE
     lo = -(-int(earliest.timestamp()) // MINUTE) * MINUTE
     latest = int(earliest.timestamp()) + delay * MINUTE
-    latest = max(latest, lo)  # no whole minute in range: the next one is offered (README)
+    latest = max(latest, lo)  # no whole minute in range: the next one is offered (docs/scheduling.md)
     best = None
     for index, zone in enumerate(zones):
         first, step, values = forecasts[zone]

@@ -2,8 +2,8 @@
 
 Before any solving budget exists, every location a request names is resolved, and an unknown one
 used to get close matches over every zone and region (~0.4 ms each): 500 workloads x 50 unknown
-names took seconds of CPU and answered with megabytes. The documented bounds (README, "The
-request"): at most 100 distinct locations a request (over it, a 400 naming the count), close
+names took seconds of CPU and answered with megabytes. The documented bounds (DEPLOYMENT.md, "What
+one request may cost"): at most 100 distinct locations a request (over it, a 400 naming the count), close
 matches for the first 5 unknown names only, at most 20 error details and one saying how many more,
 an error body under 32 KiB.
 

@@ -7,7 +7,17 @@ import os
 from typing import Mapping, Optional
 
 from carbon_optimizer.errors import ConfigError
+from carbon_optimizer.ops.env_variables import EnvVariable
 from carbon_optimizer.secret_store.base import BaseSecretStore, Secrets
+
+# What this backend reads, for DEPLOYMENT.md's generated configuration table.
+VARIABLES: tuple[EnvVariable, ...] = (
+    EnvVariable("ELECTRICITY_MAPS_API_KEY", None,
+                "Electricity Maps API key (a secret; `env` backend, see "
+                "[Secrets and API keys](#secrets-and-api-keys))"),
+    EnvVariable("API_KEYS", None, "comma-separated client API keys (a secret; `env` backend)"),
+    EnvVariable("METRICS_TOKEN", None, "bearer token `/metrics` then requires (a secret; `env` backend)"),
+)
 
 
 def _keys_from_csv(value: Optional[str]) -> tuple[str, ...]:
