@@ -1,6 +1,6 @@
 """Optimizer benchmark: our window search against CATS's WindowedForecast on the same input.
 
-    .venv/bin/python bench/optimizer_bench.py [--repeats N] [--json out.json]
+    .venv/bin/python bench/cats_bench.py [--repeats N] [--json out.json]
 
 One workload ("run this job once, anywhere in the forecast") over forecasts of 60, 15 and 5-minute
 steps, 24 and 72-hour horizons, jobs of 1 and 8 hours, in 1 and 10 zones. For each case both
@@ -30,8 +30,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import platform
 import statistics
 import sys
 import time
@@ -43,6 +41,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from bench.machine import machine  # noqa: E402
 from carbon_optimizer.scheduling import window as optimizer  # noqa: E402
 
 try:
@@ -197,15 +196,6 @@ def run_case(step_min: int, horizon_h: int, job_h: int, zones: int, repeats: int
         "grid_regret_%": round(100 * (optimizer.window_mean(*ours_in[grid_zone], grid_start, duration)
                                       / mine.window.mean_intensity - 1), 3),
     }
-
-
-def machine() -> dict:
-    cpu = next((line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo")
-                if line.startswith("model name")), platform.processor())
-    mem = next((line.split()[1] for line in open("/proc/meminfo") if line.startswith("MemTotal")), "0")
-    return {"date": datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"), "nproc": os.cpu_count(),
-            "cpu": cpu, "memory_gib": round(int(mem) / 2**20, 1), "load_1m": os.getloadavg()[0],
-            "python": platform.python_version(), "numpy": np.__version__}
 
 
 def main() -> int:
