@@ -63,6 +63,7 @@ lint-security: $(VENV)/.dev
 bench: $(VENV)/.dev
 	$(PY) -m pip install --quiet --disable-pip-version-check -r bench/requirements.txt
 	command -v wrk >/dev/null || (apt-get update -qq && apt-get install -y -qq wrk)
+	$(PY) bench/optimizer_bench.py
 	$(PY) bench/cats_bench.py
 	$(PY) bench/http_bench.py
 	$(PY) bench/soak.py
