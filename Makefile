@@ -73,7 +73,8 @@ bench: $(VENV)/.dev
 	$(PY) -m pip install --quiet --disable-pip-version-check -r bench/requirements.txt
 	command -v wrk >/dev/null || (apt-get update -qq && apt-get install -y -qq wrk)
 	mkdir -p $(BENCH_OUT)
-	$(call bench_run,optimizer,bench/optimizer_bench.py --json $(BENCH_OUT)/optimizer.json)
+	$(call bench_run,window_paths,bench/optimizer_bench.py --json $(BENCH_OUT)/window_paths.json)
+	$(call bench_run,optimizer,bench/cats_bench.py --json $(BENCH_OUT)/optimizer.json)
 	$(call bench_run,http,bench/http_bench.py --decompose --json $(BENCH_OUT)/http.json)
 	$(PY) bench/report.py $(BENCH_OUT)/optimizer.json $(BENCH_OUT)/http.json > $(BENCH_OUT)/tables.md
 	$(call bench_run,request_cpu,bench/request_cpu.py --requests 1000)

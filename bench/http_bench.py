@@ -69,7 +69,7 @@ import requests
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from bench.optimizer_bench import machine  # noqa: E402
+from bench.machine import machine  # noqa: E402
 from bench.plain_flask import PATH as PLAIN_PATH  # noqa: E402
 from carbon_optimizer.ops.cpu_budget import cpu_budget  # noqa: E402
 from tests.support import (  # noqa: E402

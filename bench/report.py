@@ -1,4 +1,4 @@
-"""Markdown tables for BENCHMARKS.md from the --json outputs of optimizer_bench.py and http_bench.py.
+"""Markdown tables for BENCHMARKS.md from the --json outputs of cats_bench.py and http_bench.py.
 
     .venv/bin/python bench/report.py opt.json http.json
 """

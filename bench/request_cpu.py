@@ -29,7 +29,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from bench.http_bench import BATCH, REDIS_URL, SINGLE, ZONES  # noqa: E402
-from bench.optimizer_bench import machine  # noqa: E402
+from bench.machine import machine  # noqa: E402
 from carbon_optimizer.secret_store import SecretStore  # noqa: E402
 from carbon_optimizer.settings import load_settings  # noqa: E402
 from carbon_optimizer.web.app import create_app  # noqa: E402
