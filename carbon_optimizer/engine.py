@@ -11,14 +11,15 @@ import logging
 import threading
 import time
 from collections import deque
-from concurrent.futures import Executor, Future, ThreadPoolExecutor, wait
+from concurrent.futures import Executor, ThreadPoolExecutor
 from dataclasses import replace
 from datetime import datetime
-from typing import Callable, Mapping, Optional, Sequence, TypeVar
+from typing import Callable, Optional, Sequence
 
 
 from carbon_optimizer.data.cache import CachedForecast, ForecastCache
 from carbon_optimizer.data.cloud_regions import RegionTable
+from carbon_optimizer.data.fetch_pool import FetchPool
 from carbon_optimizer.data.providers.base import Provider
 from carbon_optimizer.data.providers.factory import build_provider
 from carbon_optimizer.errors import CarbonDataError, FailureCode, UpstreamUnavailable
@@ -36,9 +37,6 @@ from carbon_optimizer.timeseries import ForecastSeries, from_epoch, rfc3339, to_
 log = logging.getLogger(__name__)
 
 __all__ = ["CarbonEngine", "Job", "build_engine"]
-
-T = TypeVar("T")
-
 
 class CarbonEngine:
     """`fetch_pool` runs a remote provider's fetches (all of a request's zones at once); a request
@@ -61,7 +59,7 @@ class CarbonEngine:
         # History changes slowly and is fetched for days at a time: kept for hours, apart from forecasts.
         self.history_cache = history_cache if history_cache is not None else cache
         self._budget = budget  # a fresh Budget (deadline and work cap) per optimize call
-        self._pool = fetch_pool if provider.shared_cache else None
+        self._fetch = FetchPool(fetch_pool if provider.shared_cache else None, monotonic)
         self._fetch_seconds = fetch_seconds
         self._monotonic = monotonic
         self._served_last: Optional[tuple[list[str], frozenset[str]]] = None
@@ -92,14 +90,14 @@ class CarbonEngine:
             held = self.cache.fresh_names("zones", self._zone_list_ttl)
             if held is not None:  # this worker's fresh copy: no fetch thread, no Redis
                 return self._served(held)
-        if self._pool is None:  # computed here (a local provider) or fetched here: nothing to wait for
+        if not self._fetch.parallel:  # computed here (a local provider) or fetched here: nothing to wait for
             try:
                 return self._served(self.zones())
             except CarbonDataError as exc:
                 log.warning("no zone list from the provider; zones pass unchecked: %s", exc.message)
                 return None
         wait = min(self.ZONE_LIST_WAIT_SECONDS, self._fetch_seconds)
-        got = self._gather({"": self.zones}, self._monotonic() + wait)[""]
+        got = self._fetch.gather({"": self.zones}, self._monotonic() + wait)[""]
         if got is None:
             log.warning("the provider's zone list is not here within %.1f s; zones pass unchecked", wait)
             return None
@@ -180,7 +178,7 @@ class CarbonEngine:
     def _fresh(self, cache: ForecastCache, kind: str, zones: Sequence[str]) -> dict[str, CachedForecast]:
         """The zones whose `kind` this worker holds fresh in `cache` (a remote provider's): answered
         here, without handing them to a fetch thread and waiting for it."""
-        if self._pool is None:
+        if not self._fetch.parallel:
             return {}
         held = ((zone, cache.fresh(kind, zone)) for zone in zones)
         return {zone: cached for zone, cached in held if cached is not None}
@@ -221,35 +219,6 @@ class CarbonEngine:
     def _fresh_histories(self, zones: Sequence[str]) -> dict[str, ForecastSeries]:
         return {z: c.series for z, c in self._fresh(self.history_cache, "history", zones).items()}
 
-    def _gather(self, calls: Mapping[str, Callable[[], T]],
-                deadline: float) -> dict[str, "Future[T] | None"]:
-        """Run `calls` (by zone) on the fetch pool, all at once, and wait for them until
-        `deadline` (monotonic). A zone's future is None when it was not done by then; a call not
-        yet started is cancelled, so a slow provider does not pile up work for requests that have
-        given up. Without a pool the calls run here, one after another."""
-        if not calls:
-            return {}
-        futures: dict[str, Future[T]] = {}
-        for zone, call in calls.items():
-            if self._pool is None:
-                futures[zone] = future = Future()
-                try:
-                    future.set_result(call())
-                except Exception as exc:  # noqa: BLE001  (re-raised by .result(), as from a pool)
-                    future.set_exception(exc)
-            else:
-                futures[zone] = self._pool.submit(call)
-        if self._pool is not None and futures:
-            wait(futures.values(), timeout=max(0.0, deadline - self._monotonic()))
-        done: dict[str, Future[T] | None] = {}
-        for zone, future in futures.items():
-            if future.done():
-                done[zone] = future
-            else:
-                future.cancel()
-                done[zone] = None
-        return done
-
     def zone_view(self, zone: str, now: datetime, until: Optional[int] = None,
                   with_history: bool = False) -> tuple[ZoneSeries, Optional[ForecastSeries]]:
         """One zone's forecast (extended to `until`, epoch seconds, when given) and, when asked or
@@ -262,7 +231,7 @@ class CarbonEngine:
             if refused is not None:
                 raise UpstreamUnavailable(zone, refused.message)
         if found is None:
-            got = self._gather({zone: lambda: self.forecast(zone, now)}, deadline)[zone]
+            got = self._fetch.gather({zone: lambda: self.forecast(zone, now)}, deadline)[zone]
             if got is None:
                 raise UpstreamUnavailable(
                     zone, f"the carbon-data provider did not answer for zone {zone} within the "
@@ -273,7 +242,7 @@ class CarbonEngine:
         if with_history or (until is not None and until > found.forecast.end_epoch):
             history = self._fresh_histories([zone]).get(zone)
             if history is None:
-                past = self._gather({zone: lambda: self.history(zone, now)}, deadline)[zone]
+                past = self._fetch.gather({zone: lambda: self.history(zone, now)}, deadline)[zone]
                 history = past.result() if past is not None else None
         if until is not None:
             found = self.extended(found, until, now, history)
@@ -286,7 +255,7 @@ class CarbonEngine:
         found: dict[str, ZoneSeries | ZoneFailure] = {}
         ready = self._fresh_forecasts(list(wanted))
         refused = self._unchecked([z for z in wanted if z not in ready]) if self.provider.shared_cache else {}
-        fetched = self._gather({z: (lambda z=z: self.forecast(z, now)) for z in wanted
+        fetched = self._fetch.gather({z: (lambda z=z: self.forecast(z, now)) for z in wanted
                                 if z not in ready and z not in refused}, deadline)
         for zone in wanted:
             if zone in ready:
@@ -318,7 +287,7 @@ class CarbonEngine:
                         reach[z] = max(reach.get(z, 0), job.latest_end)
             # History only refines the estimates: one not there by the deadline is done without.
             held = self._fresh_histories(list(reach))
-            histories = self._gather({z: (lambda z=z: self.history(z, now)) for z in reach if z not in held},
+            histories = self._fetch.gather({z: (lambda z=z: self.history(z, now)) for z in reach if z not in held},
                                      deadline)
             for z, until in reach.items():
                 if z in held:
@@ -376,8 +345,7 @@ class CarbonEngine:
     def close(self, wait: bool = True) -> None:
         """Stop the fetch pool: queued fetches are dropped, running ones finish (each within its
         call budget) when `wait`."""
-        if self._pool is not None:
-            self._pool.shutdown(wait=wait, cancel_futures=True)
+        self._fetch.close(wait)
 
     def health(self) -> dict:
         """Dependency checks for /health; never calls the provider."""
