@@ -11,7 +11,7 @@ import logging
 import threading
 import time
 from collections import deque
-from concurrent.futures import Executor, ThreadPoolExecutor
+from concurrent.futures import Executor
 from dataclasses import replace
 from datetime import datetime
 from typing import Callable, Optional, Sequence
@@ -19,7 +19,7 @@ from typing import Callable, Optional, Sequence
 
 from carbon_optimizer.data.cache import CachedForecast, ForecastCache
 from carbon_optimizer.data.cloud_regions import RegionTable
-from carbon_optimizer.data.fetch_pool import FetchPool
+from carbon_optimizer.data.fetch_pool import FetchPool, upstream_threads
 from carbon_optimizer.data.providers.base import Provider
 from carbon_optimizer.data.providers.factory import build_provider
 from carbon_optimizer.errors import CarbonDataError, FailureCode, UpstreamUnavailable
@@ -367,24 +367,10 @@ class CarbonEngine:
 
 
 def build_engine(settings: Settings, secrets: BaseSecretStore) -> CarbonEngine:
-    """The engine configuration asks for: its provider and its cache."""
-    provider = build_provider(settings, secrets)
-    # Threads that wait on the provider's sockets: a request's zones are fetched at once, and
-    # expired zones refreshed in the background. Started lazily, so in each Gunicorn worker.
-    pool = ThreadPoolExecutor(max_workers=settings.upstream_concurrency,
-                              thread_name_prefix="carbon-upstream")
-    cache = ForecastCache(
-        redis_url=settings.redis_url, ttl=settings.cache_ttl_seconds,
-        stale_ttl=settings.cache_stale_ttl_seconds, lock_seconds=settings.upstream_lock_seconds,
-        failure_backoff=settings.upstream_failure_backoff_seconds,
-        key_prefix=settings.cache_key_prefix, background=pool.submit)
-    history_cache = ForecastCache(
-        redis_url=settings.redis_url, ttl=settings.history_ttl_seconds,
-        stale_ttl=max(settings.history_ttl_seconds, settings.cache_stale_ttl_seconds),
-        lock_seconds=settings.upstream_lock_seconds,
-        failure_backoff=settings.upstream_failure_backoff_seconds,
-        key_prefix=settings.cache_key_prefix, background=pool.submit)
-    return CarbonEngine(provider, cache, history_cache=history_cache,
+    """The engine configuration asks for: its provider, caches and fetch pool."""
+    provider, pool = build_provider(settings, secrets), upstream_threads(settings)
+    return CarbonEngine(provider, ForecastCache.for_forecasts(settings, pool.submit),
+                        history_cache=ForecastCache.for_histories(settings, pool.submit),
                         budget=lambda: Budget(seconds=settings.solve_timeout_seconds),
                         fetch_pool=pool, fetch_seconds=settings.upstream_deadline_seconds,
                         regions=RegionTable(settings.cloud_region_overrides),

@@ -31,6 +31,7 @@ import redis
 from carbon_optimizer.ops import metrics
 from carbon_optimizer.data.providers import base
 from carbon_optimizer.data.providers.base import ProviderError, UpstreamUnavailable
+from carbon_optimizer.settings import Settings
 from carbon_optimizer.timeseries import ForecastSeries
 
 log = logging.getLogger(__name__)
@@ -176,6 +177,24 @@ class ForecastCache:
         self._background = background
         self._names: dict[str, tuple[float, list[str]]] = {}  # key -> (fetched_at, names)
         metrics.REDIS_UP.set(1 if self._redis else 0)
+
+    @classmethod
+    def for_forecasts(cls, settings: Settings, background: Optional[Background] = None) -> "ForecastCache":
+        """The forecasts' cache, as configuration asks."""
+        return cls(redis_url=settings.redis_url, ttl=settings.cache_ttl_seconds,
+                   stale_ttl=settings.cache_stale_ttl_seconds, lock_seconds=settings.upstream_lock_seconds,
+                   failure_backoff=settings.upstream_failure_backoff_seconds,
+                   key_prefix=settings.cache_key_prefix, background=background)
+
+    @classmethod
+    def for_histories(cls, settings: Settings, background: Optional[Background] = None) -> "ForecastCache":
+        """The histories' cache: history changes slowly and is fetched for days at a time, so it
+        is kept for hours, apart from forecasts."""
+        return cls(redis_url=settings.redis_url, ttl=settings.history_ttl_seconds,
+                   stale_ttl=max(settings.history_ttl_seconds, settings.cache_stale_ttl_seconds),
+                   lock_seconds=settings.upstream_lock_seconds,
+                   failure_backoff=settings.upstream_failure_backoff_seconds,
+                   key_prefix=settings.cache_key_prefix, background=background)
 
     # -- which store -----------------------------------------------------------------------------
 

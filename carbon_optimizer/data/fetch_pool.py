@@ -4,8 +4,10 @@ a slow remote provider in the time of its slowest zone, not the sum of them all.
 from __future__ import annotations
 
 import time
-from concurrent.futures import Executor, Future, wait
+from concurrent.futures import Executor, Future, ThreadPoolExecutor, wait
 from typing import Callable, Mapping, Optional, TypeVar
+
+from carbon_optimizer.settings import Settings
 
 T = TypeVar("T")
 
@@ -58,3 +60,9 @@ class FetchPool:
         budget) when `wait`."""
         if self._pool is not None:
             self._pool.shutdown(wait=wait, cancel_futures=True)
+
+
+def upstream_threads(settings: Settings) -> ThreadPoolExecutor:
+    """Threads that wait on the provider's sockets: a request's zones are fetched at once, and
+    expired zones refreshed in the background. Started lazily, so in each Gunicorn worker."""
+    return ThreadPoolExecutor(max_workers=settings.upstream_concurrency, thread_name_prefix="carbon-upstream")
