@@ -1,5 +1,6 @@
 """The forecast cache against the real Redis: TTL, single flight, stale copies, Redis outages."""
 
+import json
 import shutil
 import subprocess
 import threading
@@ -12,6 +13,7 @@ import redis
 
 from carbon_optimizer.data.cache import ForecastCache
 from carbon_optimizer.data.providers.base import UpstreamUnavailable, ZoneNotFound
+from carbon_optimizer.errors import CarbonDataError, InvalidToken, NotRecorded, ZoneNotEntitled
 from tests.support import TEST_REDIS_URL, free_port
 from carbon_optimizer.timeseries import ForecastSeries
 
@@ -261,3 +263,62 @@ def test_redis_coming_back_is_used_again_without_restart(tmp_path):
     finally:
         process.terminate()
         process.wait()
+
+
+# Every carbon-data failure a provider raises, written out with the code errors.py gives it and
+# whether it passes (a stale copy may stand in) or is final for the zone.
+PROVIDER_FAILURES = [
+    (UpstreamUnavailable, "upstream_unavailable", True),
+    (InvalidToken, "upstream_auth_failed", True),
+    (CarbonDataError, "upstream_error", True),
+    (ZoneNotFound, "zone_not_found", False),
+    (ZoneNotEntitled, "zone_not_entitled", False),
+    (NotRecorded, "window_not_covered", False),
+]
+
+
+@pytest.mark.parametrize("error, code, passing", PROVIDER_FAILURES, ids=[c for _, c, _ in PROVIDER_FAILURES])
+def test_a_remembered_failure_is_stored_by_its_code_and_comes_back_as_raised(redis_client, redis_prefix,
+                                                                             error, code, passing):
+    clock = Clock()
+    failing = CountingFetch(error=error("XX", f"the provider's words about zone XX ({code})"))
+    with pytest.raises(error) as first:
+        make_cache(redis_prefix, clock=clock).get("forecast", "XX", failing)
+    assert json.loads(redis_client.get(f"{redis_prefix}forecast:XX:failure"))["code"] == code
+    # Another worker within the backoff: no upstream call, the same error, zone and words.
+    with pytest.raises(error) as again:
+        make_cache(redis_prefix, clock=clock).get("forecast", "XX", failing)
+    assert failing.calls == 1
+    assert type(again.value) is error and again.value.code.value == code
+    assert (again.value.zone, again.value.message) == ("XX", first.value.message)
+
+    # With a copy past its TTL, the remembered failure lets it stand in only when it passes.
+    redis_client.delete(f"{redis_prefix}forecast:YY:failure")
+    make_cache(redis_prefix, clock=clock).get("forecast", "YY", CountingFetch(series(120)))
+    clock.advance(301)
+    failing_yy = CountingFetch(error=error("YY", "the provider's words about zone YY"))
+    for _ in range(2):  # the failure itself, then the same failure remembered
+        cache = make_cache(redis_prefix, clock=clock)
+        if passing:
+            copy = cache.get("forecast", "YY", failing_yy)
+            assert copy.stale and list(copy.series.values) == [120.0, 121.0]
+        else:
+            with pytest.raises(error, match="zone YY"):
+                cache.get("forecast", "YY", failing_yy)
+    assert failing_yy.calls == 1
+
+
+def test_a_failed_zone_list_is_remembered_by_its_code(redis_client, redis_prefix):
+    clock = Clock()
+    failing = CountingFetch(error=InvalidToken("", "the provider refused the service's key"))
+    with pytest.raises(InvalidToken):
+        make_cache(redis_prefix, clock=clock).get_names("zones", 600, failing)
+    assert json.loads(redis_client.get(f"{redis_prefix}zones:failure"))["code"] == "upstream_auth_failed"
+    with pytest.raises(InvalidToken, match="refused the service's key"):
+        make_cache(redis_prefix, clock=clock).get_names("zones", 600, failing)
+    assert failing.calls == 1
+    redis_client.delete(f"{redis_prefix}zones:failure")  # as Redis does when the backoff ends
+    listed = CountingFetch(result=["FR", "DE"])
+    assert make_cache(redis_prefix, clock=clock).get_names("zones", 600, listed) == ["DE", "FR"]
+    assert make_cache(redis_prefix, clock=clock).get_names("zones", 600, listed) == ["DE", "FR"]
+    assert listed.calls == 1

@@ -22,21 +22,21 @@ import logging
 import threading
 import time
 import uuid
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import Callable, Optional
+from typing import Callable, Generic, NoReturn, Optional, TypeVar
 
 import redis
 
+from carbon_optimizer.errors import CarbonDataError, FailureCode, UpstreamUnavailable
 from carbon_optimizer.ops import metrics
-from carbon_optimizer.data.providers import base
-from carbon_optimizer.data.providers.base import ProviderError, UpstreamUnavailable
+from carbon_optimizer.settings import Settings
 from carbon_optimizer.timeseries import ForecastSeries
 
 log = logging.getLogger(__name__)
 
 Fetch = Callable[[], ForecastSeries]
 Background = Callable[[Callable[[], None]], object]  # runs a task later, on another thread
+T = TypeVar("T")  # what one single-flight fetch yields: a forecast, or a list of names
 
 # /health's view of Redis must answer fast even when Redis hangs: a load balancer's probe has a
 # timeout of its own, and a slow probe would take a healthy instance out of service.
@@ -52,24 +52,56 @@ class CachedForecast:
 
 @dataclass(frozen=True)
 class _Failure:
-    """A recent upstream failure, remembered briefly so a failing provider is not hammered."""
-    error_type: str
+    """A recent upstream failure, remembered briefly so a failing provider is not hammered. Kept
+    by its FailureCode: the code says whether a stale copy may stand in, and which error to raise."""
+    code: FailureCode
     message: str
 
-    @property
-    def error_class(self) -> type:
-        found = getattr(base, self.error_type, None)
-        if isinstance(found, type) and issubclass(found, ProviderError):
-            return found
-        return UpstreamUnavailable
+    @classmethod
+    def of(cls, exc: CarbonDataError) -> "_Failure":
+        return cls(exc.code, exc.message)
+
+    @classmethod
+    def parse(cls, raw: str) -> "_Failure":
+        try:
+            data = json.loads(raw)
+            return cls(FailureCode(data["code"]), str(data["message"]))
+        except (ValueError, KeyError, TypeError):  # unreadable, or written by an older version
+            return cls(FailureCode.UPSTREAM_UNAVAILABLE, "the carbon-data provider failed recently")
+
+    def dumps(self) -> str:
+        return json.dumps({"code": self.code.value, "message": self.message})
 
     @property
     def transient(self) -> bool:
         """Passing (a stale copy may stand in) or final for the zone: the failure code decides."""
-        return self.error_class.code.transient
+        return self.code.transient
 
-    def raise_for(self, zone: str) -> None:
-        raise self.error_class(zone, self.message)
+    def raise_for(self, zone: str) -> NoReturn:
+        raise _error_class(self.code)(zone, self.message)
+
+
+def _error_class(code: FailureCode) -> type[CarbonDataError]:
+    """The carbon-data error that carries `code` (the most general one, should two carry it), so a
+    remembered failure is raised as the provider raised it; UpstreamUnavailable for any other."""
+    pending: list[type[CarbonDataError]] = [CarbonDataError]
+    while pending:
+        found = pending.pop(0)
+        if found.code is code:
+            return found
+        pending.extend(found.__subclasses__())
+    return UpstreamUnavailable
+
+
+@dataclass(frozen=True)
+class _Flight(Generic[T]):
+    """One key's single-flight fetch, for _single_flight: `read` what the store holds (None when
+    missing or unusable), `fetch` it upstream and store it, `failed` what a failure leaves (a
+    stale copy, or raise); `timed_out` says what the waiting ran out on."""
+    read: Callable[[], Optional[T]]
+    fetch: Callable[[], T]
+    failed: Callable[[_Failure], T]
+    timed_out: str
 
 
 class _LocalStore:
@@ -177,6 +209,24 @@ class ForecastCache:
         self._names: dict[str, tuple[float, list[str]]] = {}  # key -> (fetched_at, names)
         metrics.REDIS_UP.set(1 if self._redis else 0)
 
+    @classmethod
+    def for_forecasts(cls, settings: Settings, background: Optional[Background] = None) -> "ForecastCache":
+        """The forecasts' cache, as configuration asks."""
+        return cls(redis_url=settings.redis_url, ttl=settings.cache_ttl_seconds,
+                   stale_ttl=settings.cache_stale_ttl_seconds, lock_seconds=settings.upstream_lock_seconds,
+                   failure_backoff=settings.upstream_failure_backoff_seconds,
+                   key_prefix=settings.cache_key_prefix, background=background)
+
+    @classmethod
+    def for_histories(cls, settings: Settings, background: Optional[Background] = None) -> "ForecastCache":
+        """The histories' cache: history changes slowly and is fetched for days at a time, so it
+        is kept for hours, apart from forecasts."""
+        return cls(redis_url=settings.redis_url, ttl=settings.history_ttl_seconds,
+                   stale_ttl=max(settings.history_ttl_seconds, settings.cache_stale_ttl_seconds),
+                   lock_seconds=settings.upstream_lock_seconds,
+                   failure_backoff=settings.upstream_failure_backoff_seconds,
+                   key_prefix=settings.cache_key_prefix, background=background)
+
     # -- which store -----------------------------------------------------------------------------
 
     def _store(self):
@@ -197,6 +247,19 @@ class ForecastCache:
                 log.warning("Redis unreachable (%s); using the in-process cache", type(error).__name__)
             self._redis_down_since = self.monotonic()
             metrics.REDIS_UP.set(0)
+
+    def _on_store(self, lookup: Callable[[object], T]) -> T:
+        """`lookup` on the store in use (Redis while it is up); when Redis fails, it is marked down
+        and the in-process store answers instead."""
+        store = self._store()
+        try:
+            found = lookup(store)
+        except redis.RedisError as exc:
+            self._mark_redis(False, exc)
+            return lookup(self._local)
+        if store is self._redis:
+            self._mark_redis(True)
+        return found
 
     def health(self) -> tuple[dict, Optional[float], Optional[float]]:
         """For /health: Redis's state (one PING), and the last successful and failed upstream
@@ -223,21 +286,13 @@ class ForecastCache:
     def get_names(self, kind: str, ttl: float, fetch: Callable[[], list[str]]) -> list[str]:
         """A list that changes rarely (a provider's zone list), kept `ttl` seconds: in Redis when
         configured, so one upstream call serves every worker and replica. A failed fetch raises
-        its ProviderError and is remembered for the failure backoff, so an outage is not hammered.
+        its CarbonDataError and is remembered for the failure backoff, so an outage is not hammered.
         Not counted in the forecast cache's metrics: it is no forecast."""
         key = f"{self.prefix}{kind}"
         held = self.fresh_names(kind, ttl)
         if held is not None:
             return held
-        store = self._store()
-        try:
-            found = self._names_from(store, key, ttl, fetch)
-            if store is self._redis:
-                self._mark_redis(True)
-        except redis.RedisError as exc:
-            self._mark_redis(False, exc)
-            store = self._local
-            found = self._names_from(store, key, ttl, fetch)
+        found = self._on_store(lambda store: self._names_from(store, key, ttl, fetch))
         with self._decoded_lock:
             self._names[key] = found
         return found[1]
@@ -252,29 +307,13 @@ class ForecastCache:
 
     def _names_from(self, store, key: str, ttl: float,
                     fetch: Callable[[], list[str]]) -> tuple[float, list[str]]:
-        """Single-flight, as forecasts are: one fetch while the others wait for its answer."""
-        deadline = self.monotonic() + self.lock_seconds
-        while True:
-            found = self._read_names(store, key)
-            if found is not None:
-                return found
-            failure = self._recent_failure(store, key)
-            if failure is not None:
-                failure.raise_for("")  # the list is about no one zone
-            token = uuid.uuid4().hex
-            if store.set(f"{key}:lock", token, self.lock_seconds, only_if_absent=True):
-                try:
-                    found = self._read_names(store, key)  # the previous holder may have just written it
-                    return found if found is not None else self._fetch_names(store, key, ttl, fetch)
-                finally:
-                    store.delete_if(f"{key}:lock", token)
-            while store.get(f"{key}:lock") is not None and self.monotonic() < deadline:
-                time.sleep(self._poll)
-            if self.monotonic() >= deadline:
-                found = self._read_names(store, key)
-                if found is None:
-                    raise UpstreamUnavailable("", "timed out waiting for the provider's zone list")
-                return found
+        def failed(failure: _Failure) -> tuple[float, list[str]]:
+            failure.raise_for("")  # the list is about no one zone
+
+        found = self._read_names(store, key)
+        return found if found is not None else self._single_flight(store, key, _Flight(
+            lambda: self._read_names(store, key), lambda: self._fetch_names(store, key, ttl, fetch),
+            failed, "timed out waiting for the provider's zone list"))
 
     def _read_names(self, store, key: str) -> Optional[tuple[float, list[str]]]:
         raw = store.get(key)
@@ -292,10 +331,8 @@ class ForecastCache:
                      fetch: Callable[[], list[str]]) -> tuple[float, list[str]]:
         try:
             names = sorted(fetch())
-        except ProviderError as exc:
-            if self.failure_backoff > 0:
-                failure = _Failure(type(exc).__name__, exc.message)
-                store.set(f"{key}:failure", json.dumps(failure.__dict__), self.failure_backoff)
+        except CarbonDataError as exc:
+            self._remember_failure(store, key, exc)
             raise
         now = self.clock()
         store.set(key, json.dumps({"fetched_at": now, "names": names}), ttl)
@@ -304,15 +341,7 @@ class ForecastCache:
     # -- the lookup ------------------------------------------------------------------------------
 
     def get(self, kind: str, zone: str, fetch: Fetch) -> CachedForecast:
-        store = self._store()
-        try:
-            result = self._get(store, kind, zone, fetch)
-            if store is self._redis:
-                self._mark_redis(True)
-            return result
-        except redis.RedisError as exc:
-            self._mark_redis(False, exc)
-            return self._get(self._local, kind, zone, fetch)
+        return self._on_store(lambda store: self._get(store, kind, zone, fetch))
 
     def fresh(self, kind: str, zone: str) -> Optional[CachedForecast]:
         """What get() would answer from this worker's decoded copy, without any I/O: the copy
@@ -336,34 +365,65 @@ class ForecastCache:
         decoded = self._held(store, key)
         if decoded is not None:
             return decoded
-        entry = self._read(store, key)
-        if entry is not None and not entry.stale:
+        latest: Optional[CachedForecast] = None  # the store's copy last read, fresh or stale
+
+        def read() -> Optional[CachedForecast]:
+            nonlocal latest
+            latest = self._read(store, key)
+            if latest is None or latest.stale:
+                return None
             metrics.CACHE_EVENTS.labels("hit", store.name).inc()
-            return entry
-        if entry is not None and self._background is not None:
-            return self._stale_while_refreshing(store, key, zone, fetch, entry)
+            return latest
+
+        def failed(failure: _Failure) -> CachedForecast:
+            return self._stale_or_raise(store, latest, zone, failure)
+
+        def fetched() -> CachedForecast:
+            try:
+                return self._fetch_and_store(store, key, fetch)
+            except CarbonDataError as exc:
+                if not exc.transient:
+                    raise
+                return failed(_Failure.of(exc))
+
+        found = read()
+        if found is not None:
+            return found
+        if latest is not None and self._background is not None:
+            return self._stale_while_refreshing(store, key, zone, fetch, latest)
+        return self._single_flight(store, key, _Flight(
+            read, fetched, failed, f"timed out waiting for carbon data for zone {zone}"))
+
+    def _single_flight(self, store, key: str, flight: _Flight[T]) -> T:
+        """One upstream fetch for `key` at a time, across every worker and replica (a lock in the
+        store); the others wait for its answer, at most lock_seconds, and a failure remembered
+        from moments ago is not retried before the failure backoff ends."""
         deadline = self.monotonic() + self.lock_seconds
         while True:
             failure = self._recent_failure(store, key)
             if failure is not None:
-                return self._stale_or_raise(store, entry, zone, failure)
-            token = uuid.uuid4().hex
-            if store.set(f"{key}:lock", token, self.lock_seconds, only_if_absent=True):
+                return flight.failed(failure)
+            token = self._lock(store, key)
+            if token is not None:
                 try:
-                    return self._fetch(store, key, zone, fetch)
+                    found = flight.read()  # the previous holder may have just written it
+                    return found if found is not None else flight.fetch()
                 finally:
                     store.delete_if(f"{key}:lock", token)
             # Another worker is fetching: wait for its answer rather than calling upstream too.
             # A real wait (another process holds the lock), timed by the injectable clock.
             while store.get(f"{key}:lock") is not None and self.monotonic() < deadline:
                 time.sleep(self._poll)
-            entry = self._read(store, key)
-            if entry is not None and not entry.stale:
-                metrics.CACHE_EVENTS.labels("hit", store.name).inc()
-                return entry
+            found = flight.read()
+            if found is not None:
+                return found
             if self.monotonic() >= deadline:
-                return self._stale_or_raise(store, entry, zone, _Failure(
-                    "UpstreamUnavailable", f"timed out waiting for carbon data for zone {zone}"))
+                return flight.failed(_Failure(FailureCode.UPSTREAM_UNAVAILABLE, flight.timed_out))
+
+    def _lock(self, store, key: str) -> Optional[str]:
+        """Take `key`'s fetch lock: its token when taken, None when another holds it."""
+        token = uuid.uuid4().hex
+        return token if store.set(f"{key}:lock", token, self.lock_seconds, only_if_absent=True) else None
 
     def _stale_while_refreshing(self, store, key: str, zone: str, fetch: Fetch,
                                 entry: CachedForecast) -> CachedForecast:
@@ -372,12 +432,12 @@ class ForecastCache:
         failure = self._recent_failure(store, key)
         if failure is not None:  # the provider failed moments ago: do not ask again yet
             return self._stale_or_raise(store, entry, zone, failure)
-        token = uuid.uuid4().hex
-        if store.set(f"{key}:lock", token, self.lock_seconds, only_if_absent=True):
+        token = self._lock(store, key)
+        if token is not None:
             def refresh() -> None:
                 try:
                     self._fetch_and_store(store, key, fetch)
-                except ProviderError as exc:  # recorded by _fetch_and_store; the copy stands
+                except CarbonDataError as exc:  # recorded by _fetch_and_store; the copy stands
                     log.info("background refresh of %s failed: %s", key, exc.message)
                 except redis.RedisError as exc:
                     log.warning("background refresh of %s: Redis failed (%s)", key, type(exc).__name__)
@@ -390,32 +450,16 @@ class ForecastCache:
                 self._background(refresh)  # type: ignore[misc]
             except RuntimeError:  # the pool is shutting down (worker exit): leave the lock to expire
                 pass
-        metrics.CACHE_EVENTS.labels("stale", store.name).inc()
-        metrics.STALE_SERVES.labels(zone).inc()
-        return CachedForecast(series=entry.series, fetched_at=entry.fetched_at, stale=True)
-
-    def _fetch(self, store, key: str, zone: str, fetch: Fetch) -> CachedForecast:
-        entry = self._read(store, key)  # the previous holder may have just written it
-        if entry is not None and not entry.stale:
-            metrics.CACHE_EVENTS.labels("hit", store.name).inc()
-            return entry
-        try:
-            return self._fetch_and_store(store, key, fetch)
-        except ProviderError as exc:
-            if not exc.transient:
-                raise
-            return self._stale_or_raise(store, entry, zone, _Failure(type(exc).__name__, exc.message))
+        return self._stale(store, entry, zone)
 
     def _fetch_and_store(self, store, key: str, fetch: Fetch) -> CachedForecast:
         """Call the provider and keep its answer; a failure is recorded (and backed off) and raised."""
         metrics.CACHE_EVENTS.labels("miss", store.name).inc()
         try:
             series = fetch()
-        except ProviderError as exc:
-            failure = _Failure(type(exc).__name__, exc.message)
+        except CarbonDataError as exc:
             store.set(f"{self.prefix}last_failure", str(self.clock()), self.stale_ttl)
-            if self.failure_backoff > 0:
-                store.set(f"{key}:failure", json.dumps(failure.__dict__), self.failure_backoff)
+            self._remember_failure(store, key, exc)
             raise
         now = self.clock()
         store.set(key, json.dumps({"fetched_at": now, "series": series.to_dict()}), self.stale_ttl)
@@ -448,20 +492,21 @@ class ForecastCache:
             self._decoded[key] = (store.name, entry)
         return entry
 
+    def _remember_failure(self, store, key: str, exc: CarbonDataError) -> None:
+        if self.failure_backoff > 0:
+            store.set(f"{key}:failure", _Failure.of(exc).dumps(), self.failure_backoff)
+
     def _recent_failure(self, store, key: str) -> Optional[_Failure]:
         raw = store.get(f"{key}:failure")
-        if raw is None:
-            return None
-        try:
-            return _Failure(**json.loads(raw))
-        except (ValueError, TypeError):
-            return _Failure("UpstreamUnavailable", "the carbon-data provider failed recently")
+        return _Failure.parse(raw) if raw is not None else None
 
     def _stale_or_raise(self, store, entry: Optional[CachedForecast], zone: str,
                         failure: _Failure) -> CachedForecast:
         if entry is not None and failure.transient:
-            metrics.CACHE_EVENTS.labels("stale", store.name).inc()
-            metrics.STALE_SERVES.labels(zone).inc()
-            return CachedForecast(series=entry.series, fetched_at=entry.fetched_at, stale=True)
+            return self._stale(store, entry, zone)
         failure.raise_for(zone)
-        raise AssertionError("unreachable")
+
+    def _stale(self, store, entry: CachedForecast, zone: str) -> CachedForecast:
+        metrics.CACHE_EVENTS.labels("stale", store.name).inc()
+        metrics.STALE_SERVES.labels(zone).inc()
+        return CachedForecast(series=entry.series, fetched_at=entry.fetched_at, stale=True)
