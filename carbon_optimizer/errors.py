@@ -2,7 +2,29 @@
 carries its HTTP status, so no layer maps bare strings to statuses.
 
 Layers raise these (or return them inside an Unschedulable); only the web layer turns them into
-HTTP answers. Messages name fields, zones and values, never a secret.
+HTTP answers. Messages name fields, zones and values, never a secret. Import every name below from
+here only.
+
+    Exception
+    ├── CarbonOptimizerError          base; its `code` gives the status (500 internal_error)
+    │   ├── ConfigError               the environment describes no runnable service (start-up)
+    │   ├── SecretError               a secret unreadable or malformed (never its value)
+    │   ├── SchedulingError           a solver refused the request: 422 too_large
+    │   │   ├── TooLarge              over the work or memory cap: 422 too_large
+    │   │   └── DeadlineExceeded      the solving time ran out: 503 deadline_exceeded
+    │   ├── Busy                      the worker's solving memory is lent out: 503 service_unavailable
+    │   ├── CarbonDataError           no carbon data for a zone (any provider's failure): 503 upstream_error
+    │   │   ├── UpstreamUnavailable   timeout, refusal, 5xx, 429, garbage: 503 upstream_unavailable
+    │   │   ├── InvalidToken          the provider refused our credentials: 503 upstream_auth_failed
+    │   │   ├── NotRecorded           a replay asked outside its recording: 422 window_not_covered
+    │   │   ├── ZoneNotEntitled       the data plan does not cover the zone: 422 zone_not_entitled
+    │   │   └── ZoneNotFound          the provider has no such zone: 400 zone_not_found
+    │   ├── UnknownLocation           a zone or cloud region nobody serves: 400 zone_not_found
+    │   └── RequestError              a request the web layer refuses, with any code and details
+    │       └── ReadTimeout           the request did not arrive in time: 408 request_timeout
+    └── ValueError
+        └── FieldError                a request model's inconsistency, naming the field to change
+                                      (a ValueError, so that pydantic reports it as a field error)
 """
 
 from __future__ import annotations
@@ -115,7 +137,8 @@ class Busy(CarbonOptimizerError):
 
 
 class CarbonDataError(CarbonOptimizerError):
-    """No carbon data for a zone. Messages name the zone, never a secret."""
+    """No carbon data for a zone: the base of every provider's failures. Messages name the zone,
+    never a secret."""
 
     code = FailureCode.UPSTREAM_ERROR
 
@@ -171,6 +194,16 @@ class RequestError(CarbonOptimizerError):
         self.status = status or code.status
 
 
+
+class ReadTimeout(RequestError):
+    """A client did not send its request (head or body) before the connection's read deadline.
+
+    A RequestError, so that when the application is the one reading (a body), its error handlers
+    answer 408 in the envelope; when Gunicorn is (a head), the worker does."""
+
+    def __init__(self, seconds: float):
+        super().__init__(FailureCode.REQUEST_TIMEOUT, f"request not received within {seconds:g} s")
+
 class UnknownLocation(CarbonOptimizerError):
     """A location asked for (a zone key or a cloud region) that the service cannot serve: not in
     the cloud-region table, or a zone the configured provider does not have. `suggestions` are
@@ -182,3 +215,11 @@ class UnknownLocation(CarbonOptimizerError):
         super().__init__(message)
         self.location = location
         self.suggestions = suggestions
+
+
+class FieldError(ValueError):
+    """A workload's inconsistency, with the field a client must change to fix it."""
+
+    def __init__(self, field: str, message: str) -> None:
+        super().__init__(message)
+        self.field = field

@@ -29,8 +29,8 @@ from typing import Callable, Optional
 import redis
 
 from carbon_optimizer.ops import metrics
-from carbon_optimizer.data.providers import base
-from carbon_optimizer.data.providers.base import ProviderError, UpstreamUnavailable
+from carbon_optimizer import errors
+from carbon_optimizer.errors import CarbonDataError, UpstreamUnavailable
 from carbon_optimizer.timeseries import ForecastSeries
 
 log = logging.getLogger(__name__)
@@ -58,8 +58,8 @@ class _Failure:
 
     @property
     def error_class(self) -> type:
-        found = getattr(base, self.error_type, None)
-        if isinstance(found, type) and issubclass(found, ProviderError):
+        found = getattr(errors, self.error_type, None)
+        if isinstance(found, type) and issubclass(found, CarbonDataError):
             return found
         return UpstreamUnavailable
 
@@ -223,7 +223,7 @@ class ForecastCache:
     def get_names(self, kind: str, ttl: float, fetch: Callable[[], list[str]]) -> list[str]:
         """A list that changes rarely (a provider's zone list), kept `ttl` seconds: in Redis when
         configured, so one upstream call serves every worker and replica. A failed fetch raises
-        its ProviderError and is remembered for the failure backoff, so an outage is not hammered.
+        its CarbonDataError and is remembered for the failure backoff, so an outage is not hammered.
         Not counted in the forecast cache's metrics: it is no forecast."""
         key = f"{self.prefix}{kind}"
         held = self.fresh_names(kind, ttl)
@@ -292,7 +292,7 @@ class ForecastCache:
                      fetch: Callable[[], list[str]]) -> tuple[float, list[str]]:
         try:
             names = sorted(fetch())
-        except ProviderError as exc:
+        except CarbonDataError as exc:
             if self.failure_backoff > 0:
                 failure = _Failure(type(exc).__name__, exc.message)
                 store.set(f"{key}:failure", json.dumps(failure.__dict__), self.failure_backoff)
@@ -377,7 +377,7 @@ class ForecastCache:
             def refresh() -> None:
                 try:
                     self._fetch_and_store(store, key, fetch)
-                except ProviderError as exc:  # recorded by _fetch_and_store; the copy stands
+                except CarbonDataError as exc:  # recorded by _fetch_and_store; the copy stands
                     log.info("background refresh of %s failed: %s", key, exc.message)
                 except redis.RedisError as exc:
                     log.warning("background refresh of %s: Redis failed (%s)", key, type(exc).__name__)
@@ -401,7 +401,7 @@ class ForecastCache:
             return entry
         try:
             return self._fetch_and_store(store, key, fetch)
-        except ProviderError as exc:
+        except CarbonDataError as exc:
             if not exc.transient:
                 raise
             return self._stale_or_raise(store, entry, zone, _Failure(type(exc).__name__, exc.message))
@@ -411,7 +411,7 @@ class ForecastCache:
         metrics.CACHE_EVENTS.labels("miss", store.name).inc()
         try:
             series = fetch()
-        except ProviderError as exc:
+        except CarbonDataError as exc:
             failure = _Failure(type(exc).__name__, exc.message)
             store.set(f"{self.prefix}last_failure", str(self.clock()), self.stale_ttl)
             if self.failure_backoff > 0:

@@ -50,7 +50,7 @@ from gunicorn.http.unreader import SocketUnreader
 from gunicorn.http2 import negotiation
 from gunicorn.workers.gthread import TConn, ThreadWorker
 
-from carbon_optimizer.errors import FailureCode, RequestError
+from carbon_optimizer.errors import FailureCode, ReadTimeout
 from carbon_optimizer.ops.thread_load import DEFAULT_GRACE_SECONDS, ENVIRON_KEY, ThreadLoad
 
 #: Threads per worker for /health and /metrics (see the module's docstring).
@@ -105,16 +105,6 @@ def json_error_response(status: int, message: str | None = None) -> bytes:
             "X-Content-Type-Options: nosniff\r\n"
             "\r\n")
     return head.encode("latin-1") + body
-
-
-class ReadTimeout(RequestError):
-    """A client did not send its request (head or body) before the connection's read deadline.
-
-    A RequestError, so that when the application is the one reading (a body), its error handlers
-    answer 408 in the envelope; when Gunicorn is (a head), the worker does."""
-
-    def __init__(self, seconds: float):
-        super().__init__(FailureCode.REQUEST_TIMEOUT, f"request not received within {seconds:g} s")
 
 
 class _DeadlineUnreader(SocketUnreader):

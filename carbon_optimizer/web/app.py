@@ -15,10 +15,11 @@ from flask import Flask
 
 from carbon_optimizer import VERSION
 from carbon_optimizer.engine import build_engine
+from carbon_optimizer.errors import ConfigError
 from carbon_optimizer.ops import metrics
 from carbon_optimizer.ops.log_format import configure_logging
 from carbon_optimizer.secret_store import BaseSecretStore, build_secret_store
-from carbon_optimizer.settings import ConfigError, Settings, load_settings
+from carbon_optimizer.settings import Settings, load_settings
 from carbon_optimizer.web import auth, headers, limits, openapi
 from carbon_optimizer.web.pages import pages
 from carbon_optimizer.web.errors import register_error_handlers

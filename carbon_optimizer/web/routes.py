@@ -18,7 +18,7 @@ from pydantic import ValidationError
 from werkzeug.exceptions import ClientDisconnected, RequestEntityTooLarge
 
 from carbon_optimizer.engine import CarbonEngine
-from carbon_optimizer.errors import CarbonDataError, FailureCode, RequestError, UnknownLocation
+from carbon_optimizer.errors import CarbonDataError, FailureCode, FieldError, RequestError, UnknownLocation
 from carbon_optimizer.ops import metrics
 from carbon_optimizer.ops.thread_load import ENVIRON_KEY as THREAD_LOAD_KEY, ThreadLoad
 from carbon_optimizer.scheduling.model import CapacityLimits, Unschedulable
@@ -145,7 +145,7 @@ def _validation_error(exc: ValidationError) -> RequestError:
             details.more += 1
             continue
         cause = (error.get("ctx") or {}).get("error")
-        location = tuple(error["loc"]) + ((cause.field,) if isinstance(cause, models.FieldError) else ())
+        location = tuple(error["loc"]) + ((cause.field,) if isinstance(cause, FieldError) else ())
         details.add({"field": _cut(_field_path(location), _FIELD_CHARS),
                      "message": _cut(_MESSAGES.get(error["type"], error["msg"].removeprefix("Value error, ")),
                                      _MESSAGE_CHARS)})
@@ -283,7 +283,7 @@ def _jobs(workloads: list[models.Workload], batch: bool, now: datetime,
         try:
             jobs.append(workload.to_job(now, default_zones, default_window, zones=list(where) or None))
         except ValueError as exc:
-            field = exc.field if isinstance(exc, models.FieldError) else ""
+            field = exc.field if isinstance(exc, FieldError) else ""
             details.add({"field": _field_path(((f"workloads", index) if batch else ()) + ((field,) if field else ())),
                          "message": str(exc)})
     _refuse(details, unknown, "workloads" if batch else "zones")
