@@ -62,7 +62,7 @@ def create_app(settings: Optional[Settings] = None, *,
     app.extensions["carbon_engine"] = engine
     app.extensions["carbon_openapi"] = openapi.build_document(VERSION, settings.max_batch_size)
 
-    register_error_handlers(app)
+    register_error_handlers(app, settings)
     app.register_blueprint(api)
     app.register_blueprint(ops)
     app.register_blueprint(pages)
