@@ -38,7 +38,7 @@ import requests
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 from bench.soak import Posters  # noqa: E402
-from carbon_optimizer.data.providers.base import UpstreamUnavailable  # noqa: E402
+from carbon_optimizer.errors import UpstreamUnavailable  # noqa: E402
 from carbon_optimizer.data.providers.electricitymaps import ElectricityMapsProvider  # noqa: E402
 from tests.support import (  # noqa: E402
     ElectricityMapsStandIn, GunicornProcess, delete_keys, free_port, hourly_forecast,

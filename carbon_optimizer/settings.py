@@ -14,7 +14,7 @@ from typing import Literal, Mapping, Optional
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
 
 
-from carbon_optimizer.errors import ConfigError  # noqa: F401  (raised here; importers find it here too)
+from carbon_optimizer.errors import ConfigError
 
 
 # An Electricity Maps zone key, and a cloud region as `provider:region` (lower case, as the

@@ -12,8 +12,8 @@ import pytest
 import redis
 
 from carbon_optimizer.data.cache import ForecastCache
-from carbon_optimizer.data.providers.base import UpstreamUnavailable, ZoneNotFound
-from carbon_optimizer.errors import CarbonDataError, InvalidToken, NotRecorded, ZoneNotEntitled
+from carbon_optimizer.errors import (CarbonDataError, InvalidToken, NotRecorded, UpstreamUnavailable,
+                                     ZoneNotEntitled, ZoneNotFound)
 from tests.support import TEST_REDIS_URL, free_port
 from carbon_optimizer.timeseries import ForecastSeries
 

@@ -16,7 +16,8 @@ import responses
 
 from carbon_optimizer.data.cloud_regions import TABLE_PATH, read_table
 from carbon_optimizer.data.providers.demo import DemoProvider
-from carbon_optimizer.settings import ConfigError, load_settings
+from carbon_optimizer.errors import ConfigError
+from carbon_optimizer.settings import load_settings
 from tests.conftest import FIXED_NOW
 from tests.support import TEST_REDIS_URL, electricitymaps_zones, hourly_forecast
 

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 from carbon_optimizer.data.providers import demo
-from carbon_optimizer.data.providers.base import ZoneNotFound
+from carbon_optimizer.errors import ZoneNotFound
 
 
 def reference_value(week: list[float], zone: str, epoch_hour: int) -> float:

@@ -7,7 +7,7 @@ import pytest
 import responses
 from responses import matchers
 
-from carbon_optimizer.data.providers.base import InvalidToken, UpstreamUnavailable, ZoneNotEntitled, ZoneNotFound
+from carbon_optimizer.errors import InvalidToken, UpstreamUnavailable, ZoneNotEntitled, ZoneNotFound
 from carbon_optimizer.data.providers.electricitymaps import ElectricityMapsProvider
 from tests.support import hourly_forecast
 

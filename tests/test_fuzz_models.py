@@ -13,6 +13,7 @@ import pytest
 from hypothesis import HealthCheck, assume, example, given, settings, strategies as st
 from pydantic import ValidationError
 
+from carbon_optimizer.errors import FieldError
 from carbon_optimizer.scheduling import window as optimizer
 from carbon_optimizer.web import models as schemas
 from carbon_optimizer.timeseries import series_from_points, to_epoch
@@ -105,7 +106,7 @@ def test_timestamps_at_the_calendar_ends_are_refused_by_field_or_taken(field, mo
     assert utc is not None and getattr(workload, field) == utc
     try:
         workload.to_job(NOW, ["DE"], timedelta(hours=24))
-    except schemas.FieldError as exc:
+    except FieldError as exc:
         assert exc.field in ("earliest_start", "deadline", "latest_start", "max_delay", "duration")
 
 

@@ -22,7 +22,8 @@ import redis
 from werkzeug.test import EnvironBuilder, run_wsgi_app
 
 from carbon_optimizer.secret_store import SecretStore
-from carbon_optimizer.settings import ConfigError, load_settings
+from carbon_optimizer.errors import ConfigError
+from carbon_optimizer.settings import load_settings
 from carbon_optimizer.web.app import create_app
 from tests.support import HANG, LIMIT_REDIS, GunicornProcess, free_port
 

@@ -7,13 +7,13 @@ import json
 import numpy as np
 import pytest
 
-from carbon_optimizer.data.providers.base import UpstreamUnavailable, ZoneNotFound
+from carbon_optimizer.errors import ConfigError, UpstreamUnavailable, ZoneNotFound
 from carbon_optimizer.data.providers.csv_file import CsvFileProvider
 from carbon_optimizer.data.providers.demo import DemoProvider
 from carbon_optimizer.data.providers.electricitymaps import ElectricityMapsProvider
 from carbon_optimizer.data.providers.factory import build_provider
 from carbon_optimizer.secret_store import SecretStore
-from carbon_optimizer.settings import ConfigError, load_settings
+from carbon_optimizer.settings import load_settings
 from tests.support import ROOT, GunicornProcess
 from carbon_optimizer.timeseries import series_from_points
 

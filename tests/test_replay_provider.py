@@ -6,8 +6,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from carbon_optimizer.data.providers.base import UpstreamUnavailable, ZoneNotFound
-from carbon_optimizer.errors import NotRecorded
+from carbon_optimizer.errors import NotRecorded, UpstreamUnavailable, ZoneNotFound
 from carbon_optimizer.data.providers.replay import ReplayProvider
 from carbon_optimizer.timeseries import ForecastSeries, to_epoch
 

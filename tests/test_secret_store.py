@@ -18,7 +18,8 @@ from carbon_optimizer.ops import metrics
 from carbon_optimizer.web.app import create_app
 from carbon_optimizer.secret_store import (AwsSecretStore, RefreshingSecretStore, Secrets, SecretStore, VaultSecretStore,
                           build_secret_store, parse_secret)
-from carbon_optimizer.settings import ConfigError, load_settings
+from carbon_optimizer.errors import ConfigError
+from carbon_optimizer.settings import load_settings
 from tests import leak_guard
 from tests.leak_guard import secret
 from tests.support import free_port, wait_for

@@ -20,7 +20,7 @@ import time
 
 import pytest
 
-from carbon_optimizer.data.providers.base import UpstreamUnavailable
+from carbon_optimizer.errors import UpstreamUnavailable
 from carbon_optimizer.data.providers.electricitymaps import ElectricityMapsProvider
 from tests.conftest import FIXED_NOW
 from tests.support import HANG, ElectricityMapsStandIn, free_port, hourly_forecast, wait_for

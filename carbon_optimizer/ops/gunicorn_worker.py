@@ -23,8 +23,8 @@ worker had accepted (a `/health` probe included) waited behind them.
   threads either.
 
 Gunicorn's own answers to requests it refuses before the application sees them (400 malformed
-request, 408, 414 request line too long, 431 headers too large, 501 transfer coding) use the
-service's JSON envelope, `{"error": {"code": ..., "message": ...}}`, instead of HTML.
+request, 408, 414 request line too long, 417, 431 headers too large, 501 transfer coding) are the
+service's JSON error envelope, written by errors.py's ErrorWriter, instead of HTML.
 
 TLS on Gunicorn itself or HTTP/2 prior knowledge would need the handshake or preface in the thread:
 with either configured, heads are read in threads as before (bounded by the same deadline per read
@@ -34,7 +34,6 @@ sequence, but a slow head then holds a thread for up to `read_timeout`).
 from __future__ import annotations
 
 import errno
-import json
 import os
 import re
 import selectors
@@ -50,7 +49,7 @@ from gunicorn.http.unreader import SocketUnreader
 from gunicorn.http2 import negotiation
 from gunicorn.workers.gthread import TConn, ThreadWorker
 
-from carbon_optimizer.errors import FailureCode, RequestError
+from carbon_optimizer.errors import ErrorWriter, FailureCode, ReadTimeout
 from carbon_optimizer.ops.thread_load import DEFAULT_GRACE_SECONDS, ENVIRON_KEY, ThreadLoad
 
 #: Threads per worker for /health and /metrics (see the module's docstring).
@@ -87,34 +86,23 @@ _REASONS = {400: "Bad Request", 403: "Forbidden", 408: "Request Timeout", 414: "
             500: "Internal Server Error", 501: "Not Implemented"}
 
 
-def error_code(status: int) -> str:
-    """The envelope's `error.code` for a status Gunicorn answers itself."""
-    return FailureCode.for_status(status).value
+# Gunicorn's refusals are final (no upstream code): no configured back-off to follow.
+_WRITER = ErrorWriter()
 
 
 def json_error_response(status: int, message: str | None = None) -> bytes:
-    """A complete HTTP/1.1 answer carrying the JSON error envelope; the connection closes after it."""
-    body = json.dumps({"error": {"code": error_code(status),
-                                 "message": message or _MESSAGES.get(status, "request refused")}},
-                      separators=(",", ":")).encode()
-    head = (f"HTTP/1.1 {status} {_REASONS.get(status, 'Error')}\r\n"
+    """A complete HTTP/1.1 answer for a status Gunicorn chose, written by the service's error
+    writer (its code, body and any Retry-After); the connection closes after it."""
+    answer = _WRITER.answer(FailureCode.for_status(status), message or _MESSAGES.get(status, "request refused"))
+    head = (f"HTTP/1.1 {answer.status} {_REASONS.get(answer.status, 'Error')}\r\n"
             "Connection: close\r\n"
             "Content-Type: application/json\r\n"
-            f"Content-Length: {len(body)}\r\n"
+            f"Content-Length: {len(answer.body)}\r\n"
             "Cache-Control: no-store\r\n"
             "X-Content-Type-Options: nosniff\r\n"
-            "\r\n")
-    return head.encode("latin-1") + body
-
-
-class ReadTimeout(RequestError):
-    """A client did not send its request (head or body) before the connection's read deadline.
-
-    A RequestError, so that when the application is the one reading (a body), its error handlers
-    answer 408 in the envelope; when Gunicorn is (a head), the worker does."""
-
-    def __init__(self, seconds: float):
-        super().__init__(FailureCode.REQUEST_TIMEOUT, f"request not received within {seconds:g} s")
+            + "".join(f"{name}: {value}\r\n" for name, value in answer.headers)
+            + "\r\n")
+    return head.encode("latin-1") + answer.body
 
 
 class _DeadlineUnreader(SocketUnreader):

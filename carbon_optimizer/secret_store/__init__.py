@@ -29,8 +29,8 @@ from typing import Mapping, Optional
 
 from carbon_optimizer.errors import ConfigError
 from carbon_optimizer.secret_store.aws import AwsSecretStore
-from carbon_optimizer.secret_store.base import (SECRET_SHAPE, BaseSecretStore, RefreshingSecretStore, SecretError,
-                                                Secrets, parse_secret)
+from carbon_optimizer.secret_store.base import (SECRET_SHAPE, BaseSecretStore, RefreshingSecretStore, Secrets,
+                                                parse_secret)
 from carbon_optimizer.secret_store.env import EnvSecretStore
 from carbon_optimizer.secret_store.vault import VaultSecretStore
 from carbon_optimizer.settings import Settings
@@ -40,7 +40,7 @@ from carbon_optimizer.settings import Settings
 SecretStore = EnvSecretStore
 
 __all__ = ["SECRET_SHAPE", "AwsSecretStore", "BaseSecretStore", "EnvSecretStore", "RefreshingSecretStore",
-           "SecretError", "SecretStore", "Secrets", "VaultSecretStore", "build_secret_store", "parse_secret"]
+           "SecretStore", "Secrets", "VaultSecretStore", "build_secret_store", "parse_secret"]
 
 
 def build_secret_store(settings: Settings, environ: Optional[Mapping[str, str]] = None) -> BaseSecretStore:

@@ -25,7 +25,7 @@ SECRET_SHAPE = (  # nosec B105
 # Turns a backend client's exception into words with no payload, or None if it is not that client's.
 Describer = Callable[[BaseException], Optional[str]]
 
-__all__ = ["SECRET_SHAPE", "BaseSecretStore", "Describer", "RefreshingSecretStore", "SecretError", "Secrets",
+__all__ = ["SECRET_SHAPE", "BaseSecretStore", "Describer", "RefreshingSecretStore", "Secrets",
            "describe_failure", "guarded", "parse_secret"]
 
 

@@ -15,10 +15,11 @@ from flask import Flask
 
 from carbon_optimizer import VERSION
 from carbon_optimizer.engine import build_engine
+from carbon_optimizer.errors import ConfigError
 from carbon_optimizer.ops import metrics
 from carbon_optimizer.ops.log_format import configure_logging
 from carbon_optimizer.secret_store import BaseSecretStore, build_secret_store
-from carbon_optimizer.settings import ConfigError, Settings, load_settings
+from carbon_optimizer.settings import Settings, load_settings
 from carbon_optimizer.web import auth, headers, limits, openapi
 from carbon_optimizer.web.pages import pages
 from carbon_optimizer.web.errors import register_error_handlers
@@ -61,7 +62,7 @@ def create_app(settings: Optional[Settings] = None, *,
     app.extensions["carbon_engine"] = engine
     app.extensions["carbon_openapi"] = openapi.build_document(VERSION, settings.max_batch_size)
 
-    register_error_handlers(app)
+    register_error_handlers(app, settings)
     app.register_blueprint(api)
     app.register_blueprint(ops)
     app.register_blueprint(pages)

@@ -17,6 +17,7 @@ from typing import Iterable, Optional, Sequence
 
 from flask import Flask, Response, current_app, g, request
 
+from carbon_optimizer.errors import FailureCode
 from carbon_optimizer.ops import metrics
 from carbon_optimizer.secret_store import BaseSecretStore
 from carbon_optimizer.settings import Settings
@@ -112,14 +113,15 @@ def require_api_keys(app: Flask, settings: Settings, secret_store: BaseSecretSto
             return _check_metrics(settings, secret_store)
         if path in DOCS_PATHS:
             if settings.docs_access == "disabled":
-                return error_response(404, "no such endpoint")
+                return error_response(FailureCode.NOT_FOUND, "no such endpoint")
             if settings.docs_access == "public":
                 return None
         if path.startswith("/api/") or (request.endpoint or "").startswith("api.") or path in DOCS_PATHS:
             if secret_store.current().api_keys and not g.api_client:
                 metrics.AUTH_FAILURES.labels("api").inc()
-                return error_response(401, f"missing or invalid API key; send it in the {API_KEY_HEADER} header",
-                                      headers={"WWW-Authenticate": f'ApiKey header="{API_KEY_HEADER}"'})
+                return error_response(FailureCode.UNAUTHORIZED,
+                                      f"missing or invalid API key; send it in the {API_KEY_HEADER} header",
+                                      headers=[("WWW-Authenticate", f'ApiKey header="{API_KEY_HEADER}"')])
         return None
 
 
@@ -132,7 +134,7 @@ def _check_metrics(settings: Settings, secret_store: BaseSecretStore) -> Optiona
         networks = [ipaddress.ip_network(c, strict=False) for c in settings.metrics_allow_cidrs]
         if address is None or not any(address in network for network in networks):
             metrics.AUTH_FAILURES.labels("metrics").inc()
-            return error_response(403, "metrics are not served to this address")
+            return error_response(FailureCode.FORBIDDEN, "metrics are not served to this address")
     token = secret_store.current().metrics_token
     if token:
         # An address out of failures is refused before its token is compared: with or without the
@@ -142,13 +144,14 @@ def _check_metrics(settings: Settings, secret_store: BaseSecretStore) -> Optiona
         wait = guard.refused_for(address)
         if wait is not None:
             metrics.AUTH_FAILURES.labels("metrics").inc()
-            return error_response(429, "too many wrong metrics tokens from this address; retry later",
-                                  headers={"Retry-After": str(wait)})
+            return error_response(FailureCode.RATE_LIMITED,
+                                  "too many wrong metrics tokens from this address; retry later",
+                                  retry_after=wait)  # the seconds left in the address's window
         header = request.headers.get("Authorization", "")
         scheme, _, presented = header.partition(" ")
         if scheme.lower() != "bearer" or not matches_any(presented.strip(), [token]):
             guard.failed(address)
             metrics.AUTH_FAILURES.labels("metrics").inc()
-            return error_response(401, "metrics need a bearer token",
-                                  headers={"WWW-Authenticate": "Bearer"})
+            return error_response(FailureCode.UNAUTHORIZED, "metrics need a bearer token",
+                                  headers=[("WWW-Authenticate", "Bearer")])
     return None

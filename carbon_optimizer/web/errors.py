@@ -1,41 +1,50 @@
-"""The JSON error envelope, and handlers so that no answer is an HTML page or a stack trace."""
+"""Error answers as Flask responses, and handlers so that no answer is an HTML page or a stack
+trace. The status, Retry-After and JSON body come from errors.py's ErrorWriter; this module only
+makes a Flask response of them."""
 
 from __future__ import annotations
 
 import logging
-from typing import Optional
+from typing import Iterable, Optional
 
-from flask import Flask, jsonify
+from flask import Flask, Response, current_app
 from werkzeug.exceptions import HTTPException
 
-from carbon_optimizer.errors import CarbonOptimizerError, FailureCode, RequestError
+from carbon_optimizer.errors import CarbonOptimizerError, ErrorWriter, FailureCode, RequestError
+from carbon_optimizer.settings import Settings
 
 log = logging.getLogger(__name__)
 
-def error_response(status: int, message: str, code: Optional[FailureCode] = None,
-                   details: Optional[list[dict]] = None, headers: Optional[dict] = None):
-    """The JSON error envelope: {"error": {"code", "message", "details"?}}."""
-    body = {"code": FailureCode(code).value if code else FailureCode.for_status(status).value,
-            "message": message}
-    if details:
-        body["details"] = details
-    response = jsonify({"error": body})
-    response.status_code = status
-    for name, value in (headers or {}).items():
+# app.extensions key of the app's ErrorWriter (built once, from its settings).
+EXTENSION = "carbon_error_writer"
+
+
+def error_response(code: FailureCode, message: str, details: Optional[list[dict]] = None, *,
+                   retry_after: Optional[int] = None,
+                   headers: Iterable[tuple[str, str]] = ()) -> Response:
+    """The answer for a failure, written by the app's ErrorWriter. `retry_after` only for a delay
+    computed for this answer (see ErrorWriter.retry_after); `headers` never carry Retry-After."""
+    writer: ErrorWriter = current_app.extensions[EXTENSION]
+    answer = writer.answer(code, message, details, retry_after=retry_after, headers=headers)
+    # Flask's JSON answers end in a newline (jsonify's habit); error answers kept it.
+    response = Response(answer.body + b"\n", status=answer.status, mimetype="application/json")
+    for name, value in answer.headers:
         response.headers[name] = value
     return response
 
 
-def register_error_handlers(app: Flask) -> None:
+def register_error_handlers(app: Flask, settings: Settings) -> None:
+    # The upstream codes' Retry-After follows the configured back-off: read once, here.
+    app.extensions[EXTENSION] = ErrorWriter(settings.upstream_failure_backoff_seconds)
+
     @app.errorhandler(RequestError)
     def _api_error(exc: RequestError):
-        return error_response(exc.status, exc.message, exc.code, exc.details, exc.headers)
+        return error_response(exc.code, exc.message, exc.details, retry_after=exc.retry_after)
 
     @app.errorhandler(CarbonOptimizerError)
     def _service_error(exc: CarbonOptimizerError):
         # A failure raised below the web layer (e.g. a request over its solving budget).
-        headers = {"Retry-After": "5"} if exc.code.transient else None
-        return error_response(exc.code.status, exc.message, exc.code, headers=headers)
+        return error_response(exc.code, exc.message)
 
     @app.errorhandler(HTTPException)
     def _http_error(exc: HTTPException):
@@ -45,12 +54,12 @@ def register_error_handlers(app: Flask) -> None:
             405: "method not allowed on this endpoint",
             413: f"request body larger than {app.config.get('MAX_CONTENT_LENGTH')} bytes",
         }.get(status, exc.description or exc.name)
-        headers = {}
+        headers = []
         if status == 405 and exc.valid_methods:  # type: ignore[attr-defined]
-            headers["Allow"] = ", ".join(exc.valid_methods)  # type: ignore[attr-defined]
-        return error_response(status, message, headers=headers)
+            headers.append(("Allow", ", ".join(exc.valid_methods)))  # type: ignore[attr-defined]
+        return error_response(FailureCode.for_status(status), message, headers=headers)
 
     @app.errorhandler(Exception)
     def _unexpected(exc: Exception):
         log.exception("unhandled error")
-        return error_response(500, "internal error", FailureCode.INTERNAL_ERROR)
+        return error_response(FailureCode.INTERNAL_ERROR, "internal error")

@@ -46,6 +46,7 @@ from limits.storage import MemoryStorage, RedisStorage
 from limits.strategies import STRATEGIES, FixedWindowRateLimiter
 from limits.util import WindowStats
 
+from carbon_optimizer.errors import FailureCode
 from carbon_optimizer.ops import metrics
 from carbon_optimizer.settings import Settings
 from carbon_optimizer.web.auth import DOCS_PATHS, METRICS_FAILURE_GUARD, client_identity
@@ -58,6 +59,7 @@ UNLIMITED_PATHS = ("/health", "/health/live", "/metrics")
 PAGE_PATHS = ("/",)  # the page (pages.py); /docs is in auth.DOCS_PATHS, whose access DOCS_ACCESS sets
 _DECLARED = "_carbon_rate_limit"
 _WINDOWS = "_carbon_rate_limit_windows"
+_WINDOW_READ = "_carbon_rate_limit_window"  # g: this request's window, read once (see _window)
 _STRATEGY = "carbon-fixed-window"
 _SCHEME = "carbon+"         # storage URI prefix that selects _CountingRedisStorage
 _DEFAULT_SCOPE = "global"   # the budget every route without a limit of its own shares
@@ -179,25 +181,38 @@ def retry_after(window_end: float, now: float) -> int:
     return max(1, math.ceil(window_end - now))
 
 
-def _rate_limit_headers(limiter: Limiter, response: Response) -> Response:
-    """X-RateLimit-* of the request's budget on every limited answer, and Retry-After on a 429 only
-    (flask-limiter's own headers put one on successes, and truncated it to 0 in the last second).
-    Other answers keep the Retry-After they were given (a 503's)."""
+def _window(limiter: Limiter) -> Optional[tuple[float, int]]:
+    """This request's window (its end, the hits left), or None (no limit, or the storage failed
+    between the hit and now). Read once per request, from the hit's own answer: the 429 handler
+    and the headers share it, so a refusal costs no second Redis call."""
+    if _WINDOW_READ in g:
+        return g.get(_WINDOW_READ)
+    window = None
     current = limiter.current_limit
-    if current is None:
+    if current is not None:
+        try:
+            window = current.window
+        except Exception as exc:  # no headers, no error
+            _storage_error(exc)
+    setattr(g, _WINDOW_READ, window)
+    return window
+
+
+def _rate_limit_headers(limiter: Limiter, response: Response) -> Response:
+    """X-RateLimit-* of the request's budget on every limited answer (flask-limiter's own headers
+    put a Retry-After on successes, and truncated it to 0 in the last second; a 429's is the
+    error writer's, from the same window)."""
+    window = _window(limiter)
+    g.pop(_WINDOW_READ, None)  # a later request sharing this app context (tests do) reads its own
+    current = limiter.current_limit
+    if current is None or window is None:
         return response
-    try:
-        window_end, remaining = current.window
-    except Exception as exc:  # the storage failed between the hit and now: no headers, no error
-        _storage_error(exc)
-        return response
+    window_end, remaining = window
     response.headers["X-RateLimit-Limit"] = str(current.limit.amount)
     response.headers["X-RateLimit-Remaining"] = str(remaining)
     # The window's end as flask-limiter states it (the next whole second); Retry-After counts to
     # the end itself, so it never exceeds the window's length, and now + Retry-After >= the end.
     response.headers["X-RateLimit-Reset"] = str(int(window_end + 1))
-    if response.status_code == 429:
-        response.headers["Retry-After"] = str(retry_after(window_end, time.time()))
     return response
 
 
@@ -343,8 +358,10 @@ def init_app(app: Flask, settings: Settings) -> None:
     @app.errorhandler(RateLimitExceeded)
     def _too_many(exc: RateLimitExceeded):
         metrics.RATE_LIMITED.inc()
-        # _rate_limit_headers adds Retry-After and X-RateLimit-* to this answer after the handler.
-        return error_response(429, f"rate limit exceeded ({exc.description}); retry later")
+        # Retry-After: the seconds left in the client's window; _rate_limit_headers adds X-RateLimit-*.
+        window = _window(limiter)
+        return error_response(FailureCode.RATE_LIMITED, f"rate limit exceeded ({exc.description}); retry later",
+                              retry_after=retry_after(window[0], time.time()) if window else None)
 
 
 def health_check(redis_reachable: bool) -> dict:

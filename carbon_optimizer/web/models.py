@@ -18,7 +18,7 @@ from pydantic import (
 from pydantic_core import InitErrorDetails, PydanticCustomError
 
 from carbon_optimizer.data.cloud_regions import CloudRegion
-from carbon_optimizer.errors import FailureCode
+from carbon_optimizer.errors import FailureCode, FieldError
 from carbon_optimizer.scheduling.model import (
     CapacityLimits, Job, Outcomes, Schedule, Unschedulable, ZoneFailure, ZoneSeries,
 )
@@ -120,13 +120,6 @@ Timestamp = Annotated[AwareDatetime, BeforeValidator(_timestamp), AfterValidator
 def _minutes(value: Optional[timedelta]) -> str:
     return "none" if value is None else f"{value.total_seconds() / 60:g} min"
 
-
-class FieldError(ValueError):
-    """A workload's inconsistency, with the field a client must change to fix it."""
-
-    def __init__(self, field: str, message: str) -> None:
-        super().__init__(message)
-        self.field = field
 
 class Workload(BaseModel):
     """One job to place in the cleanest window (and zone)."""

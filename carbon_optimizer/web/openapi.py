@@ -88,9 +88,11 @@ def build_document(version: str, max_batch_size: int) -> dict:
                                   "too_large, or zone_not_entitled (the service's data plan does "
                                   "not cover the zone); final, do not retry unchanged"),
                     "429": rate_limited,
-                    "503": _error("no carbon data for a zone just now (a passing upstream fault), "
-                                  "or deadline_exceeded (the solving time ran out on a busy "
-                                  "machine); retry after Retry-After seconds"),
+                    "503": _error("upstream_unavailable or upstream_auth_failed (no carbon data for "
+                                  "a zone just now; Retry-After: the upstream back-off), "
+                                  "deadline_exceeded (the solving time ran out on a busy machine) "
+                                  "or service_unavailable (the worker's solving memory is taken; "
+                                  "Retry-After: a few seconds); retry after Retry-After seconds"),
                 }}},
             "/api/v1/forecast": {"get": {
                 "summary": "The normalised forecast for a zone, as the optimizer uses it",
@@ -118,10 +120,13 @@ def build_document(version: str, max_batch_size: int) -> dict:
                                   "a zone the provider does not serve or an unknown cloud region "
                                   "(with suggestions)"),
                     "401": unauthorized,
-                    "404": _error("the provider has no data for this zone"),
+                    "404": _error("forecast_not_found: the provider lists this zone but has no "
+                                  "data for it"),
                     "422": _error("zone_not_entitled: the service's data plan does not cover the zone"),
                     "429": rate_limited,
-                    "503": _error("no carbon data can be had for this zone now; see Retry-After"),
+                    "503": _error("upstream_unavailable or upstream_auth_failed: no carbon data "
+                                  "can be had for this zone now; see Retry-After (the upstream "
+                                  "back-off)"),
                 }}},
             "/api/v1/zones": {"get": {
                 "summary": "The zones the configured provider serves, and the cloud regions a "
@@ -140,8 +145,9 @@ def build_document(version: str, max_batch_size: int) -> dict:
                 "security": [],  # open to load balancers, whatever a document-wide default says
                 "responses": {
                     "200": _ok("HealthResponse", "the worker can take requests"),
-                    "503": _error("not ready: every application thread of the worker answering "
-                                  "has been busy for longer than a short grace; see Retry-After"),
+                    "503": _error("service_unavailable, not ready: every application thread of "
+                                  "the worker answering has been busy for longer than a short "
+                                  "grace; Retry-After is that grace"),
                 }}},
             "/health/live": {"get": {
                 "summary": "Liveness: the process answers, whatever its load",

@@ -18,7 +18,7 @@ from pydantic import ValidationError
 from werkzeug.exceptions import ClientDisconnected, RequestEntityTooLarge
 
 from carbon_optimizer.engine import CarbonEngine
-from carbon_optimizer.errors import CarbonDataError, FailureCode, RequestError, UnknownLocation
+from carbon_optimizer.errors import CarbonDataError, FailureCode, FieldError, RequestError, UnknownLocation
 from carbon_optimizer.ops import metrics
 from carbon_optimizer.ops.thread_load import ENVIRON_KEY as THREAD_LOAD_KEY, ThreadLoad
 from carbon_optimizer.scheduling.model import CapacityLimits, Unschedulable
@@ -53,10 +53,6 @@ def _engine() -> CarbonEngine:
 
 def _settings() -> Settings:
     return current_app.extensions["carbon_settings"]
-
-
-def _retry_after() -> str:
-    return str(max(1, _settings().upstream_failure_backoff_seconds or 30))
 
 
 # -- request parsing ------------------------------------------------------------------------------
@@ -145,7 +141,7 @@ def _validation_error(exc: ValidationError) -> RequestError:
             details.more += 1
             continue
         cause = (error.get("ctx") or {}).get("error")
-        location = tuple(error["loc"]) + ((cause.field,) if isinstance(cause, models.FieldError) else ())
+        location = tuple(error["loc"]) + ((cause.field,) if isinstance(cause, FieldError) else ())
         details.add({"field": _cut(_field_path(location), _FIELD_CHARS),
                      "message": _cut(_MESSAGES.get(error["type"], error["msg"].removeprefix("Value error, ")),
                                      _MESSAGE_CHARS)})
@@ -283,7 +279,7 @@ def _jobs(workloads: list[models.Workload], batch: bool, now: datetime,
         try:
             jobs.append(workload.to_job(now, default_zones, default_window, zones=list(where) or None))
         except ValueError as exc:
-            field = exc.field if isinstance(exc, models.FieldError) else ""
+            field = exc.field if isinstance(exc, FieldError) else ""
             details.add({"field": _field_path(((f"workloads", index) if batch else ()) + ((field,) if field else ())),
                          "message": str(exc)})
     _refuse(details, unknown, "workloads" if batch else "zones")
@@ -357,10 +353,8 @@ def _answer(model: models.Response) -> Response:
 def _failure(outcome: Unschedulable) -> RequestError:
     """A single workload that cannot be scheduled, as an error answer with the failure's status."""
     code = outcome.code
-    headers = {"Retry-After": _retry_after()} if code.transient else None
     field = "zones" if code in (FailureCode.ZONE_NOT_FOUND, FailureCode.ZONE_NOT_ENTITLED) else "body"
-    return RequestError(code, outcome.message, details=[{"field": field, "message": outcome.message}],
-                        headers=headers)
+    return RequestError(code, outcome.message, details=[{"field": field, "message": outcome.message}])
 
 
 def _client_gone() -> Optional[Callable[[], bool]]:
@@ -461,10 +455,9 @@ def forecast():
     try:
         found, history = engine.zone_view(zone, now, until, with_history)
     except CarbonDataError as exc:
-        # A zone the provider does not know is a missing resource here (404), not a bad request.
-        status = 404 if exc.code is FailureCode.ZONE_NOT_FOUND else exc.code.status
-        headers = {"Retry-After": _retry_after()} if exc.code.transient else None
-        raise RequestError(exc.code, exc.message, headers=headers, status=status) from None
+        # A zone the provider lists but has no data for: this forecast is a missing resource.
+        code = FailureCode.FORECAST_NOT_FOUND if exc.code is FailureCode.ZONE_NOT_FOUND else exc.code
+        raise RequestError(code, exc.message) from None
     return _answer(models.ForecastResponse.of(found, location, history, with_history))
 
 
@@ -474,9 +467,8 @@ def zones():
     try:
         served = engine.zones()
     except CarbonDataError as exc:
-        headers = {"Retry-After": _retry_after()} if exc.code.transient else None
         raise RequestError(exc.code, "the carbon-data provider's zone list cannot be had just now: "
-                           + exc.message, headers=headers) from None
+                           + exc.message) from None
     return _answer(models.ZonesResponse.of(engine.provider.name, served, list(engine.regions)))
 
 
@@ -507,7 +499,7 @@ def health():
             f"not ready: every application thread of this worker has been busy for {busy_for:.1f} s",
             details=[{"field": "threads", "message": f"{load.busy} requests for {load.threads} "
                       f"threads, all busy for {busy_for:.1f} s (grace {load.grace:g} s)"}],
-            headers={"Retry-After": str(max(1, round(load.grace)))})
+            retry_after=round(load.grace))  # the grace, not the code's delay: this worker's own
     checks = _engine().health()
     checks["secrets"] = current_app.extensions["carbon_secrets"].status()
     checks["rate_limit"] = limits.health_check(redis_reachable=checks["redis"]["status"] == "ok")

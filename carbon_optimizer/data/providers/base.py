@@ -1,19 +1,11 @@
-"""The provider interface and the errors every provider raises."""
+"""The provider interface (the errors every provider raises are in carbon_optimizer.errors)."""
 
 from __future__ import annotations
 
 from datetime import datetime
 from typing import Optional, Protocol
 
-from carbon_optimizer.errors import (  # noqa: F401
-    CarbonDataError, InvalidToken, NotRecorded, UpstreamUnavailable, ZoneNotEntitled, ZoneNotFound,
-)
 from carbon_optimizer.timeseries import ForecastSeries
-
-
-# The failures every provider raises live in the one error hierarchy; named here too, because
-# the cache rebuilds a remembered failure by its class name.
-ProviderError = CarbonDataError
 
 
 class Provider(Protocol):

@@ -14,7 +14,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Optional
 
-from carbon_optimizer.data.providers.base import ZoneNotFound
+from carbon_optimizer.errors import ZoneNotFound
 from carbon_optimizer.data.providers.portal_csv import load_directory, read_portal_csv  # noqa: F401
 from carbon_optimizer.data.providers.replay import ReplayProvider
 from carbon_optimizer.timeseries import ForecastSeries

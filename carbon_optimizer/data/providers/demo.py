@@ -21,7 +21,7 @@ from typing import Optional
 
 import numpy as np
 
-from carbon_optimizer.data.providers.base import ZoneNotFound
+from carbon_optimizer.errors import ZoneNotFound
 from carbon_optimizer.timeseries import ForecastSeries, to_epoch
 
 _PROFILES_PATH = Path(__file__).with_name("demo_profiles.json")

@@ -18,9 +18,7 @@ from urllib3.connectionpool import HTTPConnectionPool, HTTPSConnectionPool
 from urllib3.util import Timeout
 from urllib3.util.retry import Retry
 
-from carbon_optimizer.data.providers.base import (
-    InvalidToken, ProviderError, UpstreamUnavailable, ZoneNotEntitled, ZoneNotFound,
-)
+from carbon_optimizer.errors import InvalidToken, UpstreamUnavailable, ZoneNotEntitled, ZoneNotFound
 from carbon_optimizer.timeseries import ForecastSeries, parse_utc, series_from_points
 
 log = logging.getLogger(__name__)
@@ -297,4 +295,4 @@ class ElectricityMapsProvider:
             raise UpstreamUnavailable(zone, f"Electricity Maps sent invalid JSON for zone {zone}") from None
 
 
-__all__ = ["ElectricityMapsProvider", "ProviderError"]
+__all__ = ["ElectricityMapsProvider"]

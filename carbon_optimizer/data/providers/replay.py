@@ -21,8 +21,7 @@ from typing import Mapping, Optional
 
 import numpy as np
 
-from carbon_optimizer.data.providers.base import ZoneNotFound
-from carbon_optimizer.errors import NotRecorded
+from carbon_optimizer.errors import NotRecorded, ZoneNotFound
 from carbon_optimizer.data.providers.portal_csv import load_directory
 from carbon_optimizer.timeseries import ForecastSeries, from_epoch, rfc3339, to_epoch
 
