@@ -25,7 +25,7 @@ from carbon_optimizer.scheduling.model import CapacityLimits, Unschedulable
 from carbon_optimizer.settings import Settings
 from carbon_optimizer.timeseries import rfc3339, to_epoch
 from carbon_optimizer.web import limits, openapi
-from carbon_optimizer.web import models
+from carbon_optimizer.web import request_models, response_models
 
 log = logging.getLogger(__name__)
 api = Blueprint("api", __name__, url_prefix="/api/v1")
@@ -145,7 +145,7 @@ def _validation_error(exc: ValidationError) -> RequestError:
             details.more += 1
             continue
         cause = (error.get("ctx") or {}).get("error")
-        location = tuple(error["loc"]) + ((cause.field,) if isinstance(cause, models.FieldError) else ())
+        location = tuple(error["loc"]) + ((cause.field,) if isinstance(cause, request_models.FieldError) else ())
         details.add({"field": _cut(_field_path(location), _FIELD_CHARS),
                      "message": _cut(_MESSAGES.get(error["type"], error["msg"].removeprefix("Value error, ")),
                                      _MESSAGE_CHARS)})
@@ -153,7 +153,7 @@ def _validation_error(exc: ValidationError) -> RequestError:
                         details=details.listed("body"))
 
 
-def _parse_workloads(body: object) -> tuple[list[models.Workload], Optional[models.WorkloadBatch]]:
+def _parse_workloads(body: object) -> tuple[list[request_models.Workload], Optional[request_models.WorkloadBatch]]:
     """The workloads asked for, and the batch they came in (None for a single workload)."""
     if not isinstance(body, dict):
         raise RequestError(FailureCode.INVALID_REQUEST, "the body must be a JSON object: one workload, or {\"workloads\": [...]}")
@@ -164,17 +164,17 @@ def _parse_workloads(body: object) -> tuple[list[models.Workload], Optional[mode
             raise RequestError(FailureCode.INVALID_REQUEST, "too many workloads", details=[
                 {"field": "workloads", "message": f"at most {limit} workloads per request"}])
         try:
-            batch = models.WorkloadBatch.model_validate(body)
+            batch = request_models.WorkloadBatch.model_validate(body)
             return batch.workloads, batch
         except ValidationError as exc:
             raise _validation_error(exc) from None
     try:
-        return [models.Workload.model_validate(body)], None
+        return [request_models.Workload.model_validate(body)], None
     except ValidationError as exc:
         raise _validation_error(exc) from None
 
 
-def _as_of(workloads: list[models.Workload], batch: Optional[models.WorkloadBatch]) -> Optional[datetime]:
+def _as_of(workloads: list[request_models.Workload], batch: Optional[request_models.WorkloadBatch]) -> Optional[datetime]:
     """The moment a replay request answers as of: `as_of` of the single workload or of the batch
     (not of a workload inside a batch). Only a replaying file provider can answer as of another
     moment; elsewhere the field is refused, naming it."""
@@ -247,7 +247,7 @@ def _locate(asked: list[str], field: str, resolve: Callable[[str], "str | Unknow
     return zones
 
 
-def _count_locations(workloads: list[models.Workload], default_zones: list[str], batch: bool) -> None:
+def _count_locations(workloads: list[request_models.Workload], default_zones: list[str], batch: bool) -> None:
     """Refuse, before resolving any, a request naming more than MAX_LOCATIONS distinct locations."""
     names = {name for workload in workloads for name in (workload.zones or default_zones)}
     if len(names) > MAX_LOCATIONS:
@@ -266,7 +266,7 @@ def _stop_if_gone(gone: Optional[Callable[[], bool]], workloads: int, answered: 
         raise ClientDisconnected()
 
 
-def _jobs(workloads: list[models.Workload], batch: bool, now: datetime,
+def _jobs(workloads: list[request_models.Workload], batch: bool, now: datetime,
           gone: Optional[Callable[[], bool]] = None):
     """The jobs asked for, with every location resolved to a zone, and per job zone -> location."""
     settings = _settings()
@@ -283,7 +283,7 @@ def _jobs(workloads: list[models.Workload], batch: bool, now: datetime,
         try:
             jobs.append(workload.to_job(now, default_zones, default_window, zones=list(where) or None))
         except ValueError as exc:
-            field = exc.field if isinstance(exc, models.FieldError) else ""
+            field = exc.field if isinstance(exc, request_models.FieldError) else ""
             details.add({"field": _field_path(((f"workloads", index) if batch else ()) + ((field,) if field else ())),
                          "message": str(exc)})
     _refuse(details, unknown, "workloads" if batch else "zones")
@@ -305,7 +305,7 @@ def _refuse(details: _Details, unknown: _Details, more: str) -> None:
                            details=both.listed(more))
 
 
-def _capacity(capacity: models.FleetCapacity, locations: list[dict[str, str]]) -> CapacityLimits:
+def _capacity(capacity: request_models.FleetCapacity, locations: list[dict[str, str]]) -> CapacityLimits:
     """The batch's capacity with its keys resolved as workload zones are (the same lookup, the
     same close matches, the same bounds). A key for a zone no workload of the batch may run in
     would limit nothing, and two keys for one zone contradict or repeat each other: both are
@@ -349,7 +349,7 @@ def _listed(zones: list[str], most: int = 10) -> str:
 
 # -- API routes -----------------------------------------------------------------------------------
 
-def _answer(model: models.Response) -> Response:
+def _answer(model: response_models.Response) -> Response:
     """The one place an answer model becomes an HTTP body."""
     return Response(model.to_json(), mimetype="application/json")
 
@@ -410,11 +410,11 @@ def optimize():
                                                 and o.code is FailureCode.DEADLINE_EXCEEDED)
                                            for o in outcomes))
     if batch is not None:
-        return _answer(models.BatchResponse.of(outcomes, now, locations))
+        return _answer(response_models.BatchResponse.of(outcomes, now, locations))
     outcome = outcomes[0]
     if isinstance(outcome, Unschedulable):
         raise _failure(outcome)
-    return _answer(models.ScheduledWorkload.of(outcome, now, locations[0]))
+    return _answer(response_models.ScheduledWorkload.of(outcome, now, locations[0]))
 
 
 def _hours_parameter() -> Optional[int]:
@@ -422,10 +422,10 @@ def _hours_parameter() -> Optional[int]:
     if text is None:
         return None
     if not (text.isascii() and text.isdigit() and len(text) <= 4) \
-            or not 1 <= int(text) <= models.MAX_FORECAST_HOURS:
+            or not 1 <= int(text) <= request_models.MAX_FORECAST_HOURS:
         raise RequestError(FailureCode.INVALID_REQUEST, "hours must be a whole number of hours from now",
                        details=[{"field": "hours", "message":
-                                 f"a whole number from 1 to {models.MAX_FORECAST_HOURS}"}])
+                                 f"a whole number from 1 to {request_models.MAX_FORECAST_HOURS}"}])
     return int(text)
 
 
@@ -443,7 +443,7 @@ def _history_parameter() -> bool:
 def forecast():
     location = request.args.get("zone", "")
     try:
-        models.LOCATION_ADAPTER.validate_python(location)
+        request_models.LOCATION_ADAPTER.validate_python(location)
     except ValidationError:
         raise RequestError(FailureCode.INVALID_REQUEST,
                            "give one zone key or cloud region, e.g. ?zone=DE or ?zone=aws:eu-west-1",
@@ -465,7 +465,7 @@ def forecast():
         status = 404 if exc.code is FailureCode.ZONE_NOT_FOUND else exc.code.status
         headers = {"Retry-After": _retry_after()} if exc.code.transient else None
         raise RequestError(exc.code, exc.message, headers=headers, status=status) from None
-    return _answer(models.ForecastResponse.of(found, location, history, with_history))
+    return _answer(response_models.ForecastResponse.of(found, location, history, with_history))
 
 
 @api.get("/zones")
@@ -477,7 +477,7 @@ def zones():
         headers = {"Retry-After": _retry_after()} if exc.code.transient else None
         raise RequestError(exc.code, "the carbon-data provider's zone list cannot be had just now: "
                            + exc.message, headers=headers) from None
-    return _answer(models.ZonesResponse.of(engine.provider.name, served, list(engine.regions)))
+    return _answer(response_models.ZonesResponse.of(engine.provider.name, served, list(engine.regions)))
 
 
 @api.get("/openapi.json")
@@ -493,7 +493,7 @@ def openapi_document():
 def health_live():
     """Liveness: the process answers. Cheap and true whatever the load (a liveness probe that
     failed under load would restart a worker that is only busy)."""
-    return _answer(models.LiveResponse(status="ok"))
+    return _answer(response_models.LiveResponse(status="ok"))
 
 
 @ops.get("/health")
