@@ -28,6 +28,7 @@ from carbon_optimizer.errors import TooLarge
 from carbon_optimizer.scheduling.budget import Budget, RequestCost
 from carbon_optimizer.settings import load_settings
 from carbon_optimizer.web import request_models
+from carbon_optimizer.web.app_state import app_state
 from tests.conftest import FIXED_NOW
 
 # The documented limits (web/request_models.py, settings.py), read where they are defined.
@@ -92,7 +93,7 @@ def service():
         yield client, estimates
     finally:
         planner.estimate = real
-        app.extensions["carbon_engine"].close()
+        app_state(app).engine.close()
 
 
 def _iso_minutes(minutes: int) -> str:

@@ -20,6 +20,7 @@ from carbon_optimizer.ops.log_format import configure_logging
 from carbon_optimizer.secret_store import BaseSecretStore, build_secret_store
 from carbon_optimizer.settings import ConfigError, Settings, load_settings
 from carbon_optimizer.web import auth, headers, limits, openapi
+from carbon_optimizer.web.app_state import EXTENSION, AppState
 from carbon_optimizer.web.pages import pages
 from carbon_optimizer.web.errors import register_error_handlers
 from carbon_optimizer.web.routes import api, ops
@@ -53,13 +54,12 @@ def create_app(settings: Optional[Settings] = None, *,
     engine = build_engine(settings, secret_store)
 
     app = Flask(__name__, static_folder=None)  # pages.py serves the static files, with cache headers
-    app.config.update(MAX_CONTENT_LENGTH=settings.max_body_bytes, JSON_SORT_KEYS=False,
-                      CLOCK=clock or (lambda: datetime.now(timezone.utc)))
+    app.config.update(MAX_CONTENT_LENGTH=settings.max_body_bytes, JSON_SORT_KEYS=False)
     app.json.sort_keys = False
-    app.extensions["carbon_settings"] = settings
-    app.extensions["carbon_secrets"] = secret_store
-    app.extensions["carbon_engine"] = engine
-    app.extensions["carbon_openapi"] = openapi.build_document(VERSION, settings.max_batch_size)
+    app.extensions[EXTENSION] = AppState(
+        settings=settings, secrets=secret_store, engine=engine,
+        openapi=openapi.build_document(VERSION, settings.max_batch_size),
+        clock=clock or (lambda: datetime.now(timezone.utc)))
 
     register_error_handlers(app)
     app.register_blueprint(api)
@@ -68,7 +68,7 @@ def create_app(settings: Optional[Settings] = None, *,
     _wire_metrics(app)
     headers.init_app(app, settings)                       # debug off, ProxyFix, CORS, headers
     auth.identify_clients(app, secret_store)              # before the limiter: it keys on the client
-    limits.init_app(app, settings)                        # after the blueprints: finds declared limits
+    limits.init_app(app)                                  # after the blueprints: finds declared limits
     auth.require_api_keys(app, settings, secret_store)    # after the limiter: wrong keys count too
 
     log.info("carbon-optimizer ready", extra={"provider": engine.provider.name, "version": VERSION,

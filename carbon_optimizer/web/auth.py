@@ -15,19 +15,17 @@ import hmac
 import ipaddress
 from typing import Iterable, Optional, Sequence
 
-from flask import Flask, Response, current_app, g, request
+from flask import Flask, Response, g, request
 
 from carbon_optimizer.ops import metrics
 from carbon_optimizer.secret_store import BaseSecretStore
 from carbon_optimizer.settings import Settings
+from carbon_optimizer.web.app_state import app_state
 from carbon_optimizer.web.errors import error_response
 
 API_KEY_HEADER = "X-API-Key"
 OPEN_PATHS = ("/health", "/health/live")            # never authenticated (the load balancer's probe)
 DOCS_PATHS = ("/docs", "/api/v1/openapi.json")
-# app.extensions key of the counter of wrong /metrics tokens per client IP; limits.init_app puts it
-# there (in the limiter's storage), so that this module, below limits, needs no import of it.
-METRICS_FAILURE_GUARD = "carbon_metrics_failures"
 
 
 def _digest(value: str) -> bytes:
@@ -137,7 +135,9 @@ def _check_metrics(settings: Settings, secret_store: BaseSecretStore) -> Optiona
     if token:
         # An address out of failures is refused before its token is compared: with or without the
         # right one, the same 429, so guessing on tells nothing. Successes are not counted.
-        guard = current_app.extensions[METRICS_FAILURE_GUARD]
+        # Kept by limits.init_app (in the limiter's storage), so that this module, below limits,
+        # needs no import of it.
+        guard = app_state().rate_limiting.metrics_token_failures
         address = request.remote_addr or "unknown"
         wait = guard.refused_for(address)
         if wait is not None:

@@ -12,7 +12,8 @@ from pydantic import ValidationError
 from carbon_optimizer.errors import FailureCode, RequestError, UnknownLocation
 from carbon_optimizer.scheduling.model import CapacityLimits
 from carbon_optimizer.timeseries import rfc3339
-from carbon_optimizer.web import app_state, request_models
+from carbon_optimizer.web import request_models
+from carbon_optimizer.web.app_state import app_state
 from carbon_optimizer.web.error_details import (
     MAX_ERROR_DETAILS, Details, field_path, unknown_location, validation_error,
 )
@@ -33,7 +34,7 @@ def parse_workloads(body: object) -> tuple[list[request_models.Workload], Option
         raise RequestError(FailureCode.INVALID_REQUEST, "the body must be a JSON object: one workload, or {\"workloads\": [...]}")
     if "workloads" in body:
         items = body["workloads"]
-        limit = app_state.settings().max_batch_size
+        limit = app_state().settings.max_batch_size
         if isinstance(items, list) and len(items) > limit:
             raise RequestError(FailureCode.INVALID_REQUEST, "too many workloads", details=[
                 {"field": "workloads", "message": f"at most {limit} workloads per request"}])
@@ -61,7 +62,7 @@ def as_of_moment(workloads: list[request_models.Workload], batch: Optional[reque
     as_of = batch.as_of if batch is not None else workloads[0].as_of
     if as_of is None:
         return None
-    settings = app_state.settings()
+    settings = app_state().settings
     if settings.carbon_provider != "file" or not settings.file_replay:
         raise RequestError(FailureCode.INVALID_REQUEST, "as_of is only accepted by a replaying service",
                            details=[{"field": "as_of", "message":
@@ -75,7 +76,7 @@ def _resolver(served: Optional[frozenset[str]]) -> Callable[[str], "str | Unknow
     few zones and regions again and again. An unknown location gives its UnknownLocation back (not
     raised), so that every field naming it can be reported; only the first
     MAX_SUGGESTED_LOCATIONS unknown ones come with close matches."""
-    locate, seen = app_state.engine().locate, {}
+    locate, seen = app_state().engine.locate, {}
     suggested = 0
 
     def resolve(location: str) -> "str | UnknownLocation":
@@ -122,10 +123,10 @@ def _count_locations(workloads: list[request_models.Workload], default_zones: li
 def jobs_asked(workloads: list[request_models.Workload], batch: bool, now: datetime,
                gone: Optional[Callable[[], bool]] = None):
     """The jobs asked for, with every location resolved to a zone, and per job zone -> location."""
-    settings = app_state.settings()
+    settings = app_state().settings
     default_zones, default_window = settings.default_zones, timedelta(hours=settings.default_window_hours)
     _count_locations(workloads, default_zones, batch)
-    resolve = _resolver(app_state.engine().served_zones())
+    resolve = _resolver(app_state().engine.served_zones())
     jobs, locations, details, unknown = [], [], Details(), Details()
     for index, workload in enumerate(workloads):
         stop_if_gone(gone, len(workloads), 0)
@@ -170,7 +171,7 @@ def capacity_limits(capacity: request_models.FleetCapacity, locations: list[dict
             raise RequestError(FailureCode.INVALID_REQUEST, "too many capacity keys", details=[
                 {"field": f"capacity.{name}", "message": f"at most {MAX_LOCATIONS} zones and cloud "
                                                          f"regions (got {len(limits)})"}])
-    resolve = _resolver(app_state.engine().served_zones())
+    resolve = _resolver(app_state().engine.served_zones())
     used = {zone for where in locations for zone in where}
     zone_of: dict[str, str] = {}
     details, unknown = Details(), Details()

@@ -8,13 +8,14 @@ from __future__ import annotations
 import logging
 from typing import Optional
 
-from flask import Blueprint, Response, current_app, jsonify, request
+from flask import Blueprint, Response, jsonify, request
 
 from carbon_optimizer.errors import CarbonDataError, FailureCode, RequestError, UnknownLocation
 from carbon_optimizer.ops.thread_load import ENVIRON_KEY as THREAD_LOAD_KEY, ThreadLoad
 from carbon_optimizer.scheduling.model import Unschedulable
 from carbon_optimizer.timeseries import to_epoch
-from carbon_optimizer.web import app_state, limits, openapi, response_models
+from carbon_optimizer.web import limits, openapi, response_models
+from carbon_optimizer.web.app_state import app_state
 from carbon_optimizer.web.error_details import unknown_location
 from carbon_optimizer.web.query_params import history_parameter, hours_parameter, zone_parameter
 from carbon_optimizer.web.request_body import client_gone, json_body, stop_if_gone
@@ -26,7 +27,7 @@ ops = Blueprint("ops", __name__)
 
 
 def _retry_after() -> str:
-    return str(max(1, app_state.settings().upstream_failure_backoff_seconds or 30))
+    return str(max(1, app_state().settings.upstream_failure_backoff_seconds or 30))
 
 
 # -- API routes -----------------------------------------------------------------------------------
@@ -50,12 +51,12 @@ def _failure(outcome: Unschedulable) -> RequestError:
 def optimize():
     body = json_body()
     workloads, batch = parse_workloads(body)
-    now = as_of_moment(workloads, batch) or app_state.now()
+    now = as_of_moment(workloads, batch) or app_state().clock()
     capacity = batch.capacity if batch is not None else None
     gone = client_gone()
     jobs, locations = jobs_asked(workloads, batch is not None, now, gone)
     limits_asked = capacity_limits(capacity, locations) if capacity is not None else None
-    outcomes = app_state.engine().optimize(jobs, now, limits_asked, cancelled=gone)
+    outcomes = app_state().engine.optimize(jobs, now, limits_asked, cancelled=gone)
     stop_if_gone(gone, len(outcomes), sum(not (isinstance(o, Unschedulable)
                                                 and o.code is FailureCode.DEADLINE_EXCEEDED)
                                            for o in outcomes))
@@ -72,12 +73,12 @@ def forecast():
     location = zone_parameter()
     hours = hours_parameter()
     with_history = history_parameter()
-    engine = app_state.engine()
+    engine = app_state().engine
     try:
         zone = engine.locate(location, engine.served_zones())
     except UnknownLocation as exc:
         raise RequestError(exc.code, exc.message, details=[unknown_location("zone", exc)]) from None
-    now = app_state.now()
+    now = app_state().clock()
     until = to_epoch(now) + 3600 * hours if hours is not None else None
     try:
         found, history = engine.zone_view(zone, now, until, with_history)
@@ -91,7 +92,7 @@ def forecast():
 
 @api.get("/zones")
 def zones():
-    engine = app_state.engine()
+    engine = app_state().engine
     try:
         served = engine.zones()
     except CarbonDataError as exc:
@@ -104,8 +105,9 @@ def zones():
 @api.get("/openapi.json")
 def openapi_document():
     # Read per request: keys can appear on a secret refresh, and the document follows enforcement.
-    keyed = bool(current_app.extensions["carbon_secrets"].current().api_keys)
-    return jsonify(openapi.served(current_app.extensions["carbon_openapi"], keyed))
+    state = app_state()
+    keyed = bool(state.secrets.current().api_keys)
+    return jsonify(openapi.served(state.openapi, keyed))
 
 
 # -- operations -----------------------------------------------------------------------------------
@@ -129,8 +131,9 @@ def health():
             details=[{"field": "threads", "message": f"{load.busy} requests for {load.threads} "
                       f"threads, all busy for {busy_for:.1f} s (grace {load.grace:g} s)"}],
             headers={"Retry-After": str(max(1, round(load.grace)))})
-    checks = app_state.engine().health()
-    checks["secrets"] = current_app.extensions["carbon_secrets"].status()
+    state = app_state()
+    checks = state.engine.health()
+    checks["secrets"] = state.secrets.status()
     checks["rate_limit"] = limits.health_check(redis_reachable=checks["redis"]["status"] == "ok")
     degraded = (checks["redis"]["status"] == "down" or checks["provider"]["status"] != "ok"
                 or checks["secrets"]["status"] == "failing" or checks["rate_limit"]["status"] == "fallback")
