@@ -66,10 +66,9 @@ def create_app(settings: Optional[Settings] = None, *,
     app.register_blueprint(ops)
     app.register_blueprint(pages)
     _wire_metrics(app)
-    headers.init_app(app, settings)                       # debug off, ProxyFix, CORS, headers
-    auth.identify_clients(app, secret_store)              # before the limiter: it keys on the client
-    limits.init_app(app)                                  # after the blueprints: finds declared limits
-    auth.require_api_keys(app, settings, secret_store)    # after the limiter: wrong keys count too
+    headers.init_app(app, settings)  # debug off, ProxyFix, CORS, headers
+    limits.init_app(app)             # after the blueprints: finds declared limits
+    auth.Auth(app)                   # after the limiter: wrong keys count too
 
     log.info("carbon-optimizer ready", extra={"provider": engine.provider.name, "version": VERSION,
                                               "redis": bool(settings.redis_url)})

@@ -49,7 +49,7 @@ from limits.util import WindowStats
 from carbon_optimizer.ops import metrics
 from carbon_optimizer.settings import Settings
 from carbon_optimizer.web.app_state import RateLimiting, app_state
-from carbon_optimizer.web.auth import DOCS_PATHS, client_identity
+from carbon_optimizer.web.auth import DOCS_PATHS, api_client, client_identity
 from carbon_optimizer.web.errors import error_response
 from carbon_optimizer.web.pages import STATIC_PREFIX
 
@@ -300,13 +300,13 @@ def _unlimited(settings: Settings) -> bool:
     if path in UNLIMITED_PATHS or path in PAGE_PATHS or path.startswith(STATIC_PREFIX):
         return True
     if path in DOCS_PATHS:
-        return settings.docs_access != "api_key" or bool(g.get("api_client"))
+        return settings.docs_access != "api_key" or bool(api_client())
     return False
 
 
 def init_app(app: Flask) -> None:
-    """Build this app's Limiter from its settings. Install after `auth.identify_clients` (the key
-    function needs it) and before `auth.require_api_keys` (so that wrong keys are counted)."""
+    """Build this app's Limiter from its settings. Install before `auth.Auth` (so that wrong keys
+    are counted)."""
     state = app_state(app)
     settings = state.settings
     if not settings.rate_limit_enabled:
