@@ -36,10 +36,7 @@ def _wire_metrics(app: Flask) -> None:
         from prometheus_client import CollectorRegistry
         from prometheus_flask_exporter import PrometheusMetrics
         registry = CollectorRegistry()  # one per app, so tests can build many apps
-        for metric in (metrics.UPSTREAM_CALLS, metrics.UPSTREAM_LATENCY, metrics.CACHE_EVENTS,
-                       metrics.STALE_SERVES, metrics.REDIS_UP, metrics.GRAMS_AVOIDED,
-                       metrics.WORKLOADS_SCHEDULED, metrics.REQUESTS_ABANDONED, metrics.SECRET_REFRESHES, metrics.RATE_LIMITED,
-                       metrics.RATE_LIMIT_STORAGE_ERRORS, metrics.AUTH_FAILURES):
+        for metric in metrics.SERVICE_METRICS:
             registry.register(metric)
         exporter = PrometheusMetrics(app, registry=registry, group_by="endpoint")
     exporter.info("carbon_optimizer_info", "Service version", version=VERSION)
