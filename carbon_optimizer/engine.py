@@ -12,7 +12,7 @@ import threading
 import time
 from collections import deque
 from concurrent.futures import Executor, Future, ThreadPoolExecutor, wait
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Callable, Mapping, Optional, Sequence, TypeVar
 
@@ -21,7 +21,7 @@ from carbon_optimizer.data.cache import CachedForecast, ForecastCache
 from carbon_optimizer.data.cloud_regions import RegionTable
 from carbon_optimizer.data.providers.base import Provider
 from carbon_optimizer.data.providers.factory import build_provider
-from carbon_optimizer.errors import CarbonDataError, FailureCode, UpstreamUnavailable
+from carbon_optimizer.errors import CarbonDataError, FailureCode, UnknownLocation, UpstreamUnavailable
 from carbon_optimizer.ops import memory, metrics
 from carbon_optimizer.scheduling import planner
 from carbon_optimizer.scheduling.budget import DEFAULT_MEMORY, Budget
@@ -397,6 +397,23 @@ class CarbonEngine:
                 "at": rfc3339(from_epoch(last_success)) if last_success else None},
         }
 
+    # -- locations asked -------------------------------------------------------------------------
+
+    def resolve_locations(self, asked: Sequence[str], suggested: int) -> ResolvedLocations:
+        """Every distinct location in `asked` (zone keys, cloud regions) resolved once, against one
+        reading of the provider's zone list: a batch names the same few again and again. Unknown
+        ones are kept, not raised, so that every field naming one can be reported; only the first
+        `suggested` of them get close matches (a search over every zone and region each)."""
+        served = self.served_zones()
+        zones: dict[str, str] = {}
+        unknown: dict[str, UnknownLocation] = {}
+        for location in dict.fromkeys(asked):
+            try:
+                zones[location] = self.locate(location, served, len(unknown) < suggested)
+            except UnknownLocation as exc:
+                unknown[location] = exc
+        return ResolvedLocations(zones, unknown)
+
 
 def build_engine(settings: Settings, secrets: BaseSecretStore) -> CarbonEngine:
     """The engine configuration asks for: its provider and its cache."""
@@ -421,3 +438,12 @@ def build_engine(settings: Settings, secrets: BaseSecretStore) -> CarbonEngine:
                         fetch_pool=pool, fetch_seconds=settings.upstream_deadline_seconds,
                         regions=RegionTable(settings.cloud_region_overrides),
                         zone_list_ttl=settings.zone_list_ttl_seconds)
+
+
+@dataclass(frozen=True)
+class ResolvedLocations:
+    """`CarbonEngine.resolve_locations`' answer: location -> its zone, and location -> why the
+    service cannot serve it (with close matches for the first few)."""
+
+    zones: dict[str, str]
+    unknown: dict[str, UnknownLocation]

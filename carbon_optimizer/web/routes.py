@@ -10,16 +10,15 @@ from typing import Optional
 
 from flask import Blueprint, Response, jsonify, request
 
-from carbon_optimizer.errors import CarbonDataError, FailureCode, RequestError, UnknownLocation
+from carbon_optimizer.errors import CarbonDataError, FailureCode, RequestError
 from carbon_optimizer.ops.thread_load import ENVIRON_KEY as THREAD_LOAD_KEY, ThreadLoad
 from carbon_optimizer.scheduling.model import Unschedulable
 from carbon_optimizer.timeseries import to_epoch
 from carbon_optimizer.web import limits, openapi, response_models
 from carbon_optimizer.web.app_state import app_state
-from carbon_optimizer.web.error_details import unknown_location
-from carbon_optimizer.web.query_params import history_parameter, hours_parameter, zone_parameter
+from carbon_optimizer.web.query_params import forecast_query
 from carbon_optimizer.web.request_body import client_gone, json_body, stop_if_gone
-from carbon_optimizer.web.request_jobs import as_of_moment, capacity_limits, jobs_asked, parse_workloads
+from carbon_optimizer.web.request_jobs import jobs_asked
 
 log = logging.getLogger(__name__)
 api = Blueprint("api", __name__, url_prefix="/api/v1")
@@ -50,44 +49,34 @@ def _failure(outcome: Unschedulable) -> RequestError:
 @limits.limit(limits.optimize_limit, methods=["POST"])
 def optimize():
     body = json_body()
-    workloads, batch = parse_workloads(body)
-    now = as_of_moment(workloads, batch) or app_state().clock()
-    capacity = batch.capacity if batch is not None else None
     gone = client_gone()
-    jobs, locations = jobs_asked(workloads, batch is not None, now, gone)
-    limits_asked = capacity_limits(capacity, locations) if capacity is not None else None
-    outcomes = app_state().engine.optimize(jobs, now, limits_asked, cancelled=gone)
+    asked = jobs_asked(body, gone)
+    outcomes = app_state().engine.optimize(asked.jobs, asked.now, asked.capacity, cancelled=gone)
     stop_if_gone(gone, len(outcomes), sum(not (isinstance(o, Unschedulable)
                                                 and o.code is FailureCode.DEADLINE_EXCEEDED)
                                            for o in outcomes))
-    if batch is not None:
-        return _answer(response_models.BatchResponse.of(outcomes, now, locations))
+    if asked.batch:
+        return _answer(response_models.BatchResponse.of(outcomes, asked.now, asked.locations))
     outcome = outcomes[0]
     if isinstance(outcome, Unschedulable):
         raise _failure(outcome)
-    return _answer(response_models.ScheduledWorkload.of(outcome, now, locations[0]))
+    return _answer(response_models.ScheduledWorkload.of(outcome, asked.now, asked.locations[0]))
 
 
 @api.get("/forecast")
 def forecast():
-    location = zone_parameter()
-    hours = hours_parameter()
-    with_history = history_parameter()
-    engine = app_state().engine
+    query = forecast_query()
+    state = app_state()
+    now = state.clock()
+    until = to_epoch(now) + 3600 * query.hours if query.hours is not None else None
     try:
-        zone = engine.locate(location, engine.served_zones())
-    except UnknownLocation as exc:
-        raise RequestError(exc.code, exc.message, details=[unknown_location("zone", exc)]) from None
-    now = app_state().clock()
-    until = to_epoch(now) + 3600 * hours if hours is not None else None
-    try:
-        found, history = engine.zone_view(zone, now, until, with_history)
+        found, history = state.engine.zone_view(query.zone, now, until, query.with_history)
     except CarbonDataError as exc:
         # A zone the provider does not know is a missing resource here (404), not a bad request.
         status = 404 if exc.code is FailureCode.ZONE_NOT_FOUND else exc.code.status
         headers = {"Retry-After": _retry_after()} if exc.code.transient else None
         raise RequestError(exc.code, exc.message, headers=headers, status=status) from None
-    return _answer(response_models.ForecastResponse.of(found, location, history, with_history))
+    return _answer(response_models.ForecastResponse.of(found, query.location, history, query.with_history))
 
 
 @api.get("/zones")
