@@ -310,7 +310,8 @@ def init_app(app: Flask) -> None:
     state = app_state(app)
     settings = state.settings
     if not settings.rate_limit_enabled:
-        state.rate_limiting = RateLimiting(limiter=None, metrics_token_failures=_FailureGuard(MemoryStorage()))
+        state.rate_limiting = RateLimiting(limiter=None,
+                                           metrics_token_failures=_FailureGuard(MemoryStorage()))
         return
     # The Redis keys start with CACHE_KEY_PREFIX, as every key of the service does (a Redis ACL
     # key pattern on it then covers the limiter): `limits` puts its own "LIMITS:" first otherwise.
@@ -335,7 +336,8 @@ def init_app(app: Flask) -> None:
         request_identifier=lambda: request.endpoint or _UNROUTED)
     limiter.request_filter(functools.partial(_unlimited, settings))
     limiter.init_app(app)
-    state.rate_limiting = RateLimiting(limiter=limiter, metrics_token_failures=_FailureGuard(limiter.storage))
+    state.rate_limiting = RateLimiting(limiter=limiter,
+                                       metrics_token_failures=_FailureGuard(limiter.storage))
     app.after_request(functools.partial(_rate_limit_headers, limiter))
 
     @app.errorhandler(RateLimitExceeded)

@@ -5,7 +5,6 @@ the body."""
 
 from __future__ import annotations
 
-import logging
 from typing import Optional
 
 from flask import Blueprint, Response, jsonify, request
@@ -20,7 +19,6 @@ from carbon_optimizer.web.query_params import forecast_query
 from carbon_optimizer.web.request_body import client_gone, json_body, stop_if_gone
 from carbon_optimizer.web.request_jobs import jobs_asked
 
-log = logging.getLogger(__name__)
 api = Blueprint("api", __name__, url_prefix="/api/v1")
 ops = Blueprint("ops", __name__)
 
