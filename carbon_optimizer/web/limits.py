@@ -24,9 +24,9 @@ Why one Limiter per app, not the usual module-level instance: flask-limiter 4 ke
 its key prefix, its enabled flag and its registry of limits on the Limiter object, and `init_app`
 overwrites them, so one instance shared by several apps (the tests build many, with different
 settings) would give every app the last one's storage and switch. Each app's Limiter is
-therefore built in `init_app` and kept in the app's state (app_state.py). The `limit` decorator records the
-declaration on the view function, found through the view itself rather than by endpoint name,
-so a renamed route keeps its limit.
+therefore built in `init_app` and kept in the app's state (app_state.py). The `limit` decorator
+records the declaration on the view function, found through the view itself rather than by
+endpoint name, so a renamed route keeps its limit.
 """
 
 from __future__ import annotations

@@ -35,7 +35,8 @@ def index():
     state = app_state()
     # Read per request: keys can appear on a secret refresh (as the OpenAPI document does).
     keyed = bool(state.secrets.current().api_keys)
-    response = Response(render_template("page.html", default_zones=", ".join(state.settings.default_zones),
+    response = Response(render_template("page.html",
+                                        default_zones=", ".join(state.settings.default_zones),
                                         key_required="true" if keyed else "false"),
                         mimetype="text/html")
     response.headers["Cache-Control"] = "no-cache"
