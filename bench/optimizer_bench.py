@@ -63,7 +63,7 @@ from carbon_optimizer.scheduling.budget import WORK_PER_SECOND, Budget  # noqa: 
 from carbon_optimizer.scheduling.model import Schedule  # noqa: E402
 from carbon_optimizer.settings import Settings, load_settings  # noqa: E402
 from carbon_optimizer.timeseries import rfc3339  # noqa: E402
-from carbon_optimizer.web import models  # noqa: E402
+from carbon_optimizer.web import request_models  # noqa: E402
 
 RECORDED = ROOT.parent / "shared" / "data" / "carbon-intensity"
 # CPU time of this process, not wall time: the machine is shared (every search is single-threaded).
@@ -123,21 +123,19 @@ def jobs_of(service: Service, body: dict, now: datetime):
     the moment it answers as of (`as_of` on a replaying service, else now)."""
     settings, engine = service.settings, service.engine
     if "workloads" in body:
-        batch = models.WorkloadBatch.model_validate(body)
+        batch = request_models.WorkloadBatch.model_validate(body)
         workloads, as_of = batch.workloads, batch.as_of
     else:
-        workloads = [models.Workload.model_validate(body)]
+        workloads = [request_models.Workload.model_validate(body)]
         as_of = workloads[0].as_of
     now = as_of.astimezone(timezone.utc) if as_of is not None else now
-    served = engine.served_zones()
-    resolved: dict[str, str] = {}
+    asked = [z for workload in workloads for z in workload.zones or settings.default_zones]
+    resolved = engine.resolve_locations(asked, suggested=0).zones
     jobs = []
     for workload in workloads:
         zones: dict[str, None] = {}
-        for asked in workload.zones or settings.default_zones:
-            if asked not in resolved:
-                resolved[asked] = engine.locate(asked, served)
-            zones.setdefault(resolved[asked])
+        for one in workload.zones or settings.default_zones:
+            zones.setdefault(resolved[one])
         jobs.append(workload.to_job(now, settings.default_zones,
                                     timedelta(hours=settings.default_window_hours), zones=list(zones)))
     return jobs, now

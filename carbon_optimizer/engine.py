@@ -11,7 +11,7 @@ from datetime import datetime
 from typing import Callable, Optional, Sequence
 
 from carbon_optimizer.data.cache import ForecastCache
-from carbon_optimizer.data.cloud_regions import RegionTable
+from carbon_optimizer.data.cloud_regions import RegionTable, ResolvedLocations
 from carbon_optimizer.data.fetch_pool import upstream_threads
 from carbon_optimizer.data.providers.base import Provider
 from carbon_optimizer.data.providers.factory import build_provider
@@ -53,10 +53,10 @@ class CarbonEngine:
     def health(self) -> dict:
         return self.source.health()
 
-    def locate(self, asked: str, served: Optional[frozenset[str]], suggest: bool = True) -> str:
-        """The zone of one location asked (a zone key, or a cloud region such as aws:eu-west-1). Raises
-        UnknownLocation, with close matches when `suggest`, when the service cannot serve it."""
-        return self.regions.resolve(asked, served, suggest)
+    def resolve_locations(self, asked: Sequence[str], suggested: int) -> ResolvedLocations:
+        """The zones of the locations asked (zone keys, cloud regions such as aws:eu-west-1), against
+        one reading of the provider's zone list; close matches for the first `suggested` unknown."""
+        return self.regions.resolve_all(asked, self.served_zones(), suggested)
 
     def forecast(self, zone: str, now: datetime) -> ZoneSeries:
         """The zone's forecast, from the cache when the provider is remote. Raises CarbonDataError."""

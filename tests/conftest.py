@@ -12,6 +12,7 @@ import redis
 from carbon_optimizer.web.app import create_app
 from carbon_optimizer.secret_store import SecretStore
 from carbon_optimizer.settings import load_settings
+from carbon_optimizer.web.app_state import app_state
 from tests.support import LIMIT_REDIS, TEST_REDIS_URL, delete_keys
 
 FIXED_NOW = datetime(2026, 11, 23, 10, 17, 30, tzinfo=timezone.utc)
@@ -49,7 +50,7 @@ def make_app():
         return app
     yield build
     for app in built:
-        app.extensions["carbon_engine"].close()
+        app_state(app).engine.close()
 
 
 @pytest.fixture

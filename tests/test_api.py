@@ -6,7 +6,7 @@ import pytest
 import responses
 from openapi_spec_validator import validate
 
-from carbon_optimizer.web import models as schemas
+from carbon_optimizer.web import request_models, response_models as schemas
 from tests.conftest import FIXED_NOW
 from tests.support import best_start, hourly_forecast
 
@@ -123,7 +123,7 @@ def test_openapi_document_is_valid_and_matches_the_models(client):
     validate(document)
     assert document["openapi"].startswith("3.1")
     workload = document["components"]["schemas"]["Workload"]
-    assert set(workload["properties"]) == set(schemas.Workload.model_fields)
+    assert set(workload["properties"]) == set(request_models.Workload.model_fields)
     assert document["components"]["schemas"]["WorkloadBatch"]["properties"]["workloads"]["maxItems"] == 500
     # /docs is Swagger UI rendering that document in the browser (tests/test_page_browser.py
     # checks the operations appear); here: the page loads the vendored renderer and its init script.
@@ -252,7 +252,7 @@ def test_offsets_are_answered_in_utc(client):
 
 
 def test_a_window_that_has_passed_is_refused_with_its_times():
-    from carbon_optimizer.web.models import Workload
+    from carbon_optimizer.web.request_models import Workload
     workload = Workload.model_validate({"duration": 60, "earliest_start": "2026-11-23T06:00:00Z",
                                         "latest_start": "2026-11-23T10:16:29Z"})
     with pytest.raises(ValueError, match=r"latest start \(2026-11-23T10:16:29Z\) has passed \(now is "

@@ -5,7 +5,7 @@ from datetime import datetime, timedelta
 import numpy as np
 import pytest
 
-from carbon_optimizer.web import models as schemas
+from carbon_optimizer.web import response_models as schemas
 from carbon_optimizer.scheduling.chunks import best_chunks
 from carbon_optimizer.data.providers.demo import DemoProvider
 from tests.conftest import FIXED_NOW

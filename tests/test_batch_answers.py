@@ -10,7 +10,7 @@ from datetime import datetime, timedelta, timezone
 
 from hypothesis import given, settings, strategies as st
 
-from carbon_optimizer.web import models
+from carbon_optimizer.web import request_models, response_models
 from tests.conftest import FIXED_NOW
 
 LOCATIONS = ["DE", "aws:eu-central-1", "FR", "azure:francecentral", "gcp:europe-west4", "NL", "ES",
@@ -99,7 +99,7 @@ def minutes_of(text: str) -> float:
 
 def test_repeated_durations_are_each_read_as_written_and_bad_ones_still_refused(client):
     texts = ["PT1H7M", " PT1H7M ", "PT1H7M", "P1D", "PT90M", "P1W", "PT1H7M", "PT0000000000000000000000000000000000000001H"]
-    batch = models.WorkloadBatch.model_validate({"workloads": [{"duration": t} for t in texts * 3]})
+    batch = request_models.WorkloadBatch.model_validate({"workloads": [{"duration": t} for t in texts * 3]})
     assert [w.duration for w in batch.workloads] == [timedelta(minutes=minutes_of(t)) for t in texts * 3]
     answer = client.post("/api/v1/optimize", json={"workloads": [
         {"duration": "PT1H7M"}, {"duration": "PT1H7X"}, {"duration": "PT1H7M"}, {"duration": "P1Y"}]})
@@ -118,5 +118,5 @@ moments = st.datetimes(min_value=datetime(1971, 1, 2), max_value=datetime(9998, 
 def test_moments_are_written_in_utc_whichever_offset_was_written_first(moment, other):
     for one in (moment, moment.astimezone(timezone(timedelta(hours=-3))), other, moment):
         expected = one.astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%S") + "Z"
-        assert models.Chunk(start=one, end=one, duration_minutes=0).to_json() == \
+        assert response_models.Chunk(start=one, end=one, duration_minutes=0).to_json() == \
             f'{{"start":"{expected}","end":"{expected}","duration_minutes":0}}'

@@ -9,6 +9,8 @@ from datetime import datetime, timedelta
 
 import pytest
 
+from carbon_optimizer.web.app_state import app_state
+
 # Off every grid: a start at odd seconds, runs of odd minutes.
 EARLIEST = "2026-11-23T11:03:17Z"
 IN_IE = [{"id": "by-region", "duration": 67, "zones": ["aws:eu-west-1"], "earliest_start": EARLIEST,
@@ -151,10 +153,10 @@ def test_capacity_keys_are_bounded_as_workload_locations_are(client, monkeypatch
     """Close matches (a search over every zone and region) for the first few unknown keys only, the
     first 20 details listed and the rest counted; more keys than a batch may name locations are
     refused before any is looked up."""
-    engine = client.application.extensions["carbon_engine"]
+    engine = app_state(client.application).engine
     searched = []
-    real = engine.locate
-    monkeypatch.setattr(engine, "locate", lambda name, served, suggest=True:
+    real = engine.regions.resolve
+    monkeypatch.setattr(engine.regions, "resolve", lambda name, served, suggest=True:
                         searched.append((name, suggest)) or real(name, served, suggest))
     response = post(client, {"max_concurrent": {f"Q{k}": 1 for k in range(30)}})
     assert response.status_code == 400

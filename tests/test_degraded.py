@@ -5,6 +5,7 @@ from datetime import timedelta
 import responses
 
 from carbon_optimizer.ops.metrics import STALE_SERVES
+from carbon_optimizer.web.app_state import app_state
 
 from tests.conftest import FIXED_NOW
 from tests.support import electricitymaps_zones, free_port, hourly_forecast, wait_for
@@ -28,7 +29,7 @@ class Clock:
         self.mono += seconds
 
     def attach(self, app) -> None:
-        cache = app.extensions["carbon_engine"].cache
+        cache = app_state(app).engine.cache
         cache.clock = lambda: self.now.timestamp()
         cache.monotonic = lambda: self.mono
 

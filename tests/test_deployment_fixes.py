@@ -14,6 +14,7 @@ from carbon_optimizer.errors import ConfigError
 from carbon_optimizer.ops.cpu_budget import cpu_budget
 from carbon_optimizer.secret_store import SecretStore
 from carbon_optimizer.settings import load_settings
+from carbon_optimizer.web.app_state import app_state
 from tests.support import GunicornProcess
 
 
@@ -209,6 +210,6 @@ def test_every_redis_key_the_service_writes_starts_with_cache_key_prefix():
         assert any("ratelimit" in key for key in written) and len(written) >= 2
         assert [key for key in written if not key.startswith(prefix)] == []
     finally:
-        app.extensions["carbon_engine"].close()
+        app_state(app).engine.close()
         for key in client.scan_iter(match=f"{prefix}*"):
             client.delete(key)

@@ -18,6 +18,7 @@ from pathlib import Path
 import pytest
 
 from carbon_optimizer import errors
+from carbon_optimizer.web.app_state import app_state
 from carbon_optimizer.errors import (
     Busy, ErrorWriter, FailureCode, ReadTimeout, RequestError, UnknownLocation,
 )
@@ -119,14 +120,14 @@ def test_scheduling_failures(client, make_app):
     check(client.post("/api/v1/optimize", json={"duration": 61, "zones": ["eu-west-1"]}), "zone_not_found")
     app = make_app()
     ticks = iter(range(10 ** 6))  # every clock reading a second later: the 0.5 s run out at once
-    app.extensions["carbon_engine"]._budget = lambda: Budget(seconds=0.5, clock=lambda: float(next(ticks)))
+    app_state(app).engine._budget = lambda: Budget(seconds=0.5, clock=lambda: float(next(ticks)))
     check(app.test_client().post("/api/v1/optimize", json={"duration": 61, "zones": ["DE"]}),
           "deadline_exceeded")
 
 
 def test_a_busy_worker_and_an_unexpected_error(make_app, monkeypatch):
     app = make_app()
-    engine = app.extensions["carbon_engine"]
+    engine = app_state(app).engine
 
     def busy(*args, **kwargs):
         raise Busy("this worker's memory for solving is lent to other requests")

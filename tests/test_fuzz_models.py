@@ -15,7 +15,7 @@ from pydantic import ValidationError
 
 from carbon_optimizer.errors import FieldError
 from carbon_optimizer.scheduling import window as optimizer
-from carbon_optimizer.web import models as schemas
+from carbon_optimizer.web import request_models as schemas
 from carbon_optimizer.timeseries import series_from_points, to_epoch
 
 NOW = datetime(2026, 11, 23, 10, 17, 30, tzinfo=timezone.utc)

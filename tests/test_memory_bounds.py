@@ -17,6 +17,7 @@ from carbon_optimizer.ops.memory import MemoryPool
 from carbon_optimizer.scheduling import fleet, fleet_exact
 from carbon_optimizer.scheduling.fleet import exact_size
 from carbon_optimizer.scheduling.fleet_model import Capacity, FleetJob
+from carbon_optimizer.web.app_state import app_state
 from tests.support import GunicornProcess
 
 JOBS = [FleetJob(length=7, earliest=0, latest=11, zones=(0, 2)),
@@ -108,7 +109,7 @@ def test_a_request_that_cannot_have_its_memory_share_is_answered_busy(make_app):
     """The worker's pool is held (by a request of another thread): this one waits, then gets 503
     with Retry-After; once the share is back, the same request is answered."""
     app = make_app()
-    engine = app.extensions["carbon_engine"]
+    engine = app_state(app).engine
     engine._memory = pool = MemoryPool(8 * 2 ** 20, wait_seconds=0.2)
     body = {"duration": 1441, "zones": ["DE"], "interruptible": True, "min_chunk": 60,
             "max_chunks": 4, "max_delay": "PT9H"}  # an exact chunk search of ~8 MiB

@@ -20,8 +20,8 @@ import requests
 
 from carbon_optimizer.secret_store import SecretStore
 from carbon_optimizer.settings import load_settings
-from carbon_optimizer.web import limits
 from carbon_optimizer.web.app import create_app
+from carbon_optimizer.web.app_state import app_state
 from tests.support import LIMIT_REDIS, GunicornProcess
 
 BODY = {"duration": "PT1H", "zones": ["DE"], "max_delay": "PT6H"}
@@ -35,7 +35,7 @@ def build(env: dict):
 def count_limiter_commands(app, monkeypatch) -> list[bytes]:
     """Every command the app's limiter sends to Redis from now on, one entry per send (a MULTI
     pipeline would be one send, as it is one round trip)."""
-    client = app.extensions[limits.EXTENSION].storage.get_connection()
+    client = app_state(app).rate_limiting.limiter.storage.get_connection()
     pool = client.connection_pool
     sent: list[bytes] = []
     get_connection = pool.get_connection

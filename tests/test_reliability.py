@@ -18,6 +18,7 @@ import redis
 import requests
 
 from bench import soak
+from carbon_optimizer.web.app_state import app_state
 from tests.support import (
     HANG, ElectricityMapsStandIn, GunicornProcess, delete_keys, free_port, hourly_forecast, wait_for,
 )
@@ -150,7 +151,7 @@ def test_upstream_fault_with_an_expired_copy_serves_it_flagged_stale(fault, upst
     check_answer(fresh, {200}, stale=False)
     # ...then, two minutes later (the copy has expired), another meets the faulty provider.
     app = make_app(em_env(upstream.url_for(fault), prefix, CACHE_TTL_SECONDS="60"), clock=lambda: NOW)
-    app.extensions["carbon_engine"].cache.clock = lambda: time.time() + 120
+    app_state(app).engine.cache.clock = lambda: time.time() + 120
     client = app.test_client()
     # The expired copy is served at once while the refresh meets the fault in the background.
     check_answer(client.post("/api/v1/optimize", json=BODY), {200}, stale=True)

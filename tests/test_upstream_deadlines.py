@@ -22,6 +22,7 @@ import pytest
 
 from carbon_optimizer.errors import UpstreamUnavailable
 from carbon_optimizer.data.providers.electricitymaps import ElectricityMapsProvider
+from carbon_optimizer.web.app_state import app_state
 from tests.conftest import FIXED_NOW
 from tests.support import HANG, ElectricityMapsStandIn, free_port, hourly_forecast, wait_for
 
@@ -144,7 +145,7 @@ def test_an_expired_copy_is_served_at_once_and_refreshed_once_across_workers(mak
         assert stand_in.upstream_calls() == 1
         # An hour later the provider hangs (and has a new forecast, held until released).
         for app in workers:
-            app.extensions["carbon_engine"].cache.clock = lambda: time.time() + 3600
+            app_state(app).engine.cache.clock = lambda: time.time() + 3600
         stand_in.delay = HANG
         stand_in.responses["DE"] = forecast("DE", 100.0)
         for app in workers:
@@ -248,6 +249,6 @@ def test_stale_copies_have_a_date(make_app, redis_prefix):
         stand_in.responses["DE"] = forecast("DE")
         app = make_app(em_env(stand_in.url, redis_prefix, CACHE_TTL_SECONDS="60"))
         optimize(app.test_client(), ["DE"])
-        app.extensions["carbon_engine"].cache.clock = lambda: time.time() + 7200
+        app_state(app).engine.cache.clock = lambda: time.time() + 7200
         body = optimize(app.test_client(), ["DE"])[0].get_json()
     assert body["provenance"]["stale"] is True and body["provenance"]["fetched_at"]

@@ -27,13 +27,14 @@ from carbon_optimizer.scheduling import planner
 from carbon_optimizer.errors import TooLarge
 from carbon_optimizer.scheduling.budget import Budget, RequestCost
 from carbon_optimizer.settings import load_settings
-from carbon_optimizer.web import models
+from carbon_optimizer.web import request_models
+from carbon_optimizer.web.app_state import app_state
 from tests.conftest import FIXED_NOW
 
-# The documented limits (web/models.py, settings.py), read where they are defined.
-MAX_DURATION_MIN = int(models.MAX_DURATION / timedelta(minutes=1))
-MAX_WINDOW_MIN = int(models.MAX_WINDOW / timedelta(minutes=1))
-MAX_ZONES = models.Workload.model_fields["zones"].metadata[1].max_length
+# The documented limits (web/request_models.py, settings.py), read where they are defined.
+MAX_DURATION_MIN = int(request_models.MAX_DURATION / timedelta(minutes=1))
+MAX_WINDOW_MIN = int(request_models.MAX_WINDOW / timedelta(minutes=1))
+MAX_ZONES = request_models.Workload.model_fields["zones"].metadata[1].max_length
 MAX_BATCH = load_settings({}).max_batch_size
 ZONES = DemoProvider().zones()  # known zones only: unknown names are another test's concern
 
@@ -92,7 +93,7 @@ def service():
         yield client, estimates
     finally:
         planner.estimate = real
-        app.extensions["carbon_engine"].close()
+        app_state(app).engine.close()
 
 
 def _iso_minutes(minutes: int) -> str:

@@ -26,6 +26,15 @@ MAX_SUGGESTIONS = 5
 
 
 @dataclass(frozen=True)
+class ResolvedLocations:
+    """Locations asked, resolved against one reading of the zone list: location -> its zone, and
+    location -> why the service cannot serve it (with close matches for the first few)."""
+
+    zones: dict[str, str]
+    unknown: dict[str, UnknownLocation]
+
+
+@dataclass(frozen=True)
 class CloudRegion:
     provider: str   # aws, gcp, azure
     region: str     # the provider's own name, lower case: eu-west-1, europe-west4, westeurope
@@ -79,6 +88,20 @@ class RegionTable:
 
     def __len__(self) -> int:
         return len(self._regions)
+
+    def resolve_all(self, asked: Iterable[str], zones: Optional[Collection[str]],
+                    suggested: int) -> ResolvedLocations:
+        """Every distinct location in `asked` resolved once (a batch names the same few again and
+        again). Unknown ones are kept, not raised, so that every field naming one can be reported;
+        only the first `suggested` get close matches (a search over every zone and region each)."""
+        found: dict[str, str] = {}
+        unknown: dict[str, UnknownLocation] = {}
+        for location in dict.fromkeys(asked):
+            try:
+                found[location] = self.resolve(location, zones, len(unknown) < suggested)
+            except UnknownLocation as exc:
+                unknown[location] = exc
+        return ResolvedLocations(found, unknown)
 
     def resolve(self, asked: str, zones: Optional[Collection[str]], suggest: bool = True) -> str:
         """The zone for `asked` (a cloud region or a zone key). `zones` are the zones the provider

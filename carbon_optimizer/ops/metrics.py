@@ -7,6 +7,7 @@ before any worker imports this), so one scrape of any worker sees every worker's
 import functools
 
 from prometheus_client import Counter, Gauge, Histogram
+from prometheus_client.metrics import MetricWrapperBase
 
 UPSTREAM_CALLS = Counter(
     "carbon_upstream_calls_total", "Calls to the carbon-intensity provider, by endpoint and outcome",
@@ -63,3 +64,9 @@ def labelled(metric, *values: str):
     the request path counts the same few series on every request. Nothing here removes a series,
     so a child once made stays the one the registry exports."""
     return metric.labels(*values)
+
+
+# Every metric defined above, in order, for an app's own registry (web/app.py): gathered here, so
+# that a metric is named once, where it is defined, and a new one is exported without a second list.
+SERVICE_METRICS: tuple[MetricWrapperBase, ...] = tuple(
+    value for value in list(globals().values()) if isinstance(value, MetricWrapperBase))

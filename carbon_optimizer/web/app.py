@@ -21,6 +21,7 @@ from carbon_optimizer.ops.log_format import configure_logging
 from carbon_optimizer.secret_store import BaseSecretStore, build_secret_store
 from carbon_optimizer.settings import Settings, load_settings
 from carbon_optimizer.web import auth, headers, limits, openapi
+from carbon_optimizer.web.app_state import EXTENSION, AppState
 from carbon_optimizer.web.pages import pages
 from carbon_optimizer.web.errors import register_error_handlers
 from carbon_optimizer.web.routes import api, ops
@@ -36,10 +37,7 @@ def _wire_metrics(app: Flask) -> None:
         from prometheus_client import CollectorRegistry
         from prometheus_flask_exporter import PrometheusMetrics
         registry = CollectorRegistry()  # one per app, so tests can build many apps
-        for metric in (metrics.UPSTREAM_CALLS, metrics.UPSTREAM_LATENCY, metrics.CACHE_EVENTS,
-                       metrics.STALE_SERVES, metrics.REDIS_UP, metrics.GRAMS_AVOIDED,
-                       metrics.WORKLOADS_SCHEDULED, metrics.REQUESTS_ABANDONED, metrics.SECRET_REFRESHES, metrics.RATE_LIMITED,
-                       metrics.RATE_LIMIT_STORAGE_ERRORS, metrics.AUTH_FAILURES):
+        for metric in metrics.SERVICE_METRICS:
             registry.register(metric)
         exporter = PrometheusMetrics(app, registry=registry, group_by="endpoint")
     exporter.info("carbon_optimizer_info", "Service version", version=VERSION)
@@ -54,23 +52,21 @@ def create_app(settings: Optional[Settings] = None, *,
     engine = build_engine(settings, secret_store)
 
     app = Flask(__name__, static_folder=None)  # pages.py serves the static files, with cache headers
-    app.config.update(MAX_CONTENT_LENGTH=settings.max_body_bytes, JSON_SORT_KEYS=False,
-                      CLOCK=clock or (lambda: datetime.now(timezone.utc)))
+    app.config.update(MAX_CONTENT_LENGTH=settings.max_body_bytes, JSON_SORT_KEYS=False)
     app.json.sort_keys = False
-    app.extensions["carbon_settings"] = settings
-    app.extensions["carbon_secrets"] = secret_store
-    app.extensions["carbon_engine"] = engine
-    app.extensions["carbon_openapi"] = openapi.build_document(VERSION, settings.max_batch_size)
+    app.extensions[EXTENSION] = AppState(
+        settings=settings, secrets=secret_store, engine=engine,
+        openapi=openapi.build_document(VERSION, settings.max_batch_size),
+        clock=clock or (lambda: datetime.now(timezone.utc)))
 
     register_error_handlers(app, settings)
     app.register_blueprint(api)
     app.register_blueprint(ops)
     app.register_blueprint(pages)
     _wire_metrics(app)
-    headers.init_app(app, settings)                       # debug off, ProxyFix, CORS, headers
-    auth.identify_clients(app, secret_store)              # before the limiter: it keys on the client
-    limits.init_app(app, settings)                        # after the blueprints: finds declared limits
-    auth.require_api_keys(app, settings, secret_store)    # after the limiter: wrong keys count too
+    headers.init_app(app, settings)  # debug off, ProxyFix, CORS, headers
+    limits.init_app(app)             # after the blueprints: finds declared limits
+    auth.Auth(app)                   # after the limiter: wrong keys count too
 
     log.info("carbon-optimizer ready", extra={"provider": engine.provider.name, "version": VERSION,
                                               "redis": bool(settings.redis_url)})

@@ -1,11 +1,12 @@
 """Who may call what: client API keys on the API (and on the docs when DOCS_ACCESS=api_key), and
 access to /metrics (a network allowlist and a bearer token).
 
-Two request hooks, installed on either side of the rate limiter (see create_app):
-`identify_clients` first, because the limiter keys its budgets on who is calling, and
-`require_api_keys` after it, so that requests with a wrong key are counted too and key guessing is
-rate limited. Secrets are read from the store on every request, so a rotated key applies as soon as
-the store refreshes; no key, token or hash of one is ever logged.
+`Auth` is the Flask extension: one request hook, installed after the rate limiter's (see
+create_app), so that requests with a wrong key are counted too and key guessing is rate limited.
+Who is calling (`api_client`: a valid key's position in the key list) is worked out once per
+request, when first asked: by the limiter, which keys its budgets on it, or by the hook. Secrets
+are read from the store on every request, so a rotated key applies as soon as the store
+refreshes; no key, token or hash of one is ever logged.
 """
 
 from __future__ import annotations
@@ -15,20 +16,18 @@ import hmac
 import ipaddress
 from typing import Iterable, Optional, Sequence
 
-from flask import Flask, Response, current_app, g, request
+from flask import Flask, Response, request
 
 from carbon_optimizer.errors import FailureCode
 from carbon_optimizer.ops import metrics
 from carbon_optimizer.secret_store import BaseSecretStore
 from carbon_optimizer.settings import Settings
+from carbon_optimizer.web.app_state import app_state
 from carbon_optimizer.web.errors import error_response
 
 API_KEY_HEADER = "X-API-Key"
 OPEN_PATHS = ("/health", "/health/live")            # never authenticated (the load balancer's probe)
 DOCS_PATHS = ("/docs", "/api/v1/openapi.json")
-# app.extensions key of the counter of wrong /metrics tokens per client IP; limits.init_app puts it
-# there (in the limiter's storage), so that this module, below limits, needs no import of it.
-METRICS_FAILURE_GUARD = "carbon_metrics_failures"
 
 
 def _digest(value: str) -> bytes:
@@ -79,33 +78,47 @@ def _presented_key() -> Optional[str]:
     return value.strip(" \t") or None if value is not None else None
 
 
+_DIGESTS = _KeyDigests()
+# Where a request keeps who is calling once known: its WSGI environ, which lives exactly as long as
+# the request (flask.g may outlive it, when an app context is already pushed).
+_CLIENT_KEY = "carbon_optimizer.api_client"
+
+
+def api_client() -> Optional[str]:
+    """The client of a valid API key, named by the key's position in the configured list
+    ("key:0"), or None."""
+    environ = request.environ
+    if _CLIENT_KEY not in environ:
+        keys = app_state().secrets.current().api_keys
+        presented = _presented_key()
+        index = _matching_digest(presented, _DIGESTS.of(keys)) if keys and presented else None
+        # The position names the client for the limiter (its Redis keys and log lines): no key,
+        # and no hash of one, leaves the process.
+        environ[_CLIENT_KEY] = None if index is None else f"key:{index}"
+    return environ[_CLIENT_KEY]
+
+
 def client_identity() -> str:
     """Who is calling, for rate limits: a valid API key (as its position in the key list), else
     the client IP (behind trusted proxies, the one headers.TrustedProxies found)."""
-    if getattr(g, "api_client", None):
-        return g.api_client
-    return f"ip:{request.remote_addr or 'unknown'}"
+    return api_client() or f"ip:{request.remote_addr or 'unknown'}"
 
 
-def identify_clients(app: Flask, secret_store: BaseSecretStore) -> None:
-    digests = _KeyDigests()
+class Auth:
+    """The API-key and /metrics checks as a Flask extension. Install after `limits.init_app`: its
+    one hook then runs after the limiter has counted the request."""
 
-    @app.before_request
-    def _identify() -> None:
-        """Remember a valid key's identity in g.api_client; refusing is left to require_api_keys."""
-        g.api_client = None
-        keys = secret_store.current().api_keys
-        presented = _presented_key()
-        index = _matching_digest(presented, digests.of(keys)) if keys and presented else None
-        if index is not None:
-            # The key's position in the configured list names the client for the limiter (its
-            # Redis keys and log lines): no key, and no hash of one, leaves the process.
-            g.api_client = f"key:{index}"
+    def __init__(self, app: Optional[Flask] = None) -> None:
+        if app is not None:
+            self.init_app(app)
 
+    def init_app(self, app: Flask) -> None:
+        app.before_request(self._authenticate)
 
-def require_api_keys(app: Flask, settings: Settings, secret_store: BaseSecretStore) -> None:
-    @app.before_request
+    @staticmethod
     def _authenticate() -> Optional[Response]:
+        state = app_state()
+        settings, secret_store = state.settings, state.secrets
         path = request.path
         if path in OPEN_PATHS or request.method == "OPTIONS":  # CORS preflights carry no key
             return None
@@ -117,7 +130,7 @@ def require_api_keys(app: Flask, settings: Settings, secret_store: BaseSecretSto
             if settings.docs_access == "public":
                 return None
         if path.startswith("/api/") or (request.endpoint or "").startswith("api.") or path in DOCS_PATHS:
-            if secret_store.current().api_keys and not g.api_client:
+            if secret_store.current().api_keys and not api_client():
                 metrics.AUTH_FAILURES.labels("api").inc()
                 return error_response(FailureCode.UNAUTHORIZED,
                                       f"missing or invalid API key; send it in the {API_KEY_HEADER} header",
@@ -139,7 +152,9 @@ def _check_metrics(settings: Settings, secret_store: BaseSecretStore) -> Optiona
     if token:
         # An address out of failures is refused before its token is compared: with or without the
         # right one, the same 429, so guessing on tells nothing. Successes are not counted.
-        guard = current_app.extensions[METRICS_FAILURE_GUARD]
+        # Kept by limits.init_app (in the limiter's storage), so that this module, below limits,
+        # needs no import of it.
+        guard = app_state().rate_limiting.metrics_token_failures
         address = request.remote_addr or "unknown"
         wait = guard.refused_for(address)
         if wait is not None:

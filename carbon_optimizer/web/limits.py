@@ -24,9 +24,9 @@ Why one Limiter per app, not the usual module-level instance: flask-limiter 4 ke
 its key prefix, its enabled flag and its registry of limits on the Limiter object, and `init_app`
 overwrites them, so one instance shared by several apps (the tests build many, with different
 settings) would give every app the last one's storage and switch. Each app's Limiter is
-therefore built in `init_app` and kept in `app.extensions`. The `limit` decorator records the
-declaration on the view function, found through the view itself rather than by endpoint name,
-so a renamed route keeps its limit.
+therefore built in `init_app` and kept in the app's state (app_state.py). The `limit` decorator
+records the declaration on the view function, found through the view itself rather than by
+endpoint name, so a renamed route keeps its limit.
 """
 
 from __future__ import annotations
@@ -49,11 +49,11 @@ from limits.util import WindowStats
 from carbon_optimizer.errors import FailureCode
 from carbon_optimizer.ops import metrics
 from carbon_optimizer.settings import Settings
-from carbon_optimizer.web.auth import DOCS_PATHS, METRICS_FAILURE_GUARD, client_identity
+from carbon_optimizer.web.app_state import RateLimiting, app_state
+from carbon_optimizer.web.auth import DOCS_PATHS, api_client, client_identity
 from carbon_optimizer.web.errors import error_response
 from carbon_optimizer.web.pages import STATIC_PREFIX
 
-EXTENSION = "carbon_limits"
 _UNROUTED = "unrouted"
 UNLIMITED_PATHS = ("/health", "/health/live", "/metrics")
 PAGE_PATHS = ("/",)  # the page (pages.py); /docs is in auth.DOCS_PATHS, whose access DOCS_ACCESS sets
@@ -246,8 +246,7 @@ class _FailureGuard:
 
 def optimize_limit() -> str:
     """POST /optimize's limit, RATE_LIMIT_OPTIMIZE of the app serving the request."""
-    settings: Settings = current_app.extensions["carbon_settings"]
-    return settings.rate_limit_optimize
+    return app_state().settings.rate_limit_optimize
 
 
 @dataclass(frozen=True)
@@ -270,8 +269,7 @@ def _request_limit() -> str:
     declaration = _declared()
     if declaration is not None:
         return declaration.value()
-    settings: Settings = current_app.extensions["carbon_settings"]
-    return settings.rate_limit_default
+    return app_state().settings.rate_limit_default
 
 
 def _request_scope(endpoint: str) -> str:
@@ -297,7 +295,7 @@ def limit(value: Callable[[], str], *, methods: Optional[list[str]] = None):
         @functools.wraps(view)
         def limited(*args: Any, **kwargs: Any) -> Any:
             # Fail closed: a limited view never runs unlimited because its app has no limiter.
-            if EXTENSION not in current_app.extensions:
+            if app_state().rate_limiting is None:
                 raise RuntimeError("rate limits are not set up for this app: call limits.init_app")
             return view(*args, **kwargs)
 
@@ -317,16 +315,18 @@ def _unlimited(settings: Settings) -> bool:
     if path in UNLIMITED_PATHS or path in PAGE_PATHS or path.startswith(STATIC_PREFIX):
         return True
     if path in DOCS_PATHS:
-        return settings.docs_access != "api_key" or bool(g.get("api_client"))
+        return settings.docs_access != "api_key" or bool(api_client())
     return False
 
 
-def init_app(app: Flask, settings: Settings) -> None:
-    """Build this app's Limiter from its settings. Install after `auth.identify_clients` (the key
-    function needs it) and before `auth.require_api_keys` (so that wrong keys are counted)."""
+def init_app(app: Flask) -> None:
+    """Build this app's Limiter from its settings. Install before `auth.Auth` (so that wrong keys
+    are counted)."""
+    state = app_state(app)
+    settings = state.settings
     if not settings.rate_limit_enabled:
-        app.extensions[EXTENSION] = None
-        app.extensions[METRICS_FAILURE_GUARD] = _FailureGuard(MemoryStorage())
+        state.rate_limiting = RateLimiting(limiter=None,
+                                           metrics_token_failures=_FailureGuard(MemoryStorage()))
         return
     # The Redis keys start with CACHE_KEY_PREFIX, as every key of the service does (a Redis ACL
     # key pattern on it then covers the limiter): `limits` puts its own "LIMITS:" first otherwise.
@@ -351,8 +351,8 @@ def init_app(app: Flask, settings: Settings) -> None:
         request_identifier=lambda: request.endpoint or _UNROUTED)
     limiter.request_filter(functools.partial(_unlimited, settings))
     limiter.init_app(app)
-    app.extensions[EXTENSION] = limiter
-    app.extensions[METRICS_FAILURE_GUARD] = _FailureGuard(limiter.storage)
+    state.rate_limiting = RateLimiting(limiter=limiter,
+                                       metrics_token_failures=_FailureGuard(limiter.storage))
     app.after_request(functools.partial(_rate_limit_headers, limiter))
 
     @app.errorhandler(RateLimitExceeded)
@@ -369,8 +369,8 @@ def health_check(redis_reachable: bool) -> dict:
     The counters live in the cache's Redis (REDIS_URL), so /health's one probe of it
     (`redis_reachable`) answers for both: a second PING would double /health's time when Redis
     hangs."""
-    limiter: Optional[Limiter] = current_app.extensions[EXTENSION]
-    settings: Settings = current_app.extensions["carbon_settings"]
+    state = app_state()
+    limiter, settings = state.rate_limiting.limiter, state.settings
     if limiter is None:
         return {"status": "disabled"}
     if not settings.redis_url:

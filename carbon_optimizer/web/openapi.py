@@ -1,11 +1,12 @@
-"""The OpenAPI 3.1 document, generated from the response and request models in models.py, with a
-request example per operation; /docs renders it with Swagger UI (pages.py)."""
+"""The OpenAPI 3.1 document, generated from the request and response models (request_models.py,
+response_models.py), with a request example per operation; /docs renders it with Swagger UI
+(pages.py)."""
 
 from __future__ import annotations
 
 from pydantic.json_schema import models_json_schema
 
-from carbon_optimizer.web import models
+from carbon_optimizer.web import request_models, response_models
 
 _REF = "#/components/schemas/{model}"
 
@@ -41,11 +42,12 @@ FORECAST_EXAMPLE = {"zone": "DE", "hours": 48, "history": True}
 
 
 def build_document(version: str, max_batch_size: int) -> dict:
-    documented = [models.Workload, models.WorkloadBatch, models.ScheduledWorkload,
-                  models.UnschedulableWorkload, models.BatchResponse, models.ForecastResponse,
-                  models.ErrorResponse, models.HealthResponse, models.LiveResponse,
-                  models.ZonesResponse]
-    requests = (models.Workload, models.WorkloadBatch)
+    documented = [request_models.Workload, request_models.WorkloadBatch,
+                  response_models.ScheduledWorkload, response_models.UnschedulableWorkload,
+                  response_models.BatchResponse, response_models.ForecastResponse,
+                  response_models.ErrorResponse, response_models.HealthResponse,
+                  response_models.LiveResponse, response_models.ZonesResponse]
+    requests = (request_models.Workload, request_models.WorkloadBatch)
     _, defs = models_json_schema([(m, "validation" if m in requests else "serialization")
                                   for m in documented], ref_template=_REF)
     components = defs.get("$defs", {})
@@ -101,14 +103,14 @@ def build_document(version: str, max_batch_size: int) -> dict:
                 "parameters": [{"name": "zone", "in": "query", "required": True,
                                 "description": "a zone key (DE) or a cloud region (aws:eu-west-1)",
                                 "example": FORECAST_EXAMPLE["zone"],
-                                "schema": {"type": "string", "pattern": models.LOCATION_PATTERN}},
+                                "schema": {"type": "string", "pattern": request_models.LOCATION_PATTERN}},
                                {"name": "hours", "in": "query", "required": False,
                                 "description": "cover this many hours from now: past the provider's "
                                                "forecast, the estimates a search would use "
                                                "(flagged estimated; at most 14 days past it)",
                                 "example": FORECAST_EXAMPLE["hours"],
                                 "schema": {"type": "integer", "minimum": 1,
-                                           "maximum": models.MAX_FORECAST_HOURS}},
+                                           "maximum": request_models.MAX_FORECAST_HOURS}},
                                {"name": "history", "in": "query", "required": False,
                                 "description": "also the provider's recent measurements (the "
                                                "last day or so) in `history`",

@@ -8,7 +8,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from flask import Blueprint, Response, current_app, render_template, request, send_from_directory
+from flask import Blueprint, Response, render_template, request, send_from_directory
+
+from carbon_optimizer.web.app_state import app_state
 
 STATIC_DIR = Path(__file__).resolve().parent / "static"
 STATIC_PREFIX = "/static/"
@@ -30,10 +32,11 @@ def _page(name: str) -> Response:
 
 @pages.get("/")
 def index():
-    settings = current_app.extensions["carbon_settings"]
+    state = app_state()
     # Read per request: keys can appear on a secret refresh (as the OpenAPI document does).
-    keyed = bool(current_app.extensions["carbon_secrets"].current().api_keys)
-    response = Response(render_template("page.html", default_zones=", ".join(settings.default_zones),
+    keyed = bool(state.secrets.current().api_keys)
+    response = Response(render_template("page.html",
+                                        default_zones=", ".join(state.settings.default_zones),
                                         key_required="true" if keyed else "false"),
                         mimetype="text/html")
     response.headers["Cache-Control"] = "no-cache"

@@ -1,0 +1,362 @@
+"""Response models: they document the answers (OpenAPI) and build them: each answer is made by one
+`of` classmethod from the engine's typed values, so the document and the answers cannot drift
+apart."""
+
+from __future__ import annotations
+
+import functools
+import math
+from datetime import datetime
+from typing import Annotated, Literal, Mapping, Optional, Sequence, Union
+
+from pydantic import BaseModel, ConfigDict, Field, PlainSerializer, WithJsonSchema
+
+from carbon_optimizer.data.cloud_regions import CloudRegion
+from carbon_optimizer.errors import FailureCode
+from carbon_optimizer.scheduling.model import Outcomes, Schedule, Unschedulable, ZoneFailure, ZoneSeries
+from carbon_optimizer.timeseries import ForecastSeries, from_epoch, rfc3339, to_epoch
+
+# An answer repeats the same few moments (a zone's forecast start and end in every workload's
+# provenance, starts on the same hours): each is written once. Equal datetimes are the same instant,
+# so they have the same text.
+_rfc3339 = functools.lru_cache(maxsize=4096)(rfc3339)
+UtcTime = Annotated[datetime, PlainSerializer(_rfc3339, return_type=str, when_used="json"),
+                    WithJsonSchema({"type": "string", "format": "date-time",
+                                    "examples": ["2026-11-23T08:00:00Z"]})]
+
+
+# The same few moments recur in an answer (and in the next one): each datetime is made once.
+_moment = functools.lru_cache(maxsize=4096)(from_epoch)
+
+
+def _time(epoch_seconds: Optional[float]) -> Optional[datetime]:
+    return None if epoch_seconds is None else _moment(epoch_seconds)
+
+
+def _round(value: Optional[float], digits: int) -> Optional[float]:
+    return None if value is None else round(value, digits)
+
+
+class Response(BaseModel):
+    """Base of every answer model."""
+    model_config = ConfigDict(extra="forbid")
+
+    def to_json(self) -> str:
+        """The answer as JSON text (pydantic-core writes it, in one pass): optional members the
+        builder left out are omitted, not null."""
+        return self.model_dump_json(exclude_unset=True)
+
+
+class EstimatedPart(Response):
+    start: UtcTime
+    minutes: int
+    share: float = Field(description="share of the run's time that rests on estimates (0..1)")
+    expected_error: Optional[float] = Field(
+        description="gCO2eq/kWh: the estimates' measured absolute error at these lead times, on the "
+                    "run's mean intensity (null: not measurable); the run was chosen because it "
+                    "beats the best run inside the forecast by more than this")
+
+
+class Chunk(Response):
+    start: UtcTime
+    end: UtcTime
+    duration_minutes: int
+
+
+class Provenance(Response):
+    provider: str
+    updated_at: Optional[UtcTime] = Field(description="when the provider last updated this forecast")
+    fetched_at: Optional[UtcTime] = Field(description="when this service fetched it (null: not cached)")
+    stale: bool = Field(description="served past its TTL because the provider failed")
+    forecast_start: UtcTime
+    forecast_end: UtcTime = Field(description="where the provider's forecast ends (estimates, if "
+                                              "any, lie after it)")
+    window_coverage: float = Field(description="share of the allowed window the forecast covers")
+    search_limited_by_horizon: bool = Field(
+        description="part of the allowed window was not searched: it runs past the forecast "
+                    "(extend_horizon false) or past the 14 days of estimates after it")
+    estimated: bool = Field(description="the chosen window rests partly on estimated values")
+    estimated_part: Optional[EstimatedPart] = Field(
+        description="the part of the chosen window past the provider's forecast")
+    replan_at: Optional[UtcTime] = Field(
+        description="when to ask again, with the same window, never after this run's start "
+                    "(or its first chunk's): when a forecast covers the estimated part of this "
+                    "run or the run on estimates that was turned down, if that comes before the "
+                    "start; for a run inside the forecast whose window runs past some zone's "
+                    "forecast, or a run no forecast covers before it starts, at its start (a "
+                    "newer forecast may show a cleaner run; the run in hand is still offered "
+                    "then, from the next whole minute); for a run on estimates, no later than the "
+                    "start of the best run inside the forecast. null: the answer is final")
+    waited_for_forecast: bool = Field(
+        False, description="a run past the forecast looked cleaner, but not by more than the "
+                           "estimates' measured error: this run stays inside the forecast")
+
+    @classmethod
+    def of(cls, schedule: Schedule) -> "Provenance":
+        source, coverage = schedule.source, schedule.coverage
+        forecast = source.forecast
+        part = None
+        if coverage.estimated_start is not None:
+            seconds = coverage.estimated_seconds or 0
+            run = sum(b - a for a, b in schedule.intervals)
+            error = coverage.estimate_error
+            part = EstimatedPart(start=_moment(coverage.estimated_start), minutes=seconds // 60,
+                                 share=round(seconds / max(1, run), 4),
+                                 expected_error=None if error is None or not math.isfinite(error)
+                                 else round(error, 2))
+        return cls(provider=forecast.provider, updated_at=forecast.updated_at,
+                   fetched_at=_time(source.fetched_at), stale=source.stale,
+                   forecast_start=forecast.start, forecast_end=_moment(forecast.end_epoch),
+                   window_coverage=round(coverage.window_coverage, 4),
+                   search_limited_by_horizon=coverage.search_limited_by_horizon,
+                   estimated=coverage.estimated, estimated_part=part,
+                   replan_at=_time(coverage.replan_at),
+                   waited_for_forecast=coverage.waited_for_forecast)
+
+
+def _location(locations: Optional[Mapping[str, str]], zone: str) -> str:
+    return (locations or {}).get(zone, zone)
+
+
+LOCATION_DESCRIPTION = "the location asked for that resolved to `zone`: the zone key itself, or a cloud region"
+
+
+class Baseline(Response):
+    location: str = Field(description=LOCATION_DESCRIPTION)
+    zone: str
+    start: UtcTime
+    end: UtcTime
+    carbon_intensity: float
+
+
+class UnavailableZone(Response):
+    location: str = Field(description=LOCATION_DESCRIPTION)
+    zone: str
+    code: FailureCode
+    message: str
+
+    @classmethod
+    def all_of(cls, failures: tuple[ZoneFailure, ...],
+               locations: Optional[Mapping[str, str]] = None) -> dict:
+        """The `unavailable_zones` member, when any zone failed."""
+        if not failures:
+            return {}
+        return {"unavailable_zones": [cls(location=_location(locations, f.zone), zone=f.zone,
+                                          code=f.code, message=f.message) for f in failures]}
+
+
+class ScheduledWorkload(Response):
+    id: Optional[str]
+    status: Literal["scheduled"]
+    location: str = Field(description=LOCATION_DESCRIPTION)
+    zone: str = Field(description="the Electricity Maps zone chosen")
+    start: UtcTime = Field(description="RFC 3339, UTC, minute precision")
+    end: UtcTime
+    start_in_seconds: int = Field(description="whole seconds from now until start (0: start now)")
+    duration_minutes: int
+    carbon_intensity: float = Field(description="mean gCO2eq/kWh over the chosen window")
+    baseline: Optional[Baseline] = Field(description="starting at the earliest start in the first zone")
+    saving_percent: Optional[float]
+    emissions_grams: Optional[float]
+    baseline_emissions_grams: Optional[float]
+    saving_grams: Optional[float]
+    provenance: Provenance
+    unavailable_zones: Optional[list[UnavailableZone]] = Field(
+        None, description="zones asked for whose carbon data could not be had (present only then)")
+    chunks: Optional[list[Chunk]] = Field(
+        None, description="interruptible workloads: the intervals to run, in order")
+
+    @classmethod
+    def of(cls, schedule: Schedule, now: datetime,
+           locations: Optional[Mapping[str, str]] = None) -> "ScheduledWorkload":
+        """`locations`: zone -> the location asked for it (absent: the zone key itself)."""
+        job, baseline = schedule.job, schedule.baseline
+        emissions = _round(schedule.emissions_grams, 3)
+        baseline_emissions = _round(schedule.baseline_emissions_grams, 3)
+        extra: dict = UnavailableZone.all_of(schedule.unavailable, locations)
+        if job.interruptible:
+            extra["chunks"] = [Chunk(start=_moment(a), end=_moment(b),
+                                     duration_minutes=(b - a) // 60) for a, b in schedule.intervals]
+        return cls(
+            id=job.id, status="scheduled", location=_location(locations, schedule.zone),
+            zone=schedule.zone,
+            start=_moment(schedule.start), end=_moment(schedule.end),
+            start_in_seconds=max(0, schedule.start - to_epoch(now)),
+            duration_minutes=job.duration // 60,
+            carbon_intensity=round(schedule.mean_intensity, 3),
+            baseline=None if baseline is None else Baseline(
+                location=_location(locations, baseline.zone), zone=baseline.zone, start=_moment(baseline.start), end=_moment(baseline.end),
+                carbon_intensity=round(baseline.mean_intensity, 3)),
+            saving_percent=_round(schedule.saving_percent, 2),
+            emissions_grams=emissions,
+            baseline_emissions_grams=baseline_emissions,
+            saving_grams=None if emissions is None or baseline_emissions is None
+            else round(baseline_emissions - emissions, 3),
+            provenance=Provenance.of(schedule), **extra)
+
+
+class UnschedulableWorkload(Response):
+    id: Optional[str]
+    status: Literal["unschedulable"]
+    code: FailureCode
+    reason: str
+    unavailable_zones: Optional[list[UnavailableZone]] = Field(
+        None, description="zones asked for whose carbon data could not be had (present only then)")
+
+    @classmethod
+    def of(cls, failure: Unschedulable,
+           locations: Optional[Mapping[str, str]] = None) -> "UnschedulableWorkload":
+        return cls(id=failure.job.id, status="unschedulable", code=failure.code,
+                   reason=failure.message, **UnavailableZone.all_of(failure.unavailable, locations))
+
+
+class BatchSummary(Response):
+    workloads: int
+    scheduled: int
+    unschedulable: int
+    saving_grams: Optional[float] = Field(
+        description="sum over the scheduled workloads that give energy; null when none does, as a "
+                    "single answer's saving_grams is null without power_kw (0 would claim no saving)")
+
+
+class CapacityPlanInfo(Response):
+    proven_optimal: bool = Field(
+        description="true: no plan places more workloads, or as many for fewer grams (the exact "
+                    "solver proved it, or every workload runs at its own best start). false: the "
+                    "heuristic plan was kept, valid but perhaps not the best; `note` says why")
+    note: Optional[str] = Field(None, description="why the plan is not proven optimal (present only then)")
+
+
+class BatchResponse(Response):
+    results: list[Union[ScheduledWorkload, UnschedulableWorkload]]
+    summary: BatchSummary
+    capacity_plan: Optional[CapacityPlanInfo] = Field(
+        None, description="a batch placed under `capacity`: whether its plan is proven optimal "
+                          "(present only then)")
+
+    @classmethod
+    def of(cls, outcomes: list, now: datetime,
+           locations: Optional[Sequence[Mapping[str, str]]] = None) -> "BatchResponse":
+        """`locations`: per workload, in order, zone -> the location asked for it."""
+        per_job = locations or [{}] * len(outcomes)
+        results = [ScheduledWorkload.of(o, now, where) if isinstance(o, Schedule)
+                   else UnschedulableWorkload.of(o, where) for o, where in zip(outcomes, per_job)]
+        scheduled = [r for r in results if isinstance(r, ScheduledWorkload)]
+        grams = [r.saving_grams for r in scheduled if r.saving_grams is not None]
+        extra: dict = {}
+        plan = outcomes.capacity_plan if isinstance(outcomes, Outcomes) else None
+        if plan is not None:
+            extra["capacity_plan"] = CapacityPlanInfo(
+                proven_optimal=plan.proven_optimal,
+                **({} if plan.not_proven is None else {"note": plan.not_proven}))
+        return cls(results=results, summary=BatchSummary(
+            workloads=len(results), scheduled=len(scheduled),
+            unschedulable=len(results) - len(scheduled),
+            saving_grams=round(sum(grams), 3) if grams else None), **extra)
+
+
+class ForecastPoint(Response):
+    datetime: UtcTime
+    carbon_intensity: float
+    estimated: bool
+
+
+class ForecastProvenance(Response):
+    provider: str
+    updated_at: Optional[UtcTime]
+    fetched_at: Optional[UtcTime]
+    stale: bool
+    forecast_start: UtcTime
+    forecast_end: UtcTime = Field(description="where the provider's forecast ends; points after it "
+                                              "are estimates (flagged estimated)")
+
+
+class ForecastResponse(Response):
+    location: str = Field(description=LOCATION_DESCRIPTION)
+    zone: str
+    step_seconds: int
+    forecast: list[ForecastPoint]
+    provenance: ForecastProvenance
+    history: Optional[list[ForecastPoint]] = Field(
+        None, description="with history=true: the provider's recent measurements before the forecast "
+                          "starts (the last day or so; empty when it has none), normalised like the "
+                          "forecast: estimated marks a missing measurement held at the value before")
+
+    @classmethod
+    def of(cls, zone: ZoneSeries, location: Optional[str] = None,
+           history: Optional[ForecastSeries] = None, with_history: bool = False) -> "ForecastResponse":
+        extra: dict = {}
+        if with_history:
+            extra["history"] = [] if history is None else [
+                ForecastPoint(datetime=from_epoch(t), carbon_intensity=v, estimated=e)
+                for t, v, e in zip(history.boundaries()[:-1].tolist(), history.values.tolist(),
+                                   history.estimated_mask().tolist())
+                if t < zone.forecast.start_epoch]  # where the forecast speaks, it is shown instead
+        forecast = zone.forecast
+        series = zone.extended or forecast
+        estimated = series.estimated_mask().tolist()
+        points = [ForecastPoint(datetime=from_epoch(t), carbon_intensity=v, estimated=e)
+                  for t, v, e in zip(series.boundaries()[:-1].tolist(), series.values.tolist(),
+                                     estimated)]
+        return cls(location=location or forecast.zone, zone=forecast.zone,
+                   step_seconds=series.step_seconds, forecast=points,
+                   provenance=ForecastProvenance(
+                       provider=forecast.provider, updated_at=forecast.updated_at,
+                       fetched_at=_time(zone.fetched_at), stale=zone.stale,
+                       forecast_start=forecast.start, forecast_end=forecast.end), **extra)
+
+
+class ErrorDetail(Response):
+    field: str
+    message: str
+    suggestions: Optional[list[str]] = Field(
+        None, description="for an unknown zone or cloud region: the closest ones this service knows")
+
+
+class ErrorBody(Response):
+    code: FailureCode
+    message: str
+    details: Optional[list[ErrorDetail]] = None
+
+
+class ErrorResponse(Response):
+    error: ErrorBody
+
+
+class HealthResponse(Response):
+    status: Literal["ok", "degraded"]
+    checks: dict[str, dict[str, Optional[str]]]
+
+
+class LiveResponse(Response):
+    status: Literal["ok"]
+
+
+class CloudRegionEntry(Response):
+    location: str = Field(description="how to name it in a request: provider:region")
+    provider: str
+    region: str
+    zone: str = Field(description="the Electricity Maps zone whose grid powers the region")
+    place: str = Field(description="where the region is")
+    source: str = Field(description="the public page that says where the region is (or "
+                                    "\"configuration\" for a CLOUD_REGION_OVERRIDES entry)")
+    served: bool = Field(description="the configured carbon-data provider serves its zone")
+
+    @classmethod
+    def of(cls, region: CloudRegion, served: frozenset[str]) -> "CloudRegionEntry":
+        return cls(location=region.name, provider=region.provider, region=region.region,
+                   zone=region.zone, place=region.location, source=region.source,
+                   served=region.zone in served)
+
+
+class ZonesResponse(Response):
+    provider: str = Field(description="the configured carbon-data provider")
+    zones: list[str] = Field(description="every zone key it serves, sorted")
+    cloud_regions: list[CloudRegionEntry] = Field(
+        description="the cloud regions a request may name instead of a zone, with their zones")
+
+    @classmethod
+    def of(cls, provider: str, zones: Sequence[str], regions: Sequence[CloudRegion]) -> "ZonesResponse":
+        served = frozenset(zones)
+        return cls(provider=provider, zones=sorted(served),
+                   cloud_regions=[CloudRegionEntry.of(r, served) for r in regions])
