@@ -374,8 +374,13 @@ def plan_batch(jobs: Sequence[Job], zones: Zones, capacity: CapacityLimits, now:
     """
     outcomes: list[Optional[Outcome]] = Outcomes([None] * len(jobs))
     layout = _layout(jobs, zones, capacity)
-    for i, reason in layout.refused.items():
-        outcomes[i] = reason
+    for i, job in enumerate(jobs):
+        usable, failures = _split(job, zones)
+        if not usable:
+            outcomes[i] = _no_data(job, failures)
+        elif i in layout.not_covered:
+            outcomes[i] = Unschedulable(job, FailureCode.WINDOW_NOT_COVERED, layout.not_covered[i],
+                                        failures)
     if budget is not None and estimated is None:
         _estimate_fleet(jobs, zones, capacity, budget, layout)
     if layout.live:
@@ -387,10 +392,10 @@ def plan_batch(jobs: Sequence[Job], zones: Zones, capacity: CapacityLimits, now:
 
 class _Layout:
     """A batch under capacity on the fleet's grid: the zones, each job's starts, the grid, and the
-    jobs that cannot be placed whatever the others do (`refused`: index -> Unschedulable)."""
+    jobs with data that no start fits whatever the others do (`not_covered`: index -> why)."""
 
     def __init__(self) -> None:
-        self.refused: dict[int, Unschedulable] = {}
+        self.not_covered: dict[int, str] = {}
         self.live: list[int] = []
         self.names: list[str] = []
         self.series: list[ForecastSeries] = []
@@ -401,13 +406,8 @@ class _Layout:
 
 def _layout(jobs: Sequence[Job], zones: Zones, capacity: CapacityLimits) -> _Layout:
     layout = _Layout()
-    live = []
-    for i, job in enumerate(jobs):
-        usable, failures = _split(job, zones)
-        if usable:
-            live.append(i)
-        else:
-            layout.refused[i] = _no_data(job, failures)
+    live = [i for i, job in enumerate(jobs)
+            if any(isinstance(zones[z], ZoneSeries) for z in job.zones)]
     if not live:
         return layout
     names = list(dict.fromkeys(z for i in live for z in jobs[i].zones
@@ -422,9 +422,7 @@ def _layout(jobs: Sequence[Job], zones: Zones, capacity: CapacityLimits) -> _Lay
         found = windows.start_range(covered, jobs[i].duration, jobs[i].earliest_start,
                                     jobs[i].latest_start) if covered[0] < covered[1] else None
         if found is None:
-            layout.refused[i] = Unschedulable(jobs[i], FailureCode.WINDOW_NOT_COVERED,
-                                              _not_in_common(jobs[i], covered),
-                                              _split(jobs[i], zones)[1])
+            layout.not_covered[i] = _not_in_common(jobs[i], covered)
         else:
             starts[i] = found
     live = [i for i in live if i in starts]
