@@ -23,7 +23,7 @@ from carbon_optimizer.data.providers.base import Provider
 from carbon_optimizer.data.providers.factory import build_provider
 from carbon_optimizer.errors import CarbonDataError, FailureCode, UpstreamUnavailable
 from carbon_optimizer.ops import memory, metrics
-from carbon_optimizer.scheduling import planner
+from carbon_optimizer.scheduling import cost as request_cost, planner
 from carbon_optimizer.scheduling.budget import DEFAULT_MEMORY, Budget
 from carbon_optimizer.scheduling.horizon import MAX_EXTENSION_SECONDS, extend_series
 from carbon_optimizer.scheduling.model import (
@@ -340,7 +340,7 @@ class CarbonEngine:
         zones = self._zones(jobs, now, extend=capacity is None)
         # Refused (TooLarge) before any solving when over the work or memory cap; else its memory
         # is reserved from this worker's pool (Busy when others hold it for too long).
-        cost = planner.estimate(jobs, zones, self._budget(), capacity)
+        cost = request_cost.estimate(jobs, zones, self._budget(), capacity)
         with self._memory.reserve(cost.memory):
             budget = self._budget()  # solving time only, from here: fetching and waiting excluded
             budget.cancelled = cancelled

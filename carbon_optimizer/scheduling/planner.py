@@ -8,19 +8,16 @@ job (window, chunks, or the fleet for a batch under capacity) and builds every a
 from __future__ import annotations
 
 from dataclasses import replace as dc_replace
-from functools import reduce
 from typing import Optional, Sequence
 
 import numpy as np
 
 from carbon_optimizer.errors import DeadlineExceeded, FailureCode, TooLarge
-from carbon_optimizer.scheduling.budget import MIB, WORK_PER_SECOND, Budget, Cost, RequestCost
+from carbon_optimizer.scheduling.budget import Budget, RequestCost
 from carbon_optimizer.scheduling import window as windows
-from carbon_optimizer.scheduling.chunks import best_chunks, chunk_grid, search_bytes
-from carbon_optimizer.scheduling.fleet import (
-    EXACT_BYTES_PER_NONZERO, EXACT_COLUMNS, EXACT_NONZEROS, LARGE_BATCH, POLISHED, exact_size,
-    schedule_fleet,
-)
+from carbon_optimizer.scheduling.chunks import best_chunks
+from carbon_optimizer.scheduling.cost import _PASS_CANDIDATES, _estimate_fleet, estimate
+from carbon_optimizer.scheduling.fleet import schedule_fleet
 from carbon_optimizer.scheduling.fleet_grid import _Layout, _layout
 from carbon_optimizer.scheduling.horizon import (
     MIN_REPLAN_SECONDS, ask_again_at, estimated_span, replan_at, window_error,
@@ -54,122 +51,6 @@ def _no_data(job: Job, failures: tuple[ZoneFailure, ...]) -> Unschedulable:
     return Unschedulable(job, code, "; ".join(f.message for f in failures), failures)
 
 
-# -- what a request costs ---------------------------------------------------------------------------
-# Work in budget units (about 10 ns each here; measured by bench/worst_requests.py): a window
-# search over n points about 2,500 + 5 n; a chunk search 5,000 + 5 n for its contiguous fallback,
-# plus 1,000 a unit (the DP's Python loop) and 2 a cell for an exact search, or 4,000 + 40 a unit
-# for a sort; the fleet's first plan 10 per (job, zone, start); the fleet's later passes and its
-# exact model take only what the deadline leaves (an anytime search: it may use all of it).
-# Memory in bytes at the request's peak, everything it holds counted (tests/
-# test_worst_request_search.py checks the estimate against tracemalloc and RSS): the request, its
-# jobs and answers (_EDGE_*), its zones' series, and the costliest step of the solving (steps run
-# one after another and free what they held; chunks.search_bytes, window searches, a batched pass,
-# the fleet's plans and its exact model).
-# Measured peaks (tracemalloc): a 1-workload request 0.1 MiB; 500 workloads of 1 zone 3.7 MiB; of
-# 50 zones 7.5 MiB. The figures below are about 1.4 times those (the search's finds: at most 0.8 of
-# the estimate), not more: the estimate is what a request reserves from its worker's pool.
-_EDGE_BYTES = 2 ** 20              # the app's own per-request objects, a 1-workload body and answer
-_EDGE_PER_WORKLOAD = 10_000        # its model, job, outcome and answer objects, its text both ways
-_EDGE_PER_LOCATION = 200           # a zone named by a workload: its string, resolution, provenance
-_SERIES_POINT_BYTES = 120          # a zone's series: values, boundaries, integral, estimates, history
-_WINDOW_POINT_BYTES = 64           # one window search's temporaries, per point of its series
-_PASS_CANDIDATE_BYTES = 110        # one batched pass's arrays, per candidate start
-# Work at the edges (parsing, answers): not the solver's, so not refused on, but counted.
-_EDGE_WORK = 100_000
-_EDGE_WORK_PER_WORKLOAD = 15_000
-_EDGE_WORK_PER_LOCATION = 300
-_SERIES_WORK = 30_000              # a zone's forecast, from a cache or the demo
-_EXTENSION_WORK = 300_000          # estimates past it, from its history (measured ~2 ms a zone)
-
-
-def _cost(job: Job, zone: ZoneSeries) -> Cost:
-    series = zone.searched(job)
-    points = len(series.values)
-    window = Cost(2_500 + 5 * points, _WINDOW_POINT_BYTES * points)
-    if job.interruptible:
-        contiguous = Cost(5_000 + 5 * points, _WINDOW_POINT_BYTES * points)
-        min_chunk = -(-(job.min_chunk or min(series.step_seconds, job.duration)) // 60) * 60
-        if job.max_chunks != 1 and 2 * min_chunk <= job.duration:
-            # The grid best_chunks will search (raises TooLarge as it would): one-minute units
-            # for a window at arbitrary seconds, coarser ones when everything is on a coarser grid.
-            found = chunk_grid(series.boundaries(), job.duration, min_chunk, job.earliest_start,
-                               job.latest_end, job.max_chunks)
-            if found is not None:
-                grid, _, cells = found
-                memory = search_bytes(grid, job.duration, min_chunk, job.max_chunks)
-                if cells == 0:
-                    return Cost(9_000 + 5 * points + 40 * grid.count, memory).then(contiguous)
-                return Cost(5_000 + 5 * points + 1_000 * grid.count + 2 * cells, memory).then(contiguous)
-        return contiguous
-    return window
-
-
-def _edges(jobs: Sequence[Job]) -> Cost:
-    """What parsing the request and writing its answers hold and take, beside the solving."""
-    locations = sum(len(job.zones) for job in jobs)
-    return Cost(_EDGE_WORK + _EDGE_WORK_PER_WORKLOAD * len(jobs) + _EDGE_WORK_PER_LOCATION * locations,
-                _EDGE_BYTES + _EDGE_PER_WORKLOAD * len(jobs) + _EDGE_PER_LOCATION * locations)
-
-
-def _series(jobs: Sequence[Job], zones: Zones) -> Cost:
-    """The zones' series the engine gathered (the work of estimates past a forecast included:
-    done before the planner, counted here)."""
-    seen = {z: zones[z] for job in jobs for z in job.zones if isinstance(zones[z], ZoneSeries)}
-    return Cost(sum(_SERIES_WORK + (0 if one.extended is None else _EXTENSION_WORK)
-                    for one in seen.values()),
-                sum(_SERIES_POINT_BYTES * (len(one.forecast.values) + (
-                    0 if one.extended is None else len(one.extended.values)))
-                    for one in seen.values()))
-
-
-def estimate(jobs: Sequence[Job], zones: Zones, budget: Budget,
-             capacity: Optional[CapacityLimits] = None) -> RequestCost:
-    """What planning these jobs will cost (plan_all, or plan_batch under `capacity`), before any
-    of it is done: its solving work (refused over budget.work) and the request's peak memory
-    (refused over budget.memory). Raises TooLarge naming what to change."""
-    if capacity is not None:
-        return _estimate_fleet(jobs, zones, capacity, budget)
-    costs = [reduce(Cost.then, (_cost(job, zones[z]) for z in job.zones
-                                if isinstance(zones[z], ZoneSeries)), Cost())
-             for job in jobs]
-    work = sum(c.work for c in costs)
-    # A batched pass (_search_together) holds its candidates' arrays; the searches one by one,
-    # the largest of them.
-    candidates = min(_PASS_CANDIDATES, sum(_candidates(job, zones) for job in jobs))
-    solving = Cost(work, max([c.memory for c in costs] + [_PASS_CANDIDATE_BYTES * candidates]))
-    edges = _edges(jobs).beside(_series(jobs, zones))
-    total = edges.beside(solving)
-    if work > budget.work or total.memory > budget.memory:
-        worst = max(range(len(jobs)), key=lambda i: (costs[i].work if work > budget.work
-                                                      else costs[i].memory))
-        job = jobs[worst]
-        knobs = "fewer zones or a shorter window"
-        if job.interruptible:
-            knobs += ", a longer min_chunk or fewer max_chunks"
-        where = f"workloads[{worst}] ({job.id or 'no id'})" if len(jobs) > 1 else "this workload"
-        need = (f"about {work / WORK_PER_SECOND:.1f} s of solving, more than the "
-                f"{budget.seconds:g} s one request may use" if work > budget.work else
-                f"about {total.memory / MIB:.0f} MiB of working memory, more than the "
-                f"{budget.memory / MIB:.0f} MiB one request may use")
-        raise TooLarge(f"this request would need {need}; {where} costs most: ask for {knobs}"
-                       + (", or send fewer workloads per request" if len(jobs) > 1 else ""))
-    return RequestCost(work=work, memory=total.memory, edge_work=edges.work)
-
-
-def _candidates(job: Job, zones: Zones) -> int:
-    """Candidate starts of a job in a batched pass (as _search_together counts them), 0 if none."""
-    if job.interruptible or job.duration <= 0 or job.duration % 60:
-        return 0
-    count = 0
-    for z in job.zones:
-        one = zones[z]
-        if isinstance(one, ZoneSeries):
-            series = one.searched(job)
-            count += 2 * min(len(series.values) + 1, (job.latest_start - job.earliest_start
-                                                      + job.duration) // series.step_seconds + 2) + 2
-    return count
-
-
 def plan_all(jobs: Sequence[Job], zones: Zones, now: int, budget: Budget,
              estimated: Optional[RequestCost] = None) -> list[Outcome]:
     """Each job on its own, within one budget for the request: refused whole (TooLarge) when its
@@ -186,9 +67,6 @@ def plan_all(jobs: Sequence[Job], zones: Zones, now: int, budget: Budget,
 
 _Found = Optional[tuple[str, tuple[tuple[int, int], ...], float]]
 _NOT_SEARCHED = object()
-# Candidate starts searched in one pass: bounds the pass's arrays (some 100 bytes a candidate in
-# all: 5 MB) when a batch is large, and how long it runs between two looks at the deadline.
-_PASS_CANDIDATES = 50_000
 # A search with more candidates than this (about two a series step of its window) is done alone:
 # the single search reads long ranges of the prefix sums as slices, which costs less per candidate
 # than gathering them; the batch saves the fixed cost of a call (~15 us), worth ~100 candidates.
@@ -387,51 +265,6 @@ def plan_batch(jobs: Sequence[Job], zones: Zones, capacity: CapacityLimits, now:
     else:
         outcomes.capacity_plan = CapacityPlan(proven_optimal=True)
     return outcomes  # type: ignore[return-value]
-
-
-# The fleet's memory (bytes), by what it holds at once: intensity and prefix sums (zones x units),
-# the plans it keeps (one row of running totals each, and a zones x units table per kind of
-# per-zone limit), the prices of the Lagrangian starts and a job's priced prefix (four
-# temporaries), and the exact model when it is within its size (fleet.exact_size).
-_FLEET_JOB_BYTES = 2_000
-
-
-def _fleet_memory(layout: _Layout) -> int:
-    zones, units = len(layout.names), layout.units
-    capacity = layout.capacity
-    per_zone = sum(any(x is not None for x in limits)
-                   for limits in (capacity.zone_concurrent, capacity.zone_power_kw))
-    kept = (1 if len(layout.fleet_jobs) > LARGE_BATCH else POLISHED) + 4  # kept, made, limits, relaxed
-    plans = kept * 8 * units * (1 + per_zone * zones)
-    priced_rows = zones if per_zone else 1
-    prices = 8 * (units + 1) * (2 * priced_rows + 4 * priced_rows + 1)
-    size = exact_size(layout.fleet_jobs, range(len(layout.fleet_jobs)), capacity, zones)
-    exact = (EXACT_BYTES_PER_NONZERO * size.nonzeros
-             if size.columns <= EXACT_COLUMNS and size.nonzeros <= EXACT_NONZEROS else 0)
-    return (16 * zones * (units + 1) + plans + prices + 64 * units
-            + _FLEET_JOB_BYTES * len(layout.fleet_jobs) + exact)
-
-
-def _estimate_fleet(jobs: Sequence[Job], zones: Zones, capacity: CapacityLimits, budget: Budget,
-                    layout: Optional[_Layout] = None) -> RequestCost:
-    layout = layout or _layout(jobs, zones, capacity)
-    units, names = layout.units, layout.names
-    first_plan = 10 * sum(len(j.zones) * max(0, j.latest - j.earliest + 1) for j in layout.fleet_jobs)
-    work = first_plan + 20 * units * len(names) if layout.live else 0
-    edges = _edges(jobs).beside(_series(jobs, zones))
-    memory = edges.memory + (_fleet_memory(layout) if layout.live else 0)
-    if work > budget.work:
-        raise TooLarge(f"placing this batch under capacity would need about "
-                       f"{first_plan / WORK_PER_SECOND:.1f} s for a first plan, more than the "
-                       f"{budget.seconds:g} s one request may use; send fewer workloads, fewer "
-                       "zones or shorter windows")
-    if memory > budget.memory:
-        raise TooLarge(f"placing this batch under capacity would need about {memory / MIB:.0f} MiB "
-                       f"of working memory, more than the {budget.memory / MIB:.0f} MiB one request "
-                       f"may use ({len(names)} zones x {units:,} steps of {layout.unit // 60} min "
-                       "on the batch's grid): send fewer zones, durations and windows in whole "
-                       "hours (a coarser grid), or fewer workloads")
-    return RequestCost(work=work, memory=memory, edge_work=edges.work, anytime=bool(layout.live))
 
 
 def _place_fleet(jobs, zones: Zones, now: int, layout: _Layout, outcomes: Outcomes,
