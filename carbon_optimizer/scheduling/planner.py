@@ -19,11 +19,9 @@ from carbon_optimizer.scheduling.chunks import best_chunks
 from carbon_optimizer.scheduling.cost import _PASS_CANDIDATES, _estimate_fleet, estimate
 from carbon_optimizer.scheduling.fleet import schedule_fleet
 from carbon_optimizer.scheduling.fleet_grid import _Layout, _layout
-from carbon_optimizer.scheduling.horizon import (
-    MIN_REPLAN_SECONDS, ask_again_at, estimated_span, replan_at, window_error,
-)
+from carbon_optimizer.scheduling.horizon import _ask_again, _coverage, replan_at, window_error
 from carbon_optimizer.scheduling.model import (
-    Baseline, CapacityLimits, CapacityPlan, Coverage, Job, Outcome, Outcomes, Schedule,
+    Baseline, CapacityLimits, CapacityPlan, Job, Outcome, Outcomes, Schedule,
     Unschedulable, ZoneFailure, ZoneSeries, Zones,
 )
 from carbon_optimizer.scheduling.window_batch import best_across, best_windows, on_grid
@@ -380,45 +378,3 @@ def _baseline(job: Job, zones: Zones, use_estimates: bool) -> Optional[Baseline]
     start = bounds[0]
     mean = windows.window_mean(boundaries, series.values, start, job.duration, series.integral())
     return Baseline(zone=first.zone, start=start, end=start + job.duration, mean_intensity=mean)
-
-
-def _coverage(job: Job, forecast: ForecastSeries, searched: ForecastSeries,
-              intervals: tuple[tuple[int, int], ...], now: int,
-              ask_again: Optional[int] = None) -> Coverage:
-    """What the provider's forecast covers of the allowed window, what of the choice rests on
-    estimates (points flagged estimated, or anything past the forecast), and when to ask again:
-    when a forecast covers the estimated part, else `ask_again` (_ask_again's answer)."""
-    allowed_start, allowed_end = job.earliest_start, job.latest_end
-    real_end = forecast.end_epoch
-    covered = max(0, min(allowed_end, real_end) - max(allowed_start, forecast.start_epoch))
-    end = intervals[-1][1]
-    estimated = False
-    if searched.estimated is not None:  # most series have no estimated point: skip the arrays
-        boundaries = searched.boundaries()
-        for a, b in intervals:  # the chosen intervals only, not the gaps between chunks
-            overlaps = (boundaries[:-1] < b) & (boundaries[1:] > a)
-            estimated = estimated or bool((overlaps & searched.estimated).any())
-    span = estimated_span(searched, list(intervals), real_end)
-    return Coverage(
-        window_coverage=min(1.0, covered / max(1, allowed_end - allowed_start)),
-        search_limited_by_horizon=allowed_end > searched.end_epoch,
-        estimated=estimated or span is not None,
-        estimated_start=None if span is None else span["start"],
-        estimated_seconds=None if span is None else span["seconds"],
-        replan_at=(replan_at(end, now, real_end, forecast.step_seconds) if end > real_end
-                   else ask_again))
-
-
-def _ask_again(job: Job, zones: Zones, start: int, now: int) -> Optional[int]:
-    """horizon.ask_again_at for a run of `job` inside the forecasts starting at `start`: a newer
-    forecast of any of the job's zones may show a cleaner run, so the shortest of them counts."""
-    if start - now < MIN_REPLAN_SECONDS:  # ask_again_at's cheapest test, before any zone: most
-        return None                       # runs of a batch start at once
-    end = step = None
-    for z in job.zones:  # a loop, not min() over generators: this runs for every answer
-        one = zones[z]
-        if isinstance(one, ZoneSeries):
-            forecast = one.forecast
-            end = forecast.end_epoch if end is None else min(end, forecast.end_epoch)
-            step = forecast.step_seconds if step is None else min(step, forecast.step_seconds)
-    return ask_again_at(start, now, job.latest_start, job.latest_end, end, step)
