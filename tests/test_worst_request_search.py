@@ -76,7 +76,7 @@ def service():
         try:
             found = real(jobs, zones, *args, **kwargs)
         except TooLarge:  # refused: what the request held and took up to the refusal
-            edges = cost._edges(jobs).beside(cost._series(jobs, zones))
+            edges = cost.edge_cost(jobs).beside(cost.series_cost(jobs, zones))
             estimates.append(RequestCost(work=0, edge_work=edges.work, memory=edges.memory))
             raise
         estimates.append(found)

@@ -13,10 +13,9 @@ from carbon_optimizer.scheduling.chunks import chunk_grid, search_bytes
 from carbon_optimizer.scheduling.fleet import (
     EXACT_BYTES_PER_NONZERO, EXACT_COLUMNS, EXACT_NONZEROS, LARGE_BATCH, POLISHED, exact_size,
 )
-from carbon_optimizer.scheduling.fleet_grid import _Layout, _layout
+from carbon_optimizer.scheduling.fleet_grid import FleetGrid, lay_out
 from carbon_optimizer.scheduling.model import CapacityLimits, Job, ZoneSeries, Zones
 
-# -- what a request costs ---------------------------------------------------------------------------
 # Work in budget units (about 10 ns each here; measured by bench/worst_requests.py): a window
 # search over n points about 2,500 + 5 n; a chunk search 5,000 + 5 n for its contiguous fallback,
 # plus 1,000 a unit (the DP's Python loop) and 2 a cell for an exact search, or 4,000 + 40 a unit
@@ -42,6 +41,10 @@ _EDGE_WORK_PER_WORKLOAD = 15_000
 _EDGE_WORK_PER_LOCATION = 300
 _SERIES_WORK = 30_000              # a zone's forecast, from a cache or the demo
 _EXTENSION_WORK = 300_000          # estimates past it, from its history (measured ~2 ms a zone)
+# Candidate starts the planner's batched window search takes in one pass: bounds the pass's arrays
+# (_PASS_CANDIDATE_BYTES each: 5 MB) when a batch is large, and how long it runs between two looks
+# at the deadline.
+PASS_CANDIDATES = 50_000
 
 
 def _cost(job: Job, zone: ZoneSeries) -> Cost:
@@ -66,14 +69,14 @@ def _cost(job: Job, zone: ZoneSeries) -> Cost:
     return window
 
 
-def _edges(jobs: Sequence[Job]) -> Cost:
+def edge_cost(jobs: Sequence[Job]) -> Cost:
     """What parsing the request and writing its answers hold and take, beside the solving."""
     locations = sum(len(job.zones) for job in jobs)
     return Cost(_EDGE_WORK + _EDGE_WORK_PER_WORKLOAD * len(jobs) + _EDGE_WORK_PER_LOCATION * locations,
                 _EDGE_BYTES + _EDGE_PER_WORKLOAD * len(jobs) + _EDGE_PER_LOCATION * locations)
 
 
-def _series(jobs: Sequence[Job], zones: Zones) -> Cost:
+def series_cost(jobs: Sequence[Job], zones: Zones) -> Cost:
     """The zones' series the engine gathered (the work of estimates past a forecast included:
     done before the planner, counted here)."""
     seen = {z: zones[z] for job in jobs for z in job.zones if isinstance(zones[z], ZoneSeries)}
@@ -90,16 +93,16 @@ def estimate(jobs: Sequence[Job], zones: Zones, budget: Budget,
     of it is done: its solving work (refused over budget.work) and the request's peak memory
     (refused over budget.memory). Raises TooLarge naming what to change."""
     if capacity is not None:
-        return _estimate_fleet(jobs, zones, capacity, budget)
+        return estimate_fleet(jobs, zones, capacity, budget)
     costs = [reduce(Cost.then, (_cost(job, zones[z]) for z in job.zones
                                 if isinstance(zones[z], ZoneSeries)), Cost())
              for job in jobs]
     work = sum(c.work for c in costs)
     # A batched pass (_search_together) holds its candidates' arrays; the searches one by one,
     # the largest of them.
-    candidates = min(_PASS_CANDIDATES, sum(_candidates(job, zones) for job in jobs))
+    candidates = min(PASS_CANDIDATES, sum(_candidates(job, zones) for job in jobs))
     solving = Cost(work, max([c.memory for c in costs] + [_PASS_CANDIDATE_BYTES * candidates]))
-    edges = _edges(jobs).beside(_series(jobs, zones))
+    edges = edge_cost(jobs).beside(series_cost(jobs, zones))
     total = edges.beside(solving)
     if work > budget.work or total.memory > budget.memory:
         worst = max(range(len(jobs)), key=lambda i: (costs[i].work if work > budget.work
@@ -132,11 +135,6 @@ def _candidates(job: Job, zones: Zones) -> int:
     return count
 
 
-# Candidate starts searched in one pass: bounds the pass's arrays (some 100 bytes a candidate in
-# all: 5 MB) when a batch is large, and how long it runs between two looks at the deadline.
-_PASS_CANDIDATES = 50_000
-
-
 # The fleet's memory (bytes), by what it holds at once: intensity and prefix sums (zones x units),
 # the plans it keeps (one row of running totals each, and a zones x units table per kind of
 # per-zone limit), the prices of the Lagrangian starts and a job's priced prefix (four
@@ -144,7 +142,7 @@ _PASS_CANDIDATES = 50_000
 _FLEET_JOB_BYTES = 2_000
 
 
-def _fleet_memory(layout: _Layout) -> int:
+def _fleet_memory(layout: FleetGrid) -> int:
     zones, units = len(layout.names), layout.units
     capacity = layout.capacity
     per_zone = sum(any(x is not None for x in limits)
@@ -160,13 +158,13 @@ def _fleet_memory(layout: _Layout) -> int:
             + _FLEET_JOB_BYTES * len(layout.fleet_jobs) + exact)
 
 
-def _estimate_fleet(jobs: Sequence[Job], zones: Zones, capacity: CapacityLimits, budget: Budget,
-                    layout: Optional[_Layout] = None) -> RequestCost:
-    layout = layout or _layout(jobs, zones, capacity)
+def estimate_fleet(jobs: Sequence[Job], zones: Zones, capacity: CapacityLimits, budget: Budget,
+                   layout: Optional[FleetGrid] = None) -> RequestCost:
+    layout = layout or lay_out(jobs, zones, capacity)
     units, names = layout.units, layout.names
     first_plan = 10 * sum(len(j.zones) * max(0, j.latest - j.earliest + 1) for j in layout.fleet_jobs)
     work = first_plan + 20 * units * len(names) if layout.live else 0
-    edges = _edges(jobs).beside(_series(jobs, zones))
+    edges = edge_cost(jobs).beside(series_cost(jobs, zones))
     memory = edges.memory + (_fleet_memory(layout) if layout.live else 0)
     if work > budget.work:
         raise TooLarge(f"placing this batch under capacity would need about "

@@ -16,7 +16,7 @@ from carbon_optimizer.scheduling.model import CapacityLimits, Job, ZoneSeries, Z
 from carbon_optimizer.timeseries import ForecastSeries, from_epoch, rfc3339
 
 
-class _Layout:
+class FleetGrid:
     """A batch under capacity on the fleet's grid: the zones, each job's starts, the grid, and the
     jobs with data that no start fits whatever the others do (`not_covered`: index -> why)."""
 
@@ -30,8 +30,8 @@ class _Layout:
         self.capacity = Capacity()
 
 
-def _layout(jobs: Sequence[Job], zones: Zones, capacity: CapacityLimits) -> _Layout:
-    layout = _Layout()
+def lay_out(jobs: Sequence[Job], zones: Zones, capacity: CapacityLimits) -> FleetGrid:
+    layout = FleetGrid()
     live = [i for i, job in enumerate(jobs)
             if any(isinstance(zones[z], ZoneSeries) for z in job.zones)]
     if not live:

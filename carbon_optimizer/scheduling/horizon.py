@@ -194,12 +194,12 @@ def replan_at(window_end: int, now: int, forecast_end: int, step: int) -> Option
     return int(-(-moment // step) * step)
 
 
-def _coverage(job: Job, forecast: ForecastSeries, searched: ForecastSeries,
-              intervals: tuple[tuple[int, int], ...], now: int,
-              ask_again: Optional[int] = None) -> Coverage:
+def coverage_of(job: Job, forecast: ForecastSeries, searched: ForecastSeries,
+                intervals: tuple[tuple[int, int], ...], now: int,
+                ask_at: Optional[int] = None) -> Coverage:
     """What the provider's forecast covers of the allowed window, what of the choice rests on
     estimates (points flagged estimated, or anything past the forecast), and when to ask again:
-    when a forecast covers the estimated part, else `ask_again` (_ask_again's answer)."""
+    when a forecast covers the estimated part, else `ask_at` (ask_again's answer)."""
     allowed_start, allowed_end = job.earliest_start, job.latest_end
     real_end = forecast.end_epoch
     covered = max(0, min(allowed_end, real_end) - max(allowed_start, forecast.start_epoch))
@@ -218,10 +218,10 @@ def _coverage(job: Job, forecast: ForecastSeries, searched: ForecastSeries,
         estimated_start=None if span is None else span["start"],
         estimated_seconds=None if span is None else span["seconds"],
         replan_at=(replan_at(end, now, real_end, forecast.step_seconds) if end > real_end
-                   else ask_again))
+                   else ask_at))
 
 
-def _ask_again(job: Job, zones: Zones, start: int, now: int) -> Optional[int]:
+def ask_again(job: Job, zones: Zones, start: int, now: int) -> Optional[int]:
     """horizon.ask_again_at for a run of `job` inside the forecasts starting at `start`: a newer
     forecast of any of the job's zones may show a cleaner run, so the shortest of them counts."""
     if start - now < MIN_REPLAN_SECONDS:  # ask_again_at's cheapest test, before any zone: most

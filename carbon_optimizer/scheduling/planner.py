@@ -16,10 +16,12 @@ from carbon_optimizer.errors import DeadlineExceeded, FailureCode, TooLarge
 from carbon_optimizer.scheduling.budget import Budget, RequestCost
 from carbon_optimizer.scheduling import window as windows
 from carbon_optimizer.scheduling.chunks import best_chunks
-from carbon_optimizer.scheduling.cost import _PASS_CANDIDATES, _estimate_fleet, estimate
+from carbon_optimizer.scheduling.cost import (
+    PASS_CANDIDATES as _PASS_CANDIDATES, estimate, estimate_fleet,
+)
 from carbon_optimizer.scheduling.fleet import schedule_fleet
-from carbon_optimizer.scheduling.fleet_grid import _Layout, _layout
-from carbon_optimizer.scheduling.horizon import _ask_again, _coverage, replan_at, window_error
+from carbon_optimizer.scheduling.fleet_grid import FleetGrid, lay_out
+from carbon_optimizer.scheduling.horizon import ask_again, coverage_of, replan_at, window_error
 from carbon_optimizer.scheduling.model import (
     Baseline, CapacityLimits, CapacityPlan, Job, Outcome, Outcomes, Schedule,
     Unschedulable, ZoneFailure, ZoneSeries, Zones,
@@ -224,13 +226,13 @@ def _plan(job: Job, zones: Zones, now: int, usable: list[str], failures: tuple[Z
             # else at this run's start, when a newer forecast may show a cleaner one.
             ask = waited if waited is not None and now < waited < intervals[0][0] else None
             if ask is None:
-                ask = _ask_again(job, zones, intervals[0][0], now)
+                ask = ask_again(job, zones, intervals[0][0], now)
             return _schedule(job, zones, zone, intervals, mean, now, failures, gate=(0.0, True, ask),
                              baseline=baseline)
         if inside is not None:
             # The run on estimates wins, but the best run inside the forecast is still open until
             # it starts: ask again by then, so that a newer forecast can still choose it.
-            keep = _ask_again(job, zones, inside[1][0][0], now)
+            keep = ask_again(job, zones, inside[1][0][0], now)
             return _schedule(job, zones, zone, intervals, mean, now, failures, baseline=baseline,
                              gate=(error, False, keep))
     return _schedule(job, zones, zone, intervals, mean, now, failures, baseline=baseline,
@@ -248,7 +250,7 @@ def plan_batch(jobs: Sequence[Job], zones: Zones, capacity: CapacityLimits, now:
     Chunks are not split under capacity: an interruptible job runs in one piece here.
     """
     outcomes: list[Optional[Outcome]] = Outcomes([None] * len(jobs))
-    layout = _layout(jobs, zones, capacity)
+    layout = lay_out(jobs, zones, capacity)
     for i, job in enumerate(jobs):
         usable, failures = _split(job, zones)
         if not usable:
@@ -257,7 +259,7 @@ def plan_batch(jobs: Sequence[Job], zones: Zones, capacity: CapacityLimits, now:
             outcomes[i] = Unschedulable(job, FailureCode.WINDOW_NOT_COVERED, layout.not_covered[i],
                                         failures)
     if budget is not None and estimated is None:
-        _estimate_fleet(jobs, zones, capacity, budget, layout)
+        estimate_fleet(jobs, zones, capacity, budget, layout)
     if layout.live:
         _place_fleet(jobs, zones, now, layout, outcomes, budget)
     else:
@@ -265,7 +267,7 @@ def plan_batch(jobs: Sequence[Job], zones: Zones, capacity: CapacityLimits, now:
     return outcomes  # type: ignore[return-value]
 
 
-def _place_fleet(jobs, zones: Zones, now: int, layout: _Layout, outcomes: Outcomes,
+def _place_fleet(jobs, zones: Zones, now: int, layout: FleetGrid, outcomes: Outcomes,
                  budget: Optional[Budget]) -> None:
     origin, unit, units, series = layout.origin, layout.unit, layout.units, layout.series
     edges = origin + unit * np.arange(units + 1)
@@ -304,11 +306,11 @@ def _schedule(job: Job, zones: Zones, zone: str, intervals: tuple[tuple[int, int
     chosen: ZoneSeries = zones[zone]
     searched = chosen.searched(job) if use_estimates else chosen.forecast
     # A batch under capacity (use_estimates False) is placed jointly: not replanned job by job. A
-    # run reaching past the forecast is replanned when a forecast covers it (_coverage), not here.
+    # run reaching past the forecast is replanned when a forecast covers it (coverage_of), not here.
     inside = intervals[-1][1] <= chosen.forecast.end_epoch
-    coverage = _coverage(job, chosen.forecast, searched, intervals, now,
-                         _ask_again(job, zones, intervals[0][0], now) if use_estimates and inside
-                         else None)
+    coverage = coverage_of(job, chosen.forecast, searched, intervals, now,
+                           ask_again(job, zones, intervals[0][0], now) if use_estimates and inside
+                           else None)
     error, waited, ask = gate
     if waited:
         coverage = dc_replace(coverage, waited_for_forecast=True, replan_at=ask)
@@ -322,7 +324,7 @@ def _schedule(job: Job, zones: Zones, zone: str, intervals: tuple[tuple[int, int
         # covered before it starts; the best run inside the forecast, kept open, may start after
         # the run on estimates): a question then comes too late to move the run. Ask at its
         # start instead, the last moment a newer forecast can move it, unless that is too soon.
-        coverage = dc_replace(coverage, replan_at=_ask_again(job, zones, start, now)
+        coverage = dc_replace(coverage, replan_at=ask_again(job, zones, start, now)
                               if use_estimates else None)
     return Schedule(job=job, zone=zone, intervals=intervals, mean_intensity=mean,
                     baseline=(_baseline(job, zones, use_estimates) if baseline is _NOT_SEARCHED
