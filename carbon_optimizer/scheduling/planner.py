@@ -23,7 +23,7 @@ from carbon_optimizer.scheduling.fleet import schedule_fleet
 from carbon_optimizer.scheduling.fleet_grid import FleetGrid, lay_out
 from carbon_optimizer.scheduling.horizon import ask_again, coverage_of, replan_at, window_error
 from carbon_optimizer.scheduling.model import (
-    Baseline, CapacityLimits, CapacityPlan, Job, Outcome, Outcomes, Schedule,
+    Baseline, CapacityLimits, CapacityPlan, Job, Outcome, Outcomes, Run, Schedule,
     Unschedulable, ZoneFailure, ZoneSeries, Zones,
 )
 from carbon_optimizer.scheduling.window_batch import best_across, best_windows, on_grid
@@ -65,7 +65,6 @@ def plan_all(jobs: Sequence[Job], zones: Zones, now: int, budget: Budget,
             for i, job in enumerate(jobs)]
 
 
-_Found = Optional[tuple[str, tuple[tuple[int, int], ...], float]]
 _NOT_SEARCHED = object()
 # A search with more candidates than this (about two a series step of its window) is done alone:
 # the single search reads long ranges of the prefix sums as slices, which costs less per candidate
@@ -77,7 +76,7 @@ _BATCHED_FROM = 8
 
 
 def _search_together(jobs: Sequence[Job], zones: Zones,
-                     budget: Optional[Budget] = None) -> dict[int, _Found]:
+                     budget: Optional[Budget] = None) -> dict[int, Optional[Run]]:
     """The first search of every contiguous job whose series are on the whole-minute grid (every
     provider's forecast and its estimates), done for many at once over their zones' series: by
     job index, what _search would return for it alone (the same answer, bit for bit). Other jobs
@@ -86,7 +85,6 @@ def _search_together(jobs: Sequence[Job], zones: Zones,
     series: dict[int, int] = {}       # id of a series -> its index in `distinct`
     distinct: list[ForecastSeries] = []
     rows: list[tuple[int, int, int]] = []  # (job index, zone's place in its usable zones, series)
-    usables: dict[int, list[str]] = {}
     cuts, size = [0], 0  # passes end at a job's last row
     for i, job in enumerate(jobs):
         if job.interruptible or job.duration <= 0 or job.duration % 60:
@@ -111,7 +109,6 @@ def _search_together(jobs: Sequence[Job], zones: Zones,
             mine.append(index)
             candidates += count
         else:
-            usables[i] = usable
             rows += [(i, place, index) for place, index in enumerate(mine)]
             size += candidates
             if size >= _PASS_CANDIDATES:
@@ -121,7 +118,7 @@ def _search_together(jobs: Sequence[Job], zones: Zones,
         return {}
     if cuts[-1] < len(rows):
         cuts.append(len(rows))
-    answers: dict[int, _Found] = {}
+    answers: dict[int, Optional[Run]] = {}
     for a, b in zip(cuts, cuts[1:]):
         if budget is not None and budget.expired():
             break
@@ -140,8 +137,8 @@ def _search_together(jobs: Sequence[Job], zones: Zones,
                 answers[i] = None
                 continue
             start = int(starts[chosen])
-            answers[i] = (usables[i][part[chosen][1]], ((start, start + jobs[i].duration),),
-                          float(means[chosen]))
+            answers[i] = Run(part[chosen][1], ((start, start + jobs[i].duration),),
+                             float(means[chosen]))
     return answers
 
 
@@ -162,42 +159,34 @@ def plan(job: Job, zones: Zones, now: int, budget: Optional[Budget] = None,
         return Unschedulable(job, exc.code, exc.message, failures)
 
 
-def _search(job: Job, usable: list[str], series: list[ForecastSeries],
-            budget: Optional[Budget]) -> Optional[tuple[str, tuple[tuple[int, int], ...], float]]:
-    """The cleanest run over `series` (one per usable zone): zone, intervals, mean intensity; None
-    when no run fits. Raises TooLarge."""
+def _search(job: Job, series: list[ForecastSeries], budget: Optional[Budget]) -> Optional[Run]:
+    """The cleanest run over `series` (one per usable zone, its zone_index an index into them);
+    None when no run fits. Raises TooLarge."""
     if job.interruptible:
         found = None
-        for zone, one in zip(usable, series):
+        for index, one in enumerate(series):
             chunks = best_chunks(one.boundaries(), one.values, job.duration, job.earliest_start,
                                  job.latest_end, job.min_chunk, job.max_chunks, budget)
             if chunks is not None and (found is None
-                                       or chunks.mean_intensity < found[1].mean_intensity - 1e-9):
-                found = (zone, chunks)
-        if found is None:
-            return None
-        zone, chunks = found
-        return zone, tuple((c.start, c.end) for c in chunks.chunks), chunks.mean_intensity
-    chosen = windows.best_window_across(
+                                       or chunks.mean_intensity < found.mean_intensity - 1e-9):
+                found = dc_replace(chunks, zone_index=index)
+        return found
+    return windows.best_window_across(
         [(s.boundaries(), s.values) for s in series], job.duration, job.earliest_start,
         job.latest_start, integrals=[s.integral() for s in series])
-    if chosen is None:
-        return None
-    window = chosen.window
-    return usable[chosen.zone_index], ((window.start, window.end),), window.mean_intensity
 
 
 def _plan(job: Job, zones: Zones, now: int, usable: list[str], failures: tuple[ZoneFailure, ...],
           budget: Optional[Budget], searched: object = _NOT_SEARCHED,
           baseline: object = _NOT_SEARCHED) -> Outcome:
     if searched is not _NOT_SEARCHED:
-        found = searched
+        run = searched
     else:
         try:
-            found = _search(job, usable, [zones[z].searched(job) for z in usable], budget)
+            run = _search(job, [zones[z].searched(job) for z in usable], budget)
         except TooLarge as exc:
             return Unschedulable(job, exc.code, exc.message, failures)
-    if found is None:
+    if run is None:
         if job.interruptible or any(reaches_past_forecast(job, zones[z]) for z in usable):
             message = _NOT_COVERED_PAST_HORIZON
         else:
@@ -206,36 +195,35 @@ def _plan(job: Job, zones: Zones, now: int, usable: list[str], failures: tuple[Z
                            f"{z} is covered from {rfc3339(zones[z].forecast.start)} to "
                            f"{rfc3339(zones[z].forecast.end)}" for z in usable))
         return Unschedulable(job, FailureCode.WINDOW_NOT_COVERED, message, failures)
-    zone, intervals, mean = found
+    zone = usable[run.zone_index]
     chosen: ZoneSeries = zones[zone]  # type: ignore[assignment]
-    error = window_error(intervals, chosen.forecast.end_epoch, chosen.forecast.step_seconds,
+    error = window_error(run.intervals, chosen.forecast.end_epoch, chosen.forecast.step_seconds,
                          chosen.estimate_error)
     if error > 0:
         # The risk gate: a run resting on estimates replaces the best run inside the forecasts
         # only when it is expected to be cleaner by more than the estimates' measured error.
         try:
-            inside = _search(job, usable, [zones[z].forecast for z in usable], budget)
+            inside = _search(job, [zones[z].forecast for z in usable], budget)
         except TooLarge:
             inside = None
-        if inside is not None and inside[2] - mean <= error:
-            waited = replan_at(intervals[-1][1], now, chosen.forecast.end_epoch,
+        if inside is not None and inside.mean_intensity - run.mean_intensity <= error:
+            waited = replan_at(run.end, now, chosen.forecast.end_epoch,
                                chosen.forecast.step_seconds)
-            zone, intervals, mean = inside
             # Ask again when a forecast covers the run turned down, if that is before this run
             # starts (the client's `wait` re-asks at replan_at when it comes before the start);
             # else at this run's start, when a newer forecast may show a cleaner one.
-            ask = waited if waited is not None and now < waited < intervals[0][0] else None
+            ask = waited if waited is not None and now < waited < inside.start else None
             if ask is None:
-                ask = ask_again(job, zones, intervals[0][0], now)
-            return _schedule(job, zones, zone, intervals, mean, now, failures, gate=(0.0, True, ask),
-                             baseline=baseline)
+                ask = ask_again(job, zones, inside.start, now)
+            return _schedule(job, zones, usable[inside.zone_index], inside, now, failures,
+                             gate=(0.0, True, ask), baseline=baseline)
         if inside is not None:
             # The run on estimates wins, but the best run inside the forecast is still open until
             # it starts: ask again by then, so that a newer forecast can still choose it.
-            keep = ask_again(job, zones, inside[1][0][0], now)
-            return _schedule(job, zones, zone, intervals, mean, now, failures, baseline=baseline,
+            keep = ask_again(job, zones, inside.start, now)
+            return _schedule(job, zones, zone, run, now, failures, baseline=baseline,
                              gate=(error, False, keep))
-    return _schedule(job, zones, zone, intervals, mean, now, failures, baseline=baseline,
+    return _schedule(job, zones, zone, run, now, failures, baseline=baseline,
                      gate=(error, False, None))
 
 
@@ -291,13 +279,12 @@ def _place_fleet(jobs, zones: Zones, now: int, layout: FleetGrid, outcomes: Outc
         start = origin + place.start * unit
         one = zones[zone].forecast
         mean = windows.window_mean(one.boundaries(), one.values, start, job.duration, one.integral())
-        outcomes[i] = _schedule(job, zones, zone, ((start, start + job.duration),), mean, now,
-                                failures, use_estimates=False)
+        outcomes[i] = _schedule(job, zones, zone, Run(place.zone, ((start, start + job.duration),),
+                                                      mean), now, failures, use_estimates=False)
 
 
-def _schedule(job: Job, zones: Zones, zone: str, intervals: tuple[tuple[int, int], ...],
-              mean: float, now: int, failures: tuple[ZoneFailure, ...],
-              use_estimates: bool = True,
+def _schedule(job: Job, zones: Zones, zone: str, run: Run, now: int,
+              failures: tuple[ZoneFailure, ...], use_estimates: bool = True,
               gate: tuple[float, bool, Optional[int]] = (0.0, False, None),
               baseline: object = _NOT_SEARCHED) -> Schedule:
     """The one place a Schedule is built. `gate`: the chosen run's estimate error, whether a run
@@ -307,9 +294,9 @@ def _schedule(job: Job, zones: Zones, zone: str, intervals: tuple[tuple[int, int
     searched = chosen.searched(job) if use_estimates else chosen.forecast
     # A batch under capacity (use_estimates False) is placed jointly: not replanned job by job. A
     # run reaching past the forecast is replanned when a forecast covers it (coverage_of), not here.
-    inside = intervals[-1][1] <= chosen.forecast.end_epoch
-    coverage = coverage_of(job, chosen.forecast, searched, intervals, now,
-                           ask_again(job, zones, intervals[0][0], now) if use_estimates and inside
+    inside = run.end <= chosen.forecast.end_epoch
+    coverage = coverage_of(job, chosen.forecast, searched, run.intervals, now,
+                           ask_again(job, zones, run.start, now) if use_estimates and inside
                            else None)
     error, waited, ask = gate
     if waited:
@@ -318,7 +305,7 @@ def _schedule(job: Job, zones: Zones, zone: str, intervals: tuple[tuple[int, int
         sooner = ask is not None and (coverage.replan_at is None or ask < coverage.replan_at)
         coverage = dc_replace(coverage, estimate_error=error,
                               replan_at=ask if sooner else coverage.replan_at)
-    start = intervals[0][0]
+    start = run.start
     if coverage.replan_at is not None and coverage.replan_at > start:
         # Every path above may land after the start (a run longer than the forecast is never
         # covered before it starts; the best run inside the forecast, kept open, may start after
@@ -326,7 +313,7 @@ def _schedule(job: Job, zones: Zones, zone: str, intervals: tuple[tuple[int, int
         # start instead, the last moment a newer forecast can move it, unless that is too soon.
         coverage = dc_replace(coverage, replan_at=ask_again(job, zones, start, now)
                               if use_estimates else None)
-    return Schedule(job=job, zone=zone, intervals=intervals, mean_intensity=mean,
+    return Schedule(job=job, zone=zone, intervals=run.intervals, mean_intensity=run.mean_intensity,
                     baseline=(_baseline(job, zones, use_estimates) if baseline is _NOT_SEARCHED
                               else baseline),
                     coverage=coverage, source=chosen, unavailable=failures)
