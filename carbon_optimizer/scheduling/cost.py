@@ -142,30 +142,30 @@ def _candidates(job: Job, zones: Zones) -> int:
 _FLEET_JOB_BYTES = 2_000
 
 
-def _fleet_memory(layout: FleetGrid) -> int:
-    zones, units = len(layout.names), layout.units
-    capacity = layout.capacity
+def _fleet_memory(grid: FleetGrid) -> int:
+    zones, units = len(grid.names), grid.units
+    capacity = grid.capacity
     per_zone = sum(any(x is not None for x in limits)
                    for limits in (capacity.zone_concurrent, capacity.zone_power_kw))
-    kept = (1 if len(layout.fleet_jobs) > LARGE_BATCH else POLISHED) + 4  # kept, made, limits, relaxed
+    kept = (1 if len(grid.fleet_jobs) > LARGE_BATCH else POLISHED) + 4  # kept, made, limits, relaxed
     plans = kept * 8 * units * (1 + per_zone * zones)
     priced_rows = zones if per_zone else 1
     prices = 8 * (units + 1) * (2 * priced_rows + 4 * priced_rows + 1)
-    size = exact_size(layout.fleet_jobs, range(len(layout.fleet_jobs)), capacity, zones)
+    size = exact_size(grid.fleet_jobs, range(len(grid.fleet_jobs)), capacity, zones)
     exact = (EXACT_BYTES_PER_NONZERO * size.nonzeros
              if size.columns <= EXACT_COLUMNS and size.nonzeros <= EXACT_NONZEROS else 0)
     return (16 * zones * (units + 1) + plans + prices + 64 * units
-            + _FLEET_JOB_BYTES * len(layout.fleet_jobs) + exact)
+            + _FLEET_JOB_BYTES * len(grid.fleet_jobs) + exact)
 
 
 def estimate_fleet(jobs: Sequence[Job], zones: Zones, capacity: CapacityLimits, budget: Budget,
-                   layout: Optional[FleetGrid] = None) -> RequestCost:
-    layout = layout or lay_out(jobs, zones, capacity)
-    units, names = layout.units, layout.names
-    first_plan = 10 * sum(len(j.zones) * max(0, j.latest - j.earliest + 1) for j in layout.fleet_jobs)
-    work = first_plan + 20 * units * len(names) if layout.live else 0
+                   grid: Optional[FleetGrid] = None) -> RequestCost:
+    grid = lay_out(jobs, zones, capacity) if grid is None else grid
+    units, names = grid.units, grid.names
+    first_plan = 10 * sum(len(j.zones) * max(0, j.latest - j.earliest + 1) for j in grid.fleet_jobs)
+    work = first_plan + 20 * units * len(names) if grid.live else 0
     edges = edge_cost(jobs).beside(series_cost(jobs, zones))
-    memory = edges.memory + (_fleet_memory(layout) if layout.live else 0)
+    memory = edges.memory + (_fleet_memory(grid) if grid.live else 0)
     if work > budget.work:
         raise TooLarge(f"placing this batch under capacity would need about "
                        f"{first_plan / WORK_PER_SECOND:.1f} s for a first plan, more than the "
@@ -174,7 +174,7 @@ def estimate_fleet(jobs: Sequence[Job], zones: Zones, capacity: CapacityLimits, 
     if memory > budget.memory:
         raise TooLarge(f"placing this batch under capacity would need about {memory / MIB:.0f} MiB "
                        f"of working memory, more than the {budget.memory / MIB:.0f} MiB one request "
-                       f"may use ({len(names)} zones x {units:,} steps of {layout.unit // 60} min "
+                       f"may use ({len(names)} zones x {units:,} steps of {grid.unit // 60} min "
                        "on the batch's grid): send fewer zones, durations and windows in whole "
                        "hours (a coarser grid), or fewer workloads")
-    return RequestCost(work=work, memory=memory, edge_work=edges.work, anytime=bool(layout.live))
+    return RequestCost(work=work, memory=memory, edge_work=edges.work, anytime=bool(grid.live))

@@ -1,41 +1,60 @@
-"""A batch under capacity laid on the fleet solver's grid: the zones every job may use, the period
-their forecasts share, the coarsest grid of whole minutes that loses nothing, and each job's
-starts and length in units of it. Pure: no I/O, no clock."""
+"""A batch under capacity on the fleet solver's grid and back: the zones every job may use, the
+period their forecasts share, the coarsest grid of whole minutes that loses nothing, each job's
+starts and length in units of it (lay_out); then the solver's placements as Runs in epoch seconds
+(place). Pure: no I/O, no clock."""
 
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass, field
 from functools import reduce
-from typing import Sequence
+from typing import Mapping, Optional, Sequence, Union
 
 import numpy as np
 
+from carbon_optimizer.errors import FailureCode
 from carbon_optimizer.scheduling import window as windows
+from carbon_optimizer.scheduling.budget import Budget
+from carbon_optimizer.scheduling.fleet import schedule_fleet
 from carbon_optimizer.scheduling.fleet_model import Capacity, FleetJob
-from carbon_optimizer.scheduling.model import CapacityLimits, Job, ZoneSeries, Zones
+from carbon_optimizer.scheduling.model import (
+    CapacityLimits, CapacityPlan, Job, Run, ZoneSeries, Zones,
+)
 from carbon_optimizer.timeseries import ForecastSeries, from_epoch, rfc3339
 
 
+@dataclass(frozen=True)
 class FleetGrid:
-    """A batch under capacity on the fleet's grid: the zones, each job's starts, the grid, and the
-    jobs with data that no start fits whatever the others do (`not_covered`: index -> why)."""
+    """A batch under capacity on the fleet's grid: `units` steps of `unit` seconds from `origin`
+    over the forecasts of the zones `names` (`series`, in that order). `live`: the batch's jobs
+    placed on it (indices into the batch), with their `durations` (seconds) and `fleet_jobs` (in
+    steps, zones as indices into `names`). `not_covered`: the jobs with data that no start fits,
+    whatever the others do, and why."""
+    not_covered: Mapping[int, str] = field(default_factory=dict)
+    live: tuple[int, ...] = ()
+    durations: tuple[int, ...] = ()
+    names: tuple[str, ...] = ()
+    series: tuple[ForecastSeries, ...] = ()
+    origin: int = 0
+    unit: int = 0
+    units: int = 0
+    fleet_jobs: tuple[FleetJob, ...] = ()
+    capacity: Capacity = Capacity()
 
-    def __init__(self) -> None:
-        self.not_covered: dict[int, str] = {}
-        self.live: list[int] = []
-        self.names: list[str] = []
-        self.series: list[ForecastSeries] = []
-        self.origin = self.unit = self.units = 0
-        self.fleet_jobs: list[FleetJob] = []
-        self.capacity = Capacity()
+
+@dataclass(frozen=True)
+class FleetRuns:
+    """The fleet's plan in epoch seconds: per job of the grid's `live`, its Run (zone_index an
+    index into the grid's `names`) or why it has none; and whether the plan is proven optimal."""
+    runs: tuple[Union[Run, FailureCode], ...]
+    capacity_plan: CapacityPlan
 
 
 def lay_out(jobs: Sequence[Job], zones: Zones, capacity: CapacityLimits) -> FleetGrid:
-    layout = FleetGrid()
     live = [i for i, job in enumerate(jobs)
             if any(isinstance(zones[z], ZoneSeries) for z in job.zones)]
     if not live:
-        return layout
+        return FleetGrid()
     names = list(dict.fromkeys(z for i in live for z in jobs[i].zones
                                if isinstance(zones[z], ZoneSeries)))
     series = [zones[z].forecast for z in names]
@@ -44,34 +63,56 @@ def lay_out(jobs: Sequence[Job], zones: Zones, capacity: CapacityLimits) -> Flee
     # start rounded up to the minute, or the next minute for "start now"), inside the period every
     # zone of the batch covers.
     starts = {}
+    not_covered = {}
     for i in live:
         found = windows.start_range(covered, jobs[i].duration, jobs[i].earliest_start,
                                     jobs[i].latest_start) if covered[0] < covered[1] else None
         if found is None:
-            layout.not_covered[i] = _not_in_common(jobs[i], covered)
+            not_covered[i] = _not_in_common(jobs[i], covered)
         else:
             starts[i] = found
     live = [i for i in live if i in starts]
     if not live:
-        return layout
+        return FleetGrid(not_covered=not_covered)
     origin = min(lo for lo, _ in starts.values())
     end = int(covered[1]) // 60 * 60
     unit = _fleet_unit(origin, end, series, [jobs[i].duration for i in live],
                        [b for i in live for b in starts[i]])
     index = {z: k for k, z in enumerate(names)}
-    layout.live, layout.names, layout.series = live, names, series
-    layout.origin, layout.unit, layout.units = origin, unit, (end - origin) // unit
-    layout.fleet_jobs = [FleetJob(length=jobs[i].duration // unit,
+    return FleetGrid(
+        not_covered=not_covered, live=tuple(live), durations=tuple(jobs[i].duration for i in live),
+        names=tuple(names), series=tuple(series), origin=origin, unit=unit,
+        units=(end - origin) // unit,
+        fleet_jobs=tuple(FleetJob(length=jobs[i].duration // unit,
                                   earliest=(starts[i][0] - origin) // unit,
                                   latest=(starts[i][1] - origin) // unit,
                                   zones=tuple(index[z] for z in jobs[i].zones if z in index),
                                   power_kw=jobs[i].power_kw)
-                         for i in live]
-    layout.capacity = Capacity(
-        max_concurrent=capacity.max_concurrent,
-        zone_concurrent=[capacity.max_concurrent_per_zone.get(z) for z in names],
-        zone_power_kw=[capacity.max_power_kw.get(z) for z in names])
-    return layout
+                         for i in live),
+        capacity=Capacity(
+            max_concurrent=capacity.max_concurrent,
+            zone_concurrent=[capacity.max_concurrent_per_zone.get(z) for z in names],
+            zone_power_kw=[capacity.max_power_kw.get(z) for z in names]))
+
+
+def place(grid: FleetGrid, budget: Optional[Budget]) -> FleetRuns:
+    """The fleet solver (fleet.schedule_fleet) over the grid's jobs; its placements, on the grid,
+    as Runs in epoch seconds over the zones' forecasts."""
+    origin, unit = grid.origin, grid.unit
+    edges = origin + unit * np.arange(grid.units + 1)
+    intensity = np.stack([np.diff(np.interp(edges, s.boundaries(), s.integral())) / unit
+                          for s in grid.series])
+    result = schedule_fleet(intensity, grid.fleet_jobs, grid.capacity, budget)
+    runs: list[Union[Run, FailureCode]] = []
+    for duration, spot, reason in zip(grid.durations, result.placements, result.reasons):
+        if spot is None:
+            runs.append(reason)
+            continue
+        start = origin + spot.start * unit
+        one = grid.series[spot.zone]
+        mean = windows.window_mean(one.boundaries(), one.values, start, duration, one.integral())
+        runs.append(Run(spot.zone, ((start, start + duration),), mean))
+    return FleetRuns(tuple(runs), CapacityPlan(result.proven_optimal, result.not_proven))
 
 
 def _not_in_common(job: Job, covered: np.ndarray) -> str:

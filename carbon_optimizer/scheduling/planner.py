@@ -19,8 +19,7 @@ from carbon_optimizer.scheduling.chunks import best_chunks
 from carbon_optimizer.scheduling.cost import (
     PASS_CANDIDATES as _PASS_CANDIDATES, estimate, estimate_fleet,
 )
-from carbon_optimizer.scheduling.fleet import schedule_fleet
-from carbon_optimizer.scheduling.fleet_grid import FleetGrid, lay_out
+from carbon_optimizer.scheduling.fleet_grid import lay_out, place
 from carbon_optimizer.scheduling.horizon import ask_again, coverage_of, replan_at, window_error
 from carbon_optimizer.scheduling.model import (
     Baseline, CapacityLimits, CapacityPlan, Job, Outcome, Outcomes, Run, Schedule,
@@ -238,49 +237,37 @@ def plan_batch(jobs: Sequence[Job], zones: Zones, capacity: CapacityLimits, now:
     Chunks are not split under capacity: an interruptible job runs in one piece here.
     """
     outcomes: list[Optional[Outcome]] = Outcomes([None] * len(jobs))
-    layout = lay_out(jobs, zones, capacity)
+    grid = lay_out(jobs, zones, capacity)
     for i, job in enumerate(jobs):
         usable, failures = _split(job, zones)
         if not usable:
             outcomes[i] = _no_data(job, failures)
-        elif i in layout.not_covered:
-            outcomes[i] = Unschedulable(job, FailureCode.WINDOW_NOT_COVERED, layout.not_covered[i],
+        elif i in grid.not_covered:
+            outcomes[i] = Unschedulable(job, FailureCode.WINDOW_NOT_COVERED, grid.not_covered[i],
                                         failures)
     if budget is not None and estimated is None:
-        estimate_fleet(jobs, zones, capacity, budget, layout)
-    if layout.live:
-        _place_fleet(jobs, zones, now, layout, outcomes, budget)
-    else:
+        estimate_fleet(jobs, zones, capacity, budget, grid)
+    if not grid.live:
         outcomes.capacity_plan = CapacityPlan(proven_optimal=True)
+        return outcomes  # type: ignore[return-value]
+    placed = place(grid, budget)
+    outcomes.capacity_plan = placed.capacity_plan
+    for i, run in zip(grid.live, placed.runs):
+        job = jobs[i]
+        failures = _split(job, zones)[1]
+        if isinstance(run, FailureCode):
+            outcomes[i] = Unschedulable(job, run, _NOT_PLACED[run], failures)
+        else:
+            outcomes[i] = _schedule(job, zones, grid.names[run.zone_index], run, now, failures,
+                                    use_estimates=False)
     return outcomes  # type: ignore[return-value]
 
 
-def _place_fleet(jobs, zones: Zones, now: int, layout: FleetGrid, outcomes: Outcomes,
-                 budget: Optional[Budget]) -> None:
-    origin, unit, units, series = layout.origin, layout.unit, layout.units, layout.series
-    edges = origin + unit * np.arange(units + 1)
-    intensity = np.stack([np.diff(np.interp(edges, s.boundaries(), s.integral())) / unit
-                          for s in series])
-    result = schedule_fleet(intensity, layout.fleet_jobs, layout.capacity, budget)
-    outcomes.capacity_plan = CapacityPlan(result.proven_optimal, result.not_proven)
-    messages = {
-        FailureCode.WINDOW_NOT_COVERED: "no start inside the allowed window is covered by the "
-                                        "forecasts of every zone in the batch",
-        FailureCode.CAPACITY_EXCEEDED: "the batch's capacity (concurrency or power) leaves no room "
-                                       "for this workload inside its allowed window"}
-    for i, place, reason in zip(layout.live, result.placements, result.reasons):
-        job = jobs[i]
-        failures = _split(job, zones)[1]
-        if place is None:
-            code = reason
-            outcomes[i] = Unschedulable(job, code, messages[code], failures)
-            continue
-        zone = layout.names[place.zone]
-        start = origin + place.start * unit
-        one = zones[zone].forecast
-        mean = windows.window_mean(one.boundaries(), one.values, start, job.duration, one.integral())
-        outcomes[i] = _schedule(job, zones, zone, Run(place.zone, ((start, start + job.duration),),
-                                                      mean), now, failures, use_estimates=False)
+_NOT_PLACED = {
+    FailureCode.WINDOW_NOT_COVERED: "no start inside the allowed window is covered by the "
+                                    "forecasts of every zone in the batch",
+    FailureCode.CAPACITY_EXCEEDED: "the batch's capacity (concurrency or power) leaves no room "
+                                   "for this workload inside its allowed window"}
 
 
 def _schedule(job: Job, zones: Zones, zone: str, run: Run, now: int,
