@@ -7,7 +7,7 @@ job (window, chunks, or the fleet for a batch under capacity) and builds every a
 
 from __future__ import annotations
 
-from dataclasses import replace as dc_replace
+from dataclasses import dataclass, replace
 from typing import Optional, Sequence
 
 import numpy as np
@@ -20,7 +20,7 @@ from carbon_optimizer.scheduling.cost import (
     PASS_CANDIDATES as _PASS_CANDIDATES, estimate, estimate_fleet,
 )
 from carbon_optimizer.scheduling.fleet_grid import lay_out, place
-from carbon_optimizer.scheduling.horizon import ask_again, coverage_of, replan_at, window_error
+from carbon_optimizer.scheduling.horizon import Gated, coverage_of, risk_gate, window_error
 from carbon_optimizer.scheduling.model import (
     Baseline, CapacityLimits, CapacityPlan, Job, Outcome, Outcomes, Run, Schedule,
     Unschedulable, ZoneFailure, ZoneSeries, Zones,
@@ -60,11 +60,21 @@ def plan_all(jobs: Sequence[Job], zones: Zones, now: int, budget: Budget,
         estimate(jobs, zones, budget)
     searched = _search_together(jobs, zones, budget)
     baselines = _baselines_together(jobs, zones)
-    return [plan(job, zones, now, budget, searched.get(i, _NOT_SEARCHED), baselines.get(i, _NOT_SEARCHED))
+    return [plan(job, zones, now, budget, Batched(i in searched, searched.get(i),
+                                                  i in baselines, baselines.get(i)))
             for i, job in enumerate(jobs)]
 
 
-_NOT_SEARCHED = object()
+@dataclass(frozen=True)
+class Batched:
+    """What plan_all made for a job with the rest of its batch, before planning it alone: its
+    first search, when made (`run`: None when no run fits), and its baseline, when made."""
+    searched: bool = False
+    run: Optional[Run] = None
+    baselined: bool = False
+    baseline: Optional[Baseline] = None
+
+
 # A search with more candidates than this (about two a series step of its window) is done alone:
 # the single search reads long ranges of the prefix sums as slices, which costs less per candidate
 # than gathering them; the batch saves the fixed cost of a call (~15 us), worth ~100 candidates.
@@ -142,18 +152,17 @@ def _search_together(jobs: Sequence[Job], zones: Zones,
 
 
 def plan(job: Job, zones: Zones, now: int, budget: Optional[Budget] = None,
-         searched: object = _NOT_SEARCHED, baseline: object = _NOT_SEARCHED) -> Outcome:
+         batched: Batched = Batched()) -> Outcome:
     """The cleanest run of one job over its zones: a contiguous window, or chunks when the job is
-    interruptible; an Unschedulable saying why when there is none. `searched` and `baseline`: the
-    job's first search and its baseline when they were made already, with the rest of its batch
-    (_search_together, _baselines_together)."""
+    interruptible; an Unschedulable saying why when there is none. `batched`: what was made for
+    it already with the rest of its batch (_search_together, _baselines_together)."""
     usable, failures = _split(job, zones)
     if not usable:
         return _no_data(job, failures)
     try:
         if budget is not None:
             budget.check()
-        return _plan(job, zones, now, usable, failures, budget, searched, baseline)
+        return _plan(job, zones, now, usable, failures, budget, batched)
     except DeadlineExceeded as exc:
         return Unschedulable(job, exc.code, exc.message, failures)
 
@@ -168,7 +177,7 @@ def _search(job: Job, series: list[ForecastSeries], budget: Optional[Budget]) ->
                                  job.latest_end, job.min_chunk, job.max_chunks, budget)
             if chunks is not None and (found is None
                                        or chunks.mean_intensity < found.mean_intensity - 1e-9):
-                found = dc_replace(chunks, zone_index=index)
+                found = replace(chunks, zone_index=index)
         return found
     return windows.best_window_across(
         [(s.boundaries(), s.values) for s in series], job.duration, job.earliest_start,
@@ -176,10 +185,9 @@ def _search(job: Job, series: list[ForecastSeries], budget: Optional[Budget]) ->
 
 
 def _plan(job: Job, zones: Zones, now: int, usable: list[str], failures: tuple[ZoneFailure, ...],
-          budget: Optional[Budget], searched: object = _NOT_SEARCHED,
-          baseline: object = _NOT_SEARCHED) -> Outcome:
-    if searched is not _NOT_SEARCHED:
-        run = searched
+          budget: Optional[Budget], batched: Batched) -> Outcome:
+    if batched.searched:
+        run = batched.run
     else:
         try:
             run = _search(job, [zones[z].searched(job) for z in usable], budget)
@@ -194,36 +202,18 @@ def _plan(job: Job, zones: Zones, now: int, usable: list[str], failures: tuple[Z
                            f"{z} is covered from {rfc3339(zones[z].forecast.start)} to "
                            f"{rfc3339(zones[z].forecast.end)}" for z in usable))
         return Unschedulable(job, FailureCode.WINDOW_NOT_COVERED, message, failures)
-    zone = usable[run.zone_index]
-    chosen: ZoneSeries = zones[zone]  # type: ignore[assignment]
+    chosen: ZoneSeries = zones[usable[run.zone_index]]  # type: ignore[assignment]
     error = window_error(run.intervals, chosen.forecast.end_epoch, chosen.forecast.step_seconds,
                          chosen.estimate_error)
-    if error > 0:
-        # The risk gate: a run resting on estimates replaces the best run inside the forecasts
-        # only when it is expected to be cleaner by more than the estimates' measured error.
+    gated = Gated(run, error)
+    if error > 0:  # the risk gate, against the best run inside the forecasts
         try:
             inside = _search(job, [zones[z].forecast for z in usable], budget)
         except TooLarge:
             inside = None
-        if inside is not None and inside.mean_intensity - run.mean_intensity <= error:
-            waited = replan_at(run.end, now, chosen.forecast.end_epoch,
-                               chosen.forecast.step_seconds)
-            # Ask again when a forecast covers the run turned down, if that is before this run
-            # starts (the client's `wait` re-asks at replan_at when it comes before the start);
-            # else at this run's start, when a newer forecast may show a cleaner one.
-            ask = waited if waited is not None and now < waited < inside.start else None
-            if ask is None:
-                ask = ask_again(job, zones, inside.start, now)
-            return _schedule(job, zones, usable[inside.zone_index], inside, now, failures,
-                             gate=(0.0, True, ask), baseline=baseline)
-        if inside is not None:
-            # The run on estimates wins, but the best run inside the forecast is still open until
-            # it starts: ask again by then, so that a newer forecast can still choose it.
-            keep = ask_again(job, zones, inside.start, now)
-            return _schedule(job, zones, zone, run, now, failures, baseline=baseline,
-                             gate=(error, False, keep))
-    return _schedule(job, zones, zone, run, now, failures, baseline=baseline,
-                     gate=(error, False, None))
+        gated = risk_gate(job, zones, run, error, inside, chosen.forecast, now)
+    baseline = batched.baseline if batched.baselined else _baseline(job, zones, True)
+    return _schedule(job, zones, usable[gated.run.zone_index], gated, now, failures, baseline)
 
 
 def plan_batch(jobs: Sequence[Job], zones: Zones, capacity: CapacityLimits, now: int,
@@ -258,8 +248,8 @@ def plan_batch(jobs: Sequence[Job], zones: Zones, capacity: CapacityLimits, now:
         if isinstance(run, FailureCode):
             outcomes[i] = Unschedulable(job, run, _NOT_PLACED[run], failures)
         else:
-            outcomes[i] = _schedule(job, zones, grid.names[run.zone_index], run, now, failures,
-                                    use_estimates=False)
+            outcomes[i] = _schedule(job, zones, grid.names[run.zone_index], Gated(run), now,
+                                    failures, _baseline(job, zones, False), use_estimates=False)
     return outcomes  # type: ignore[return-value]
 
 
@@ -270,40 +260,15 @@ _NOT_PLACED = {
                                    "for this workload inside its allowed window"}
 
 
-def _schedule(job: Job, zones: Zones, zone: str, run: Run, now: int,
-              failures: tuple[ZoneFailure, ...], use_estimates: bool = True,
-              gate: tuple[float, bool, Optional[int]] = (0.0, False, None),
-              baseline: object = _NOT_SEARCHED) -> Schedule:
-    """The one place a Schedule is built. `gate`: the chosen run's estimate error, whether a run
-    on estimates was turned down for it, and when to ask again (for a run on estimates: no later
-    than the start of the best run inside the forecast, which is still open until then)."""
-    chosen: ZoneSeries = zones[zone]
-    searched = chosen.searched(job) if use_estimates else chosen.forecast
-    # A batch under capacity (use_estimates False) is placed jointly: not replanned job by job. A
-    # run reaching past the forecast is replanned when a forecast covers it (coverage_of), not here.
-    inside = run.end <= chosen.forecast.end_epoch
-    coverage = coverage_of(job, chosen.forecast, searched, run.intervals, now,
-                           ask_again(job, zones, run.start, now) if use_estimates and inside
-                           else None)
-    error, waited, ask = gate
-    if waited:
-        coverage = dc_replace(coverage, waited_for_forecast=True, replan_at=ask)
-    elif coverage.estimated_start is not None:
-        sooner = ask is not None and (coverage.replan_at is None or ask < coverage.replan_at)
-        coverage = dc_replace(coverage, estimate_error=error,
-                              replan_at=ask if sooner else coverage.replan_at)
-    start = run.start
-    if coverage.replan_at is not None and coverage.replan_at > start:
-        # Every path above may land after the start (a run longer than the forecast is never
-        # covered before it starts; the best run inside the forecast, kept open, may start after
-        # the run on estimates): a question then comes too late to move the run. Ask at its
-        # start instead, the last moment a newer forecast can move it, unless that is too soon.
-        coverage = dc_replace(coverage, replan_at=ask_again(job, zones, start, now)
-                              if use_estimates else None)
-    return Schedule(job=job, zone=zone, intervals=run.intervals, mean_intensity=run.mean_intensity,
-                    baseline=(_baseline(job, zones, use_estimates) if baseline is _NOT_SEARCHED
-                              else baseline),
-                    coverage=coverage, source=chosen, unavailable=failures)
+def _schedule(job: Job, zones: Zones, zone: str, gated: Gated, now: int,
+              failures: tuple[ZoneFailure, ...], baseline: Optional[Baseline],
+              use_estimates: bool = True) -> Schedule:
+    """The one place a Schedule is built: `gated.run` in `zone`."""
+    source: ZoneSeries = zones[zone]  # type: ignore[assignment]
+    return Schedule(job=job, zone=zone, intervals=gated.run.intervals,
+                    mean_intensity=gated.run.mean_intensity, baseline=baseline,
+                    coverage=coverage_of(job, zones, source, gated, now, use_estimates),
+                    source=source, unavailable=failures)
 
 
 def _baselines_together(jobs: Sequence[Job], zones: Zones) -> dict[int, Optional[Baseline]]:
