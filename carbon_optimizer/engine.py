@@ -25,7 +25,9 @@ from carbon_optimizer.errors import CarbonDataError, FailureCode, UpstreamUnavai
 from carbon_optimizer.ops import memory, metrics
 from carbon_optimizer.scheduling import cost as request_cost, planner
 from carbon_optimizer.scheduling.budget import DEFAULT_MEMORY, Budget
-from carbon_optimizer.scheduling.horizon import MAX_EXTENSION_SECONDS, extend_series
+from carbon_optimizer.scheduling.horizon import (
+    MAX_EXTENSION_SECONDS, extend_series, reaches_past_forecast,
+)
 from carbon_optimizer.scheduling.model import (
     CapacityLimits, Job, Outcome, Schedule, ZoneFailure, ZoneSeries,
 )
@@ -314,7 +316,7 @@ class CarbonEngine:
             for job in jobs:
                 for z in job.zones:
                     one = found[z]
-                    if isinstance(one, ZoneSeries) and planner.reaches_past_forecast(job, one):
+                    if isinstance(one, ZoneSeries) and reaches_past_forecast(job, one):
                         reach[z] = max(reach.get(z, 0), job.latest_end)
             # History only refines the estimates: one not there by the deadline is done without.
             held = self._fresh_histories(list(reach))

@@ -93,6 +93,11 @@ def measured_error(known: np.ndarray, first_epoch: int, step: int, count: int) -
     return np.fmax.accumulate(np.nan_to_num(error, nan=0.0))
 
 
+def reaches_past_forecast(job: Job, zone: ZoneSeries) -> bool:
+    """Whether a search for `job` in this zone needs estimates past the provider's forecast."""
+    return job.extend_horizon and job.latest_end > zone.forecast.end_epoch
+
+
 @dataclass(frozen=True)
 class Extension:
     series: ForecastSeries   # the forecast followed by estimates (flagged in `estimated`)

@@ -20,7 +20,9 @@ from carbon_optimizer.scheduling.cost import (
     PASS_CANDIDATES as _PASS_CANDIDATES, estimate, estimate_fleet,
 )
 from carbon_optimizer.scheduling.fleet_grid import lay_out, place
-from carbon_optimizer.scheduling.horizon import Gated, coverage_of, risk_gate, window_error
+from carbon_optimizer.scheduling.horizon import (
+    Gated, coverage_of, reaches_past_forecast, risk_gate, window_error,
+)
 from carbon_optimizer.scheduling.model import (
     Baseline, CapacityLimits, CapacityPlan, Job, Outcome, Outcomes, Run, Schedule,
     Unschedulable, ZoneFailure, ZoneSeries, Zones,
@@ -30,11 +32,6 @@ from carbon_optimizer.timeseries import ForecastSeries, rfc3339
 
 _NOT_COVERED_PAST_HORIZON = ("no forecast covers a run of this workload inside its allowed window "
                              "(estimates reach at most 14 days past a forecast)")
-
-
-def reaches_past_forecast(job: Job, zone: ZoneSeries) -> bool:
-    """Whether a search for `job` in this zone needs estimates past the provider's forecast."""
-    return job.extend_horizon and job.latest_end > zone.forecast.end_epoch
 
 
 def _split(job: Job, zones: Zones) -> tuple[list[str], tuple[ZoneFailure, ...]]:
