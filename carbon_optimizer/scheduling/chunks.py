@@ -17,9 +17,9 @@ the answer is exact:
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import reduce
-from typing import Optional
+from typing import Optional, Sequence
 
 import numpy as np
 
@@ -278,3 +278,19 @@ def best_chunks(boundaries: np.ndarray, values: np.ndarray, duration: int, earli
             1.0, abs(plan.mean_intensity)):
         return contiguous  # only when the search ran on the coarse grid
     return plan
+
+
+def best_chunks_across(series: Sequence[tuple[np.ndarray, np.ndarray]], duration: int,
+                       earliest: int, deadline: int, min_chunk: Optional[int] = None,
+                       max_chunks: Optional[int] = None,
+                       budget: Optional[Budget] = None) -> Optional[Run]:
+    """best_chunks over several zones' series (boundaries, values): the least mean intensity wins,
+    the first zone when two are within 1e-9; its zone_index is the winner's place in `series`."""
+    found = None
+    for index, (boundaries, values) in enumerate(series):
+        plan = best_chunks(boundaries, values, duration, earliest, deadline, min_chunk, max_chunks,
+                           budget)
+        if plan is not None and (found is None
+                                 or plan.mean_intensity < found.mean_intensity - 1e-9):
+            found = replace(plan, zone_index=index)
+    return found

@@ -97,7 +97,9 @@ def lay_out(jobs: Sequence[Job], zones: Zones, capacity: CapacityLimits) -> Flee
 
 def place(grid: FleetGrid, budget: Optional[Budget]) -> FleetRuns:
     """The fleet solver (fleet.schedule_fleet) over the grid's jobs; its placements, on the grid,
-    as Runs in epoch seconds over the zones' forecasts."""
+    as Runs in epoch seconds over the zones' forecasts. A grid without jobs is placed at once."""
+    if not grid.live:
+        return FleetRuns((), CapacityPlan(proven_optimal=True))
     origin, unit = grid.origin, grid.unit
     edges = origin + unit * np.arange(grid.units + 1)
     intensity = np.stack([np.diff(np.interp(edges, s.boundaries(), s.integral())) / unit

@@ -7,7 +7,7 @@ job (window, chunks, or the fleet for a batch under capacity) and builds every a
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from typing import Optional, Sequence
 
 import numpy as np
@@ -15,7 +15,7 @@ import numpy as np
 from carbon_optimizer.errors import DeadlineExceeded, FailureCode, TooLarge
 from carbon_optimizer.scheduling.budget import Budget, RequestCost
 from carbon_optimizer.scheduling import window as windows
-from carbon_optimizer.scheduling.chunks import best_chunks
+from carbon_optimizer.scheduling.chunks import best_chunks_across
 from carbon_optimizer.scheduling.cost import (
     PASS_CANDIDATES as _PASS_CANDIDATES, estimate, estimate_fleet,
 )
@@ -24,7 +24,7 @@ from carbon_optimizer.scheduling.horizon import (
     Gated, coverage_of, reaches_past_forecast, risk_gate, window_error,
 )
 from carbon_optimizer.scheduling.model import (
-    Baseline, CapacityLimits, CapacityPlan, Job, Outcome, Outcomes, Run, Schedule,
+    Baseline, CapacityLimits, Job, Outcome, Outcomes, Run, Schedule,
     Unschedulable, ZoneFailure, ZoneSeries, Zones,
 )
 from carbon_optimizer.scheduling.window_batch import best_across, best_windows, on_grid
@@ -165,31 +165,23 @@ def plan(job: Job, zones: Zones, now: int, budget: Optional[Budget] = None,
 
 
 def _search(job: Job, series: list[ForecastSeries], budget: Optional[Budget]) -> Optional[Run]:
-    """The cleanest run over `series` (one per usable zone, its zone_index an index into them);
-    None when no run fits. Raises TooLarge."""
+    """The cleanest run over `series` (one per usable zone, its zone_index an index into them):
+    chunks when the job is interruptible, else one window; None when none fits. Raises TooLarge."""
+    pairs = [(s.boundaries(), s.values) for s in series]
     if job.interruptible:
-        found = None
-        for index, one in enumerate(series):
-            chunks = best_chunks(one.boundaries(), one.values, job.duration, job.earliest_start,
-                                 job.latest_end, job.min_chunk, job.max_chunks, budget)
-            if chunks is not None and (found is None
-                                       or chunks.mean_intensity < found.mean_intensity - 1e-9):
-                found = replace(chunks, zone_index=index)
-        return found
-    return windows.best_window_across(
-        [(s.boundaries(), s.values) for s in series], job.duration, job.earliest_start,
-        job.latest_start, integrals=[s.integral() for s in series])
+        return best_chunks_across(pairs, job.duration, job.earliest_start, job.latest_end,
+                                  job.min_chunk, job.max_chunks, budget)
+    return windows.best_window_across(pairs, job.duration, job.earliest_start, job.latest_start,
+                                      integrals=[s.integral() for s in series])
 
 
 def _plan(job: Job, zones: Zones, now: int, usable: list[str], failures: tuple[ZoneFailure, ...],
           budget: Optional[Budget], batched: Batched) -> Outcome:
-    if batched.searched:
-        run = batched.run
-    else:
-        try:
-            run = _search(job, [zones[z].searched(job) for z in usable], budget)
-        except TooLarge as exc:
-            return Unschedulable(job, exc.code, exc.message, failures)
+    try:
+        run = (batched.run if batched.searched
+               else _search(job, [zones[z].searched(job) for z in usable], budget))
+    except TooLarge as exc:
+        return Unschedulable(job, exc.code, exc.message, failures)
     if run is None:
         if job.interruptible or any(reaches_past_forecast(job, zones[z]) for z in usable):
             message = _NOT_COVERED_PAST_HORIZON
@@ -223,31 +215,27 @@ def plan_batch(jobs: Sequence[Job], zones: Zones, capacity: CapacityLimits, now:
 
     Chunks are not split under capacity: an interruptible job runs in one piece here.
     """
-    outcomes: list[Optional[Outcome]] = Outcomes([None] * len(jobs))
     grid = lay_out(jobs, zones, capacity)
-    for i, job in enumerate(jobs):
-        usable, failures = _split(job, zones)
-        if not usable:
-            outcomes[i] = _no_data(job, failures)
-        elif i in grid.not_covered:
-            outcomes[i] = Unschedulable(job, FailureCode.WINDOW_NOT_COVERED, grid.not_covered[i],
-                                        failures)
     if budget is not None and estimated is None:
         estimate_fleet(jobs, zones, capacity, budget, grid)
-    if not grid.live:
-        outcomes.capacity_plan = CapacityPlan(proven_optimal=True)
-        return outcomes  # type: ignore[return-value]
     placed = place(grid, budget)
+    runs = dict(zip(grid.live, placed.runs))
+    outcomes = Outcomes()
     outcomes.capacity_plan = placed.capacity_plan
-    for i, run in zip(grid.live, placed.runs):
-        job = jobs[i]
-        failures = _split(job, zones)[1]
-        if isinstance(run, FailureCode):
-            outcomes[i] = Unschedulable(job, run, _NOT_PLACED[run], failures)
+    for i, job in enumerate(jobs):
+        usable, failures = _split(job, zones)
+        run = runs.get(i)
+        if not usable:
+            outcomes.append(_no_data(job, failures))
+        elif i in grid.not_covered:
+            outcomes.append(Unschedulable(job, FailureCode.WINDOW_NOT_COVERED,
+                                          grid.not_covered[i], failures))
+        elif isinstance(run, FailureCode):
+            outcomes.append(Unschedulable(job, run, _NOT_PLACED[run], failures))
         else:
-            outcomes[i] = _schedule(job, zones, grid.names[run.zone_index], Gated(run), now,
-                                    failures, _baseline(job, zones, False), use_estimates=False)
-    return outcomes  # type: ignore[return-value]
+            outcomes.append(_schedule(job, zones, grid.names[run.zone_index], Gated(run), now,
+                                      failures, _baseline(job, zones, False), use_estimates=False))
+    return outcomes
 
 
 _NOT_PLACED = {
