@@ -24,13 +24,20 @@ from carbon_optimizer.timeseries import ForecastSeries, from_epoch, rfc3339
 
 
 @dataclass(frozen=True)
+class NotPlaced:
+    """Why a job of the batch with data has no run in the fleet's plan."""
+    code: FailureCode
+    message: str
+
+
+@dataclass(frozen=True)
 class FleetGrid:
     """A batch under capacity on the fleet's grid: `units` steps of `unit` seconds from `origin`
     over the forecasts of the zones `names` (`series`, in that order). `live`: the batch's jobs
     placed on it (indices into the batch), with their `durations` (seconds) and `fleet_jobs` (in
     steps, zones as indices into `names`). `not_covered`: the jobs with data that no start fits,
-    whatever the others do, and why."""
-    not_covered: Mapping[int, str] = field(default_factory=dict)
+    whatever the others do (by index in the batch), and why."""
+    not_covered: Mapping[int, NotPlaced] = field(default_factory=dict)
     live: tuple[int, ...] = ()
     durations: tuple[int, ...] = ()
     names: tuple[str, ...] = ()
@@ -44,10 +51,18 @@ class FleetGrid:
 
 @dataclass(frozen=True)
 class FleetRuns:
-    """The fleet's plan in epoch seconds: per job of the grid's `live`, its Run (zone_index an
-    index into the grid's `names`) or why it has none; and whether the plan is proven optimal."""
-    runs: tuple[Union[Run, FailureCode], ...]
+    """The fleet's plan in epoch seconds for every job of the batch with data, by its index in the
+    batch: its Run (zone_index an index into the grid's `names`) or why it has none; and whether
+    the plan is proven optimal."""
+    runs: Mapping[int, Union[Run, NotPlaced]]
     capacity_plan: CapacityPlan
+
+
+_NOT_PLACED = {
+    FailureCode.WINDOW_NOT_COVERED: "no start inside the allowed window is covered by the "
+                                    "forecasts of every zone in the batch",
+    FailureCode.CAPACITY_EXCEEDED: "the batch's capacity (concurrency or power) leaves no room "
+                                   "for this workload inside its allowed window"}
 
 
 def lay_out(jobs: Sequence[Job], zones: Zones, capacity: CapacityLimits) -> FleetGrid:
@@ -68,7 +83,8 @@ def lay_out(jobs: Sequence[Job], zones: Zones, capacity: CapacityLimits) -> Flee
         found = windows.start_range(covered, jobs[i].duration, jobs[i].earliest_start,
                                     jobs[i].latest_start) if covered[0] < covered[1] else None
         if found is None:
-            not_covered[i] = _not_in_common(jobs[i], covered)
+            not_covered[i] = NotPlaced(FailureCode.WINDOW_NOT_COVERED,
+                                       _not_in_common(jobs[i], covered))
         else:
             starts[i] = found
     live = [i for i in live if i in starts]
@@ -97,24 +113,26 @@ def lay_out(jobs: Sequence[Job], zones: Zones, capacity: CapacityLimits) -> Flee
 
 def place(grid: FleetGrid, budget: Optional[Budget]) -> FleetRuns:
     """The fleet solver (fleet.schedule_fleet) over the grid's jobs; its placements, on the grid,
-    as Runs in epoch seconds over the zones' forecasts. A grid without jobs is placed at once."""
+    as Runs in epoch seconds over the zones' forecasts; with the jobs no start fits (not_covered).
+    A grid without jobs is placed at once."""
+    runs: dict[int, Union[Run, NotPlaced]] = dict(grid.not_covered)
     if not grid.live:
-        return FleetRuns((), CapacityPlan(proven_optimal=True))
+        return FleetRuns(runs, CapacityPlan(proven_optimal=True))
     origin, unit = grid.origin, grid.unit
     edges = origin + unit * np.arange(grid.units + 1)
     intensity = np.stack([np.diff(np.interp(edges, s.boundaries(), s.integral())) / unit
                           for s in grid.series])
     result = schedule_fleet(intensity, grid.fleet_jobs, grid.capacity, budget)
-    runs: list[Union[Run, FailureCode]] = []
-    for duration, spot, reason in zip(grid.durations, result.placements, result.reasons):
+    for i, duration, spot, reason in zip(grid.live, grid.durations, result.placements,
+                                         result.reasons):
         if spot is None:
-            runs.append(reason)
+            runs[i] = NotPlaced(reason, _NOT_PLACED[reason])
             continue
         start = origin + spot.start * unit
         one = grid.series[spot.zone]
         mean = windows.window_mean(one.boundaries(), one.values, start, duration, one.integral())
-        runs.append(Run(spot.zone, ((start, start + duration),), mean))
-    return FleetRuns(tuple(runs), CapacityPlan(result.proven_optimal, result.not_proven))
+        runs[i] = Run(spot.zone, ((start, start + duration),), mean)
+    return FleetRuns(runs, CapacityPlan(result.proven_optimal, result.not_proven))
 
 
 def _not_in_common(job: Job, covered: np.ndarray) -> str:

@@ -19,7 +19,7 @@ from carbon_optimizer.scheduling.chunks import best_chunks_across
 from carbon_optimizer.scheduling.cost import (
     PASS_CANDIDATES as _PASS_CANDIDATES, estimate, estimate_fleet,
 )
-from carbon_optimizer.scheduling.fleet_grid import lay_out, place
+from carbon_optimizer.scheduling.fleet_grid import NotPlaced, lay_out, place
 from carbon_optimizer.scheduling.horizon import (
     Gated, coverage_of, reaches_past_forecast, risk_gate, window_error,
 )
@@ -219,30 +219,19 @@ def plan_batch(jobs: Sequence[Job], zones: Zones, capacity: CapacityLimits, now:
     if budget is not None and estimated is None:
         estimate_fleet(jobs, zones, capacity, budget, grid)
     placed = place(grid, budget)
-    runs = dict(zip(grid.live, placed.runs))
     outcomes = Outcomes()
     outcomes.capacity_plan = placed.capacity_plan
     for i, job in enumerate(jobs):
         usable, failures = _split(job, zones)
-        run = runs.get(i)
+        run = placed.runs.get(i)
         if not usable:
             outcomes.append(_no_data(job, failures))
-        elif i in grid.not_covered:
-            outcomes.append(Unschedulable(job, FailureCode.WINDOW_NOT_COVERED,
-                                          grid.not_covered[i], failures))
-        elif isinstance(run, FailureCode):
-            outcomes.append(Unschedulable(job, run, _NOT_PLACED[run], failures))
+        elif isinstance(run, NotPlaced):
+            outcomes.append(Unschedulable(job, run.code, run.message, failures))
         else:
             outcomes.append(_schedule(job, zones, grid.names[run.zone_index], Gated(run), now,
                                       failures, _baseline(job, zones, False), use_estimates=False))
     return outcomes
-
-
-_NOT_PLACED = {
-    FailureCode.WINDOW_NOT_COVERED: "no start inside the allowed window is covered by the "
-                                    "forecasts of every zone in the batch",
-    FailureCode.CAPACITY_EXCEEDED: "the batch's capacity (concurrency or power) leaves no room "
-                                   "for this workload inside its allowed window"}
 
 
 def _schedule(job: Job, zones: Zones, zone: str, gated: Gated, now: int,
