@@ -19,7 +19,7 @@ _across_stacked looked at and handed back (_UNSTACKABLE: searched one by one aft
 window._whole_steps, `grid` window._on_grid, `general` best_window's interpolating path, `none` no
 run fits. `base` counts baselines made in planner._baselines_together's pass.
 
-Timing: for each path a shape calls, the planner (planner.estimate then planner.plan_all, as the
+Timing: for each path a shape calls, the planner (cost.estimate then planner.plan_all, as the
 engine calls them, on the series the engine gathered for the shape's first "now"s) with the path
 as it is, and with it disabled: replaced by what the service would run without it (the plain
 single search). Samples come in adjacent pairs, one with and one without (the order alternating),
@@ -58,9 +58,9 @@ from bench.machine import machine  # noqa: E402
 from carbon_optimizer.data.cache import ForecastCache  # noqa: E402
 from carbon_optimizer.data.providers.factory import build_provider  # noqa: E402
 from carbon_optimizer.engine import CarbonEngine  # noqa: E402
-from carbon_optimizer.scheduling import chunks, planner, window  # noqa: E402
+from carbon_optimizer.scheduling import chunks, cost as request_cost, planner, window  # noqa: E402
 from carbon_optimizer.scheduling.budget import WORK_PER_SECOND, Budget  # noqa: E402
-from carbon_optimizer.scheduling.model import Schedule  # noqa: E402
+from carbon_optimizer.scheduling.model import Run, Schedule  # noqa: E402
 from carbon_optimizer.settings import Settings, load_settings  # noqa: E402
 from carbon_optimizer.timeseries import rfc3339  # noqa: E402
 from carbon_optimizer.web import request_models  # noqa: E402
@@ -325,7 +325,7 @@ _GRIDS: dict[tuple[int, int, int], np.ndarray] = {}
 
 
 def _pick(candidates: np.ndarray, emissions: np.ndarray, integral: np.ndarray,
-          duration: int) -> window.Window:
+          duration: int) -> Run:
     """best_window's choice among its candidates (its last lines, for the replacements below)."""
     index = int(np.argmin(emissions))
     tolerance = window._TIE_TOLERANCE * max(abs(float(integral[-1])), 1.0)
@@ -334,10 +334,10 @@ def _pick(candidates: np.ndarray, emissions: np.ndarray, integral: np.ndarray,
         indices = np.flatnonzero(tied)
         index = int(indices[np.argmin(candidates[indices])])
     start = int(candidates[index])
-    return window.Window(start, start + duration, float(emissions[index] / duration))
+    return Run(0, ((start, start + duration),), float(emissions[index] / duration))
 
 
-def whole_steps_on_grid(values, integral, t0, step, duration, lo, hi) -> window.Window:
+def whole_steps_on_grid(values, integral, t0, step, duration, lo, hi) -> Run:
     """window._whole_steps disabled: what best_window runs without that branch (the even-grid
     candidates of _on_grid). Its boundaries are memoised here, as the series' own are."""
     n = len(values)
@@ -421,7 +421,7 @@ def capture(service: Service, body: dict, now: datetime) -> Case:
 
 def plan(service: Service, case: Case):
     """The planner's part of engine.optimize: estimate, then plan_all under a fresh budget."""
-    cost = planner.estimate(case.jobs, case.zones, budget(service.settings))
+    cost = request_cost.estimate(case.jobs, case.zones, budget(service.settings))
     return planner.plan_all(case.jobs, case.zones, case.at, budget(service.settings), cost)
 
 

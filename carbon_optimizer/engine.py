@@ -18,9 +18,9 @@ from carbon_optimizer.data.providers.factory import build_provider
 from carbon_optimizer.data.source import ZoneForecast, data_source
 from carbon_optimizer.errors import CarbonDataError
 from carbon_optimizer.ops import memory, metrics
-from carbon_optimizer.scheduling import planner
+from carbon_optimizer.scheduling import cost as request_cost, planner
 from carbon_optimizer.scheduling.budget import DEFAULT_MEMORY, Budget
-from carbon_optimizer.scheduling.horizon import MAX_EXTENSION_SECONDS, extend_series
+from carbon_optimizer.scheduling.horizon import MAX_EXTENSION_SECONDS, extend_series, reaches_past_forecast
 from carbon_optimizer.scheduling.model import CapacityLimits, Job, Outcome, Schedule, ZoneFailure, ZoneSeries
 from carbon_optimizer.secret_store import BaseSecretStore
 from carbon_optimizer.settings import Settings
@@ -79,7 +79,7 @@ class CarbonEngine:
         reach: dict[str, int] = {}  # one extension per zone, as far as the furthest job that needs it
         for job in (jobs if extend else ()):
             for z in job.zones:
-                if isinstance(one := found[z], ZoneSeries) and planner.reaches_past_forecast(job, one):
+                if isinstance(one := found[z], ZoneSeries) and reaches_past_forecast(job, one):
                     reach[z] = max(reach.get(z, 0), job.latest_end)
         histories = self.source.histories(list(reach), now, deadline)  # None when not here by then
         for z, until in reach.items():
@@ -96,7 +96,7 @@ class CarbonEngine:
         zones = self._zones(jobs, now, extend=capacity is None)
         # Refused (TooLarge) before any solving when over the work or memory cap; else its memory
         # is reserved from this worker's pool (Busy when others hold it for too long).
-        cost = planner.estimate(jobs, zones, self._budget(), capacity)
+        cost = request_cost.estimate(jobs, zones, self._budget(), capacity)
         with self._memory.reserve(cost.memory):
             budget = self._budget()  # solving time only, from here: fetching and waiting excluded
             budget.cancelled = cancelled

@@ -199,4 +199,4 @@ def test_best_window_across_zones_picks_the_cleanest(values, step, zones, data):
     assert chosen is not None
     means = [optimizer.best_window(b, v, duration, t0, t0 + len(values) * step).mean_intensity
              for b, v in series]
-    assert chosen.window.mean_intensity <= min(means) * (1 + 1e-9) + 1e-9
+    assert chosen.mean_intensity <= min(means) * (1 + 1e-9) + 1e-9

@@ -122,7 +122,7 @@ def test_estimated_span_and_replan_at():
     now, end = 1000 * HOUR, 1024 * HOUR  # a 24 h forecast
     assert estimated_span(None, [(now, now + HOUR)], end) is None
     span = estimated_span(None, [(end - HOUR, end + 2 * HOUR), (end + 5 * HOUR, end + 6 * HOUR)], end)
-    assert span == {"start": end, "seconds": 3 * HOUR}
+    assert (span.start, span.seconds) == (end, 3 * HOUR)
     assert replan_at(end - 10, now, end, HOUR) is None
     later = replan_at(end + 30 * HOUR + 5, now, end, HOUR)
     assert later == now + 31 * HOUR  # the first whole step at which a 24 h horizon reaches the end

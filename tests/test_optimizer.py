@@ -80,7 +80,7 @@ def test_across_zones_matches_brute_force(data):
     if expected is None:
         assert found is None
         return
-    assert (found.window.start, found.zone_index) == (expected[1], expected[2])
+    assert (found.start, found.zone_index) == (expected[1], expected[2])
 
 
 def test_start_between_points_is_found():

@@ -73,16 +73,16 @@ def integral(boundaries, values, start, end):
 def check_plan(plan, boundaries, values, duration, earliest, deadline, min_chunk, max_chunks):
     """The plan keeps every rule, and its stated mean is what its chunks really cost."""
     least = min_chunk if min_chunk is not None else min(int(np.diff(boundaries).min()), duration)
-    chunks = plan.chunks
-    assert sum(c.end - c.start for c in chunks) == duration
-    assert all(c.end - c.start >= least for c in chunks)
+    chunks = plan.intervals
+    assert sum(end - start for start, end in chunks) == duration
+    assert all(end - start >= least for start, end in chunks)
     assert max_chunks is None or len(chunks) <= max_chunks
-    assert chunks[0].start >= max(earliest, boundaries[0]) and chunks[-1].end <= boundaries[-1]
-    assert all(c.start % MINUTE == 0 and c.end % MINUTE == 0 for c in chunks)  # whole minutes
+    assert plan.start >= max(earliest, boundaries[0]) and plan.end <= boundaries[-1]
+    assert all(start % MINUTE == 0 and end % MINUTE == 0 for start, end in chunks)  # whole minutes
     # Inside the window, or (one run, no whole-minute run fitting) less than a minute late.
-    assert chunks[-1].end <= deadline or (len(chunks) == 1 and chunks[0].end - deadline < MINUTE)
-    assert all(a.end < b.start for a, b in zip(chunks, chunks[1:]))  # separate, in order
-    cost = sum(integral(boundaries, values, c.start, c.end) for c in chunks)
+    assert plan.end <= deadline or (len(chunks) == 1 and plan.end - deadline < MINUTE)
+    assert all(a[1] < b[0] for a, b in zip(chunks, chunks[1:]))  # separate, in order
+    cost = sum(integral(boundaries, values, start, end) for start, end in chunks)
     assert plan.mean_intensity == pytest.approx(cost / duration, abs=1e-9)
 
 
@@ -160,11 +160,11 @@ def test_splits_around_a_peak_and_respects_min_chunk():
     boundaries = np.arange(7, dtype=np.int64) * hour
     values = np.array([10.0, 10.0, 500.0, 500.0, 10.0, 10.0])
     plan = best_chunks(boundaries, values, 4 * hour, 0, 6 * hour)
-    assert [(c.start, c.end) for c in plan.chunks] == [(0, 2 * hour), (4 * hour, 6 * hour)]
+    assert plan.intervals == ((0, 2 * hour), (4 * hour, 6 * hour))
     assert plan.mean_intensity == pytest.approx(10.0)
     # One chunk only: the run has to cross the peak.
     single = best_chunks(boundaries, values, 4 * hour, 0, 6 * hour, max_chunks=1)
-    assert len(single.chunks) == 1 and single.mean_intensity == pytest.approx(255.0)
+    assert len(single.intervals) == 1 and single.mean_intensity == pytest.approx(255.0)
     # Chunks of at least three hours cannot avoid the peak either.
     long = best_chunks(boundaries, values, 4 * hour, 0, 6 * hour, min_chunk=3 * hour)
     assert long.duration == 4 * hour and long.mean_intensity == pytest.approx(255.0)
@@ -215,5 +215,5 @@ def test_a_window_at_arbitrary_seconds_uses_the_minutes_the_series_grid_lost():
     earliest = T0 + 17 * MINUTE + 30
     plan = best_chunks(boundaries, values, 3600, earliest, earliest + 2 * 3600, 15 * MINUTE)
     assert plan.mean_intensity == pytest.approx((59 * 10 + 50) / 60)
-    assert [(c.start - T0, c.end - T0) for c in plan.chunks] == [(18 * MINUTE, 3600),
+    assert [(a - T0, b - T0) for a, b in plan.intervals] == [(18 * MINUTE, 3600),
                                                                  (119 * MINUTE, 137 * MINUTE)]

@@ -192,7 +192,7 @@ def test_a_search_too_big_for_minutes_keeps_the_series_grid_and_is_never_worse_t
     first, last = -(-(earliest - T0) // MINUTE), (deadline - T0) // MINUTE - 24 * 60
     contiguous = sums[first:last + 1].min() / (24 * 60)
     assert plan.mean_intensity <= contiguous + 1e-9
-    assert len(plan.chunks) <= 4 and all(c.end - c.start >= 3600 for c in plan.chunks)
-    assert plan.chunks[0].start >= earliest and plan.chunks[-1].end <= deadline
-    assert sum(held(boundaries, values, c.start, c.end) for c in plan.chunks) / (24 * 3600) \
+    assert len(plan.intervals) <= 4 and all(b - a >= 3600 for a, b in plan.intervals)
+    assert plan.start >= earliest and plan.end <= deadline
+    assert sum(held(boundaries, values, a, b) for a, b in plan.intervals) / (24 * 3600) \
         == pytest.approx(plan.mean_intensity)

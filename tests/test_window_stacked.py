@@ -79,13 +79,13 @@ def test_stacked_zones_on_one_grid_match_brute_force(with_integrals):
             stacked_cases += 1
         found = window.best_window_across(series, duration, earliest, latest, integrals=integrals)
         expected = brute_force_across(series, duration, earliest, latest)
-        got = (found.zone_index, found.window.start) if found else None
+        got = (found.zone_index, found.start) if found else None
         assert got == expected, (series, duration, earliest, latest)
         if found:
             b, v = series[found.zone_index]
-            reference = emissions(b.tolist(), v.tolist(), found.window.start, duration) / duration
-            assert found.window.mean_intensity == pytest.approx(reference, rel=1e-9)
-            assert found.window.end - found.window.start == duration
+            reference = emissions(b.tolist(), v.tolist(), found.start, duration) / duration
+            assert found.mean_intensity == pytest.approx(reference, rel=1e-9)
+            assert found.end - found.start == duration
     assert stacked_cases > 80  # the stacked path was really exercised, not only the fallback
 
 
@@ -111,7 +111,7 @@ def test_zones_on_different_or_uneven_grids_still_match_brute_force():
         latest = earliest + int(rng.integers(0, span + 1))
         found = window.best_window_across(series, duration, earliest, latest)
         expected = brute_force_across(series, duration, earliest, latest)
-        assert ((found.zone_index, found.window.start) if found else None) == expected
+        assert ((found.zone_index, found.start) if found else None) == expected
 
 
 def test_whole_step_windows_in_one_zone_match_brute_force():

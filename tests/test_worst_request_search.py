@@ -1,6 +1,6 @@
 """The search for the worst request: every knob the documented limits allow, each request sent
 through the app in-process (the demo provider, as tests/conftest.py builds it), and the cost
-model's estimate (planner.estimate, the one the engine checks and reserves memory by) must bound
+model's estimate (cost.estimate, the one the engine checks and reserves memory by) must bound
 what the request really took: its peak memory (tracemalloc, and the process's resident peak) and
 its CPU time. A request the model underestimates fails here.
 
@@ -23,7 +23,7 @@ from hypothesis import HealthCheck, example, given, settings, strategies as st, 
 
 from carbon_optimizer.data.providers.demo import DemoProvider
 from carbon_optimizer.ops import memory
-from carbon_optimizer.scheduling import planner
+from carbon_optimizer.scheduling import cost
 from carbon_optimizer.errors import TooLarge
 from carbon_optimizer.scheduling.budget import Budget, RequestCost
 from carbon_optimizer.settings import load_settings
@@ -71,18 +71,18 @@ def service():
                      clock=lambda: FIXED_NOW)
     client = app.test_client()
     estimates = []
-    real = planner.estimate
+    real = cost.estimate
 
     def spy(jobs, zones, *args, **kwargs):  # the real estimate, recorded
         try:
             found = real(jobs, zones, *args, **kwargs)
         except TooLarge:  # refused: what the request held and took up to the refusal
-            edges = planner._edges(jobs).beside(planner._series(jobs, zones))
+            edges = cost.edge_cost(jobs).beside(cost.series_cost(jobs, zones))
             estimates.append(RequestCost(work=0, edge_work=edges.work, memory=edges.memory))
             raise
         estimates.append(found)
         return found
-    planner.estimate = spy
+    cost.estimate = spy
     try:
         for warm in ({"workloads": [{"duration": 61, "zones": ZONES[:3], "max_delay": "PT2H"}] * 3,
                       "capacity": {"max_concurrent": 1}},
@@ -92,7 +92,7 @@ def service():
             client.post("/api/v1/optimize", json=warm)
         yield client, estimates
     finally:
-        planner.estimate = real
+        cost.estimate = real
         app_state(app).engine.close()
 
 

@@ -1,5 +1,5 @@
 """The memory a worker process lends its requests: a pool each request reserves its estimated
-working memory from (planner.estimate), so that a worker holds at most its idle size plus the pool
+working memory from (cost.estimate), so that a worker holds at most its idle size plus the pool
 whatever its threads do; and handing freed memory back to the system after a large request.
 
 Why a pool and not a smaller cap per request: 4 threads x the largest request the limits allow

@@ -15,12 +15,12 @@ from typing import Callable, Optional
 from carbon_optimizer.errors import DeadlineExceeded
 
 # Work is counted in units of about 10 ns of solving on this machine (calibrated by
-# bench/worst_requests.py; see planner._cost): the work cap is the deadline in those units, so a
+# bench/worst_requests.py; see cost._cost): the work cap is the deadline in those units, so a
 # request estimated to overrun is refused before it starts.
 WORK_PER_SECOND = 100_000_000
 DEFAULT_SECONDS = 1.5
 MIB = 2 ** 20
-# Working memory one request may hold at its peak, its parsing and answer included (planner.estimate
+# Working memory one request may hold at its peak, its parsing and answer included (cost.estimate
 # counts it). It is also each worker's pool (engine: requests reserve their estimate from it), so a
 # worker holds at most this much above its idle size whatever its threads do: 3 workers of ~110 MiB
 # idle plus this fit the shipped 512 MiB pod (DEPLOYMENT.md, "Scaling").
@@ -49,7 +49,7 @@ class Cost:
 
 @dataclass(frozen=True)
 class RequestCost:
-    """What planning one request is estimated to cost (planner.estimate), before any of it."""
+    """What planning one request is estimated to cost (cost.estimate), before any of it."""
     work: int          # solving work it needs: refused over the budget's
     memory: int        # bytes at the request's peak, everything it holds: refused over the budget's
     edge_work: int = 0     # parsing and answers: bounded by the request's size limits

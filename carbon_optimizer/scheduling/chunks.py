@@ -17,14 +17,15 @@ the answer is exact:
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import reduce
-from typing import Optional
+from typing import Optional, Sequence
 
 import numpy as np
 
 from carbon_optimizer.errors import TooLarge
 from carbon_optimizer.scheduling.budget import Budget
+from carbon_optimizer.scheduling.model import Run
 from carbon_optimizer.scheduling.window import best_window, running_integral
 
 # Beyond this many DP cells (units x used units x chunk counts; 2 bytes each) a search is refused:
@@ -36,34 +37,6 @@ MAX_DP_CELLS = 16_000_000
 # (budget.DEFAULT_MEMORY), with room for the rest of the request.
 MAX_DP_BYTES = 32 * 2 ** 20
 MINUTE = 60
-
-
-@dataclass(frozen=True)
-class Chunk:
-    start: int
-    end: int
-
-    @property
-    def duration(self) -> int:
-        return self.end - self.start
-
-
-@dataclass(frozen=True)
-class ChunkPlan:
-    chunks: tuple[Chunk, ...]
-    mean_intensity: float
-
-    @property
-    def duration(self) -> int:
-        return sum(c.duration for c in self.chunks)
-
-    @property
-    def start(self) -> int:
-        return self.chunks[0].start
-
-    @property
-    def end(self) -> int:
-        return self.chunks[-1].end
 
 
 @dataclass(frozen=True)
@@ -268,7 +241,7 @@ def _dp(costs: np.ndarray, need: int, m: int, max_runs: Optional[int],
 def best_chunks(boundaries: np.ndarray, values: np.ndarray, duration: int, earliest: int,
                 deadline: int, min_chunk: Optional[int] = None,
                 max_chunks: Optional[int] = None,
-                budget: Optional[Budget] = None) -> Optional[ChunkPlan]:
+                budget: Optional[Budget] = None) -> Optional[Run]:
     """Chunks of whole minutes, total length `duration` (whole minutes), each at least `min_chunk`
     long (default: the shortest series step), all inside [earliest, deadline] and the series, with
     the least total emissions.
@@ -285,9 +258,7 @@ def best_chunks(boundaries: np.ndarray, values: np.ndarray, duration: int, earli
     if min_chunk <= 0 or min_chunk > duration:
         raise ValueError("min_chunk must be positive and at most the duration")
     min_chunk = -(-min_chunk // MINUTE) * MINUTE  # chunks are whole minutes
-    window = best_window(boundaries, values, duration, earliest, deadline - duration)
-    contiguous = None if window is None else ChunkPlan(
-        chunks=(Chunk(window.start, window.end),), mean_intensity=window.mean_intensity)
+    contiguous = best_window(boundaries, values, duration, earliest, deadline - duration)
     if max_chunks == 1 or 2 * min_chunk > duration:
         # One chunk is all the rules allow: the contiguous search is exact over whole-minute
         # starts and linear in the series.
@@ -301,10 +272,25 @@ def best_chunks(boundaries: np.ndarray, values: np.ndarray, duration: int, earli
                           budget)
     if mask is None:
         return contiguous
-    chunks = tuple(Chunk(grid.first + a * grid.unit, grid.first + b * grid.unit)
-                   for a, b in _runs(mask))
-    plan = ChunkPlan(chunks=chunks, mean_intensity=float(costs[mask].sum() * grid.unit / duration))
+    chunks = tuple((grid.first + a * grid.unit, grid.first + b * grid.unit) for a, b in _runs(mask))
+    plan = Run(0, chunks, float(costs[mask].sum() * grid.unit / duration))
     if contiguous is not None and contiguous.mean_intensity < plan.mean_intensity - 1e-9 * max(
             1.0, abs(plan.mean_intensity)):
         return contiguous  # only when the search ran on the coarse grid
     return plan
+
+
+def best_chunks_across(series: Sequence[tuple[np.ndarray, np.ndarray]], duration: int,
+                       earliest: int, deadline: int, min_chunk: Optional[int] = None,
+                       max_chunks: Optional[int] = None,
+                       budget: Optional[Budget] = None) -> Optional[Run]:
+    """best_chunks over several zones' series (boundaries, values): the least mean intensity wins,
+    the first zone when two are within 1e-9; its zone_index is the winner's place in `series`."""
+    found = None
+    for index, (boundaries, values) in enumerate(series):
+        plan = best_chunks(boundaries, values, duration, earliest, deadline, min_chunk, max_chunks,
+                           budget)
+        if plan is not None and (found is None
+                                 or plan.mean_intensity < found.mean_intensity - 1e-9):
+            found = replace(plan, zone_index=index)
+    return found

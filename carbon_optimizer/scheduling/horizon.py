@@ -12,8 +12,9 @@ The weight on persistence decays over a day, the weight on the last day's level 
 Both constants were chosen by design, not fitted to any replayed year.
 
 The error is measured, not assumed: the same estimator is run from earlier origins inside `known`
-(each seeing only what lay before it) and its absolute error kept per lead time. The planner takes an
-estimated window only when its expected advantage exceeds that error (`window_error`).
+(each seeing only what lay before it) and its absolute error kept per lead time. A run resting on
+estimates is taken only when its expected advantage exceeds that error (`window_error`, the risk
+gate `risk_gate`); `coverage_of` says what of a chosen run rests on estimates and when to ask again.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from typing import Optional
 
 import numpy as np
 
+from carbon_optimizer.scheduling.model import Coverage, Job, Run, ZoneSeries, Zones
 from carbon_optimizer.timeseries import ForecastSeries
 
 DAY = 86400
@@ -91,6 +93,11 @@ def measured_error(known: np.ndarray, first_epoch: int, step: int, count: int) -
     return np.fmax.accumulate(np.nan_to_num(error, nan=0.0))
 
 
+def reaches_past_forecast(job: Job, zone: ZoneSeries) -> bool:
+    """Whether a search for `job` in this zone needs estimates past the provider's forecast."""
+    return job.extend_horizon and job.latest_end > zone.forecast.end_epoch
+
+
 @dataclass(frozen=True)
 class Extension:
     series: ForecastSeries   # the forecast followed by estimates (flagged in `estimated`)
@@ -149,14 +156,21 @@ def window_error(intervals, forecast_end: int, step: int, error: Optional[np.nda
     return total / seconds
 
 
+@dataclass(frozen=True)
+class EstimatedSpan:
+    """The part of a run past the real forecast: its first moment (epoch seconds) and length."""
+    start: int
+    seconds: int
+
+
 def estimated_span(series: ForecastSeries, intervals: list[tuple[int, int]],
-                   forecast_end: int) -> Optional[dict]:
-    """The part of the chosen intervals that lies past the real forecast (epoch seconds):
-    its first moment and its length; None when every interval is inside the forecast."""
+                   forecast_end: int) -> Optional[EstimatedSpan]:
+    """The part of the chosen intervals that lies past the real forecast; None when every
+    interval is inside the forecast."""
     past = [(max(a, forecast_end), b) for a, b in intervals if b > forecast_end]
     if not past:
         return None
-    return {"start": min(a for a, _ in past), "seconds": sum(b - a for a, b in past)}
+    return EstimatedSpan(start=min(a for a, _ in past), seconds=sum(b - a for a, b in past))
 
 
 # Asking again sooner than this after an answer finds no newer forecast (providers publish hourly
@@ -191,3 +205,104 @@ def replan_at(window_end: int, now: int, forecast_end: int, step: int) -> Option
     horizon = max(0, forecast_end - now)
     moment = window_end - horizon
     return int(-(-moment // step) * step)
+
+
+@dataclass(frozen=True)
+class Gated:
+    """A job's run after the risk gate: the run kept, the measured error of its part on estimates,
+    whether a run on estimates was turned down for it, and when to ask again (for a run on
+    estimates: no later than the start of the best run inside the forecast, open until then)."""
+    run: Run
+    estimate_error: float = 0.0
+    waited_for_forecast: bool = False
+    ask_again_at: Optional[int] = None
+
+
+def risk_gate(job: Job, zones: Zones, on_estimates: Run, error: float, inside: Optional[Run],
+              forecast: ForecastSeries, now: int) -> Gated:
+    """A run resting on estimates (`error`: window_error's, > 0) replaces the best run inside the
+    forecasts (`inside`, None when none fits) only when it is expected to be cleaner by more than
+    the estimates' measured error. `forecast`: the provider's forecast of its zone."""
+    if inside is not None and inside.mean_intensity - on_estimates.mean_intensity <= error:
+        waited = replan_at(on_estimates.end, now, forecast.end_epoch, forecast.step_seconds)
+        # Ask again when a forecast covers the run turned down, if that is before this run
+        # starts (the client's `wait` re-asks at replan_at when it comes before the start);
+        # else at this run's start, when a newer forecast may show a cleaner one.
+        ask = waited if waited is not None and now < waited < inside.start else None
+        if ask is None:
+            ask = ask_again(job, zones, inside.start, now)
+        return Gated(inside, waited_for_forecast=True, ask_again_at=ask)
+    # The run on estimates wins, but the best run inside the forecast is still open until it
+    # starts: ask again by then, so that a newer forecast can still choose it.
+    return Gated(on_estimates, error,
+                 ask_again_at=None if inside is None else ask_again(job, zones, inside.start, now))
+
+
+def coverage_of(job: Job, zones: Zones, source: ZoneSeries, gated: Gated, now: int,
+                use_estimates: bool = True) -> Coverage:
+    """What the provider's forecast covers of the allowed window, what of the chosen run rests on
+    estimates, and when to ask again. `use_estimates` False: a batch under capacity, placed
+    jointly over the forecasts and not replanned job by job."""
+    run = gated.run
+    searched = source.searched(job) if use_estimates else source.forecast
+    # A run reaching past the forecast is replanned when a forecast covers it (_covered).
+    inside = run.end <= source.forecast.end_epoch
+    coverage = _covered(job, source.forecast, searched, run.intervals, now,
+                        ask_again(job, zones, run.start, now) if use_estimates and inside else None)
+    ask = gated.ask_again_at
+    if gated.waited_for_forecast:
+        coverage = replace(coverage, waited_for_forecast=True, replan_at=ask)
+    elif coverage.estimated_start is not None:
+        sooner = ask is not None and (coverage.replan_at is None or ask < coverage.replan_at)
+        coverage = replace(coverage, estimate_error=gated.estimate_error,
+                           replan_at=ask if sooner else coverage.replan_at)
+    if coverage.replan_at is not None and coverage.replan_at > run.start:
+        # Every path above may land after the start (a run longer than the forecast is never
+        # covered before it starts; the best run inside the forecast, kept open, may start after
+        # the run on estimates): a question then comes too late to move the run. Ask at its
+        # start instead, the last moment a newer forecast can move it, unless that is too soon.
+        coverage = replace(coverage, replan_at=ask_again(job, zones, run.start, now)
+                           if use_estimates else None)
+    return coverage
+
+
+def _covered(job: Job, forecast: ForecastSeries, searched: ForecastSeries,
+             intervals: tuple[tuple[int, int], ...], now: int,
+             ask_at: Optional[int] = None) -> Coverage:
+    """What the provider's forecast covers of the allowed window, what of the choice rests on
+    estimates (points flagged estimated, or anything past the forecast), and when to ask again:
+    when a forecast covers the estimated part, else `ask_at` (ask_again's answer)."""
+    allowed_start, allowed_end = job.earliest_start, job.latest_end
+    real_end = forecast.end_epoch
+    covered = max(0, min(allowed_end, real_end) - max(allowed_start, forecast.start_epoch))
+    end = intervals[-1][1]
+    estimated = False
+    if searched.estimated is not None:  # most series have no estimated point: skip the arrays
+        boundaries = searched.boundaries()
+        for a, b in intervals:  # the chosen intervals only, not the gaps between chunks
+            overlaps = (boundaries[:-1] < b) & (boundaries[1:] > a)
+            estimated = estimated or bool((overlaps & searched.estimated).any())
+    span = estimated_span(searched, list(intervals), real_end)
+    return Coverage(
+        window_coverage=min(1.0, covered / max(1, allowed_end - allowed_start)),
+        search_limited_by_horizon=allowed_end > searched.end_epoch,
+        estimated=estimated or span is not None,
+        estimated_start=None if span is None else span.start,
+        estimated_seconds=None if span is None else span.seconds,
+        replan_at=(replan_at(end, now, real_end, forecast.step_seconds) if end > real_end
+                   else ask_at))
+
+
+def ask_again(job: Job, zones: Zones, start: int, now: int) -> Optional[int]:
+    """horizon.ask_again_at for a run of `job` inside the forecasts starting at `start`: a newer
+    forecast of any of the job's zones may show a cleaner run, so the shortest of them counts."""
+    if start - now < MIN_REPLAN_SECONDS:  # ask_again_at's cheapest test, before any zone: most
+        return None                       # runs of a batch start at once
+    end = step = None
+    for z in job.zones:  # a loop, not min() over generators: this runs for every answer
+        one = zones[z]
+        if isinstance(one, ZoneSeries):
+            forecast = one.forecast
+            end = forecast.end_epoch if end is None else min(end, forecast.end_epoch)
+            step = forecast.step_seconds if step is None else min(step, forecast.step_seconds)
+    return ask_again_at(start, now, job.latest_start, job.latest_end, end, step)

@@ -1,6 +1,7 @@
 """The typed values of the scheduling path: what goes into a plan and what comes out.
 
-request -> Job -> ZoneSeries per zone -> a solver (window, chunks, fleet) -> Schedule | Unschedulable.
+request -> Job -> ZoneSeries per zone -> a solver (window, chunks, fleet) -> Run -> Schedule or
+Unschedulable.
 Times are whole epoch seconds; intensities gCO2eq/kWh; nothing here is rounded or formatted (the
 web layer serialises once, at the edge).
 """
@@ -85,6 +86,28 @@ class ZoneFailure:
 
 
 Zones = Mapping[str, Union[ZoneSeries, ZoneFailure]]
+
+
+@dataclass(frozen=True)
+class Run:
+    """A chosen run, the one value every solver returns (window, chunks, the fleet, the batched
+    search): its intervals in order (one for a contiguous run), their mean intensity, and which of
+    the zones searched it is in, as an index into the series the solver was given."""
+    zone_index: int
+    intervals: tuple[tuple[int, int], ...]
+    mean_intensity: float
+
+    @property
+    def start(self) -> int:
+        return self.intervals[0][0]
+
+    @property
+    def end(self) -> int:
+        return self.intervals[-1][1]
+
+    @property
+    def duration(self) -> int:
+        return sum(b - a for a, b in self.intervals)
 
 
 @dataclass(frozen=True)

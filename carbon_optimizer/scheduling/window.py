@@ -12,31 +12,15 @@ exactly those O(n) candidates with prefix sums: no loop per window, exact, linea
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Optional, Sequence
 
 import numpy as np
 
+from carbon_optimizer.scheduling.model import Run
+
 GRANULARITY_SECONDS = 60
 # Emissions that differ by less than this (relative) are a tie; ties go to the earliest start.
 _TIE_TOLERANCE = 1e-12
-
-
-@dataclass(frozen=True)
-class Window:
-    start: int
-    end: int
-    mean_intensity: float
-
-    @property
-    def duration(self) -> int:
-        return self.end - self.start
-
-
-@dataclass(frozen=True)
-class ZoneWindow:
-    zone_index: int
-    window: Window
 
 
 def running_integral(boundaries: np.ndarray, values: np.ndarray) -> np.ndarray:
@@ -76,7 +60,7 @@ def window_mean(boundaries: np.ndarray, values: np.ndarray, start: int, duration
 
 def best_window(boundaries: np.ndarray, values: np.ndarray, duration: int, earliest: int,
                 latest: int, granularity: int = GRANULARITY_SECONDS,
-                integral: Optional[np.ndarray] = None) -> Optional[Window]:
+                integral: Optional[np.ndarray] = None) -> Optional[Run]:
     """The grid-aligned start in [earliest, latest] with the least mean intensity (earliest on ties).
 
     Returns None when no window of `duration` fits inside both the range and the series.
@@ -119,7 +103,7 @@ def best_window(boundaries: np.ndarray, values: np.ndarray, duration: int, earli
         indices = np.flatnonzero(tied)
         index = int(indices[np.argmin(candidates[indices])])
     start = int(candidates[index])
-    return Window(start=start, end=start + duration, mean_intensity=float(emissions[index] / duration))
+    return Run(0, ((start, start + duration),), float(emissions[index] / duration))
 
 
 def _even_step(boundaries: np.ndarray, duration: int, granularity: int) -> Optional[int]:
@@ -144,7 +128,7 @@ def _even_step(boundaries: np.ndarray, duration: int, granularity: int) -> Optio
 
 
 def _whole_steps(values: np.ndarray, integral: Optional[np.ndarray], t0: int, step: int,
-                 duration: int, lo: int, hi: int) -> Window:
+                 duration: int, lo: int, hi: int) -> Run:
     """The search when the duration is a whole number of steps and both ends of the range are on a
     boundary: every kink of G(s) is then a start on a boundary, so those starts (sorted) are all the
     candidates, read off the prefix sums with one subtraction. Without a given integral the prefix
@@ -168,7 +152,7 @@ def _whole_steps(values: np.ndarray, integral: Optional[np.ndarray], t0: int, st
         if earlier[earlier.argmin()] <= limit:
             index = int((earlier <= limit).argmax())
     start = t0 + (first + index) * step
-    return Window(start=start, end=start + duration, mean_intensity=float(emissions[index]) * scale / duration)
+    return Run(0, ((start, start + duration),), float(emissions[index]) * scale / duration)
 
 
 def _on_grid(boundaries: np.ndarray, values: np.ndarray, integral: np.ndarray, step: int,
@@ -208,7 +192,7 @@ def _on_grid(boundaries: np.ndarray, values: np.ndarray, integral: np.ndarray, s
 
 def best_window_across(series: Sequence[tuple[np.ndarray, np.ndarray]], duration: int,
                        earliest: int, latest: int, granularity: int = GRANULARITY_SECONDS,
-                       integrals: Optional[Sequence[np.ndarray]] = None) -> Optional[ZoneWindow]:
+                       integrals: Optional[Sequence[np.ndarray]] = None) -> Optional[Run]:
     """The best window over several zones' series; ties go to the earliest start, then the first zone.
 
     `integrals`, when given, are each series' running integral, computed once by the caller.
@@ -219,18 +203,18 @@ def best_window_across(series: Sequence[tuple[np.ndarray, np.ndarray]], duration
         stacked = _across_stacked(series, duration, earliest, latest, granularity, integrals)
         if stacked is not _UNSTACKABLE:
             return stacked
-    found: list[ZoneWindow] = []
+    found: list[Run] = []
     for index, (boundaries, values) in enumerate(series):
         window = best_window(boundaries, values, duration, earliest, latest, granularity,
                              integrals[index] if integrals is not None else None)
         if window is not None:
-            found.append(ZoneWindow(index, window))
+            found.append(Run(index, window.intervals, window.mean_intensity))
     if not found:
         return None
-    best_mean = min(z.window.mean_intensity for z in found)
+    best_mean = min(z.mean_intensity for z in found)
     scale = max(abs(best_mean), 1.0)
-    tied = [z for z in found if z.window.mean_intensity <= best_mean + _TIE_TOLERANCE * 1e3 * scale]
-    return min(tied, key=lambda z: (z.window.start, z.zone_index))
+    tied = [z for z in found if z.mean_intensity <= best_mean + _TIE_TOLERANCE * 1e3 * scale]
+    return min(tied, key=lambda z: (z.start, z.zone_index))
 
 
 _UNSTACKABLE = object()
@@ -308,4 +292,4 @@ def _across_stacked(series: Sequence[tuple[np.ndarray, np.ndarray]], duration: i
     limit = best_mean + _TIE_TOLERANCE * 1e3 * max(abs(best_mean), 1.0)
     pick, zone = min((picks[z], z) for z in range(zones) if means[z] <= limit)
     start = t0 + (first + pick) * step
-    return ZoneWindow(zone, Window(start=start, end=start + duration, mean_intensity=means[zone]))
+    return Run(zone, ((start, start + duration),), means[zone])
