@@ -14,9 +14,7 @@ interruptible or not, and windows a user gives on whole hours (earliest_start an
 
 Census: every path function is wrapped (in this process only) and counted over several "now"s per
 shape, in (workload, zone) searches: `batch` answered in window_batch.best_windows's pass
-(planner._search_together), `stacked` answered by window._across_stacked, `tried` the zones
-_across_stacked looked at and handed back (_UNSTACKABLE: searched one by one after), `whole`
-window._whole_steps, `grid` window._on_grid, `general` best_window's interpolating path, `none` no
+(planner._search_together), `whole` window._whole_steps, `grid` window._on_grid, `general` best_window's interpolating path, `none` no
 run fits. `base` counts baselines made in planner._baselines_together's pass.
 
 Timing: for each path a shape calls, the planner (cost.estimate then planner.plan_all, as the
@@ -270,7 +268,7 @@ def counting(counts: Counter) -> Iterator[None]:
     """Every path function wrapped to count the (workload, zone) searches it answers."""
     originals = {name: getattr(module, name) for module, name in (
         (planner, "_search_together"), (planner, "best_windows"), (planner, "_baselines_together"),
-        (window, "_across_stacked"), (window, "best_window"), (window, "_whole_steps"),
+        (window, "best_window"), (window, "_whole_steps"),
         (window, "_on_grid"), (chunks, "cheapest_units"))}
 
     def search_together(jobs, zones, budget=None):
@@ -285,11 +283,6 @@ def counting(counts: Counter) -> Iterator[None]:
         counts["base_calls"] += 1
         found = originals["_baselines_together"](jobs, zones)
         counts["base"] += len(found)
-        return found
-
-    def across_stacked(series, *rest):
-        found = originals["_across_stacked"](series, *rest)
-        counts["tried" if found is window._UNSTACKABLE else "stacked"] += len(series)
         return found
 
     def best_window(*args, **kwargs):
@@ -313,7 +306,7 @@ def counting(counts: Counter) -> Iterator[None]:
         for module, name, wrapper in (
                 (planner, "_search_together", search_together), (planner, "best_windows", best_windows),
                 (planner, "_baselines_together", baselines_together),
-                (window, "_across_stacked", across_stacked), (window, "best_window", best_window),
+                (window, "best_window", best_window),
                 (chunks, "best_window", best_window), (window, "_whole_steps", whole_steps),
                 (window, "_on_grid", on_grid), (chunks, "cheapest_units", cheapest_units)):
             stack.enter_context(replaced(module, name, wrapper))
@@ -368,7 +361,6 @@ def on_grid_general(boundaries, values, integral, step, duration, lo, hi):
 DISABLED = {
     "batch": (planner, "_search_together", lambda jobs, zones, budget=None: {}),
     "base": (planner, "_baselines_together", lambda jobs, zones: {}),
-    "stacked": (window, "_across_stacked", lambda *args: window._UNSTACKABLE),
     "whole": (window, "_whole_steps", whole_steps_on_grid),
     "grid": (window, "_on_grid", on_grid_general),
 }
@@ -386,12 +378,7 @@ class Comparison:
 COMPARISONS = [
     Comparison("batch", "batch", lambda c: c["batch_calls"] > 0, lambda c: c["batch"] > 0),
     Comparison("base", "base", lambda c: c["base_calls"] > 0, lambda c: c["base"] > 0),
-    Comparison("stacked", "stacked", lambda c: c["stacked"] + c["tried"] > 0, lambda c: c["stacked"] > 0),
     Comparison("whole", "whole", lambda c: c["whole"] > 0, lambda c: c["whole"] > 0),
-    # Where the stacked search answers, the whole-step search is what would answer without it:
-    # whether it pays there once the stacked one is gone.
-    Comparison("whole, no stacked", "whole", lambda c: c["stacked"] > 0, lambda c: c["stacked"] > 0,
-               under=("stacked",)),
     Comparison("grid", "grid", lambda c: c["grid"] > 0, lambda c: c["grid"] > 0),
 ]
 
@@ -517,7 +504,7 @@ def run_shape(shape: Shape, service: Service, pairs: int) -> dict:
 
 # -- report ----------------------------------------------------------------------------------------
 
-COUNTED = ("batch", "stacked", "tried", "whole", "grid", "general", "none", "base", "chunk_dp")
+COUNTED = ("batch", "whole", "grid", "general", "none", "base", "chunk_dp")
 
 
 def print_row(row: dict) -> None:

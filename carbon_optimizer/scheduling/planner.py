@@ -88,6 +88,8 @@ def _search_together(jobs: Sequence[Job], zones: Zones,
     job index, what _search would return for it alone (the same answer, bit for bit). Other jobs
     are left out and searched on their own, and so are those left when the deadline passes (plan
     then answers them deadline_exceeded)."""
+    if sum(len(job.zones) for job in jobs) < _BATCHED_FROM:
+        return {}  # too few searches to batch: do not pay for looking (bench/optimizer_bench.py)
     series: dict[int, int] = {}       # id of a series -> its index in `distinct`
     distinct: list[ForecastSeries] = []
     rows: list[tuple[int, int, int]] = []  # (job index, zone's place in its usable zones, series)
@@ -248,6 +250,8 @@ def _schedule(job: Job, zones: Zones, zone: str, gated: Gated, now: int,
 def _baselines_together(jobs: Sequence[Job], zones: Zones) -> dict[int, Optional[Baseline]]:
     """_baseline(job, zones, True) of every job whose first zone has data, one NumPy pass per
     series (the same arithmetic: start_range's first start, window_mean's interpolation)."""
+    if len(jobs) < _BATCHED_FROM:
+        return {}  # no series can have enough jobs to batch
     groups: dict[int, tuple[str, ForecastSeries, list[int]]] = {}
     for i, job in enumerate(jobs):
         first = zones[job.zones[0]]

@@ -196,13 +196,8 @@ def best_window_across(series: Sequence[tuple[np.ndarray, np.ndarray]], duration
     """The best window over several zones' series; ties go to the earliest start, then the first zone.
 
     `integrals`, when given, are each series' running integral, computed once by the caller.
-    Zones on one even grid, with a duration of whole steps and a range on the grid, are searched
-    stacked (one NumPy call per stage for all zones); any other input, zone by zone.
+    Zone by zone: searching zones stacked in one array never paid (bench/optimizer_bench.py).
     """
-    if len(series) > 1:
-        stacked = _across_stacked(series, duration, earliest, latest, granularity, integrals)
-        if stacked is not _UNSTACKABLE:
-            return stacked
     found: list[Run] = []
     for index, (boundaries, values) in enumerate(series):
         window = best_window(boundaries, values, duration, earliest, latest, granularity,
@@ -215,81 +210,3 @@ def best_window_across(series: Sequence[tuple[np.ndarray, np.ndarray]], duration
     scale = max(abs(best_mean), 1.0)
     tied = [z for z in found if z.mean_intensity <= best_mean + _TIE_TOLERANCE * 1e3 * scale]
     return min(tied, key=lambda z: (z.start, z.zone_index))
-
-
-_UNSTACKABLE = object()
-
-
-def _across_stacked(series: Sequence[tuple[np.ndarray, np.ndarray]], duration: int, earliest: int,
-                    latest: int, granularity: int, integrals: Optional[Sequence[np.ndarray]]):
-    """best_window_across for zones on one even grid (the same boundaries, as forecasts fetched
-    together have) with a whole number of steps and a range on boundaries: the zones stacked into
-    one 2-D array, so each NumPy call serves every zone instead of one Python pass per zone. The
-    same candidates, tolerances and tie rules as _whole_steps per zone and then across zones.
-    Returns _UNSTACKABLE when the series do not fit that case."""
-    try:  # one array for all zones' boundaries; ragged or odd input is not this case
-        grid = np.array([boundaries for boundaries, _ in series])
-    except ValueError:
-        return _UNSTACKABLE
-    if grid.ndim != 2 or grid.shape[1] < 2 or grid.dtype.kind != "i" or duration <= 0:
-        return _UNSTACKABLE
-    zones, n = grid.shape[0], grid.shape[1] - 1
-    t0, end = int(grid[0, 0]), int(grid[0, -1])
-    step = int(grid[0, 1]) - t0
-    if (step <= 0 or step % granularity or t0 % granularity or duration % step
-            or end - t0 != step * n):
-        return _UNSTACKABLE
-    # Every row equals the first, and the first is evenly spaced: its gaps add up to step * n and
-    # none is below step. (Compared as booleans, not as a second array of gaps: the temporaries of
-    # one search are kept small, since freeing a few hundred kB at the top of the heap had glibc
-    # hand the pages back and fault them in again on every call, 4x the time of the search.)
-    if np.count_nonzero(grid != grid[0]):
-        return _UNSTACKABLE
-    gaps = grid[0, 1:] - grid[0, :-1]
-    if gaps[gaps.argmin()] < step:
-        return _UNSTACKABLE
-    del grid, gaps
-    bounds = start_range(series[0][0], duration, earliest, latest, granularity)
-    if bounds is None:
-        return None  # every zone has these boundaries: no window fits in any
-    lo, hi = bounds
-    if (lo - t0) % step or (hi - t0) % step:
-        return _UNSTACKABLE
-    q, first, last = duration // step, (lo - t0) // step, (hi - t0) // step
-    try:
-        if integrals is None:
-            # Prefix sums in place, in units of one step, without the leading zero: column j is the
-            # integral up to boundary j + 1.
-            sums = np.array([values for _, values in series], dtype=np.float64)
-            if sums.shape != (zones, n):
-                return _UNSTACKABLE
-            np.add.accumulate(sums, axis=1, out=sums)
-            scale, shift = float(step), 1
-        else:
-            sums = np.array(integrals, dtype=np.float64)
-            if sums.shape != (zones, n + 1):
-                return _UNSTACKABLE
-            scale, shift = 1.0, 0
-    except ValueError:
-        return _UNSTACKABLE
-    # The emissions of the starts on boundaries first..last: integral(k + q) - integral(k).
-    emissions = np.empty((zones, last - first + 1), dtype=np.float64)
-    if shift and not first:  # integral(0) = 0: the first start's emissions are integral(q) itself
-        emissions[:, 0] = sums[:, q - 1]
-        np.subtract(sums[:, q:last + q], sums[:, :last], out=emissions[:, 1:])
-    else:
-        np.subtract(sums[:, first + q - shift:last + q + 1 - shift],
-                    sums[:, first - shift:last + 1 - shift], out=emissions)
-    rows = np.arange(zones)
-    least = np.minimum.reduce(emissions, axis=1)
-    limit = least + _TIE_TOLERANCE * np.maximum(np.abs(sums[:, -1]), 1.0 / scale)
-    # Per zone the earliest near-best start (candidates in order), as _whole_steps picks it.
-    picks = (emissions <= limit[:, None]).argmax(axis=1)
-    means = (emissions[rows, picks] * scale / duration).tolist()
-    picks = picks.tolist()
-    # Across zones, as the per-zone loop does: the earliest start among near-best means, then the zone.
-    best_mean = min(means)
-    limit = best_mean + _TIE_TOLERANCE * 1e3 * max(abs(best_mean), 1.0)
-    pick, zone = min((picks[z], z) for z in range(zones) if means[z] <= limit)
-    start = t0 + (first + pick) * step
-    return Run(zone, ((start, start + duration),), means[zone])
