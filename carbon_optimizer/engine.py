@@ -37,8 +37,10 @@ class CarbonEngine:
         self.source = data_source(provider, cache, history_cache, fetch_pool, fetch_seconds, monotonic,
                                   vouched=[r.zone for r in self.regions], zone_list_ttl=zone_list_ttl)
         self.provider, self.cache, self.history_cache = provider, cache, self.source.history_cache
-        self._budget = budget  # a fresh Budget (deadline and work cap) per optimize call
-        self._memory = memory_pool or memory.MemoryPool(DEFAULT_MEMORY)  # one per worker: one engine per app
+        # Public seams (tests give a fake clock or a smaller pool): a fresh Budget (deadline and work
+        # cap) per optimize call, and the worker's memory pool (one engine per app, one app per worker).
+        self.budget = budget
+        self.memory_pool = memory_pool or memory.MemoryPool(DEFAULT_MEMORY)
 
     # Thin delegations: the data source answers these (data/source.py).
     def zones(self) -> list[str]:
@@ -96,9 +98,9 @@ class CarbonEngine:
         zones = self._zones(jobs, now, extend=capacity is None)
         # Refused (TooLarge) before any solving when over the work or memory cap; else its memory
         # is reserved from this worker's pool (Busy when others hold it for too long).
-        cost = request_cost.estimate(jobs, zones, self._budget(), capacity)
-        with self._memory.reserve(cost.memory):
-            budget = self._budget()  # solving time only, from here: fetching and waiting excluded
+        cost = request_cost.estimate(jobs, zones, self.budget(), capacity)
+        with self.memory_pool.reserve(cost.memory):
+            budget = self.budget()  # solving time only, from here: fetching and waiting excluded
             budget.cancelled = cancelled
             outcomes = (planner.plan_batch(jobs, zones, capacity, at, budget, cost) if capacity is not None
                         else planner.plan_all(jobs, zones, at, budget, cost))

@@ -110,7 +110,7 @@ def test_a_request_that_cannot_have_its_memory_share_is_answered_busy(make_app):
     with Retry-After; once the share is back, the same request is answered."""
     app = make_app()
     engine = app_state(app).engine
-    engine._memory = pool = MemoryPool(8 * 2 ** 20, wait_seconds=0.2)
+    engine.memory_pool = pool = MemoryPool(8 * 2 ** 20, wait_seconds=0.2)
     body = {"duration": 1441, "zones": ["DE"], "interruptible": True, "min_chunk": 60,
             "max_chunks": 4, "max_delay": "PT9H"}  # an exact chunk search of ~8 MiB
     held, release = threading.Event(), threading.Event()

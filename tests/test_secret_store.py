@@ -14,7 +14,8 @@ import boto3
 import pytest
 from moto.server import ThreadedMotoServer
 
-from carbon_optimizer.ops import metrics
+from prometheus_client import REGISTRY
+
 from carbon_optimizer.web.app import create_app
 from carbon_optimizer.secret_store import (AwsSecretStore, RefreshingSecretStore, Secrets, SecretStore, VaultSecretStore,
                           build_secret_store, parse_secret)
@@ -43,7 +44,9 @@ def leak_scan():
 
 
 def refreshes(backend: str, outcome: str) -> float:
-    return metrics.SECRET_REFRESHES.labels(backend, outcome)._value.get()
+    # Read as Prometheus collects it (the default registry holds the service's metrics).
+    return REGISTRY.get_sample_value("carbon_secret_refreshes_total",
+                                     {"backend": backend, "outcome": outcome}) or 0.0
 
 
 # -- AWS Secrets Manager in moto's standalone server -----------------------------------------------
