@@ -72,9 +72,9 @@ sys.path.insert(0, str(ROOT))
 from bench.optimizer_bench import machine  # noqa: E402
 from bench.plain_flask import PATH as PLAIN_PATH  # noqa: E402
 from carbon_optimizer.ops.cpu_budget import cpu_budget  # noqa: E402
-from tests.support import (  # noqa: E402
-    ElectricityMapsStandIn, GunicornProcess, delete_keys, hourly_forecast,
-)
+from devkit.electricitymaps_stand_in import ElectricityMapsStandIn, hourly_forecast  # noqa: E402
+from devkit.redis_server import delete_keys  # noqa: E402
+from devkit.service_process import GunicornProcess  # noqa: E402
 
 REDIS_URL = "redis://127.0.0.1:6379/12"
 CONNECTIONS = (1, 8, 32, 64)

@@ -40,9 +40,10 @@ sys.path.insert(0, str(ROOT))
 from bench.soak import Posters  # noqa: E402
 from carbon_optimizer.data.providers.base import UpstreamUnavailable  # noqa: E402
 from carbon_optimizer.data.providers.electricitymaps import ElectricityMapsProvider  # noqa: E402
-from tests.support import (  # noqa: E402
-    ElectricityMapsStandIn, GunicornProcess, delete_keys, free_port, hourly_forecast,
-)
+from devkit.electricitymaps_stand_in import ElectricityMapsStandIn, hourly_forecast  # noqa: E402
+from devkit.ports import free_port  # noqa: E402
+from devkit.redis_server import delete_keys  # noqa: E402
+from devkit.service_process import GunicornProcess  # noqa: E402
 
 REDIS_URL = "redis://127.0.0.1:6379/12"
 HOUR = datetime.now(timezone.utc).replace(minute=0, second=0, microsecond=0)

@@ -121,7 +121,7 @@ def at_once(tree: Path, count: int, workers: int, threads: int, shapes: list[str
     import requests
     sys.path.insert(0, str(ROOT))
     from bench.soak import rss_kib
-    from tests.support import GunicornProcess
+    from devkit.service_process import GunicornProcess
     print(f"| request, {count} at once | answers | slowest s | worker idle MiB | worker peak MiB "
           f"| worker idle after MiB | workers replaced |  ({workers} workers x {threads} threads, "
           f"tree {tree})")
@@ -134,8 +134,8 @@ def at_once(tree: Path, count: int, workers: int, threads: int, shapes: list[str
                "PROMETHEUS_MULTIPROC_DIR": tempfile.mkdtemp(prefix="bench-worst-")}
         service = GunicornProcess(env, workers=workers, threads=threads)
         if tree != ROOT:
-            import tests.support as support
-            support.ROOT = tree  # the other checkout's app and gunicorn.conf.py
+            import devkit.service_process as service_process
+            service_process.ROOT = tree  # the other checkout's app and gunicorn.conf.py
         with service:
             warm = {"workloads": [{"duration": 61, "zones": ["DE", "FR"], "max_delay": "PT3H"}] * 3,
                     "capacity": {"max_concurrent": 1}}

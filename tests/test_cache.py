@@ -12,7 +12,8 @@ import redis
 
 from carbon_optimizer.data.cache import ForecastCache
 from carbon_optimizer.data.providers.base import UpstreamUnavailable, ZoneNotFound
-from tests.support import TEST_REDIS_URL, free_port
+from devkit.ports import free_port
+from tests.support import TEST_REDIS_URL
 from carbon_optimizer.timeseries import ForecastSeries
 
 START = datetime(2026, 11, 23, 10, tzinfo=timezone.utc)

@@ -24,7 +24,10 @@ from werkzeug.test import EnvironBuilder, run_wsgi_app
 from carbon_optimizer.secret_store import SecretStore
 from carbon_optimizer.settings import ConfigError, load_settings
 from carbon_optimizer.web.app import create_app
-from tests.support import HANG, LIMIT_REDIS, GunicornProcess, free_port
+from devkit.ports import free_port
+from devkit.service_process import GunicornProcess
+from devkit.waiting import HANG
+from tests.support import LIMIT_REDIS
 
 BODY = {"duration": "PT1H", "zones": ["DE"], "max_delay": "PT6H"}
 

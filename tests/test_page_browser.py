@@ -22,7 +22,10 @@ from pathlib import Path
 import pytest
 import requests
 
-from tests.support import HANG, LIMIT_REDIS, ROOT, GunicornProcess
+from devkit.paths import ROOT
+from devkit.service_process import GunicornProcess
+from devkit.waiting import HANG
+from tests.support import LIMIT_REDIS
 
 pytestmark = pytest.mark.slow
 
