@@ -25,13 +25,17 @@ class _PortTaken(Exception):
 
 
 class GunicornProcess:
-    """`gunicorn -c gunicorn.conf.py app:app` on a free loopback port, stopped on exit."""
+    """`gunicorn -c gunicorn.conf.py app:app` on a free loopback port, stopped on exit.
+
+    `app` another WSGI app under the same configuration (bench/ runs a plain Flask app so);
+    `root` another checkout whose app and gunicorn.conf.py run (bench/ compares two trees)."""
 
     def __init__(self, env: dict[str, str], workers: int = 2, threads: int = 4,
-                 log_path: Optional[Path] = None):
+                 log_path: Optional[Path] = None, app: str = "app:app", root: Path = ROOT):
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.workers = workers
+        self.app, self.root = app, root
         # The developer's own service settings (a SECRETS_BACKEND, AWS or Vault credentials, a
         # REDIS_URL) must not leak into a test's service: only what the test gives is configured.
         # Rate limits (web/limits.py) are off unless a test turns them on: load tests would meet them.
@@ -51,7 +55,7 @@ class GunicornProcess:
             log_path = self.log_path or Path(tempfile.mkstemp(prefix="gunicorn-", suffix=".log")[1])
             with open(log_path, "wb") as log:
                 self.process = subprocess.Popen(
-                    [sys.executable, "-m", "gunicorn", "-c", "gunicorn.conf.py", "app:app"], cwd=ROOT,
+                    [sys.executable, "-m", "gunicorn", "-c", "gunicorn.conf.py", self.app], cwd=self.root,
                     env=self.env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
             try:
                 return self._started(log_path)
