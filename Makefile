@@ -41,7 +41,8 @@ container-test: $(VENV)/.dev
 # Checks beyond the tests, run by CI after them.
 lint: lint-imports lint-deploy lint-ci-templates lint-security
 
-# The layer rules in .importlinter: dependency direction, Flask only in web/, no cycles.
+# The layer rules in .importlinter: dependency direction, Flask only in web/, no cycles, and the
+# service free of devkit/, tests/, bench/ and tools/ (devkit free of the other three).
 lint-imports: $(VENV)/.dev
 	$(VENV)/bin/lint-imports
 
@@ -56,7 +57,7 @@ lint-ci-templates: $(VENV)/.dev
 
 # Static security analysis and known-vulnerability audit of the pinned requirements.
 lint-security: $(VENV)/.dev
-	$(VENV)/bin/bandit -q -r . -x ./.venv,./tests,./bench,./tools --severity-level high
+	$(VENV)/bin/bandit -q -r . -x ./.venv,./tests,./bench,./tools,./devkit --severity-level high
 	scripts/audit_requirements.sh requirements.txt
 
 # DEPLOYMENT.md's configuration table, generated from Settings' field descriptions and the lists beside

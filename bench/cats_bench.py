@@ -171,30 +171,30 @@ def run_case(step_min: int, horizon_h: int, job_h: int, zones: int, repeats: int
     cats_start = int(cats_window.start.timestamp())
     boundaries, values = ours_in[cats_zone]
     cats_held = optimizer.window_mean(boundaries, values, cats_start, duration)
-    same = mine.zone_index == cats_zone and mine.window.start == cats_start
+    same = mine.zone_index == cats_zone and mine.start == cats_start
     grid_zone, grid_index, grid_mean = grid()
     grid_start = t0 + grid_index * step
     points_t = t0 + step * np.arange(n, dtype=np.int64)
-    ours_linear = linear_mean(points_t, series[mine.zone_index], mine.window.start, duration)
+    ours_linear = linear_mean(points_t, series[mine.zone_index], mine.start, duration)
     return {
         "step_min": step_min, "horizon_h": horizon_h, "job_h": job_h, "zones": zones, "points": n,
         "ours_ms": ours_s * 1e3, "cats_ms": cats_s * 1e3, "ratio": cats_s / ours_s,
         "same_window": same,
-        "ours_start_offset_min": (mine.window.start - t0) // 60, "ours_zone": mine.zone_index,
+        "ours_start_offset_min": (mine.start - t0) // 60, "ours_zone": mine.zone_index,
         "cats_start_offset_min": (cats_start - t0) // 60, "cats_zone": cats_zone,
-        "ours_mean_held": round(mine.window.mean_intensity, 3),
+        "ours_mean_held": round(mine.mean_intensity, 3),
         "cats_mean_linear": round(cats_window.value, 3),
         "cats_mean_held": round(cats_held, 3),
-        "cats_regret_%": round(100 * (cats_held / mine.window.mean_intensity - 1), 3),
+        "cats_regret_%": round(100 * (cats_held / mine.mean_intensity - 1), 3),
         # Ours under CATS's model (straight lines), against CATS's own pick: the other way round.
         "ours_mean_linear": round(ours_linear, 3),
         "ours_regret_linear_%": round(100 * (ours_linear / cats_window.value - 1), 3),
         "grid_ms": grid_s * 1e3, "ours_vs_grid": ours_s / grid_s,
         "grid_loop_ms": loop_s * 1e3, "grid_stacked_ms": stacked_s * 1e3 if zones > 1 else None,
-        "grid_same_window": grid_zone == mine.zone_index and grid_start == mine.window.start,
+        "grid_same_window": grid_zone == mine.zone_index and grid_start == mine.start,
         # The grid's pick under our model (both hold each point: regret only from the coarser starts).
         "grid_regret_%": round(100 * (optimizer.window_mean(*ours_in[grid_zone], grid_start, duration)
-                                      / mine.window.mean_intensity - 1), 3),
+                                      / mine.mean_intensity - 1), 3),
     }
 
 

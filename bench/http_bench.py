@@ -72,9 +72,9 @@ sys.path.insert(0, str(ROOT))
 from bench.machine import machine  # noqa: E402
 from bench.plain_flask import PATH as PLAIN_PATH  # noqa: E402
 from carbon_optimizer.ops.cpu_budget import cpu_budget  # noqa: E402
-from tests.support import (  # noqa: E402
-    ElectricityMapsStandIn, GunicornProcess, delete_keys, hourly_forecast,
-)
+from devkit.electricitymaps_stand_in import ElectricityMapsStandIn, hourly_forecast  # noqa: E402
+from devkit.redis_server import delete_keys  # noqa: E402
+from devkit.service_process import GunicornProcess  # noqa: E402
 
 REDIS_URL = "redis://127.0.0.1:6379/12"
 CONNECTIONS = (1, 8, 32, 64)
@@ -97,33 +97,6 @@ TARGET_RPS_SHARE = 0.5
 TARGET_P99_RATIO = 2.0
 
 
-class AppProcess(GunicornProcess):
-    """GunicornProcess for any WSGI app under the same gunicorn.conf.py, up once every worker is."""
-
-    def __init__(self, app_spec: str, env: dict, **kwargs):
-        super().__init__(env, **kwargs)
-        self.app_spec = app_spec
-
-    def __enter__(self):
-        log = open(self.log_path, "wb") if self.log_path else subprocess.DEVNULL
-        self.process = subprocess.Popen(
-            [sys.executable, "-m", "gunicorn", "-c", "gunicorn.conf.py", self.app_spec],
-            cwd=ROOT, env=self.env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
-        deadline = time.monotonic() + 30
-        while time.monotonic() < deadline:
-            if self.process.poll() is not None:
-                raise RuntimeError(f"{self.app_spec} exited with {self.process.returncode}")
-            try:
-                if requests.get(f"{self.url}/health", timeout=1).status_code == 200 \
-                        and len(self.worker_pids()) >= self.workers:
-                    return self
-            except requests.RequestException:
-                pass
-            time.sleep(0.1)
-        self.__exit__()
-        raise RuntimeError(f"{self.app_spec} did not start")
-
-
 class InvalidRun(Exception):
     pass
 
@@ -135,7 +108,7 @@ class Case:
     url: str
     body: dict
     script: Path
-    server: AppProcess
+    server: GunicornProcess
 
     @property
     def label(self) -> str:
@@ -263,7 +236,7 @@ def product_env(provider: str, stand_in: ElectricityMapsStandIn, prefix: str, tm
     return env | extra
 
 
-def check_production(service: AppProcess, store: redis.Redis, prefix: str, provider: str) -> None:
+def check_production(service: GunicornProcess, store: redis.Redis, prefix: str, provider: str) -> None:
     """Fail unless the product really runs as in production: key required, limiter counting in Redis."""
     url = f"{service.url}{OPTIMIZE}"
     refused = requests.post(url, json=SINGLE, timeout=30)
@@ -289,8 +262,8 @@ def economy(tmp: Path, workers: int, count: int = 200) -> dict:
     with ElectricityMapsStandIn(delay=0.5) as stand_in:
         stand_in.responses["DE"] = (200, hourly_forecast("DE", start, [300.0 - i for i in range(72)]))
         try:
-            with AppProcess("app:app", product_env("electricitymaps", stand_in, prefix, tmp),
-                            workers=workers, threads=8) as service:
+            with GunicornProcess(product_env("electricitymaps", stand_in, prefix, tmp),
+                                 workers=workers, threads=8) as service:
                 url = f"{service.url}{OPTIMIZE}"
                 with ThreadPoolExecutor(max_workers=count) as pool:
                     started = time.monotonic()
@@ -357,26 +330,24 @@ def main() -> int:
     prefixes = {p: f"bench-http-{p[:4]}-{uuid.uuid4().hex[:8]}:" for p in PROVIDERS}
     try:
         with ElectricityMapsStandIn() as stand_in, \
-                AppProcess("bench.plain_flask:app",
-                           {"PROMETHEUS_MULTIPROC_DIR": str(tmp / "plain-metrics"), "LOG_LEVEL": "WARNING"},
-                           workers=args.workers, threads=THREADS) as plain, \
-                AppProcess("app:app", product_env("electricitymaps", stand_in, prefixes["electricitymaps"],
-                                                  tmp), workers=args.workers, threads=THREADS) as em, \
-                AppProcess("app:app", product_env("demo", stand_in, prefixes["demo"], tmp),
-                           workers=args.workers, threads=THREADS) as demo:
+                GunicornProcess({"PROMETHEUS_MULTIPROC_DIR": str(tmp / "plain-metrics"), "LOG_LEVEL": "WARNING"},
+                                workers=args.workers, threads=THREADS, app="bench.plain_flask:app") as plain, \
+                GunicornProcess(product_env("electricitymaps", stand_in, prefixes["electricitymaps"], tmp),
+                                workers=args.workers, threads=THREADS) as em, \
+                GunicornProcess(product_env("demo", stand_in, prefixes["demo"], tmp),
+                                workers=args.workers, threads=THREADS) as demo:
             for index, zone in enumerate(ZONES):
                 values = [200 + 100 * ((h + 3 * index) % 24 < 12) - h % 7 for h in range(72)]
                 stand_in.responses[zone] = (200, hourly_forecast(zone, start, values))
             products = {"electricitymaps": em, "demo": demo}
             extras = contextlib.ExitStack()
             if args.decompose:
-                limiter_only = extras.enter_context(AppProcess(
-                    "bench.plain_flask:limited()",
+                limiter_only = extras.enter_context(GunicornProcess(
                     {"PROMETHEUS_MULTIPROC_DIR": str(tmp / "limited-metrics"), "LOG_LEVEL": "WARNING",
                      "REDIS_URL": REDIS_URL, "LIMIT_KEY_PREFIX": prefixes["electricitymaps"] + "plain"},
-                    workers=args.workers, threads=THREADS))
-                no_limiter = extras.enter_context(AppProcess(
-                    "app:app", product_env("electricitymaps", stand_in, prefixes["electricitymaps"], tmp,
+                    workers=args.workers, threads=THREADS, app="bench.plain_flask:limited()"))
+                no_limiter = extras.enter_context(GunicornProcess(
+                    product_env("electricitymaps", stand_in, prefixes["electricitymaps"], tmp,
                                            RATE_LIMIT_ENABLED="false"),
                     workers=args.workers, threads=THREADS))
                 requests.post(f"{no_limiter.url}{OPTIMIZE}", json=SINGLE, headers={"X-API-Key": API_KEY},
@@ -437,8 +408,8 @@ def main() -> int:
                     stand_in.responses[zone] = (200, hourly_forecast(zone, start, values))
                 for label, extra in (("recycling off", {"GUNICORN_MAX_REQUESTS": "0"}), ("as shipped", {})):
                     prefix = prefixes["electricitymaps"]
-                    with AppProcess("app:app", product_env("electricitymaps", stand_in, prefix, tmp, **extra),
-                                    workers=args.workers, threads=THREADS) as service:
+                    with GunicornProcess(product_env("electricitymaps", stand_in, prefix, tmp, **extra),
+                                         workers=args.workers, threads=THREADS) as service:
                         check_production(service, store, prefix, "electricitymaps")
                         case = Case("electricitymaps", f"sustained, {label}", f"{service.url}{OPTIMIZE}",
                                     SINGLE, single, service)

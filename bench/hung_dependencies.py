@@ -21,9 +21,7 @@ Figures: BENCHMARKS.md, "Hung dependencies".
 from __future__ import annotations
 
 import argparse
-import shutil
 import signal
-import subprocess
 import sys
 import tempfile
 import time
@@ -40,9 +38,10 @@ sys.path.insert(0, str(ROOT))
 from bench.soak import Posters  # noqa: E402
 from carbon_optimizer.errors import UpstreamUnavailable  # noqa: E402
 from carbon_optimizer.data.providers.electricitymaps import ElectricityMapsProvider  # noqa: E402
-from tests.support import (  # noqa: E402
-    ElectricityMapsStandIn, GunicornProcess, delete_keys, free_port, hourly_forecast,
-)
+from devkit.electricitymaps_stand_in import ElectricityMapsStandIn, hourly_forecast  # noqa: E402
+from devkit.ports import free_port  # noqa: E402
+from devkit.redis_server import delete_keys, start_redis  # noqa: E402
+from devkit.service_process import GunicornProcess  # noqa: E402
 
 REDIS_URL = "redis://127.0.0.1:6379/12"
 HOUR = datetime.now(timezone.utc).replace(minute=0, second=0, microsecond=0)
@@ -118,12 +117,8 @@ def stale(args, tmp: Path, prefix: str) -> None:
 
 def redis_frozen(args, tmp: Path, prefix: str) -> None:
     port = free_port()
-    server = subprocess.Popen([shutil.which("redis-server") or "redis-server", "--port", str(port),
-                               "--bind", "127.0.0.1", "--save", "", "--appendonly", "no", "--dir", str(tmp)],
-                              stdout=subprocess.DEVNULL)
+    server = start_redis(port, tmp)
     try:
-        while subprocess.run(["redis-cli", "-p", str(port), "ping"], capture_output=True).returncode:
-            time.sleep(0.05)
         with ElectricityMapsStandIn() as stand_in:
             stand_in.responses["DE"] = forecast("DE")
             env = em_env(stand_in.url, prefix, tmp, REDIS_URL=f"redis://127.0.0.1:{port}/0",

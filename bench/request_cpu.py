@@ -33,7 +33,8 @@ from bench.machine import machine  # noqa: E402
 from carbon_optimizer.secret_store import SecretStore  # noqa: E402
 from carbon_optimizer.settings import load_settings  # noqa: E402
 from carbon_optimizer.web.app import create_app  # noqa: E402
-from tests.support import ElectricityMapsStandIn, delete_keys, hourly_forecast  # noqa: E402
+from devkit.electricitymaps_stand_in import ElectricityMapsStandIn, hourly_forecast  # noqa: E402
+from devkit.redis_server import delete_keys  # noqa: E402
 
 KEY = "bench-api-key-0123456789abcdef"
 BODIES = {"optimize": SINGLE, "batch50": BATCH}

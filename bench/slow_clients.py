@@ -32,7 +32,8 @@ import requests
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 from bench.worst_requests import REQUESTS  # noqa: E402
-from tests.support import GunicornProcess, delete_keys  # noqa: E402
+from devkit.redis_server import delete_keys  # noqa: E402
+from devkit.service_process import GunicornProcess  # noqa: E402
 
 KEY = "bench-key"
 SWAGGER = "/static/vendor/swagger-ui-dist-5.35.0/swagger-ui-bundle.js"

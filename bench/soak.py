@@ -28,7 +28,9 @@ import requests
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from tests.support import ElectricityMapsStandIn, GunicornProcess, delete_keys, hourly_forecast  # noqa: E402
+from devkit.electricitymaps_stand_in import ElectricityMapsStandIn, hourly_forecast  # noqa: E402
+from devkit.redis_server import delete_keys  # noqa: E402
+from devkit.service_process import GunicornProcess  # noqa: E402
 
 REDIS_URL = "redis://127.0.0.1:6379/12"
 SINGLE = {"duration": 60, "zones": ["DE"]}

@@ -121,7 +121,7 @@ def at_once(tree: Path, count: int, workers: int, threads: int, shapes: list[str
     import requests
     sys.path.insert(0, str(ROOT))
     from bench.soak import rss_kib
-    from tests.support import GunicornProcess
+    from devkit.service_process import GunicornProcess
     print(f"| request, {count} at once | answers | slowest s | worker idle MiB | worker peak MiB "
           f"| worker idle after MiB | workers replaced |  ({workers} workers x {threads} threads, "
           f"tree {tree})")
@@ -132,10 +132,7 @@ def at_once(tree: Path, count: int, workers: int, threads: int, shapes: list[str
                "CACHE_KEY_PREFIX": "bench-worst:", "RATE_LIMIT_ENABLED": "true",
                "RATE_LIMIT_DEFAULT": "1000000 per hour", "RATE_LIMIT_OPTIMIZE": "1000000 per minute",
                "PROMETHEUS_MULTIPROC_DIR": tempfile.mkdtemp(prefix="bench-worst-")}
-        service = GunicornProcess(env, workers=workers, threads=threads)
-        if tree != ROOT:
-            import tests.support as support
-            support.ROOT = tree  # the other checkout's app and gunicorn.conf.py
+        service = GunicornProcess(env, workers=workers, threads=threads, root=tree)
         with service:
             warm = {"workloads": [{"duration": 61, "zones": ["DE", "FR"], "max_delay": "PT3H"}] * 3,
                     "capacity": {"max_concurrent": 1}}

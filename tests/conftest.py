@@ -13,7 +13,8 @@ from carbon_optimizer.web.app import create_app
 from carbon_optimizer.secret_store import SecretStore
 from carbon_optimizer.settings import load_settings
 from carbon_optimizer.web.app_state import app_state
-from tests.support import LIMIT_REDIS, TEST_REDIS_URL, delete_keys
+from devkit.redis_server import delete_keys
+from tests.support import LIMIT_REDIS, TEST_REDIS_URL
 
 FIXED_NOW = datetime(2026, 11, 23, 10, 17, 30, tzinfo=timezone.utc)
 

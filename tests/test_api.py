@@ -8,7 +8,8 @@ from openapi_spec_validator import validate
 
 from carbon_optimizer.web import request_models, response_models as schemas
 from tests.conftest import FIXED_NOW
-from tests.support import best_start, hourly_forecast
+from devkit.electricitymaps_stand_in import hourly_forecast
+from tests.support import best_start
 
 
 def test_single_workload_scheduled_in_demo_mode(client):

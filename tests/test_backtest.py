@@ -11,6 +11,7 @@ import pytest
 
 from carbon_optimizer.data.providers.replay import ReplayProvider
 from carbon_optimizer.engine import CarbonEngine
+from carbon_optimizer.scheduling.model import Job
 from carbon_optimizer.timeseries import ForecastSeries, to_epoch
 from tools import backtest, backtest_report
 from tools.backtest import Case, Dataset, ForecastKind, simulate
@@ -127,12 +128,12 @@ def test_chosen_intervals_reads_the_typed_answer():
     series = synthetic()
     engine = CarbonEngine(ReplayProvider({"XX": series}, forecast_hours=30), backtest.new_cache())
     now = START.replace(hour=3)
-    job = backtest.Job(duration=3 * HOUR, zones=("XX",), earliest_start=to_epoch(now),
+    job = Job(duration=3 * HOUR, zones=("XX",), earliest_start=to_epoch(now),
                        latest_start=to_epoch(now) + 20 * HOUR, interruptible=True)
     schedule = engine.optimize([job], now)[0]
     assert backtest.chosen_intervals(schedule) == [tuple(i) for i in schedule.intervals]
     assert sum(b - a for a, b in backtest.chosen_intervals(schedule)) == 3 * HOUR
-    too_late = backtest.Job(duration=HOUR, zones=("XX",), earliest_start=to_epoch(now) + 40 * HOUR,
+    too_late = Job(duration=HOUR, zones=("XX",), earliest_start=to_epoch(now) + 40 * HOUR,
                             latest_start=to_epoch(now) + 41 * HOUR, extend_horizon=False)
     assert backtest.chosen_intervals(engine.optimize([too_late], now)[0]) == []
 

@@ -2,7 +2,6 @@
 
 import json
 import shutil
-import subprocess
 import threading
 import time
 from datetime import datetime, timezone
@@ -14,7 +13,9 @@ import redis
 from carbon_optimizer.data.cache import ForecastCache
 from carbon_optimizer.errors import (CarbonDataError, InvalidToken, NotRecorded, UpstreamUnavailable,
                                      ZoneNotEntitled, ZoneNotFound)
-from tests.support import TEST_REDIS_URL, free_port
+from devkit.ports import free_port
+from devkit.redis_server import start_redis
+from tests.support import TEST_REDIS_URL
 from carbon_optimizer.timeseries import ForecastSeries
 
 START = datetime(2026, 11, 23, 10, tzinfo=timezone.utc)
@@ -221,19 +222,9 @@ def test_unreadable_entry_is_discarded(redis_client, redis_prefix):
 @pytest.mark.skipif(shutil.which("redis-server") is None, reason="needs redis-server")
 def test_redis_coming_back_is_used_again_without_restart(tmp_path):
     port = free_port()
-    command = ["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--save", "",
-               "--appendonly", "no", "--dir", str(tmp_path)]
 
-    def start():
-        process = subprocess.Popen(command, stdout=subprocess.DEVNULL)
-        client = redis.Redis(port=port)
-        for _ in range(100):
-            try:
-                client.ping()
-                return process, client
-            except redis.ConnectionError:
-                time.sleep(0.05)
-        raise RuntimeError("private redis-server did not start")
+    def start():  # on the same port each time: the cache's URL names it
+        return start_redis(port, tmp_path), redis.Redis(port=port)
 
     process, client = start()
     clock = Clock()

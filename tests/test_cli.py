@@ -20,7 +20,10 @@ from pathlib import Path
 import pytest
 import requests
 
-from tests.support import HANG, ROOT, GunicornProcess, free_port, wait_for
+from devkit.paths import ROOT
+from devkit.ports import free_port
+from devkit.service_process import GunicornProcess
+from devkit.waiting import HANG, wait_for
 
 CLIENT = ROOT / "client" / "carbon_optimizer_client.py"
 KEY = "FAKE-cli-test-key"

@@ -19,7 +19,8 @@ from pathlib import Path
 import pytest
 import requests
 
-from tests.support import GunicornProcess, wait_for
+from devkit.service_process import GunicornProcess
+from devkit.waiting import wait_for
 
 WORKLOADS = 60
 # Interruptible, 601 min in chunks of at least 7 over two days in two zones: about 0.5 s each to

@@ -19,7 +19,8 @@ from carbon_optimizer.data.providers.demo import DemoProvider
 from carbon_optimizer.errors import ConfigError
 from carbon_optimizer.settings import load_settings
 from tests.conftest import FIXED_NOW
-from tests.support import TEST_REDIS_URL, electricitymaps_zones, hourly_forecast
+from devkit.electricitymaps_stand_in import electricitymaps_zones, hourly_forecast
+from tests.support import TEST_REDIS_URL
 
 BASE = "https://api.electricitymaps.test/v3"
 EM = {"CARBON_PROVIDER": "electricitymaps", "ELECTRICITY_MAPS_API_KEY": "FAKE-em-key-9d1",

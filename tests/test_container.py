@@ -20,7 +20,9 @@ import pytest
 import redis
 import requests
 
-from tests.support import HANG, ROOT, free_port, wait_for
+from devkit.paths import ROOT
+from devkit.ports import free_port
+from devkit.waiting import HANG, wait_for
 
 pytestmark = pytest.mark.slow
 

@@ -9,7 +9,9 @@ import pytest
 import requests
 
 from carbon_optimizer import settings
-from tests.support import HANG, ROOT, free_port
+from devkit.paths import ROOT
+from devkit.ports import free_port
+from devkit.waiting import HANG
 
 
 @pytest.mark.slow

@@ -9,7 +9,9 @@ from prometheus_client import REGISTRY
 from carbon_optimizer.web.app_state import app_state
 
 from tests.conftest import FIXED_NOW
-from tests.support import electricitymaps_zones, free_port, hourly_forecast, wait_for
+from devkit.electricitymaps_stand_in import electricitymaps_zones, hourly_forecast
+from devkit.ports import free_port
+from devkit.waiting import wait_for
 
 BASE = "https://api.electricitymaps.test/v3"
 

@@ -15,7 +15,7 @@ from carbon_optimizer.ops.cpu_budget import cpu_budget
 from carbon_optimizer.secret_store import SecretStore
 from carbon_optimizer.settings import load_settings
 from carbon_optimizer.web.app_state import app_state
-from tests.support import GunicornProcess
+from devkit.service_process import GunicornProcess
 
 
 # -- API_KEYS that is JSON ---------------------------------------------------------------------------
@@ -169,7 +169,7 @@ def test_no_control_socket_error_with_an_unwritable_home(tmp_path):
 
 def test_compose_and_kubernetes_set_workers_for_their_cpu_limits():
     import yaml
-    from tests.support import ROOT
+    from devkit.paths import ROOT
 
     api = yaml.safe_load((ROOT / "docker-compose.yml").read_text())["services"]["api"]
     assert api["environment"]["GUNICORN_WORKERS"] == "${GUNICORN_WORKERS:-%d}" % (2 * int(api["cpus"]) + 1)

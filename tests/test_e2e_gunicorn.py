@@ -8,7 +8,10 @@ from datetime import datetime, timedelta, timezone
 import pytest
 import requests
 
-from tests.support import TEST_REDIS_URL, ElectricityMapsStandIn, GunicornProcess, delete_keys, hourly_forecast
+from devkit.electricitymaps_stand_in import ElectricityMapsStandIn, hourly_forecast
+from devkit.redis_server import delete_keys
+from devkit.service_process import GunicornProcess
+from tests.support import TEST_REDIS_URL
 
 pytestmark = pytest.mark.slow
 

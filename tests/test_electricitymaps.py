@@ -9,7 +9,7 @@ from responses import matchers
 
 from carbon_optimizer.errors import InvalidToken, UpstreamUnavailable, ZoneNotEntitled, ZoneNotFound
 from carbon_optimizer.data.providers.electricitymaps import ElectricityMapsProvider
-from tests.support import hourly_forecast
+from devkit.electricitymaps_stand_in import hourly_forecast
 
 BASE = "https://api.electricitymaps.test/v3"
 NOW = datetime(2026, 11, 23, 10, 0, tzinfo=timezone.utc)

@@ -12,7 +12,8 @@ import textwrap
 
 import pytest
 
-from tests.support import ROOT, GunicornProcess
+from devkit.paths import ROOT
+from devkit.service_process import GunicornProcess
 from tests.test_deployment_docs import code_env_vars
 
 

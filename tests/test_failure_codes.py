@@ -27,7 +27,7 @@ from carbon_optimizer.ops.thread_load import ENVIRON_KEY, ThreadLoad
 from carbon_optimizer.scheduling.budget import Budget
 from carbon_optimizer.web.pages import STATIC_DIR
 from tests.conftest import FIXED_NOW
-from tests.support import ElectricityMapsStandIn, hourly_forecast
+from devkit.electricitymaps_stand_in import ElectricityMapsStandIn, hourly_forecast
 
 REPO = Path(__file__).resolve().parent.parent
 BUSY = 5       # seconds: the machine is busy (solving time or memory taken), ask again shortly

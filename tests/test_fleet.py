@@ -1,12 +1,20 @@
 """Fleet scheduling against a brute force written here: every assignment of each job to a zone
 and start in its window, or to nothing, that keeps every limit at every unit, on instances small
-enough to enumerate."""
+enough to enumerate.
+
+The brute-force cases are overloaded: more jobs than the limits let run at once, in narrow windows,
+so that which jobs run where and which are left out matters. There the heuristic alone falls short
+of the optimum in enough cases that the exact solver's part is checked, not only its presence."""
+
+from unittest import mock
 
 import numpy as np
 import pytest
 from hypothesis import given, settings, strategies as st
 
+from carbon_optimizer.scheduling import fleet
 from carbon_optimizer.scheduling.fleet import Capacity, FleetJob, schedule_fleet
+from devkit.waiting import HANG
 
 
 def brute_force(intensity, jobs, capacity):
@@ -59,13 +67,17 @@ def brute_force(intensity, jobs, capacity):
     return best[0], best[1]
 
 
-def random_instance(rng, zones, units, count, with_power):
+def random_instance(rng, zones, units, count, with_power, slack=None):
+    """`count` jobs of 1 to 4 units; with `slack`, each may start at most that many units late."""
     intensity = rng.integers(50, 500, size=(zones, units)).astype(float)
     jobs = []
     for _ in range(count):
         length = int(rng.integers(1, 5))
         earliest = int(rng.integers(0, units - length))
-        latest = int(rng.integers(earliest, units - length + 1))
+        if slack is None:
+            latest = int(rng.integers(earliest, units - length + 1))
+        else:
+            latest = int(min(units - length, earliest + rng.integers(0, slack + 1)))
         allowed = tuple(sorted(rng.choice(zones, size=int(rng.integers(1, zones + 1)), replace=False)))
         power = float(rng.integers(1, 6)) if with_power else None
         jobs.append(FleetJob(length, earliest, latest, tuple(int(z) for z in allowed), power))
@@ -98,29 +110,52 @@ def check_plan(intensity, jobs, capacity, plan):
         assert (place is None) == (reason is not None)
 
 
-CASES = [(seed, kind) for seed in range(30) for kind in ("global", "zone", "power")]
+CASES = [(seed, kind) for seed in range(20) for kind in ("global", "zone", "power")]
+# Whether the heuristic alone fell short of the brute force, per case (read by the last test).
+HEURISTIC_SHORT: dict[tuple[int, str], bool] = {}
+
+
+def overloaded_case(seed: int, kind: str):
+    """Seven jobs on ten units, each free to start at most three units late, under limits that
+    hold about two at once: two at a time in one zone, one at a time in each of two, or power."""
+    rng = np.random.default_rng(seed)
+    zones = 1 if kind == "global" else 2
+    intensity, jobs = random_instance(rng, zones, units=10, count=7, with_power=kind == "power", slack=3)
+    capacity = {"global": Capacity(max_concurrent=2),
+                "zone": Capacity(max_concurrent=2, zone_concurrent=[1, 1]),
+                "power": Capacity(zone_power_kw=[5.0, 4.0])}[kind]
+    return intensity, jobs, capacity
 
 
 @pytest.mark.parametrize("seed,kind", CASES)
-def test_as_many_placed_as_the_brute_force_and_within_one_percent_of_its_grams(seed, kind):
-    rng = np.random.default_rng(seed)
-    zones = 1 if kind == "global" else 2
-    intensity, jobs = random_instance(rng, zones, units=12, count=6, with_power=kind == "power")
-    if kind == "global":
-        capacity = Capacity(max_concurrent=2)
-    elif kind == "zone":
-        capacity = Capacity(max_concurrent=2, zone_concurrent=[1, 1])
-    else:
-        capacity = Capacity(zone_power_kw=[6.0, 5.0])
-    plan = schedule_fleet(intensity, jobs, capacity)
-    check_plan(intensity, jobs, capacity, plan)
+def test_as_many_placed_as_the_brute_force_and_its_least_grams(seed, kind):
+    intensity, jobs, capacity = overloaded_case(seed, kind)
     placed, optimum = brute_force(intensity, jobs, capacity)
+    # The exact solver's one-second limit is a bound for requests; here only a hang may stop it.
+    with mock.patch.object(fleet, "EXACT_SECONDS", HANG):
+        plan = schedule_fleet(intensity, jobs, capacity)
+    check_plan(intensity, jobs, capacity, plan)
+    assert plan.proven_optimal, plan.not_proven
     assert plan.placed == placed
-    # Overloaded or not: as many placed, and within 1% of the least grams for that many.
-    assert optimum - 1e-6 <= plan.emissions <= optimum * 1.01 + 1e-6
+    assert plan.emissions == pytest.approx(optimum, rel=1e-9)
+    with mock.patch.object(fleet, "EXACT_COLUMNS", -1):  # no exact model fits: the heuristic alone
+        heuristic = schedule_fleet(intensity, jobs, capacity)
+    check_plan(intensity, jobs, capacity, heuristic)
+    assert (heuristic.placed, -heuristic.emissions) <= (placed, -optimum + 1e-6)
+    HEURISTIC_SHORT[(seed, kind)] = heuristic.placed < placed or heuristic.emissions > optimum + 1e-6
 
 
-@settings(max_examples=60, deadline=None)
+@pytest.mark.last_in_module
+def test_the_cases_are_hard_enough_that_the_heuristic_alone_falls_short_in_several():
+    if len(HEURISTIC_SHORT) < len(CASES):
+        pytest.skip("needs every brute-force case of this module run first")
+    short = sorted(case for case, fell_short in HEURISTIC_SHORT.items() if fell_short)
+    # 10 of the 60 when written (1 of the 90 looser cases before). Fewer means the cases no longer
+    # tell the exact solver from the heuristic: make them harder rather than this number smaller.
+    assert len(short) > 5, short
+
+
+@settings(max_examples=40, deadline=None, derandomize=True)
 @given(seed=st.integers(0, 10_000), cap=st.integers(0, 3))
 def test_plans_always_respect_every_limit(seed, cap):
     rng = np.random.default_rng(seed)

@@ -22,7 +22,7 @@ from schemathesis.specs.openapi.checks import positive_data_acceptance
 from carbon_optimizer.web.app import create_app
 from carbon_optimizer.secret_store import SecretStore
 from carbon_optimizer.settings import load_settings
-from tests.support import ElectricityMapsStandIn, hourly_forecast
+from devkit.electricitymaps_stand_in import ElectricityMapsStandIn, hourly_forecast
 
 NOW = datetime(2026, 11, 23, 10, 17, 30, tzinfo=timezone.utc)
 CASES: collections.Counter = collections.Counter()

@@ -14,7 +14,8 @@ import time
 import pytest
 import requests
 
-from tests.support import HANG, GunicornProcess, wait_for
+from devkit.service_process import GunicornProcess
+from devkit.waiting import HANG, wait_for
 
 READ_TIMEOUT = 2  # seconds (GUNICORN_READ_TIMEOUT)
 # No assertion here is about speed (a timed assertion is a flaky test: BENCHMARKS.md has the

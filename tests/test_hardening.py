@@ -13,8 +13,6 @@ import re
 import shutil
 import signal
 import socket
-import subprocess
-import time
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
@@ -25,7 +23,11 @@ from carbon_optimizer.secret_store import SecretStore
 from carbon_optimizer.errors import ConfigError
 from carbon_optimizer.settings import load_settings
 from carbon_optimizer.web.app import create_app
-from tests.support import HANG, LIMIT_REDIS, GunicornProcess, free_port
+from devkit.ports import free_port
+from devkit.redis_server import start_redis
+from devkit.service_process import GunicornProcess
+from devkit.waiting import HANG
+from tests.support import LIMIT_REDIS
 
 BODY = {"duration": "PT1H", "zones": ["DE"], "max_delay": "PT6H"}
 
@@ -213,16 +215,8 @@ def storage_errors(client) -> float | None:
 @pytest.mark.skipif(shutil.which("redis-server") is None, reason="needs redis-server")
 def test_a_frozen_redis_never_gives_a_500_from_the_limiter(tmp_path, caplog):
     port = free_port()
-    server = subprocess.Popen(["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--save", "",
-                               "--appendonly", "no", "--dir", str(tmp_path)], stdout=subprocess.DEVNULL)
+    server = start_redis(port, tmp_path)
     try:
-        probe = redis.Redis(port=port)
-        for _ in range(100):
-            try:
-                probe.ping()
-                break
-            except redis.ConnectionError:
-                time.sleep(0.05)
         app = build({"REDIS_URL": f"redis://127.0.0.1:{port}/0", "API_KEYS": "FAKE-hardening-key",
                      "RATE_LIMIT_DEFAULT": "1000 per hour", "RATE_LIMIT_OPTIMIZE": "1000 per minute"})
         key = {"X-API-Key": "FAKE-hardening-key"}

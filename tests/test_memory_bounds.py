@@ -18,7 +18,7 @@ from carbon_optimizer.scheduling import fleet, fleet_exact
 from carbon_optimizer.scheduling.fleet import exact_size
 from carbon_optimizer.scheduling.fleet_model import Capacity, FleetJob
 from carbon_optimizer.web.app_state import app_state
-from tests.support import GunicornProcess
+from devkit.service_process import GunicornProcess
 
 JOBS = [FleetJob(length=7, earliest=0, latest=11, zones=(0, 2)),
         FleetJob(length=13, earliest=3, latest=5, zones=(1,), power_kw=2.0),

@@ -10,7 +10,7 @@ from html.parser import HTMLParser
 
 import pytest
 
-from tests.support import ROOT
+from devkit.paths import ROOT
 
 STATIC = ROOT / "carbon_optimizer" / "web" / "static"
 YEAR = 365 * 24 * 3600

@@ -14,7 +14,8 @@ from carbon_optimizer.data.providers.electricitymaps import ElectricityMapsProvi
 from carbon_optimizer.data.providers.factory import build_provider
 from carbon_optimizer.secret_store import SecretStore
 from carbon_optimizer.settings import load_settings
-from tests.support import ROOT, GunicornProcess
+from devkit.paths import ROOT
+from devkit.service_process import GunicornProcess
 from carbon_optimizer.timeseries import series_from_points
 
 SHARED_DATA = ROOT.parent / "shared" / "data" / "carbon-intensity"

@@ -18,8 +18,10 @@ import redis
 import requests
 
 from carbon_optimizer.web.limits import STORAGE_RECHECK_SECONDS
-from tests.support import LIMIT_REDIS, GunicornProcess, free_port
-from tests.test_reliability import start_redis
+from devkit.ports import free_port
+from devkit.redis_server import start_redis
+from devkit.service_process import GunicornProcess
+from tests.support import LIMIT_REDIS
 
 WINDOW = 97  # seconds: off the minute grid
 

@@ -22,7 +22,8 @@ from carbon_optimizer.secret_store import SecretStore
 from carbon_optimizer.settings import load_settings
 from carbon_optimizer.web.app import create_app
 from carbon_optimizer.web.app_state import app_state
-from tests.support import LIMIT_REDIS, GunicornProcess
+from devkit.service_process import GunicornProcess
+from tests.support import LIMIT_REDIS
 
 BODY = {"duration": "PT1H", "zones": ["DE"], "max_delay": "PT6H"}
 
@@ -151,7 +152,7 @@ def test_at_most_n_per_window_across_two_apps_sharing_redis(limit_prefix):
 
 
 def test_redis_down_the_in_process_fallback_limits_and_states_the_headers(limit_prefix):
-    from tests.support import free_port
+    from devkit.ports import free_port
     app = build({"REDIS_URL": f"redis://127.0.0.1:{free_port()}/0", "CACHE_KEY_PREFIX": limit_prefix,
                  "RATE_LIMIT_OPTIMIZE": "2 per 89 seconds"})
     client = app.test_client()

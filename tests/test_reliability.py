@@ -5,9 +5,7 @@ measured in bench/, never asserted here: a wait is bounded only so that a hang f
 from __future__ import annotations
 
 import os
-import shutil
 import signal
-import subprocess
 import time
 import uuid
 from concurrent.futures import ThreadPoolExecutor
@@ -19,9 +17,11 @@ import requests
 
 from bench import soak
 from carbon_optimizer.web.app_state import app_state
-from tests.support import (
-    HANG, ElectricityMapsStandIn, GunicornProcess, delete_keys, free_port, hourly_forecast, wait_for,
-)
+from devkit.electricitymaps_stand_in import ElectricityMapsStandIn, hourly_forecast
+from devkit.ports import free_port
+from devkit.redis_server import delete_keys, start_redis
+from devkit.service_process import GunicornProcess
+from devkit.waiting import HANG, wait_for
 
 REDIS_URL = "redis://127.0.0.1:6379/12"
 NOW = datetime.now(timezone.utc)
@@ -187,23 +187,6 @@ def test_forecast_with_nulls_and_gaps_is_served_with_estimated_points(upstream, 
 
 
 # -- processes: Redis killed, a worker killed, sustained load, cold stampede ---------------------
-
-def start_redis(port: int, tmp_path) -> subprocess.Popen:
-    server = subprocess.Popen(
-        [shutil.which("redis-server") or "redis-server", "--port", str(port), "--bind", "127.0.0.1",
-         "--save", "", "--appendonly", "no", "--dir", str(tmp_path)],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    client = redis.Redis(port=port, socket_timeout=0.5)
-    deadline = time.monotonic() + HANG
-    while time.monotonic() < deadline:
-        try:
-            client.ping()
-            return server
-        except redis.RedisError:
-            time.sleep(0.05)
-    server.kill()
-    raise RuntimeError("redis-server did not start")
-
 
 @pytest.fixture
 def stand_in():

@@ -23,7 +23,8 @@ from carbon_optimizer.errors import ConfigError
 from carbon_optimizer.settings import load_settings
 from tests import leak_guard
 from tests.leak_guard import secret
-from tests.support import free_port, wait_for
+from devkit.ports import free_port
+from devkit.waiting import wait_for
 
 EM_KEY = secret("FAKE-em-key-7d1e0b")
 EM_KEY_2 = secret("FAKE-em-key-rotated-c4a9")
@@ -402,7 +403,7 @@ def aws_service_env(moto_url: str, name: str, tmp_path) -> dict:
 @pytest.mark.slow
 def test_gunicorn_workers_pick_up_a_rotation_from_secrets_manager(aws, moto_url, tmp_path):
     import requests
-    from tests.support import GunicornProcess
+    from devkit.service_process import GunicornProcess
     client, name = aws
     put(client, name, {"api_keys": [CLIENT_A, CLIENT_B]}, create=True)
     log = tmp_path / "gunicorn.log"
@@ -424,7 +425,7 @@ def test_gunicorn_workers_pick_up_a_rotation_from_secrets_manager(aws, moto_url,
 
 @pytest.mark.slow
 def test_gunicorn_does_not_start_without_its_secret_and_says_why(aws, moto_url, tmp_path):
-    from tests.support import GunicornProcess
+    from devkit.service_process import GunicornProcess
     client, name = aws
     put(client, name, {"electricity_maps_api_key": EM_KEY}, create=True)  # no api_keys
     env = {**aws_service_env(moto_url, name, tmp_path), "CARBON_PROVIDER": "auto"}

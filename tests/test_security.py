@@ -22,7 +22,9 @@ from carbon_optimizer.web.auth import matches_any
 from carbon_optimizer.settings import load_settings
 from tests import leak_guard
 from tests.leak_guard import secret
-from tests.support import LIMIT_REDIS, GunicornProcess, free_port
+from devkit.ports import free_port
+from devkit.service_process import GunicornProcess
+from tests.support import LIMIT_REDIS
 
 KEY_1 = secret("FAKE-api-key-one-4f9c21")
 KEY_2 = secret("FAKE-api-key-two-b83e07")

@@ -14,7 +14,8 @@ Redis is the machine's. Upstream calls are counted at the stand-in, keys in Redi
 from __future__ import annotations
 
 from tests.conftest import FIXED_NOW
-from tests.support import TEST_REDIS_URL, ElectricityMapsStandIn, hourly_forecast
+from devkit.electricitymaps_stand_in import ElectricityMapsStandIn, hourly_forecast
+from tests.support import TEST_REDIS_URL
 
 START = FIXED_NOW.replace(minute=0, second=0)
 PER_REQUEST, PER_MINUTE = 5, 30  # the documented caps, written out

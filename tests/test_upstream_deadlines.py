@@ -24,7 +24,9 @@ from carbon_optimizer.errors import UpstreamUnavailable
 from carbon_optimizer.data.providers.electricitymaps import ElectricityMapsProvider
 from carbon_optimizer.web.app_state import app_state
 from tests.conftest import FIXED_NOW
-from tests.support import HANG, ElectricityMapsStandIn, free_port, hourly_forecast, wait_for
+from devkit.electricitymaps_stand_in import ElectricityMapsStandIn, hourly_forecast
+from devkit.ports import free_port
+from devkit.waiting import HANG, wait_for
 
 REDIS_URL = "redis://127.0.0.1:6379/15"
 START = FIXED_NOW.replace(minute=0, second=0)

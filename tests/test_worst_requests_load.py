@@ -20,7 +20,8 @@ import requests
 
 from bench.soak import rss_kib
 from bench.worst_requests import REQUESTS
-from tests.support import GunicornProcess, delete_keys
+from devkit.redis_server import delete_keys
+from devkit.service_process import GunicornProcess
 
 pytestmark = pytest.mark.slow
 

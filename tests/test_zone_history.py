@@ -10,7 +10,8 @@ from responses import matchers
 
 from carbon_optimizer.data.providers.electricitymaps import ElectricityMapsProvider
 from tests.conftest import FIXED_NOW
-from tests.support import TEST_REDIS_URL, hourly_forecast
+from devkit.electricitymaps_stand_in import hourly_forecast
+from tests.support import TEST_REDIS_URL
 
 BASE = "http://em.invalid/v3"
 NOW = datetime(2026, 11, 23, 10, 30, tzinfo=timezone.utc)

@@ -35,8 +35,8 @@ import numpy as np
 
 from carbon_optimizer.data.cache import ForecastCache
 from carbon_optimizer.data.providers.replay import ReplayProvider
-from carbon_optimizer.engine import CarbonEngine, Job
-from carbon_optimizer.scheduling.model import Outcome, Schedule
+from carbon_optimizer.engine import CarbonEngine
+from carbon_optimizer.scheduling.model import Job, Outcome, Schedule
 from carbon_optimizer.timeseries import ForecastSeries, from_epoch, to_epoch
 from tools.backtest_report import ATTRIBUTION, chart, commit_label, findings, machine, table, write_doc
 

@@ -17,6 +17,7 @@ from carbon_optimizer.errors import FailureCode
 from carbon_optimizer.timeseries import ForecastSeries
 
 
+# Imported from this module only (carbon_optimizer.scheduling.model), everywhere: one path per name.
 @dataclass(frozen=True)
 class Job:
     """One workload, in epoch seconds, defaults already applied."""

@@ -37,6 +37,7 @@ from carbon_optimizer.settings import Settings
 
 # Before the split the env backend was the class `SecretStore`, and callers (tests, tools) build one
 # from a mapping by that name; it stays that class. Annotate with BaseSecretStore for any backend.
+# Imported from this package (carbon_optimizer.secret_store) only, as are the backends: one path a name.
 SecretStore = EnvSecretStore
 
 __all__ = ["SECRET_SHAPE", "AwsSecretStore", "BaseSecretStore", "EnvSecretStore", "RefreshingSecretStore",
