@@ -129,7 +129,11 @@ def test_headers_come_from_the_window_the_first_hit_opened(limit_prefix):
         retry_after = int(answer.headers["Retry-After"])
         assert max(1, math.ceil(earliest - 0.01 - answered_at)) <= retry_after \
             <= math.ceil(latest + 0.01 - sent_at), (retry_after, earliest, latest, sent_at, answered_at)
-    assert len(resets) == 1  # one window: every answer names the same end
+    # One window: every answer names the same end. Each answer reads the end afresh (now + the
+    # key's TTL in whole ms), so only when the end lies within those ms of a whole second may two
+    # answers name adjacent seconds (a CI run once saw it: 2 resets, 1 s apart).
+    straddles = int(earliest - 0.01) != int(latest + 0.01)
+    assert len(resets) == 1 or (straddles and max(resets) - min(resets) == 1), (resets, earliest, latest)
 
 
 def test_at_most_n_per_window_across_two_apps_sharing_redis(limit_prefix):
