@@ -143,6 +143,19 @@ def test_a_busy_worker_and_an_unexpected_error(make_app, monkeypatch):
     assert "a bug" not in answer.get_data(as_text=True)
 
 
+@pytest.mark.parametrize("status, code", [(409, "invalid_request"), (410, "invalid_request"),
+                                          (502, "internal_error")])
+def test_a_status_without_a_code_of_its_own_keeps_its_status(make_app, status, code):
+    """No view raises these today; one that did must not have its conflict answered as a 400."""
+    from flask import abort
+    app = make_app()
+    app.add_url_rule("/probe", "probe", lambda: abort(status))
+    answer = app.test_client().get("/probe")
+    assert answer.status_code == status
+    assert answer.get_json()["error"]["code"] == code
+    assert "Retry-After" not in answer.headers
+
+
 @pytest.mark.parametrize("backoff", [0, 17])
 def test_the_providers_failures(make_app, backoff):
     """Through the Electricity Maps provider against a local stand-in: each zone fails its own

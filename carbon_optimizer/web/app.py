@@ -15,7 +15,7 @@ from flask import Flask
 
 from carbon_optimizer import VERSION
 from carbon_optimizer.engine import build_engine
-from carbon_optimizer.errors import ConfigError
+from carbon_optimizer.errors import ConfigError, ErrorWriter
 from carbon_optimizer.ops import metrics
 from carbon_optimizer.ops.log_format import configure_logging
 from carbon_optimizer.secret_store import BaseSecretStore, build_secret_store
@@ -57,9 +57,10 @@ def create_app(settings: Optional[Settings] = None, *,
     app.extensions[EXTENSION] = AppState(
         settings=settings, secrets=secret_store, engine=engine,
         openapi=openapi.build_document(VERSION, settings.max_batch_size),
-        clock=clock or (lambda: datetime.now(timezone.utc)))
+        clock=clock or (lambda: datetime.now(timezone.utc)),
+        errors=ErrorWriter(settings.upstream_failure_backoff_seconds))
 
-    register_error_handlers(app, settings)
+    register_error_handlers(app)
     app.register_blueprint(api)
     app.register_blueprint(ops)
     app.register_blueprint(pages)

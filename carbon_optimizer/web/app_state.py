@@ -1,5 +1,5 @@
 """What an app holds for its requests, in one object under `app.extensions`: its settings, secret
-store, engine, OpenAPI document and clock, and the rate limiting `limits.init_app` sets up. Read
+store, engine, OpenAPI document, clock and error writer, and the rate limiting `limits.init_app` sets up. Read
 through `app_state()`, typed; the tests build many apps, each with its own."""
 
 from __future__ import annotations
@@ -12,6 +12,7 @@ from flask import Flask, current_app
 from flask_limiter import Limiter
 
 from carbon_optimizer.engine import CarbonEngine
+from carbon_optimizer.errors import ErrorWriter
 from carbon_optimizer.secret_store import BaseSecretStore
 from carbon_optimizer.settings import Settings
 
@@ -39,6 +40,7 @@ class AppState:
     engine: CarbonEngine
     openapi: dict
     clock: Callable[[], datetime]
+    errors: ErrorWriter  # with the configured upstream back-off, for every error answer
     # Set by limits.init_app; None before it, and a limited view then refuses to run.
     rate_limiting: Optional[RateLimiting] = None
 

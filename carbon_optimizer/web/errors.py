@@ -7,25 +7,20 @@ from __future__ import annotations
 import logging
 from typing import Iterable, Optional
 
-from flask import Flask, Response, current_app
+from flask import Flask, Response
 from werkzeug.exceptions import HTTPException
 
-from carbon_optimizer.errors import CarbonOptimizerError, ErrorWriter, FailureCode, RequestError
-from carbon_optimizer.settings import Settings
+from carbon_optimizer.errors import CarbonOptimizerError, FailureCode, RequestError
+from carbon_optimizer.web.app_state import app_state
 
 log = logging.getLogger(__name__)
-
-# app.extensions key of the app's ErrorWriter (built once, from its settings).
-EXTENSION = "carbon_error_writer"
-
 
 def error_response(code: FailureCode, message: str, details: Optional[list[dict]] = None, *,
                    retry_after: Optional[int] = None,
                    headers: Iterable[tuple[str, str]] = ()) -> Response:
     """The answer for a failure, written by the app's ErrorWriter. `retry_after` only for a delay
     computed for this answer (see ErrorWriter.retry_after); `headers` never carry Retry-After."""
-    writer: ErrorWriter = current_app.extensions[EXTENSION]
-    answer = writer.answer(code, message, details, retry_after=retry_after, headers=headers)
+    answer = app_state().errors.answer(code, message, details, retry_after=retry_after, headers=headers)
     # Flask's JSON answers end in a newline (jsonify's habit); error answers kept it.
     response = Response(answer.body + b"\n", status=answer.status, mimetype="application/json")
     for name, value in answer.headers:
@@ -33,9 +28,7 @@ def error_response(code: FailureCode, message: str, details: Optional[list[dict]
     return response
 
 
-def register_error_handlers(app: Flask, settings: Settings) -> None:
-    # The upstream codes' Retry-After follows the configured back-off: read once, here.
-    app.extensions[EXTENSION] = ErrorWriter(settings.upstream_failure_backoff_seconds)
+def register_error_handlers(app: Flask) -> None:
 
     @app.errorhandler(RequestError)
     def _api_error(exc: RequestError):
@@ -57,7 +50,11 @@ def register_error_handlers(app: Flask, settings: Settings) -> None:
         headers = []
         if status == 405 and exc.valid_methods:  # type: ignore[attr-defined]
             headers.append(("Allow", ", ".join(exc.valid_methods)))  # type: ignore[attr-defined]
-        return error_response(FailureCode.for_status(status), message, headers=headers)
+        response = error_response(FailureCode.for_status(status), message, headers=headers)
+        # A status with no code of its own (none the service raises; abort(409) in a future view)
+        # keeps its status, with its class's generic code: a conflict must not read as a 400.
+        response.status_code = status
+        return response
 
     @app.errorhandler(Exception)
     def _unexpected(exc: Exception):
