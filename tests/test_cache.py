@@ -275,7 +275,7 @@ def test_a_remembered_failure_is_stored_by_its_code_and_comes_back_as_raised(red
     failing = CountingFetch(error=error("XX", f"the provider's words about zone XX ({code})"))
     with pytest.raises(error) as first:
         make_cache(redis_prefix, clock=clock).get("forecast", "XX", failing)
-    assert json.loads(redis_client.get(f"{redis_prefix}forecast:XX:failure"))["code"] == code
+    assert json.loads(redis_client.get(f"{redis_prefix}forecast:XX:failure-code"))["code"] == code
     # Another worker within the backoff: no upstream call, the same error, zone and words.
     with pytest.raises(error) as again:
         make_cache(redis_prefix, clock=clock).get("forecast", "XX", failing)
@@ -284,7 +284,7 @@ def test_a_remembered_failure_is_stored_by_its_code_and_comes_back_as_raised(red
     assert (again.value.zone, again.value.message) == ("XX", first.value.message)
 
     # With a copy past its TTL, the remembered failure lets it stand in only when it passes.
-    redis_client.delete(f"{redis_prefix}forecast:YY:failure")
+    redis_client.delete(f"{redis_prefix}forecast:YY:failure-code")
     make_cache(redis_prefix, clock=clock).get("forecast", "YY", CountingFetch(series(120)))
     clock.advance(301)
     failing_yy = CountingFetch(error=error("YY", "the provider's words about zone YY"))
@@ -304,11 +304,11 @@ def test_a_failed_zone_list_is_remembered_by_its_code(redis_client, redis_prefix
     failing = CountingFetch(error=InvalidToken("", "the provider refused the service's key"))
     with pytest.raises(InvalidToken):
         make_cache(redis_prefix, clock=clock).get_names("zones", 600, failing)
-    assert json.loads(redis_client.get(f"{redis_prefix}zones:failure"))["code"] == "upstream_auth_failed"
+    assert json.loads(redis_client.get(f"{redis_prefix}zones:failure-code"))["code"] == "upstream_auth_failed"
     with pytest.raises(InvalidToken, match="refused the service's key"):
         make_cache(redis_prefix, clock=clock).get_names("zones", 600, failing)
     assert failing.calls == 1
-    redis_client.delete(f"{redis_prefix}zones:failure")  # as Redis does when the backoff ends
+    redis_client.delete(f"{redis_prefix}zones:failure-code")  # as Redis does when the backoff ends
     listed = CountingFetch(result=["FR", "DE"])
     assert make_cache(redis_prefix, clock=clock).get_names("zones", 600, listed) == ["DE", "FR"]
     assert make_cache(redis_prefix, clock=clock).get_names("zones", 600, listed) == ["DE", "FR"]

@@ -73,4 +73,4 @@ def test_unchecked_zones_go_upstream_a_few_a_request_and_a_few_a_minute(make_app
 
     # What the cache wrote: one failure key per zone sent, none for the zones held back.
     failures = list(redis_client.scan_iter(match=f"{redis_prefix}forecast:XQ*", count=500))
-    assert len(failures) == PER_MINUTE and all(k.endswith(":failure") for k in failures)
+    assert len(failures) == PER_MINUTE and all(k.endswith(":failure-code") for k in failures)

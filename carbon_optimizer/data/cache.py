@@ -43,6 +43,11 @@ T = TypeVar("T")  # what one single-flight fetch yields: a forecast, or a list o
 HEALTH_PROBE_SECONDS = 0.25
 
 
+# A remembered failure is stored under the entry's key + this suffix, as its FailureCode. Not the
+# ":failure" of releases that stored a class name: during a rolling deploy sharing Redis, neither
+# release then misreads the other's record (a final zone_not_found read as a passing failure).
+_FAILURE_SUFFIX = ":failure-code"
+
 @dataclass(frozen=True)
 class CachedForecast:
     series: ForecastSeries
@@ -463,7 +468,7 @@ class ForecastCache:
             raise
         now = self.clock()
         store.set(key, json.dumps({"fetched_at": now, "series": series.to_dict()}), self.stale_ttl)
-        store.delete(f"{key}:failure")
+        store.delete(f"{key}{_FAILURE_SUFFIX}")
         store.set(f"{self.prefix}last_success", str(now), self.stale_ttl)
         return self._remember(store, key, CachedForecast(series=series, fetched_at=now, stale=False))
 
@@ -494,10 +499,10 @@ class ForecastCache:
 
     def _remember_failure(self, store, key: str, exc: CarbonDataError) -> None:
         if self.failure_backoff > 0:
-            store.set(f"{key}:failure", _Failure.of(exc).dumps(), self.failure_backoff)
+            store.set(f"{key}{_FAILURE_SUFFIX}", _Failure.of(exc).dumps(), self.failure_backoff)
 
     def _recent_failure(self, store, key: str) -> Optional[_Failure]:
-        raw = store.get(f"{key}:failure")
+        raw = store.get(f"{key}{_FAILURE_SUFFIX}")
         return _Failure.parse(raw) if raw is not None else None
 
     def _stale_or_raise(self, store, entry: Optional[CachedForecast], zone: str,
