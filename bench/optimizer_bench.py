@@ -117,8 +117,8 @@ def services() -> dict[str, Service]:
 
 
 def jobs_of(service: Service, body: dict, now: datetime):
-    """The Jobs the service makes of `body` at `now` (routes.optimize's steps, without HTTP), and
-    the moment it answers as of (`as_of` on a replaying service, else now)."""
+    """The Jobs the service makes of `body` at `now` (request_jobs.jobs_asked's steps, without
+    HTTP), and the moment it answers as of (`as_of` on a replaying service, else now)."""
     settings, engine = service.settings, service.engine
     if "workloads" in body:
         batch = request_models.WorkloadBatch.model_validate(body)

@@ -224,7 +224,7 @@ def arrivals(dataset: Dataset, case: Case, every: int, days: Optional[int] = Non
 
 
 def new_cache() -> ForecastCache:
-    # The replay provider's shared_cache is False, so the engine never consults it.
+    # The replay provider's shared_cache is False, so the engine's data source keeps nothing in it.
     return ForecastCache(redis_url=None, ttl=300, stale_ttl=3600, lock_seconds=1, failure_backoff=0)
 
 

@@ -42,7 +42,7 @@ class MemoryPool:
 
     @contextmanager
     def reserve(self, amount: int) -> Iterator[None]:
-        amount = max(0, min(amount, self.capacity))  # the planner refuses more than the capacity
+        amount = max(0, min(amount, self.capacity))  # cost.estimate refuses more than the capacity
         with self._ready:
             if not self._ready.wait_for(lambda: self._free >= amount, timeout=self.wait_seconds):
                 raise Busy(f"this worker's memory for solving ({self.capacity // 2 ** 20} MiB) is "

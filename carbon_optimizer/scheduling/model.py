@@ -129,8 +129,8 @@ class Coverage:
     estimated_start: Optional[int] = None  # the part past the provider's forecast: first moment ...
     estimated_seconds: Optional[int] = None  # ... and length
     replan_at: Optional[int] = None        # when asking again may find a cleaner run (horizon.py)
-    # The risk gate (planner): the measured error of the estimated part of the chosen window, and
-    # whether a window past the forecast looked better but not by more than that error.
+    # The risk gate (horizon.risk_gate): the measured error of the estimated part of the chosen
+    # window, and whether a window past the forecast looked better but not by more than that error.
     estimate_error: Optional[float] = None  # gCO2eq/kWh on the chosen run's mean
     waited_for_forecast: bool = False
 

@@ -22,11 +22,11 @@ from carbon_optimizer.web.error_details import (
 from carbon_optimizer.web.request_body import stop_if_gone
 from carbon_optimizer.web.request_models import FleetCapacity, Workload, WorkloadBatch
 
-# What one request's locations may cost before any budget exists (README "The request"): distinct
-# names are counted first (a set over the request, cheap), each distinct name is resolved once (a
-# dict lookup), and only the first few unknown ones get close matches (~0.4 ms each, over every
-# zone and region); an error lists its first details and counts the rest, so its size does not
-# grow with the request's.
+# What one request's locations may cost before any budget exists (DEPLOYMENT.md, "What one request
+# may cost"): distinct names are counted first (a set over the request, cheap), each distinct name
+# is resolved once (a dict lookup), and only the first few unknown ones get close matches (~0.4 ms
+# each, over every zone and region); an error lists its first details and counts the rest, so its
+# size does not grow with the request's.
 MAX_LOCATIONS = 100
 MAX_SUGGESTED_LOCATIONS = 5
 

@@ -75,7 +75,7 @@ class DemoProvider:
 
     def zones(self) -> list[str]:
         # Fixed at start-up, so listed once; the same list each time (callers only read it) lets
-        # the engine keep the set it checks requests against instead of rebuilding it per request.
+        # the data source keep the set it checks requests against instead of rebuilding it per request.
         return self._zone_list
 
     def _week(self, zone: str) -> np.ndarray:
