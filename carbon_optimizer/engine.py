@@ -39,7 +39,7 @@ class CarbonEngine:
         self.provider, self.cache, self.history_cache = provider, cache, self.source.history_cache
         # Public seams (tests give a fake clock or a smaller pool): a fresh Budget (deadline and work
         # cap) per optimize call, and the worker's memory pool (one engine per app, one app per worker).
-        self.budget = budget
+        self.new_budget = budget
         self.memory_pool = memory_pool or memory.MemoryPool(DEFAULT_MEMORY)
 
     # Thin delegations: the data source answers these (data/source.py).
@@ -98,9 +98,9 @@ class CarbonEngine:
         zones = self._zones(jobs, now, extend=capacity is None)
         # Refused (TooLarge) before any solving when over the work or memory cap; else its memory
         # is reserved from this worker's pool (Busy when others hold it for too long).
-        cost = request_cost.estimate(jobs, zones, self.budget(), capacity)
+        cost = request_cost.estimate(jobs, zones, self.new_budget(), capacity)
         with self.memory_pool.reserve(cost.memory):
-            budget = self.budget()  # solving time only, from here: fetching and waiting excluded
+            budget = self.new_budget()  # solving time only, from here: fetching and waiting excluded
             budget.cancelled = cancelled
             outcomes = (planner.plan_batch(jobs, zones, capacity, at, budget, cost) if capacity is not None
                         else planner.plan_all(jobs, zones, at, budget, cost))

@@ -21,6 +21,7 @@ values, never a secret. Import every name below from here only.
     │   │   ├── NotRecorded           a replay asked outside its recording: 422 window_not_covered
     │   │   ├── ZoneNotEntitled       the data plan does not cover the zone: 422 zone_not_entitled
     │   │   └── ZoneNotFound          the provider has no such zone: 400 zone_not_found
+    │   │                             (GET /forecast answers it 404 forecast_not_found)
     │   ├── UnknownLocation           a zone or cloud region nobody serves: 400 zone_not_found
     │   └── RequestError              a request the web layer refuses, with any code and details
     │       └── ReadTimeout           the request did not arrive in time: 408 request_timeout

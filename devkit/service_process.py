@@ -74,7 +74,8 @@ class GunicornProcess:
             if self.process.poll() is not None:
                 if "in use" in log_path.read_text(errors="replace"):
                     raise _PortTaken()
-                raise RuntimeError(f"gunicorn exited with {self.process.returncode}; see {self.log_path}")
+                raise RuntimeError(f"gunicorn exited with {self.process.returncode}: "
+                                   + log_path.read_text(errors="replace")[-2000:])
             try:
                 # Gunicorn forks its workers a moment apart: wait for all, not just the first.
                 if requests.get(f"{self.url}/health", timeout=1).status_code == 200 \

@@ -125,7 +125,7 @@ def test_through_the_api_one_chunk_is_the_contiguous_window_and_a_huge_search_is
 
 def test_through_the_api_a_deadline_is_a_503_with_retry_after(make_app):
     app = make_app()
-    app_state(app).engine.budget = lambda: Budget(seconds=0.5, clock=FakeClock(step=1.0))
+    app_state(app).engine.new_budget = lambda: Budget(seconds=0.5, clock=FakeClock(step=1.0))
     answer = app.test_client().post("/api/v1/optimize", json={"duration": 60, "zones": ["DE"]})
     assert answer.status_code == 503 and int(answer.headers["Retry-After"]) >= 1
     assert answer.get_json()["error"]["code"] == "deadline_exceeded"

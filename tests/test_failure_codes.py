@@ -120,7 +120,7 @@ def test_scheduling_failures(client, make_app):
     check(client.post("/api/v1/optimize", json={"duration": 61, "zones": ["eu-west-1"]}), "zone_not_found")
     app = make_app()
     ticks = iter(range(10 ** 6))  # every clock reading a second later: the 0.5 s run out at once
-    app_state(app).engine.budget = lambda: Budget(seconds=0.5, clock=lambda: float(next(ticks)))
+    app_state(app).engine.new_budget = lambda: Budget(seconds=0.5, clock=lambda: float(next(ticks)))
     check(app.test_client().post("/api/v1/optimize", json={"duration": 61, "zones": ["DE"]}),
           "deadline_exceeded")
 

@@ -15,6 +15,7 @@ from carbon_optimizer.scheduling.fleet import (
 )
 from carbon_optimizer.scheduling.fleet_grid import FleetGrid, lay_out
 from carbon_optimizer.scheduling.model import CapacityLimits, Job, ZoneSeries, Zones
+from carbon_optimizer.scheduling.window_batch import pass_candidates
 
 # Work in budget units (about 10 ns each here; measured by bench/worst_requests.py): a window
 # search over n points about 2,500 + 5 n; a chunk search 5,000 + 5 n for its contiguous fallback,
@@ -130,8 +131,7 @@ def _candidates(job: Job, zones: Zones) -> int:
         one = zones[z]
         if isinstance(one, ZoneSeries):
             series = one.searched(job)
-            count += 2 * min(len(series.values) + 1, (job.latest_start - job.earliest_start
-                                                      + job.duration) // series.step_seconds + 2) + 2
+            count += pass_candidates(series, job.duration, job.earliest_start, job.latest_start)
     return count
 
 

@@ -27,7 +27,7 @@ from carbon_optimizer.scheduling.model import (
     Baseline, CapacityLimits, Job, Outcome, Outcomes, Run, Schedule,
     Unschedulable, ZoneFailure, ZoneSeries, Zones,
 )
-from carbon_optimizer.scheduling.window_batch import best_across, best_windows, on_grid
+from carbon_optimizer.scheduling.window_batch import best_across, best_windows, on_grid, pass_candidates
 from carbon_optimizer.timeseries import ForecastSeries, rfc3339
 
 _NOT_COVERED_PAST_HORIZON = ("no forecast covers a run of this workload inside its allowed window "
@@ -103,9 +103,7 @@ def _search_together(jobs: Sequence[Job], zones: Zones,
             continue
         mine, candidates = [], 0
         for one in searched:
-            # At most two candidates a series step over the window and the run, two at its ends.
-            count = 2 * min(len(one.values) + 1, (job.latest_start - job.earliest_start
-                                                  + job.duration) // one.step_seconds + 2) + 2
+            count = pass_candidates(one, job.duration, job.earliest_start, job.latest_start)
             if count > _BATCHED_CANDIDATES:
                 break
             index = series.get(id(one))
@@ -117,7 +115,7 @@ def _search_together(jobs: Sequence[Job], zones: Zones,
             mine.append(index)
             candidates += count
         else:
-            rows += [(i, place, index) for place, index in enumerate(mine)]
+            rows += [(i, k, index) for k, index in enumerate(mine)]
             size += candidates
             if size >= _PASS_CANDIDATES:
                 cuts.append(len(rows))
@@ -137,7 +135,7 @@ def _search_together(jobs: Sequence[Job], zones: Zones,
             np.array([j.duration for j in owners]), np.array([j.earliest_start for j in owners]),
             np.array([j.latest_start for j in owners]))
         # Each job's rows are consecutive, its zones in order: the first row is its first zone's.
-        first = [row for row, (_, place, _) in enumerate(part) if place == 0]
+        first = [row for row, (_, k, _) in enumerate(part) if k == 0]
         any_found, pick = best_across(found, starts, means, np.array(first))
         for row, ok, chosen in zip(first, any_found.tolist(), pick.tolist()):
             i = part[row][0]

@@ -27,6 +27,13 @@ from carbon_optimizer.timeseries import ForecastSeries
 _G = GRANULARITY_SECONDS
 
 
+
+def pass_candidates(series: ForecastSeries, duration: int, earliest: int, latest: int) -> int:
+    """The candidate starts a batched pass holds for one (job, series): at most two a series step
+    over the window and the run, and two at its ends. The planner cuts passes by it and the cost
+    model counts memory by it, so the two cannot drift apart."""
+    return 2 * min(len(series.values) + 1, (latest - earliest + duration) // series.step_seconds + 2) + 2
+
 def on_grid(series: ForecastSeries) -> bool:
     """Whether `series` is on the whole-minute grid, where best_windows applies (with durations in
     whole minutes): what window.best_window's prefix-sum path needs of a series."""

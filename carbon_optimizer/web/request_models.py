@@ -14,7 +14,7 @@ from pydantic import (
 )
 from pydantic_core import InitErrorDetails, PydanticCustomError
 
-from carbon_optimizer.errors import FailureCode, FieldError
+from carbon_optimizer.errors import FieldError
 from carbon_optimizer.scheduling.model import CapacityLimits, Job
 from carbon_optimizer.settings import ZONE_KEY_PATTERN
 from carbon_optimizer.timeseries import rfc3339, to_epoch

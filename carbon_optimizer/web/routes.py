@@ -64,7 +64,8 @@ def forecast():
     try:
         found, history = state.engine.zone_view(query.zone, now, until, query.with_history)
     except CarbonDataError as exc:
-        # A zone the provider lists but has no data for: this forecast is a missing resource.
+        # The provider has no data for this zone (one it lists, or one let through unchecked while
+        # its list cannot be had): the forecast asked for is a missing resource.
         code = FailureCode.FORECAST_NOT_FOUND if exc.code is FailureCode.ZONE_NOT_FOUND else exc.code
         raise RequestError(code, exc.message) from None
     return _answer(response_models.ForecastResponse.of(found, query.location, history, query.with_history))
