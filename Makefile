@@ -7,17 +7,13 @@ PY := $(VENV)/bin/python
 
 .PHONY: run test test-fast container-test lint lint-imports lint-deploy lint-ci-templates lint-security docs bench clean
 
-# --no-compile: pip byte-compiles every file of every package it installs (about 70 s of a fresh
-# set-up's 135 s here); Python compiles the modules a process imports on first use instead.
-PIP_INSTALL := $(PY) -m pip install --quiet --disable-pip-version-check --no-compile
-
 $(VENV)/.runtime: requirements.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	$(PIP_INSTALL) -r requirements.txt
+	$(PY) -m pip install --quiet --disable-pip-version-check -r requirements.txt
 	touch $@
 
 $(VENV)/.dev: $(VENV)/.runtime requirements-dev.txt
-	$(PIP_INSTALL) -r requirements-dev.txt
+	$(PY) -m pip install --quiet --disable-pip-version-check -r requirements-dev.txt
 	touch $@
 
 # GUNICORN_BIND (default 0.0.0.0:5000) moves it; a taken port is said so at once, naming it.
