@@ -43,7 +43,9 @@ def test_a_request_estimated_over_its_budget_is_refused_before_solving_naming_wh
     zones = {f"Z{i}": zone(f"Z{i}", 24 * 20, i) for i in range(50)}
     job = Job(duration=271 * 60, zones=tuple(zones), earliest_start=T0 + 17,
               latest_start=T0 + 17 * 86400, interruptible=True, min_chunk=120, max_chunks=3)
-    with pytest.raises(TooLarge, match="longer min_chunk, fewer max_chunks or a shorter window"):
+    # Each zone's exact search fits its caps; the 50 of them are over the request's work.
+    with pytest.raises(TooLarge, match="s of solving.*a shorter window, a longer min_chunk or fewer "
+                                       "max_chunks"):
         plan_all([job], zones, T0, Budget(clock=FakeClock()))
     plain = Job(duration=61 * 60, zones=tuple(zones), earliest_start=T0 + 17, latest_start=T0 + 19 * 86400)
     with pytest.raises(TooLarge, match=r"workloads\[0\].*send fewer workloads per request"):
@@ -72,7 +74,7 @@ def test_the_exact_chunk_search_stops_at_the_deadline():
                     Budget(seconds=10, clock=FakeClock(step=1.0)))
 
 
-def test_the_exact_chunk_search_keeps_two_bytes_a_cell():
+def test_the_exact_chunk_search_keeps_a_bit_a_state():
     hours = 24 * 3
     values = np.random.default_rng(2).uniform(50, 500, hours)
     boundaries = T0 + HOUR * np.arange(hours + 1)
@@ -82,8 +84,9 @@ def test_the_exact_chunk_search_keeps_two_bytes_a_cell():
     best_chunks(boundaries, values, 271 * 60, T0, T0 + hours * HOUR, 120, 3)
     peak = tracemalloc.get_traced_memory()[1]
     tracemalloc.stop()
-    assert peak < 2.5 * cells + 4_000_000, (peak, cells)
-    assert MAX_DP_CELLS * 2 <= 32 * 2 ** 20  # so no search passes 32 MiB of tables
+    # Two traceback bits a state (np.packbits), a ring of min_chunk short rows, a few rows.
+    assert peak < 0.3 * cells + 2_000_000, (peak, cells)
+    assert MAX_DP_CELLS // 4 <= 32 * 2 ** 20  # so no search passes 32 MiB of tables
 
 
 def test_the_fleet_gives_a_valid_plan_when_the_deadline_has_passed_at_once():

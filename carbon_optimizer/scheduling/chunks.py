@@ -7,11 +7,25 @@ Chunks are whole minutes: they start and end on the minute grid from the window'
 minute (not from the series start, so a window at 10:17:30 loses nothing), and their cost is the sum
 of the intensity over their minutes. Minutes are grouped into units when every quantity is a whole
 number of a coarser unit (minute_grid), which keeps on-grid windows as cheap as ever. On that grid
-the answer is exact:
+the answer is exact, always (there is no coarser fallback: a search over the bound is refused):
 - `min_chunk` of one unit and no chunk limit: the cheapest `duration / unit` units (a sort);
 - otherwise a dynamic programme over (units seen, units used, chunks used) with two states, "the last
   unit is idle" and "the last unit runs in a chunk already at least `min_chunk` long". A chunk is
   opened `min_chunk` at a time, so no state ever holds a chunk shorter than the minimum.
+
+Why a DP over every unit rather than over the series' breakpoints: an optimum's chunk edges do lie
+on breakpoints or window edges, but also at k x min_chunk from them (chunks held at their minimum),
+and one chain of edges is fixed by the total duration alone, anywhere; the candidates that covers
+are, with 15-minute series and an odd min_chunk, about as many as the minutes, and the "units used"
+dimension stays in minutes either way. What bound the minute DP was memory (two boolean traceback
+tables, 2 bytes a state, and a ring of min_chunk float rows); now the tables hold a bit a state
+(np.packbits per row) and the ring only what a chunk can start from, so memory is about a quarter
+byte a state plus 8 x min_chunk x (duration - min_chunk) x counts bytes, and the loop writes into
+preallocated rows (3x faster than before). Measured (bench/chunks_bench.py): a 1,400-minute run in
+a 2-day window in up to 6 chunks on 1-minute units, 28 M states, 0.09 s and 21 MiB at most.
+The documented exact bound follows from MAX_DP_BYTES: every duration up to 1,440 minutes in a window
+up to 3 days with max_chunks up to 10 and any min_chunk, on 1-minute units, fits (tests/
+test_chunks_exact.py checks it); the request's work cap (cost.py) bounds the CPU of several zones.
 """
 
 from __future__ import annotations
@@ -28,13 +42,13 @@ from carbon_optimizer.scheduling.budget import Budget
 from carbon_optimizer.scheduling.model import Run
 from carbon_optimizer.scheduling.window import best_window, running_integral
 
-# Beyond this many DP cells (units x used units x chunk counts; 2 bytes each) a search is refused:
-# 16 M cells keep its traceback tables within 32 MiB.
-MAX_DP_CELLS = 16_000_000
+# Beyond this many DP states (units x chunk counts x used units; a quarter byte each in the tables,
+# and about 3 ns of CPU: 0.35 s) a search is refused, whatever budget it is given (tools with an
+# unlimited one included); a request's own work cap (cost.py) may refuse less.
+MAX_DP_CELLS = 120_000_000
 # ... and beyond this much working memory in all (dp_bytes: the tables, the ring of the last
-# min_chunk rows, a step's temporaries): a long min_chunk makes the ring the larger part (a 3,899-
-# minute run in 1,949-minute chunks held 93 MB, 61 of them ring). Within the request's memory cap
-# (budget.DEFAULT_MEMORY), with room for the rest of the request.
+# min_chunk rows, a step's rows): within the request's memory cap (budget.DEFAULT_MEMORY), with room
+# for the rest of the request.
 MAX_DP_BYTES = 32 * 2 ** 20
 MINUTE = 60
 
@@ -72,31 +86,12 @@ def minute_grid(boundaries: np.ndarray, duration: int, min_chunk: int, earliest:
     return Grid(first, unit, (last - first) // unit)
 
 
-def series_grid(boundaries: np.ndarray, duration: int, min_chunk: int, earliest: int,
-                deadline: int) -> Grid:
-    """Units of gcd(steps, duration, min_chunk) anchored at the series start, inside the window:
-    coarser than minutes when the window is off that grid, and then not exact (the fallback when
-    the minute grid is too big to search)."""
-    steps = np.unique(np.diff(boundaries).astype(np.int64))
-    unit = _gcd([*steps.tolist(), duration, min_chunk])
-    origin = int(boundaries[0])
-    first = origin + max(0, -(-(earliest - origin) // unit)) * unit
-    last = origin + ((min(deadline, int(boundaries[-1])) - origin) // unit) * unit
-    return Grid(first, unit, max(0, (last - first) // unit))
-
-
 def _search(grid: Grid, duration: int, min_chunk: int, max_chunks: Optional[int]) -> tuple[int, int, bool, int]:
     """(units needed, units in the shortest chunk, whether a sort suffices, DP cells)."""
     need, run = duration // grid.unit, -(-min_chunk // grid.unit)
     if run <= 1 and (max_chunks is None or max_chunks >= need):
         return need, run, True, 0
     return need, run, False, dp_cells(grid.count, need, run, max_chunks)
-
-
-def _fits(grid: Grid, duration: int, min_chunk: int, max_chunks: Optional[int]) -> bool:
-    need, run, _, cells = _search(grid, duration, min_chunk, max_chunks)
-    return cells <= MAX_DP_CELLS and (cells == 0 or dp_bytes(grid.count, need, run, max_chunks)
-                                      <= MAX_DP_BYTES)
 
 
 def search_bytes(grid: Grid, duration: int, min_chunk: int, max_chunks: Optional[int]) -> int:
@@ -108,27 +103,35 @@ def search_bytes(grid: Grid, duration: int, min_chunk: int, max_chunks: Optional
 
 
 def chunk_grid(boundaries: np.ndarray, duration: int, min_chunk: int, earliest: int,
-               deadline: int, max_chunks: Optional[int]) -> Optional[tuple[Grid, bool, int]]:
-    """The grid the chunk search runs on, whether it is exact, and its DP cells (0: a sort).
+               deadline: int, max_chunks: Optional[int]) -> Optional[tuple[Grid, int]]:
+    """The grid the chunk search runs on (always exact: minute_grid) and its DP cells (0: a sort).
 
-    The minute grid (exact) when its tables fit within MAX_DP_CELLS; otherwise the series grid
-    (the answer the search gave before it was exact off that grid; the contiguous search still
-    backs it); TooLarge when neither fits. None when no whole-minute run fits the window.
+    None when no whole-minute run fits the window. Raises TooLarge, naming the numbers and the
+    knobs, when the exact search is over MAX_DP_CELLS or MAX_DP_BYTES (there is no coarser
+    fallback: an answer on a coarser grid would not be exact).
     """
-    exact = minute_grid(boundaries, duration, min_chunk, earliest, deadline)
-    if exact is None:
+    grid = minute_grid(boundaries, duration, min_chunk, earliest, deadline)
+    if grid is None:
         return None
-    if _fits(exact, duration, min_chunk, max_chunks):
-        return exact, True, _search(exact, duration, min_chunk, max_chunks)[3]
-    coarse = series_grid(boundaries, duration, min_chunk, earliest, deadline)
-    if _fits(coarse, duration, min_chunk, max_chunks):
-        return coarse, False, _search(coarse, duration, min_chunk, max_chunks)[3]
-    raise TooLarge(_TOO_LARGE)
+    need, run, _, cells = _search(grid, duration, min_chunk, max_chunks)
+    if cells and (cells > MAX_DP_CELLS or dp_bytes(grid.count, need, run, max_chunks) > MAX_DP_BYTES):
+        raise TooLarge(too_large_message(grid.count, need, run, max_chunks, grid.unit))
+    return grid, cells
 
 
-_TOO_LARGE = ("too many units for an exact interruptible search; use a longer min_chunk, fewer "
-              "max_chunks or a shorter window (a min_chunk near half the duration costs most "
-              "memory: max_chunks 1 is the contiguous search)")
+def too_large_message(units: int, need: int, run: int, max_chunks: Optional[int],
+                      unit: int) -> str:
+    """Why an exact interruptible search is refused: its size, the cap, and what to change."""
+    minutes = unit // MINUTE
+    cells = dp_cells(units, need, run, max_chunks)
+    memory = dp_bytes(units, need, run, max_chunks)
+    chunks = "any number of chunks" if max_chunks is None else f"max_chunks {max_chunks}"
+    return (f"an exact interruptible search of duration {need * minutes:,} min x window "
+            f"{units * minutes:,} min x {chunks} (min_chunk {run * minutes:,} min, on "
+            f"{minutes}-minute steps) needs {cells:,} states and {memory / 2 ** 20:.0f} MiB, more "
+            f"than {MAX_DP_CELLS:,} states or {MAX_DP_BYTES // 2 ** 20} MiB: use a longer "
+            "min_chunk, fewer max_chunks or a shorter window (or a window and min_chunk in whole "
+            "hours, searched in hours); max_chunks 1 is the contiguous search")
 
 
 def unit_costs(boundaries: np.ndarray, values: np.ndarray, grid: Grid) -> np.ndarray:
@@ -161,62 +164,82 @@ def cheapest_units(costs: np.ndarray, need: int, min_run: int, max_runs: Optiona
     return _dp(costs, need, max(1, min_run), max_runs, budget)
 
 
+def dp_shape(total: int, need: int, min_run: int, max_runs: Optional[int]) -> tuple[int, int]:
+    """(chunk counts kept, ring rows' columns) of the exact search: counts 0..max_runs (at most
+    need // min_run chunks fit), or one level when the count is free."""
+    m = max(1, min_run)
+    k_size = min(max_runs, need // m) + 1 if max_runs is not None else 1
+    return k_size, max(0, need + 1 - m)
+
+
 def dp_cells(total: int, need: int, min_run: int, max_runs: Optional[int]) -> int:
-    """Cells of the exact search's traceback tables (2 bytes a cell)."""
-    k_size = min(max_runs, need // max(1, min_run)) + 1 if max_runs is not None else 1
-    return (total + 1) * k_size * (need + 1)
+    """States of the exact search: (units + 1) x chunk counts x (units used + 1); its work."""
+    return (total + 1) * dp_shape(total, need, min_run, max_runs)[0] * (need + 1)
 
 
 def dp_bytes(total: int, need: int, min_run: int, max_runs: Optional[int]) -> int:
-    """All of _dp's working memory, bytes at its peak: the two boolean traceback tables, the ring
-    of min_run + 1 float rows, about ten row-sized float temporaries a step, and the prefix sums
-    and mask over the units."""
-    k_size = min(max_runs, need // max(1, min_run)) + 1 if max_runs is not None else 1
+    """All of _dp's working memory, bytes at its peak: the two traceback tables (a bit a state),
+    the ring of the last min_run rows a new chunk starts from (only the counts and units used a
+    chunk can still be added to), six row-sized float buffers and a step's temporaries, and the
+    prefix sums and mask over the units."""
+    k_size, ring_columns = dp_shape(total, need, min_run, max_runs)
+    sources = k_size - (max_runs is not None)
     row = k_size * (need + 1)
-    return 2 * (total + 1) * row + 8 * (max(1, min_run) + 1) * row + 80 * row + 24 * (total + 1)
+    packed = k_size * ((need + 8) // 8)
+    return (2 * (total + 1) * packed + 8 * max(1, min_run) * sources * ring_columns
+            + 8 * 10 * row + 24 * (total + 1))
+
+
+def _bit(table: np.ndarray, t: int, k: int, j: int) -> bool:
+    return bool((table[t, k, j >> 3] >> (7 - (j & 7))) & 1)
 
 
 def _dp(costs: np.ndarray, need: int, m: int, max_runs: Optional[int],
         budget: Optional[Budget] = None) -> Optional[np.ndarray]:
     total = len(costs)
     limited = max_runs is not None
-    k_size = min(max_runs, need // m) + 1 if limited else 1
+    k_size, columns = dp_shape(total, need, m, max_runs)
     if k_size < 1 + limited or m > need:
         return None
-    if dp_cells(total, need, m, max_runs) > MAX_DP_CELLS or \
-            dp_bytes(total, need, m, max_runs) > MAX_DP_BYTES:
-        raise TooLarge(_TOO_LARGE)
+    cells = dp_cells(total, need, m, max_runs)
+    if cells > MAX_DP_CELLS or dp_bytes(total, need, m, max_runs) > MAX_DP_BYTES:
+        raise TooLarge(too_large_message(total, need, m, max_runs, MINUTE))
     inf = np.inf
     prefix = np.concatenate(([0.0], np.cumsum(costs)))
-    # Costs of "idle after unit t" are read back at most m units, so m + 1 rows are kept (a ring);
-    # only the two traceback tables span every unit, as booleans.
-    ring = np.full((m + 1, k_size, need + 1), inf)
-    ring[0, 0, 0] = 0.0
-    on = np.full((k_size, need + 1), inf)
-    off_from_on = np.zeros((total + 1, k_size, need + 1), dtype=bool)
-    on_is_new = np.zeros((total + 1, k_size, need + 1), dtype=bool)
+    sources = k_size - limited  # the last count cannot open another chunk
+    # off[k, j]: least cost with units 0..t decided, the last idle (or none yet), k chunks, j used;
+    # on: the same with the last unit in a chunk already at least m long.
+    off = np.full((k_size, need + 1), inf)
+    off[0, 0] = 0.0
+    on = np.full_like(off, inf)
+    extend = np.full_like(off, inf)  # column 0 stays inf: no chunk has used no unit
+    new = np.full_like(off, inf)     # count 0 (limited) and columns < m stay inf
+    from_on = np.empty(off.shape, dtype=bool)
+    is_new = np.empty(off.shape, dtype=bool)
+    # A new chunk ending at unit t starts from the idle row t + 1 - m: the last m idle rows are
+    # kept, only the part a chunk can start from (m of them: the slot read is the one written next).
+    ring = np.empty((m, sources, columns))
+    ring[0] = off[:sources, :columns]
+    # Traceback: for each row, a bit a state (np.packbits along units used): 8x less than bools.
+    width = (need + 8) // 8
+    off_from_on = np.zeros((total + 1, k_size, width), dtype=np.uint8)
+    on_is_new = np.zeros((total + 1, k_size, width), dtype=np.uint8)
+    first = 1 if limited else 0
     for t in range(total):  # unit t decided; row t + 1 describes units 0..t
         if budget is not None and t % 256 == 0:
             budget.check()
-        current = ring[t % (m + 1)]
-        from_on = on < current
-        off_next = np.where(from_on, on, current)
-        off_from_on[t + 1] = from_on
-        extend = np.full_like(on, inf)
-        extend[:, 1:] = on[:, :-1] + costs[t]
-        new = np.full_like(on, inf)
-        if t + 1 - m >= 0:
-            block = prefix[t + 1] - prefix[t + 1 - m]
-            source = ring[(t + 1 - m) % (m + 1)]  # row t + 1 - m, not yet overwritten
-            if limited:
-                new[1:, m:] = source[:-1, :-m] + block
-            else:
-                new[:, m:] = source[:, :-m] + block
-        ring[(t + 1) % (m + 1)] = off_next
-        is_new = new < extend
-        on = np.where(is_new, new, extend)
-        on_is_new[t + 1] = is_new
-    final_off, final_on = ring[total % (m + 1)][:, need], on[:, need]
+        np.add(on[:, :-1], costs[t], out=extend[:, 1:])
+        slot = (t + 1) % m
+        if t + 1 >= m:
+            np.add(ring[slot], prefix[t + 1] - prefix[t + 1 - m], out=new[first:, m:])
+        np.less(on, off, out=from_on)
+        np.minimum(off, on, out=off)  # row t + 1: unit t idle, after a chunk or idle
+        ring[slot] = off[:sources, :columns]
+        np.less(new, extend, out=is_new)
+        np.minimum(new, extend, out=on)
+        off_from_on[t + 1] = np.packbits(from_on, axis=-1)
+        on_is_new[t + 1] = np.packbits(is_new, axis=-1)
+    final_off, final_on = off[:, need], on[:, need]
     best_k_off, best_k_on = int(np.argmin(final_off)), int(np.argmin(final_on))
     if min(final_off[best_k_off], final_on[best_k_on]) == inf:
         return None
@@ -225,10 +248,10 @@ def _dp(costs: np.ndarray, need: int, m: int, max_runs: Optional[int],
     mask = np.zeros(total, dtype=bool)
     while t > 0:
         if not running:  # unit t - 1 idle; before it, a chunk or idle
-            running = bool(off_from_on[t, k, j])
+            running = _bit(off_from_on, t, k, j)
             t -= 1
             continue
-        if on_is_new[t, k, j]:
+        if _bit(on_is_new, t, k, j):
             mask[t - m:t] = True
             t, j, running = t - m, j - m, False
             k -= 1 if limited else 0
@@ -276,7 +299,7 @@ def best_chunks(boundaries: np.ndarray, values: np.ndarray, duration: int, earli
     plan = Run(0, chunks, float(costs[mask].sum() * grid.unit / duration))
     if contiguous is not None and contiguous.mean_intensity < plan.mean_intensity - 1e-9 * max(
             1.0, abs(plan.mean_intensity)):
-        return contiguous  # only when the search ran on the coarse grid
+        return contiguous  # the DP is exact; this guards against a rounding tie only
     return plan
 
 

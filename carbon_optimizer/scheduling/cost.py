@@ -19,8 +19,8 @@ from carbon_optimizer.scheduling.window_batch import pass_candidates
 
 # Work in budget units (about 10 ns each here; measured by bench/worst_requests.py): a window
 # search over n points about 2,500 + 5 n; a chunk search 5,000 + 5 n for its contiguous fallback,
-# plus 1,000 a unit (the DP's Python loop) and 2 a cell for an exact search, or 4,000 + 40 a unit
-# for a sort; the fleet's first plan 10 per (job, zone, start); the fleet's later passes and its
+# plus DP_WORK_PER_UNIT a unit (the DP's Python loop) and DP_WORK_PER_CELL a state for an exact
+# search, or 4,000 + 40 a unit for a sort; the fleet's first plan 10 per (job, zone, start); the fleet's later passes and its
 # exact model take only what the deadline leaves (an anytime search: it may use all of it).
 # Memory in bytes at the request's peak, everything it holds counted (tests/
 # test_worst_request_search.py checks the estimate against tracemalloc and RSS): the request, its
@@ -42,6 +42,11 @@ _EDGE_WORK_PER_WORKLOAD = 15_000
 _EDGE_WORK_PER_LOCATION = 300
 _SERIES_WORK = 30_000              # a zone's forecast, from a cache or the demo
 _EXTENSION_WORK = 300_000          # estimates past it, from its history (measured ~2 ms a zone)
+# The chunk DP (chunks._dp), measured by bench/chunks_bench.py: about 8 us a unit of its loop and
+# 2.7 ns a state (0.09 s for 2,880 units x 7 counts x 1,401 minutes used); about twice that is
+# counted, as for the other searches, since the machine is shared.
+DP_WORK_PER_UNIT = 1_500
+DP_WORK_PER_CELL = 1
 # Candidate starts the planner's batched window search takes in one pass: bounds the pass's arrays
 # (_PASS_CANDIDATE_BYTES each: 5 MB) when a batch is large, and how long it runs between two looks
 # at the deadline.
@@ -61,11 +66,12 @@ def _cost(job: Job, zone: ZoneSeries) -> Cost:
             found = chunk_grid(series.boundaries(), job.duration, min_chunk, job.earliest_start,
                                job.latest_end, job.max_chunks)
             if found is not None:
-                grid, _, cells = found
+                grid, cells = found
                 memory = search_bytes(grid, job.duration, min_chunk, job.max_chunks)
                 if cells == 0:
                     return Cost(9_000 + 5 * points + 40 * grid.count, memory).then(contiguous)
-                return Cost(5_000 + 5 * points + 1_000 * grid.count + 2 * cells, memory).then(contiguous)
+                return Cost(5_000 + 5 * points + DP_WORK_PER_UNIT * grid.count
+                            + DP_WORK_PER_CELL * cells, memory).then(contiguous)
         return contiguous
     return window
 
