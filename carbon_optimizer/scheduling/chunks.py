@@ -126,12 +126,14 @@ def too_large_message(units: int, need: int, run: int, max_chunks: Optional[int]
     cells = dp_cells(units, need, run, max_chunks)
     memory = dp_bytes(units, need, run, max_chunks)
     chunks = "any number of chunks" if max_chunks is None else f"max_chunks {max_chunks}"
+    over = [f"{cells:,} states (more than {MAX_DP_CELLS:,})"] if cells > MAX_DP_CELLS else []
+    if memory > MAX_DP_BYTES:
+        over.append(f"{memory / 2 ** 20:,.1f} MiB (more than {MAX_DP_BYTES / 2 ** 20:g} MiB)")
     return (f"an exact interruptible search of duration {need * minutes:,} min x window "
             f"{units * minutes:,} min x {chunks} (min_chunk {run * minutes:,} min, on "
-            f"{minutes}-minute steps) needs {cells:,} states and {memory / 2 ** 20:.0f} MiB, more "
-            f"than {MAX_DP_CELLS:,} states or {MAX_DP_BYTES // 2 ** 20} MiB: use a longer "
-            "min_chunk, fewer max_chunks or a shorter window (or a window and min_chunk in whole "
-            "hours, searched in hours); max_chunks 1 is the contiguous search")
+            f"{minutes}-minute steps) needs {' and '.join(over)}: use a longer min_chunk, fewer "
+            "max_chunks or a shorter window (or a window and min_chunk in whole hours, searched in "
+            "hours); max_chunks 1 is the contiguous search")
 
 
 def unit_costs(boundaries: np.ndarray, values: np.ndarray, grid: Grid) -> np.ndarray:

@@ -134,7 +134,10 @@ class Workload(BaseModel):
     max_delay: Optional[IsoDuration] = Field(None, description="latest start, after earliest_start")
     power_kw: Optional[float] = Field(None, gt=0, le=1e6, allow_inf_nan=False)
     energy_kwh: Optional[float] = Field(None, gt=0, le=1e9, allow_inf_nan=False)
-    interruptible: StrictBool = Field(False, description="may run in chunks; the answer lists them")
+    interruptible: StrictBool = Field(
+        False, description="may run in chunks; the answer lists them (the exact optimum over whole "
+                           "minutes; a search over its documented bound, about a day's run in a "
+                           "3-day window in 10 chunks, is refused 422 too_large naming the knobs)")
     min_chunk: Optional[Duration] = Field(None, description="shortest chunk; default: the forecast step")
     max_chunks: Optional[StrictInt] = Field(None, ge=1, le=1000, description="most chunks allowed")
     extend_horizon: StrictBool = Field(
