@@ -90,6 +90,7 @@ bench: $(VENV)/.dev
 	$(call bench_run,request_cpu_no_limiter,bench/request_cpu.py --requests 1000 --no-rate-limit)
 	$(call bench_run,soak,bench/soak.py)
 	$(call bench_run,fleet,bench/fleet_bench.py)
+	$(call bench_run,chunks,bench/chunks_bench.py --json $(BENCH_OUT)/chunks.json)
 	$(call bench_run,worst_requests,bench/worst_requests.py)
 	$(call bench_run,worst_requests_at_once,bench/worst_requests.py --at-once 20)
 	$(call bench_run,slow_clients,bench/slow_clients.py)
