@@ -178,6 +178,20 @@ def test_two_day_windows_at_arbitrary_seconds_are_the_optimum(seed, duration, mi
                     reference_dp)
 
 
+@pytest.mark.parametrize("seed, duration, slack, min_chunk, max_chunks", [
+    (4, 301, 37, 23, 4), (5, 419, 3, 7, None), (6, 233, 233, 11, 3), (7, 150, 151, 75, 2)])
+def test_windows_barely_longer_than_the_run_are_the_optimum(seed, duration, slack, min_chunk,
+                                                            max_chunks):
+    # Slack (window minus duration) below, at and just above the duration: the search's band of
+    # "minutes used" is narrower than the duration, at its edges.
+    rng = np.random.default_rng(400 + seed)
+    boundaries, values = series(14, 15, seed, offset=int(rng.integers(0, 900)))
+    earliest = int(boundaries[0]) + int(rng.integers(1, 3600))
+    deadline = earliest + (duration + slack) * MINUTE + int(rng.integers(1, 59))
+    solve_and_check(boundaries, values, duration, earliest, deadline, min_chunk, max_chunks,
+                    reference_dp)
+
+
 def one_zone(boundaries, values, step_minutes):
     forecast = ForecastSeries(zone="Z", start=from_epoch(int(boundaries[0])),
                               step_seconds=step_minutes * MINUTE, values=values, provider="test")
@@ -233,6 +247,20 @@ def test_the_documented_exact_bound_is_within_the_budget_for_any_min_chunk(max_c
                   min_chunk=min_chunk * MINUTE, max_chunks=max_chunks, extend_horizon=False)
         cost = estimate([job], zones, budget)
         assert cost.work <= budget.work and cost.memory <= budget.memory, min_chunk
+
+
+@pytest.mark.parametrize("min_chunk", [1, 60, 61, 180])
+def test_a_three_day_run_in_a_four_day_window_is_within_the_budget(min_chunk):
+    # Longer runs with less slack: the band of minutes used is the slack's, not the duration's.
+    boundaries, values = series(100, 60, 8)
+    earliest = T0 + 2_222
+    deadline = earliest + 4 * 24 * 3600
+    job = Job(duration=3 * 1_440 * MINUTE, zones=("Z",), earliest_start=earliest,
+              latest_start=deadline - 3 * 1_440 * MINUTE, interruptible=True,
+              min_chunk=min_chunk * MINUTE, max_chunks=6, extend_horizon=False)
+    budget = Budget()
+    cost = estimate([job], one_zone(boundaries, values, 60), budget)
+    assert cost.work <= budget.work and cost.memory <= budget.memory
 
 
 def test_a_search_beyond_the_bound_is_refused_naming_its_numbers_and_knobs():

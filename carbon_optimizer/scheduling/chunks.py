@@ -18,16 +18,20 @@ on breakpoints or window edges, but also at k x min_chunk from them (chunks held
 and one chain of edges is fixed by the total duration alone, anywhere. With a 15-minute series and
 an odd min_chunk that is about 192 breakpoints in 2 days x 13 offsets for 6 chunks, ~2,500
 candidates against 2,880 minutes, plus the free chain, and the "units used" dimension stays in
-minutes either way: no smaller, and harder to get right. What bound the minute DP was memory (two boolean traceback
-tables, 2 bytes a state, and a ring of min_chunk float rows); now the tables hold a bit a state
-(np.packbits per row) and the ring only what a chunk can start from, so memory is about a quarter
-byte a state plus 8 x min_chunk x (duration - min_chunk) x counts bytes, and the loop writes into
-preallocated rows (3x faster than before). Measured (bench/chunks_bench.py): a 1,400-minute run in
-a 2-day window in up to 6 chunks on 1-minute units, 28 M states: 0.09 s, 8.5 MiB (21 MiB at the
-worst min_chunk, 240 minutes).
+minutes either way: no smaller, and harder to get right.
+What bound the minute DP was memory (two boolean traceback tables, 2 bytes a state, and a ring of
+min_chunk float rows). Now the tables hold a bit a state (np.packbits per row), each row keeps only
+its band of "units used" (between need - units left and units seen: min(duration, slack) + 1
+values, so a window barely longer than the run is cheap), the ring only what a chunk can start
+from, and the loop writes into preallocated rows. Memory is about a quarter byte a state plus
+8 x min_chunk x min(duration - min_chunk, slack) x counts bytes. Measured (bench/chunks_bench.py):
+a 1,400-minute run in a 2-day window in up to 6 chunks on 1-minute units, 28 M states: 0.1-0.15 s,
+8.4 MiB (20 MiB at the worst min_chunk, 233 minutes).
 The documented exact bound follows from MAX_DP_BYTES: every duration up to 1,440 minutes in a window
-up to 3 days with max_chunks up to 10 and any min_chunk, on 1-minute units, fits (tests/
-test_chunks_exact.py checks it); the request's work cap (cost.py) bounds the CPU of several zones.
+up to 3 days with max_chunks up to 10 and any min_chunk, on 1-minute units, fits, and so do longer
+runs with less slack (a 3-day run in a 4-day window in up to 6 chunks of an hour or more: 20 MiB);
+tests/test_chunks_exact.py checks both. The request's work cap (cost.py) bounds the CPU of several
+zones.
 """
 
 from __future__ import annotations
@@ -44,9 +48,9 @@ from carbon_optimizer.scheduling.budget import Budget
 from carbon_optimizer.scheduling.model import Run
 from carbon_optimizer.scheduling.window import best_window, running_integral
 
-# Beyond this many DP states (units x chunk counts x used units; a quarter byte each in the tables,
-# and about 3 ns of CPU: 0.35 s) a search is refused, whatever budget it is given (tools with an
-# unlimited one included); a request's own work cap (cost.py) may refuse less.
+# Beyond this many DP states (units x chunk counts x band of used units; a quarter byte each in
+# the tables, and about 3 ns of CPU: 0.4 s) a search is refused, whatever budget it is given (tools
+# with an unlimited one included); a request's own work cap (cost.py) may refuse less.
 MAX_DP_CELLS = 120_000_000
 # ... and beyond this much working memory in all (dp_bytes: the tables, the ring of the last
 # min_chunk rows, a step's rows): within the request's memory cap (budget.DEFAULT_MEMORY), with room
@@ -168,30 +172,36 @@ def cheapest_units(costs: np.ndarray, need: int, min_run: int, max_runs: Optiona
     return _dp(costs, need, max(1, min_run), max_runs, budget)
 
 
-def dp_shape(total: int, need: int, min_run: int, max_runs: Optional[int]) -> tuple[int, int]:
-    """(chunk counts kept, ring rows' columns) of the exact search: counts 0..max_runs (at most
-    need // min_run chunks fit), or one level when the count is free."""
+def dp_shape(total: int, need: int, min_run: int, max_runs: Optional[int]) -> tuple[int, int, int]:
+    """(chunk counts kept, band width, ring columns) of the exact search. Counts 0..max_runs (at
+    most need // min_run chunks fit), or one level when the count is free. The band: after r of
+    `total` units, a state that can still end with `need` used has used between need - (total - r)
+    and r of them, so each row keeps min(need, total - need) + 1 values of "units used", not
+    need + 1 (a window barely longer than the run is cheap). The ring keeps, of a row's band, what
+    a chunk can still start from (at most need - min_run used)."""
     m = max(1, min_run)
     k_size = min(max_runs, need // m) + 1 if max_runs is not None else 1
-    return k_size, max(0, need + 1 - m)
+    width = max(1, min(need, total - need) + 1)
+    return k_size, width, max(0, min(need + 1 - m, width))
 
 
 def dp_cells(total: int, need: int, min_run: int, max_runs: Optional[int]) -> int:
-    """States of the exact search: (units + 1) x chunk counts x (units used + 1); its work."""
-    return (total + 1) * dp_shape(total, need, min_run, max_runs)[0] * (need + 1)
+    """States of the exact search: (units + 1) x chunk counts x band width; its work."""
+    k_size, width, _ = dp_shape(total, need, min_run, max_runs)
+    return (total + 1) * k_size * width
 
 
 def dp_bytes(total: int, need: int, min_run: int, max_runs: Optional[int]) -> int:
     """All of _dp's working memory, bytes at its peak: the two traceback tables (a bit a state),
     the ring of the last min_run rows a new chunk starts from (only the counts and units used a
-    chunk can still be added to), six row-sized float buffers and a step's temporaries, and the
-    prefix sums and mask over the units."""
-    k_size, ring_columns = dp_shape(total, need, min_run, max_runs)
+    chunk can still be added to), eight row-sized float buffers (four used, none made in the loop),
+    the two boolean rows, and the prefix sums and mask over the units."""
+    k_size, width, ring_columns = dp_shape(total, need, min_run, max_runs)
     sources = k_size - (max_runs is not None)
     row = k_size * (need + 1)
-    packed = k_size * ((need + 8) // 8)
+    packed = k_size * ((width + 7) // 8)
     return (2 * (total + 1) * packed + 8 * max(1, min_run) * sources * ring_columns
-            + 8 * 10 * row + 24 * (total + 1))
+            + 8 * 8 * row + 2 * k_size * (need + 1 + width) + 24 * (total + 1))
 
 
 def _bit(table: np.ndarray, t: int, k: int, j: int) -> bool:
@@ -202,8 +212,8 @@ def _dp(costs: np.ndarray, need: int, m: int, max_runs: Optional[int],
         budget: Optional[Budget] = None) -> Optional[np.ndarray]:
     total = len(costs)
     limited = max_runs is not None
-    k_size, columns = dp_shape(total, need, m, max_runs)
-    if k_size < 1 + limited or m > need:
+    k_size, width, columns = dp_shape(total, need, m, max_runs)
+    if k_size < 1 + limited or m > need or need > total:
         return None
     cells = dp_cells(total, need, m, max_runs)
     if cells > MAX_DP_CELLS or dp_bytes(total, need, m, max_runs) > MAX_DP_BYTES:
@@ -212,37 +222,55 @@ def _dp(costs: np.ndarray, need: int, m: int, max_runs: Optional[int],
     prefix = np.concatenate(([0.0], np.cumsum(costs)))
     sources = k_size - limited  # the last count cannot open another chunk
     # off[k, j]: least cost with units 0..t decided, the last idle (or none yet), k chunks, j used;
-    # on: the same with the last unit in a chunk already at least m long.
+    # on: the same with the last unit in a chunk already at least m long. Full rows, but each step
+    # reads and writes only its band [lo, hi] of j: values outside it are never read (a column
+    # enters the band from above still inf, as it was never written, and leaves it from below).
     off = np.full((k_size, need + 1), inf)
     off[0, 0] = 0.0
     on = np.full_like(off, inf)
     extend = np.full_like(off, inf)  # column 0 stays inf: no chunk has used no unit
     new = np.full_like(off, inf)     # count 0 (limited) and columns < m stay inf
-    from_on = np.empty(off.shape, dtype=bool)
-    is_new = np.empty(off.shape, dtype=bool)
-    # A new chunk ending at unit t starts from the idle row t + 1 - m: the last m idle rows are
+    from_on = np.zeros((k_size, need + 1 + width), dtype=bool)  # padded: a band's bits from lo
+    is_new = np.zeros_like(from_on)
+    # A new chunk ending at unit t starts from the idle row t + 1 - m: the last m rows' bands are
     # kept, only the part a chunk can start from (m of them: the slot read is the one written next).
     ring = np.empty((m, sources, columns))
-    ring[0] = off[:sources, :columns]
-    # Traceback: for each row, a bit a state (np.packbits along units used): 8x less than bools.
-    width = (need + 8) // 8
-    off_from_on = np.zeros((total + 1, k_size, width), dtype=np.uint8)
-    on_is_new = np.zeros((total + 1, k_size, width), dtype=np.uint8)
+    ring[0, :, :1] = off[:sources, :1]
+    # Traceback: for each row, a bit a state of its band (np.packbits): 8x less than bools.
+    bytes_wide = (width + 7) // 8
+    off_from_on = np.zeros((total + 1, k_size, bytes_wide), dtype=np.uint8)
+    on_is_new = np.zeros((total + 1, k_size, bytes_wide), dtype=np.uint8)
     first = 1 if limited else 0
+    slack = total - need
+    add, less, minimum, packbits = np.add, np.less, np.minimum, np.packbits  # the loop's calls
+    ring_top = need - m  # the most units used a new chunk can start from
     for t in range(total):  # unit t decided; row t + 1 describes units 0..t
         if budget is not None and t % 256 == 0:
             budget.check()
-        np.add(on[:, :-1], costs[t], out=extend[:, 1:])
-        slot = (t + 1) % m
-        if t + 1 >= m:
-            np.add(ring[slot], prefix[t + 1] - prefix[t + 1 - m], out=new[first:, m:])
-        np.less(on, off, out=from_on)
-        np.minimum(off, on, out=off)  # row t + 1: unit t idle, after a chunk or idle
-        ring[slot] = off[:sources, :columns]
-        np.less(new, extend, out=is_new)
-        np.minimum(new, extend, out=on)
-        off_from_on[t + 1] = np.packbits(from_on, axis=-1)
-        on_is_new[t + 1] = np.packbits(is_new, axis=-1)
+        r = t + 1
+        lo = r - slack if r > slack else 0
+        hi = r if r < need else need
+        a = lo if lo else 1
+        add(on[:, a - 1:hi], costs[t], out=extend[:, a:hi + 1])
+        slot = r % m
+        if r >= m:
+            s = r - m
+            lo_s = s - slack if s > slack else 0
+            w = (s if s < ring_top else ring_top) - lo_s + 1
+            if w > 0:
+                add(ring[slot, :, :w], prefix[r] - prefix[s], out=new[first:, lo_s + m:lo_s + m + w])
+        b = hi + 1
+        off_band, on_band = off[:, lo:b], on[:, lo:b]
+        less(on_band, off_band, out=from_on[:, :b - lo])
+        minimum(off_band, on_band, out=off_band)  # row r: unit t idle, after a chunk or idle
+        w = (hi if hi < ring_top else ring_top) - lo + 1
+        if w > 0:
+            ring[slot, :, :w] = off[:sources, lo:lo + w]
+        new_band, extend_band = new[:, lo:b], extend[:, lo:b]
+        less(new_band, extend_band, out=is_new[:, :b - lo])
+        minimum(new_band, extend_band, out=on_band)
+        off_from_on[r] = packbits(from_on[:, :width], axis=-1)
+        on_is_new[r] = packbits(is_new[:, :width], axis=-1)
     final_off, final_on = off[:, need], on[:, need]
     best_k_off, best_k_on = int(np.argmin(final_off)), int(np.argmin(final_on))
     if min(final_off[best_k_off], final_on[best_k_on]) == inf:
@@ -251,11 +279,12 @@ def _dp(costs: np.ndarray, need: int, m: int, max_runs: Optional[int],
     k, j, t = (best_k_on if running else best_k_off), need, total
     mask = np.zeros(total, dtype=bool)
     while t > 0:
+        at = j - max(0, t - slack)  # the state's place in its row's band
         if not running:  # unit t - 1 idle; before it, a chunk or idle
-            running = _bit(off_from_on, t, k, j)
+            running = _bit(off_from_on, t, k, at)
             t -= 1
             continue
-        if _bit(on_is_new, t, k, j):
+        if _bit(on_is_new, t, k, at):
             mask[t - m:t] = True
             t, j, running = t - m, j - m, False
             k -= 1 if limited else 0

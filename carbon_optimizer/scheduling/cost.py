@@ -42,10 +42,10 @@ _EDGE_WORK_PER_WORKLOAD = 15_000
 _EDGE_WORK_PER_LOCATION = 300
 _SERIES_WORK = 30_000              # a zone's forecast, from a cache or the demo
 _EXTENSION_WORK = 300_000          # estimates past it, from its history (measured ~2 ms a zone)
-# The chunk DP (chunks._dp), measured by bench/chunks_bench.py: about 8 us a unit of its loop and
-# 2.7 ns a state (0.09 s for 2,880 units x 7 counts x 1,401 minutes used); about twice that is
-# counted, as for the other searches, since the machine is shared.
-DP_WORK_PER_UNIT = 1_500
+# The chunk DP (chunks._dp), measured by bench/chunks_bench.py: about 10 us a unit of its loop
+# (17 us with two other jobs on the machine) and 2-4 ns a state of its band (0.1 s for 2,880 units
+# x 7 counts x 1,401 minutes used); about twice that is counted, as for the other searches.
+DP_WORK_PER_UNIT = 2_000
 DP_WORK_PER_CELL = 1
 # Candidate starts the planner's batched window search takes in one pass: bounds the pass's arrays
 # (_PASS_CANDIDATE_BYTES each: 5 MB) when a batch is large, and how long it runs between two looks
