@@ -203,3 +203,21 @@ def test_the_stated_coverage_holds_on_the_recorded_exports_per_zone(duration, sp
         coverage, stated = _realised_coverage(series.values, zone, duration, span, pieces, 97)
         assert stated >= 60
         assert ERROR_COVERAGE - 0.08 <= coverage <= ERROR_COVERAGE + 0.08, (zone, coverage, stated)
+
+
+def test_a_run_wider_than_what_enough_origins_measured_folds_onto_the_furthest_stretch():
+    """Chunks over more leads than enough origins reached: the run's leads fold onto the furthest
+    measured stretch (its time there added up), never an error or a mismatch of shapes."""
+    rng = np.random.default_rng(4)
+    known = 200 + rng.normal(0, 30, 120)
+    origins = np.arange(48, 120, 3)
+    signed = np.full((len(origins), 40), np.nan)
+    for row, origin in enumerate(origins):
+        reach = min(40, 120 - origin)
+        signed[row, :reach] = rng.normal(0, 10, reach)
+    replay = ErrorReplay(signed, known=known, origins=origins)
+    leads = np.arange(0, 40, 3)
+    for pieces in (True, False):
+        got = replay.run_error(leads, np.full(len(leads), 3600.0), 3600.0 * len(leads), 0.9,
+                               (0, 40), pieces, 24, 30)
+        assert np.isfinite(got) and got >= 0

@@ -165,7 +165,7 @@ class ErrorReplay:
 
     def run_error(self, leads: np.ndarray, seconds: np.ndarray, total: float, coverage: float,
                   span: Optional[tuple[int, int]] = None, pieces: bool = False,
-                  inside_points: int = 0) -> float:
+                  inside_points: int = 0, run_points: int = 0, strict: bool = False) -> float:
         """The stated error (gCO2eq/kWh, >= 0) of a run's mean whose estimated part spends
         `seconds[i]` at lead `leads[i]` (of `total` seconds in all): the conformal quantile at
         `coverage` of each origin's signed error of the mean of the same choice replayed there.
@@ -176,8 +176,11 @@ class ErrorReplay:
         estimates over the same span, the block of the same width with the lowest mean (for
         `pieces`: the same number of leads with the lowest estimates), and its error there counts.
         And only the origins where that choice would have been made count: where the replayed
-        estimates beat the best the origin's own last `inside_points` points offered (the analogue
-        of the forecast, whose best run the estimates must beat). A run is taken on estimates when
+        estimates beat what the origin's own last `inside_points` points offered (the analogue of
+        the forecast): its best block of the same width, or for `pieces` the costliest `count` of
+        the `run_points` cleanest (the hours of a run of that many points that the estimated
+        hours would displace); `strict`: the cleanest `count` of them (the estimates beat the
+        forecast's best hours: the origins where trusting them tempted most). A run is taken on estimates when
         they look better than the forecast, which is when they are more often wrong.
         Leads past what enough origins measured are taken from the furthest stretch that enough
         did (the span shifted back as a block: errors grow with the lead, so this is the nearest
@@ -196,10 +199,13 @@ class ErrorReplay:
         lo, hi = min(lo, int(leads.min())), max(hi, int(leads.max()) + 1)
         shift = max(0, hi - 1 - furthest)
         lo, hi = max(0, lo - shift), hi - shift
-        at = np.maximum(leads - shift, lo) - lo        # positions inside [lo, hi)
+        # Positions inside [lo, hi); a run wider than what enough origins measured folds onto its
+        # first lead (its seconds there added up).
+        at, fold = np.unique(np.maximum(leads - shift, lo) - lo, return_inverse=True)
+        seconds = np.bincount(fold.ravel(), weights=seconds, minlength=len(at))
         rows = reach >= hi
         errors = self.signed[rows, lo:hi]
-        if self.known is None or self.origins is None or hi - lo <= len(np.unique(at)):
+        if self.known is None or self.origins is None or hi - lo <= len(at):
             chosen = errors[:, at] @ seconds / total   # no choice to replay
             return max(0.0, conformal(chosen, coverage))
         origins = self.origins[rows]
@@ -219,16 +225,20 @@ class ErrorReplay:
             chosen = ((error_sums[row, picked + count] - error_sums[row, picked]) / count
                       * seconds.sum() / total)
         if inside_points >= count:
-            chosen = chosen[looked < self._inside_best(origins, inside_points, count, pieces)]
+            chosen = chosen[looked < self._inside_best(origins, inside_points, count, pieces,
+                                                       count if strict else max(count, run_points))]
         return max(0.0, conformal(chosen, coverage))
 
-    def _inside_best(self, origins: np.ndarray, points: int, count: int, pieces: bool) -> np.ndarray:
-        """Per origin, the lowest mean of `count` of the `points` known just before it (a block,
-        or any `count` of them for pieces): what the forecast offered, in that origin's replay."""
+    def _inside_best(self, origins: np.ndarray, points: int, count: int, pieces: bool,
+                     run_points: int) -> np.ndarray:
+        """Per origin, what the `points` known just before it (the forecast's analogue) offered
+        against `count` estimated points: the lowest mean of a block of `count`; for pieces, the
+        mean of the costliest `count` of the cleanest `run_points` (those a run would give up)."""
         assert self.known is not None
         before = self.known[np.maximum(origins[:, None] - points + np.arange(points)[None, :], 0)]
         if pieces:
-            return np.sort(before, axis=1)[:, :count].mean(axis=1)
+            kept = np.sort(before, axis=1)[:, :min(points, run_points)]
+            return kept[:, -count:].mean(axis=1)
         sums = np.cumsum(np.pad(before, ((0, 0), (1, 0))), axis=1)
         return (sums[:, count:] - sums[:, :-count]).min(axis=1) / count
 

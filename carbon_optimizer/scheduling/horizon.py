@@ -127,7 +127,8 @@ def _leads(intervals, forecast_end: int, step: int) -> tuple[np.ndarray, np.ndar
 
 def run_error(intervals, forecast_end: int, step: int, errors: Optional[ErrorReplay],
               coverage: float = ERROR_COVERAGE, window: Optional[tuple[int, int]] = None,
-              pieces: bool = False, inside_points: int = 0) -> float:
+              pieces: bool = False, inside_points: int = 0, run_points: int = 0,
+              strict: bool = False) -> float:
     """The stated error (gCO2eq/kWh) of the mean intensity over `intervals` from their part past
     `forecast_end`: the conformal quantile at `coverage` of the replayed errors of that mean,
     the choice replayed over the estimates of `window` (epoch seconds the search could choose
@@ -143,7 +144,8 @@ def run_error(intervals, forecast_end: int, step: int, errors: Optional[ErrorRep
     if window is not None:
         first = max(0, (window[0] - forecast_end) // step)
         span = (first, max(first + 1, -(-(window[1] - forecast_end) // step)))
-    return errors.run_error(leads, seconds, total, coverage, span, pieces, inside_points)
+    return errors.run_error(leads, seconds, total, coverage, span, pieces, inside_points, run_points,
+                            strict)
 
 
 def window_error(intervals, forecast_end: int, step: int, error: Optional[np.ndarray]) -> float:
@@ -231,8 +233,8 @@ class Gated:
     estimator: Optional[str] = None
 
 
-def stated_error(job: Job, intervals, source: ZoneSeries, coverage: float = ERROR_COVERAGE
-                 ) -> tuple[float, Optional[float]]:
+def stated_error(job: Job, intervals, source: ZoneSeries, coverage: float = ERROR_COVERAGE,
+                 strict: bool = False) -> tuple[float, Optional[float]]:
     """The error of the mean over `intervals` (a run of `job`) from their part on `source`'s
     estimates, and its coverage: the replay's conformal quantile when the zone has one; else (a
     zone given only per-lead errors) their time-weighted mean, a bound of unknown coverage."""
@@ -243,7 +245,8 @@ def stated_error(job: Job, intervals, source: ZoneSeries, coverage: float = ERRO
         # What of the window the forecast covers: the replay's analogue of the inside run.
         inside = max(0, forecast.end_epoch - max(job.earliest_start, forecast.start_epoch))
         return (run_error(intervals, forecast.end_epoch, forecast.step_seconds, source.error_replay,
-                          coverage, window, job.interruptible, inside // forecast.step_seconds),
+                          coverage, window, job.interruptible, inside // forecast.step_seconds,
+                          -(-job.duration // forecast.step_seconds), strict),
                 coverage)
     return window_error(intervals, forecast.end_epoch, forecast.step_seconds,
                         source.estimate_error), None
@@ -260,12 +263,14 @@ def gate(job: Job, zones: Zones, on_estimates: Run, source: ZoneSeries, inside: 
          now: int) -> Gated:
     """The risk gate for a run resting on `source`'s estimates against `inside`, the best run
     inside the forecasts (None when none fits): the margin is the stated error at ERROR_COVERAGE,
-    or at NOW_COVERAGE when declining `inside` is final (it starts before anyone can ask again:
-    the gate cannot weigh it as revisitable)."""
+    or when declining `inside` is final (it starts before anyone can ask again: the gate cannot
+    weigh it as revisitable) the quantile at NOW_COVERAGE over the origins where the estimates
+    beat even the forecast's cleanest hours (`strict`: for chunks, the stricter test)."""
     error, coverage = stated_error(job, on_estimates.intervals, source)
     margin = error
     if inside is not None and not revisitable(job, zones, inside, now):
-        margin = max(error, stated_error(job, on_estimates.intervals, source, NOW_COVERAGE)[0])
+        margin = max(error, stated_error(job, on_estimates.intervals, source, NOW_COVERAGE,
+                                         strict=True)[0])
     estimator = None if source.error_replay is None else source.error_replay.estimator
     return risk_gate(job, zones, on_estimates, error, inside, source.forecast, now, margin,
                      coverage, estimator)
