@@ -2,6 +2,9 @@
 answers would have emitted against running at once and against the oracle.
 
     .venv/bin/python -m tools.backtest            # full run; rewrites docs/backtest.md and .png
+    .venv/bin/python -m tools.backtest --days 30 --cases "24 h job" --forecasts "24 h" \
+        --doc /tmp/x.md --png /tmp/x.png          # a subset, leaving docs/ alone
+    .venv/bin/python -m tools.backtest --data ~/export --zones DE --years 2023   # another export
 
 For each case (zone-year, job length, slack, interruptible or not) and forecast kind, a job arrives
 every `--every` hours (the nightly job once a day). At each arrival the backtest builds a `Job` and
@@ -11,6 +14,9 @@ it as history). It is the code a replaying service runs for a request with `as_o
 (CARBON_PROVIDER=file, FILE_REPLAY=true: CsvFileProvider hands each question to a ReplayProvider).
 The engine's estimates past the horizon are made from that history and forecast only: nothing is
 fitted on the replayed years, nor on any other data.
+Every answer resting on estimates is also checked against the truth: was the run's true mean within
+its estimated mean + the stated error (`expected_error`, a 0.9 quantile)? The report gives the
+share per case.
 The backtest has no window search or estimator of its own: it reads the engine's chosen intervals
 (`chosen_intervals`) and integrates the TRUE recorded intensity over them. The oracle (the best
 choice over the true series) is computed here, as the measuring stick only.
