@@ -11,14 +11,18 @@ noise). cost.py's _REPLAY_WORK_PER_CELL and _gate_cost are set from these figure
 
 from __future__ import annotations
 
+import sys
 import time
 from datetime import datetime, timezone
+from pathlib import Path
 
 import numpy as np
 
-from bench.machine import machine
-from carbon_optimizer.scheduling.horizon import extend_series, run_error
-from carbon_optimizer.timeseries import ForecastSeries, from_epoch, to_epoch
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from bench.machine import machine  # noqa: E402
+from carbon_optimizer.scheduling.horizon import extend_series, run_error  # noqa: E402
+from carbon_optimizer.timeseries import ForecastSeries, from_epoch, to_epoch  # noqa: E402
 
 DAY = 86400
 START = datetime(2026, 11, 1, tzinfo=timezone.utc)
