@@ -96,6 +96,7 @@ bench: $(VENV)/.dev
 	$(call bench_run,slow_clients,bench/slow_clients.py)
 	$(call bench_run,location_costs,bench/location_costs.py)
 	$(call bench_run,hung_dependencies,bench/hung_dependencies.py)
+	$(call bench_run,extension,bench/extension_bench.py)
 
 clean:
 	rm -rf $(VENV) .pytest_cache .hypothesis

@@ -136,7 +136,8 @@ def _extended(zone: ZoneSeries, until: int, history: Optional[ForecastSeries]) -
         return zone
     until = min(until, zone.forecast.end_epoch + MAX_EXTENSION_SECONDS)
     extension = extend_series(zone.forecast, until, history)
-    return replace(zone, extended=extension.series, estimate_error=extension.error)
+    return replace(zone, extended=extension.series, estimate_error=extension.error,
+                   error_replay=extension.replay)
 
 
 def build_engine(settings: Settings, secrets: BaseSecretStore) -> CarbonEngine:

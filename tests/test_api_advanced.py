@@ -73,8 +73,9 @@ def test_estimates_are_flagged_when_the_window_lies_past_the_forecast(client):
     assert provenance["estimated"] is True
     part = provenance["estimated_part"]
     assert (part["start"], part["minutes"], part["share"]) == (body["start"], 120, 1.0)
-    # Nothing inside the forecast to compare with: the estimates' measured error is reported.
-    assert part["expected_error"] > 0
+    # Nothing inside the forecast to compare with: the estimates' stated error is reported, a
+    # quantile at the coverage it states.
+    assert part["expected_error"] > 0 and part["error_coverage"] == 0.9
     # The forecast reaches 71 h 42 m 30 s past now; asking again at end minus that (rounded up to
     # the hour step) finds the window inside a real forecast.
     horizon = parse(provenance["forecast_end"]) - FIXED_NOW
@@ -160,7 +161,9 @@ def test_openapi_documents_the_new_fields(client):
     for prefix in ("", "results[]."):
         for field in ("chunks[].start", "chunks[].end", "chunks[].duration_minutes", "unavailable_zones",
                       "provenance.estimated", "provenance.estimated_part.start",
-                      "provenance.estimated_part.minutes", "provenance.replan_at"):
+                      "provenance.estimated_part.minutes", "provenance.estimated_part.expected_error",
+                      "provenance.estimated_part.error_coverage",
+                      "provenance.estimated_part.estimator", "provenance.replan_at"):
             assert prefix + field in answer, prefix + field
     # Each kind of batch result, scheduled or not, names the zones that had no data.
     batch = next(resolve(document, option) for option in

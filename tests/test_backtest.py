@@ -227,3 +227,51 @@ def test_targets_are_judged_per_client_and_name_the_zone_year_that_misses():
     assert "goal ≤ +1.0: NOT met" in asking
     assert "taking the first answer" in first and "NOT met, short by 15.0 points" in first
     assert "never saves less" in first and "goal ≤ +1.0: met" in first
+
+
+def test_someone_elses_export_with_other_zones_years_and_a_finer_step(tmp_path):
+    """--data, --zones, --years, --cases and --forecasts on a directory of another export: a zone
+    and year not in ../shared, 15-minute points; the report names them and states the coverage."""
+    data = tmp_path / "export"
+    data.mkdir()
+    start = datetime(2023, 1, 1, tzinfo=timezone.utc)
+    quarter = np.arange(20 * 96)
+    values = 250 + 90 * np.cos((quarter % 96 - 52) / 96 * 2 * np.pi) + \
+        np.random.default_rng(5).normal(0, 15, len(quarter))
+    rows = ["Datetime (UTC),Country,Zone Name,Zone Id,Carbon Intensity gCO₂eq/kWh (direct),"
+            "Carbon Intensity gCO₂eq/kWh (LCA),Low Carbon Percentage,Renewable Percentage,"
+            "Data Source,Data Estimated,Data Estimation Method"]
+    for q, value in zip(quarter.tolist(), values.tolist()):
+        moment = datetime.fromtimestamp(to_epoch(start) + q * 900, timezone.utc)
+        rows.append(f"{moment:%Y-%m-%d %H:%M:%S},Somewhere,Somewhere,ZZ-NORTH,{value * 0.8:.2f},"
+                    f"{value:.2f},50,40,test,false,")
+    (data / "ZZ-NORTH_2023_15_minutes.csv").write_text("\n".join(rows) + "\n", encoding="utf-8")
+    doc, png = tmp_path / "b.md", tmp_path / "b.png"
+    assert backtest.main(["--data", str(data), "--zones", "ZZ-NORTH", "--years", "2023", "--days", "14",
+                          "--every", "13", "--workers", "1", "--cases", "1 h job, 24", "6 h job, 72",
+                          "--forecasts", "24 h", "--doc", str(doc), "--png", str(png)]) == 0
+    text = doc.read_text()
+    assert "| ZZ-NORTH 2023 | 24 h + extension |" in text and "### 6 h job, 72 h slack" in text
+    assert "### 24 h job" not in text and "| ZZ-NORTH 2023 | perfect |" not in text
+    assert "truth within stated error %" in text
+    with pytest.raises(SystemExit):
+        backtest.main(["--data", str(data), "--zones", "ZZ-NORTH", "--years", "2023",
+                       "--cases", "no such case", "--doc", "", "--png", str(png)])
+
+
+def test_the_report_states_realised_coverage_and_the_worse_share_target_per_zone_year():
+    from tools.backtest_report import realised_coverage, worse_share
+
+    def row(data, case, kind, worse, on, within):
+        return {"data": data, "case": case, "forecast": kind, "worse": worse, "on_estimates": on,
+                "within_error": within}
+    rows = [row("A 2021", "c1", "24 h + extension, asking again", 1.4, 40, 75.0),
+            row("A 2021", "c1", "24 h only, asking again", 0.2, 0, float("nan")),
+            row("B 2021", "c1", "24 h + extension, asking again", 0.5, 10, 100.0),
+            row("B 2021", "c1", "24 h only, asking again", 0.0, 0, float("nan"))]
+    note = worse_share(rows)[0]
+    assert "in 1 of 2 zone-year cases: NOT met in A 2021, c1 (+1.2)" in note
+    coverage = realised_coverage(rows)[0]
+    # 30 + 10 within of 50 answers; only A 2021 has enough answers to be named per case.
+    assert "for 80.0% of 50 answers" in coverage and "75.0–75.0%" in coverage
+    assert "1 of 1 such cases more than 5 points below 90%" in coverage

@@ -127,3 +127,23 @@ def test_estimated_span_and_replan_at():
     later = replan_at(end + 30 * HOUR + 5, now, end, HOUR)
     assert later == now + 31 * HOUR  # the first whole step at which a 24 h horizon reaches the end
     assert later + (end - now) >= end + 30 * HOUR + 5
+
+
+def test_the_estimator_is_chosen_per_zone_by_its_replayed_error():
+    """A zone whose weekends differ from its weekdays, with three weeks known, is best told by the
+    last week repeated; with one week known that candidate is not offered; a zone that repeats
+    one day exactly is estimated exactly, whichever candidate is chosen."""
+    hours = np.arange(21 * 24 + 24)
+    weekly = 300 + 80 * np.sin(hours / 24 * 2 * np.pi) - np.where((hours // 24) % 7 >= 5, 150, 0)
+    start = to_epoch(MONDAY)
+    history = ForecastSeries("XX", MONDAY, HOUR, weekly[:21 * 24], "t")
+    forecast = ForecastSeries("XX", datetime.fromtimestamp(start + 21 * 24 * HOUR, timezone.utc), HOUR,
+                              weekly[21 * 24:], "t")
+    extension = extend_series(forecast, forecast.end_epoch + 72 * HOUR, history)
+    assert extension.replay.estimator == "weekly_naive"
+    truth = 300 + 80 * np.sin(np.arange(22 * 24, 25 * 24) / 24 * 2 * np.pi) - np.where(
+        (np.arange(22 * 24, 25 * 24) // 24) % 7 >= 5, 150, 0)
+    assert extension.series.values[24:] == pytest.approx(truth)
+    short = ForecastSeries("XX", datetime.fromtimestamp(start + 14 * 24 * HOUR, timezone.utc), HOUR,
+                           weekly[14 * 24:21 * 24], "t")
+    assert extend_series(forecast, forecast.end_epoch + 72 * HOUR, short).replay.estimator != "weekly_naive"

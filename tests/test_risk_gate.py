@@ -1,5 +1,7 @@
 """The risk gate: a run resting on estimates replaces the best run inside the forecast only when it
-is expected to be cleaner by more than the estimates' measured error."""
+is expected to be cleaner by more than the estimates' stated error. These zones carry per-lead
+errors only (no replay), taken as a bound of unknown coverage; the calibrated quantile and the
+margin for a run that starts now are in test_calibrated_gate.py."""
 
 from dataclasses import replace
 from datetime import datetime, timezone
@@ -41,6 +43,7 @@ def test_an_estimated_hour_is_chosen_only_when_its_advantage_exceeds_the_error(e
     if estimated_chosen:
         assert found.start == NOW + 34 * HOUR and found.mean_intensity == 100.0
         assert found.coverage.estimated and found.coverage.estimate_error == pytest.approx(error)
+        assert found.coverage.error_coverage is None  # a bound, not a quantile
         assert not found.coverage.waited_for_forecast
     else:
         assert found.start == NOW + 20 * HOUR and found.mean_intensity == 150.0

@@ -63,9 +63,11 @@ def test_a_zones_history_is_fetched_once_and_feeds_its_estimates(make_app, redis
     # Ten days that repeat, lowest at 12:00 UTC (the first point is at `hour` - 240 h, 10:00 UTC).
     utc_hours = (np.arange(240) + hour.hour) % 24
     days = 300 + 100 * np.cos(utc_hours / 24 * 2 * np.pi)
+    # A two-hour forecast that continues them (10:00 and 11:00 UTC): noon lies past it.
+    ahead = (300 + 100 * np.cos((np.arange(2) + hour.hour) / 24 * 2 * np.pi)).tolist()
     for zone in ("DE", "FR"):
         responses.get(f"{BASE}/carbon-intensity/forecast",
-                      json=hourly_forecast(zone, hour, [400.0] * 24),
+                      json=hourly_forecast(zone, hour, ahead),
                       match=[matchers.query_param_matcher({"zone": zone}, strict_match=False)])
         responses.get(f"{BASE}/carbon-intensity/past-range",
                       json=past_range(zone, hour, days.tolist()),
@@ -75,11 +77,13 @@ def test_a_zones_history_is_fetched_once_and_feeds_its_estimates(make_app, redis
                        "REDIS_URL": TEST_REDIS_URL, "CACHE_KEY_PREFIX": redis_prefix}).test_client()
     asked = {"duration": "PT1H", "zones": ["DE"], "max_delay": "PT60H"}
     first = client.post("/api/v1/optimize", json=asked).get_json()
-    # The forecast is flat at 400; the zone's own ten days say 12:00 UTC runs far lower, by more
-    # than the estimates' measured error (a few g/kWh here): an estimated noon is chosen.
+    # The zone's own ten days say 12:00 UTC runs lower than anything in the forecast, by more
+    # than the estimates' stated error (none here: the days repeat): an estimated noon is chosen.
     assert first["provenance"]["estimated"] is True
     assert datetime.fromisoformat(first["start"].replace("Z", "+00:00")).hour == 12
-    assert first["carbon_intensity"] < 400 - first["provenance"]["estimated_part"]["expected_error"]
+    part = first["provenance"]["estimated_part"]
+    assert first["carbon_intensity"] < min(ahead) - part["expected_error"]
+    assert part["error_coverage"] == 0.9 and part["estimator"] in ("blend", "daily_profile")
     again = client.post("/api/v1/optimize", json=asked).get_json()
     assert again["start"] == first["start"]
     client.post("/api/v1/optimize", json={**asked, "zones": ["FR"]})

@@ -2,6 +2,9 @@
 answers would have emitted against running at once and against the oracle.
 
     .venv/bin/python -m tools.backtest            # full run; rewrites docs/backtest.md and .png
+    .venv/bin/python -m tools.backtest --days 30 --cases "24 h job" --forecasts "24 h" \
+        --doc /tmp/x.md --png /tmp/x.png          # a subset, leaving docs/ alone
+    .venv/bin/python -m tools.backtest --data ~/export --zones DE --years 2023   # another export
 
 For each case (zone-year, job length, slack, interruptible or not) and forecast kind, a job arrives
 every `--every` hours (the nightly job once a day). At each arrival the backtest builds a `Job` and
@@ -11,6 +14,9 @@ it as history). It is the code a replaying service runs for a request with `as_o
 (CARBON_PROVIDER=file, FILE_REPLAY=true: CsvFileProvider hands each question to a ReplayProvider).
 The engine's estimates past the horizon are made from that history and forecast only: nothing is
 fitted on the replayed years, nor on any other data.
+Every answer resting on estimates is also checked against the truth: was the run's true mean within
+its estimated mean + the stated error (`expected_error`, a 0.9 quantile)? The report gives the
+share per case.
 The backtest has no window search or estimator of its own: it reads the engine's chosen intervals
 (`chosen_intervals`) and integrates the TRUE recorded intensity over them. The oracle (the best
 choice over the true series) is computed here, as the measuring stick only.
@@ -118,6 +124,10 @@ class CaseResult:
     oracle: np.ndarray = field(repr=False)      # ... of the best choice over the true series
     unscheduled: int = 0                        # answers with no plan (counted as run at once)
     asks: Optional[np.ndarray] = field(default=None, repr=False)  # per job: questions after the first
+    # Every answer resting on estimates with a stated error (the risk gate took it): how many, and
+    # how many of them had the true mean within the stated error (truth <= estimate + error).
+    on_estimates: int = 0
+    within_error: int = 0
 
     @property
     def jobs(self) -> int:
@@ -132,7 +142,10 @@ class CaseResult:
                 "oracle": best, "saving": ours, "captured": 100 * ours / best if best > 0 else float("nan"),
                 "worse": 100 * worse.mean(), "unscheduled": self.unscheduled,
                 "asks_mean": float(self.asks.mean()) if self.asks is not None and self.jobs else 0.0,
-                "asks_max": int(self.asks.max()) if self.asks is not None and self.jobs else 0}
+                "asks_max": int(self.asks.max()) if self.asks is not None and self.jobs else 0,
+                "on_estimates": self.on_estimates,
+                "within_error": (100 * self.within_error / self.on_estimates if self.on_estimates
+                                 else float("nan"))}
 
 
 class InvalidAnswer(AssertionError):
@@ -157,6 +170,17 @@ def _check(intervals: list[tuple[int, int]], job: Job) -> None:
     contiguous = job.interruptible or (len(intervals) == 1 and intervals[0][0] <= job.latest_start)
     if not (total == job.duration and ordered and inside and contiguous):
         raise InvalidAnswer(f"the engine chose {intervals} for {job}")
+
+
+def stated_claim(outcome: Outcome) -> Optional[tuple[float, float]]:
+    """(estimated mean, stated error) of an answer resting on estimates with a finite stated
+    error; None for any other answer."""
+    if not isinstance(outcome, Schedule) or outcome.coverage.estimated_start is None:
+        return None
+    error = outcome.coverage.estimate_error
+    if error is None or not np.isfinite(error):
+        return None
+    return float(outcome.mean_intensity), float(error)
 
 
 # -- the truth and the oracle (the measuring stick; never a scheduling path) --------------------
@@ -242,12 +266,22 @@ def simulate(recorded: ReplayProvider, dataset: Dataset, case: Case, kind: Forec
     realized, reference, oracle = (np.empty(len(times)) for _ in range(3))
     unscheduled = 0
     asks = np.zeros(len(times), dtype=np.int64)
+    claims = [0, 0]  # answers on estimates, of which the truth was within the stated error
+
+    def judge(answer: Outcome) -> None:
+        claim = stated_claim(answer)
+        if claim is not None:
+            spans = chosen_intervals(answer)
+            truth_mean = truth.emissions(spans) / sum(b - a for a, b in spans)
+            claims[0] += 1
+            claims[1] += truth_mean <= claim[0] + claim[1] + 1e-9
     for i, now in enumerate(times.tolist()):
         job = Job(duration=case.duration, zones=(zone,), earliest_start=now,
                   latest_start=now + case.slack, interruptible=case.interruptible,
                   extend_horizon=kind.extend_horizon)
         at_once = [(now + case.reference_delay, now + case.reference_delay + case.duration)]
         outcome = engine.optimize([job], from_epoch(now))[0]
+        judge(outcome)
         for _ in range(MAX_ASKS if kind.replan else 0):
             # The client's rule (carbon-optimizer wait): at replan_at, if it comes no later than
             # the start, ask again with what is left of the window; the later answer stands.
@@ -260,6 +294,7 @@ def simulate(recorded: ReplayProvider, dataset: Dataset, case: Case, kind: Forec
             asks[i] += 1
             if not isinstance(later, Schedule):
                 break  # no answer then: the plan in hand stands
+            judge(later)
             outcome = later
         job = replace(job, earliest_start=now)
         intervals = chosen_intervals(outcome)
@@ -274,7 +309,7 @@ def simulate(recorded: ReplayProvider, dataset: Dataset, case: Case, kind: Forec
                      if case.interruptible else
                      truth.best_contiguous(case.duration, now, now + case.slack))
     return CaseResult(dataset.label, case.name, kind.name, realized, reference, oracle, unscheduled,
-                      asks)
+                      asks, claims[0], claims[1])
 
 
 def datasets_for(recorded: ReplayProvider, zones: Sequence[str], years: Sequence[int]) -> list[Dataset]:
@@ -292,8 +327,10 @@ def datasets_for(recorded: ReplayProvider, zones: Sequence[str], years: Sequence
 
 def _task(args) -> list[dict]:
     recorded, dataset, case, kinds, every, days = args
-    return [simulate(recorded, dataset, case, kind, every, days, seed=seed).summary()
-            for seed, kind in enumerate(kinds)]
+    # A kind's noise seed is its place in FORECASTS, so that a --forecasts subset draws the same.
+    return [simulate(recorded, dataset, case, kind, every, days,
+                     seed=FORECASTS.index(kind) if kind in FORECASTS else i).summary()
+            for i, kind in enumerate(kinds)]
 
 
 def run(recorded: ReplayProvider, datasets: Sequence[Dataset], cases=CASES, forecasts=FORECASTS,
@@ -315,6 +352,10 @@ def main(argv: Optional[list[str]] = None) -> int:
     parser.add_argument("--years", nargs="+", type=int, default=[2021, 2022])
     parser.add_argument("--every", type=int, default=DEFAULT_EVERY, help="hours between arrivals")
     parser.add_argument("--days", type=int, default=None, help="only the first DAYS of each year")
+    parser.add_argument("--cases", nargs="+", default=None,
+                        help="only the cases whose name contains one of these (e.g. '24 h job')")
+    parser.add_argument("--forecasts", nargs="+", default=None,
+                        help="only the forecast kinds whose name contains one of these")
     parser.add_argument("--workers", type=int, default=min(2, os.cpu_count() or 1))
     parser.add_argument("--doc", type=Path, default=ROOT / "docs" / "backtest.md",
                         help="markdown to update between its markers ('' for none)")
@@ -325,7 +366,12 @@ def main(argv: Optional[list[str]] = None) -> int:
     datasets = datasets_for(recorded, args.zones, args.years)
     if not datasets:
         parser.error(f"no data for zones {args.zones} in years {args.years} under {args.data}")
-    rows = run(recorded, datasets, every=args.every, days=args.days, workers=args.workers)
+    cases = [c for c in CASES if args.cases is None or any(p in c.name for p in args.cases)]
+    kinds = [k for k in FORECASTS if args.forecasts is None or any(p in k.name for p in args.forecasts)]
+    if not cases or not kinds:
+        parser.error(f"no case matches {args.cases} or no forecast kind matches {args.forecasts}")
+    rows = run(recorded, datasets, cases, kinds, every=args.every, days=args.days,
+               workers=args.workers)
     seconds = time.perf_counter() - began
     print(table(rows))
     print("\n" + "\n".join(f"- {note}" for note in findings(rows)))

@@ -47,6 +47,13 @@ _EXTENSION_WORK = 300_000          # estimates past it, from its history (measur
 # x 7 counts x 1,401 minutes used); about twice that is counted, as for the other searches.
 DP_WORK_PER_UNIT = 2_000
 DP_WORK_PER_CELL = 1
+# Estimates past the forecast: the replay choosing among estimators (estimators.choose): 3 units per origin and point
+# known or estimated (measured 2.3 ms for 10 days hourly + 3 days, 16 ms for 30 days of 5-minute
+# points + 14 days), holding two replays' signed errors (8 bytes per origin and estimated point).
+_REPLAY_WORK_PER_CELL = 3
+_REPLAY_BYTES_PER_CELL = 16
+# The gate's replay of a choice holds a few arrays a cell (errors, estimates, sums, their indices).
+_GATE_BYTES_PER_CELL = 48
 # Candidate starts the planner's batched window search takes in one pass: bounds the pass's arrays
 # (_PASS_CANDIDATE_BYTES each: 5 MB) when a batch is large, and how long it runs between two looks
 # at the deadline.
@@ -54,6 +61,11 @@ PASS_CANDIDATES = 50_000
 
 
 def _cost(job: Job, zone: ZoneSeries) -> Cost:
+    """One job's search in one zone, then its risk gate (counted per zone: an upper bound)."""
+    return _search_cost(job, zone).then(_gate_cost(job, zone))
+
+
+def _search_cost(job: Job, zone: ZoneSeries) -> Cost:
     series = zone.searched(job)
     points = len(series.values)
     window = Cost(2_500 + 5 * points, _WINDOW_POINT_BYTES * points)
@@ -76,6 +88,21 @@ def _cost(job: Job, zone: ZoneSeries) -> Cost:
     return window
 
 
+def _gate_cost(job: Job, zone: ZoneSeries) -> Cost:
+    """The risk gate of a run on estimates: the search inside the forecast, and the replayed error
+    of the run's mean, its choice replayed by every origin (a row per origin, a column per lead
+    of the window past the forecast; a sort per row for chunks), twice (the higher quantile)."""
+    replay = zone.error_replay
+    if not job.extend_horizon or zone.extended is None or replay is None:
+        return Cost()
+    points = len(zone.forecast.values)
+    window = (job.latest_end - job.earliest_start) // zone.forecast.step_seconds + 2
+    cells = replay.signed.shape[0] * min(replay.signed.shape[1], window)
+    per_cell = 40 if job.interruptible else 10
+    return Cost(2_500 + 5 * points + 2 * per_cell * cells,
+                _WINDOW_POINT_BYTES * points + _GATE_BYTES_PER_CELL * cells)
+
+
 def edge_cost(jobs: Sequence[Job]) -> Cost:
     """What parsing the request and writing its answers hold and take, beside the solving."""
     locations = sum(len(job.zones) for job in jobs)
@@ -88,10 +115,21 @@ def series_cost(jobs: Sequence[Job], zones: Zones) -> Cost:
     done before the planner, counted here)."""
     seen = {z: zones[z] for job in jobs for z in job.zones if isinstance(zones[z], ZoneSeries)}
     return Cost(sum(_SERIES_WORK + (0 if one.extended is None else _EXTENSION_WORK)
+                    + _replay_cells(one, known=True) * _REPLAY_WORK_PER_CELL
                     for one in seen.values()),
                 sum(_SERIES_POINT_BYTES * (len(one.forecast.values) + (
                     0 if one.extended is None else len(one.extended.values)))
+                    + _replay_cells(one) * _REPLAY_BYTES_PER_CELL
                     for one in seen.values()))
+
+
+def _replay_cells(zone: ZoneSeries, known: bool = False) -> int:
+    """Origins x estimated points of the zone's replay (x points known and estimated: its work)."""
+    replay = zone.error_replay
+    if replay is None:
+        return 0
+    origins, leads = replay.signed.shape
+    return origins * (leads + (replay.known_points if known else 0))
 
 
 def estimate(jobs: Sequence[Job], zones: Zones, budget: Budget,

@@ -1,20 +1,17 @@
-"""Past the forecast horizon: estimate a zone's intensity from its own recent data, measure how
-wrong such estimates have been, and say when to ask again.
+"""Past the forecast horizon: estimate a zone's intensity from its own recent data, state how
+wrong such estimates may be, gate runs resting on them, and say when to ask again.
 
 Pure functions, no I/O, no clock. What is known of a zone is its recent measured history followed by
-the provider's forecast (one series, `known`). The estimate for a point k steps past its end blends:
-- persistence: the value one whole number of days earlier inside the last known day (it carries the
-  current weather and demand);
-- the zone's hour-of-day profile over everything known (its daily shape), scaled to a level that
-  moves from the last known day's mean towards the mean of everything known as k grows (a level
-  seen for one day fades; the recent weeks' typical level does not).
-The weight on persistence decays over a day, the weight on the last day's level over LEVEL_DAYS.
-Both constants were chosen by design, not fitted to any replayed year.
+the provider's forecast (one series, `known`). The estimator is chosen per zone and request among a
+few candidates (estimators.py: the blend of persistence and the hour-of-day profile, a daily profile,
+a weekly repeat when two weeks are known) by its replayed error from earlier origins inside `known`.
 
-The error is measured, not assumed: the same estimator is run from earlier origins inside `known`
-(each seeing only what lay before it) and its absolute error kept per lead time. A run resting on
-estimates is taken only when its expected advantage exceeds that error (`window_error`, the risk
-gate `risk_gate`); `coverage_of` says what of a chosen run rests on estimates and when to ask again.
+The error is measured, not assumed: the chosen estimator's replay (`ErrorReplay`) gives, per origin,
+the signed error of a run's mean over the same leads as the run, and the stated error is its
+conformal quantile at ERROR_COVERAGE (`run_error`). A run resting on estimates is taken only when its
+advantage exceeds that error (`risk_gate`), or the higher NOW_COVERAGE quantile when the run it
+replaces starts before anyone can ask again (declining it is final); `coverage_of` says what of a
+chosen run rests on estimates and when to ask again.
 """
 
 from __future__ import annotations
@@ -24,6 +21,10 @@ from typing import Optional
 
 import numpy as np
 
+from carbon_optimizer.scheduling.estimators import (  # noqa: F401  (re-exported)
+    LEVEL_DAYS, MIN_TRAINING_DAYS, ORIGIN_EVERY_HOURS, ErrorReplay, choose, estimate_after,
+    origins, replay, slots,
+)
 from carbon_optimizer.scheduling.model import Coverage, Job, Run, ZoneSeries, Zones
 from carbon_optimizer.timeseries import ForecastSeries
 
@@ -31,66 +32,34 @@ DAY = 86400
 HOUR = 3600
 # How far past the provider's forecast an estimate may reach: beyond two weeks it is a guess.
 MAX_EXTENSION_SECONDS = 14 * DAY
-LEVEL_DAYS = 2.0
-# An origin for measuring the error needs this much before it (to have a profile at all) ...
-MIN_TRAINING_DAYS = 2
-# ... and origins are taken every this many hours (errors of nearby origins are nearly the same).
-ORIGIN_EVERY_HOURS = 6
+# The stated error of a run's mean on estimates: the truth exceeds estimate + error in at most
+# this share of the replayed origins (a one-sided conformal quantile).
+ERROR_COVERAGE = 0.9
+# Declining a run inside the forecast that starts before anyone can ask again is final: the run on
+# estimates must then beat it by this higher quantile (1 in 20 rather than 1 in 10).
+NOW_COVERAGE = 0.95
 
 
-def slots(epochs: np.ndarray, step: int) -> np.ndarray:
-    """The point's slot in its UTC day (0 .. points per day - 1)."""
-    per_day = max(1, DAY // step)
-    return (np.asarray(epochs) % DAY) // step % per_day
-
-
-def estimate_after(known: np.ndarray, first_epoch: int, step: int, count: int) -> np.ndarray:
-    """`count` estimates following `known` (equally spaced points, the first starting at
-    `first_epoch`): persistence of the last day blended with the hour-of-day profile."""
-    known = np.asarray(known, dtype=np.float64)
-    per_day = max(1, DAY // step)
-    ahead = np.arange(count)
-    tail = known[-per_day:]
-    tail = tail[np.arange(per_day) % len(tail)] if len(tail) < per_day else tail
-    persistence = tail[ahead % per_day]
-    known_slots = slots(first_epoch + step * np.arange(len(known)), step)
-    sums = np.bincount(known_slots, weights=known, minlength=per_day)
-    counts = np.bincount(known_slots, minlength=per_day)
-    overall = float(np.mean(known))
-    if overall <= 0:
-        return persistence
-    profile = np.where(counts > 0, sums / np.maximum(counts, 1), overall) / overall  # mean ~1
-    end = first_epoch + step * len(known)
-    future_shape = profile[slots(end + step * ahead, step)]
-    tail_shape = float(np.mean(profile[slots(end - step * np.arange(per_day, 0, -1), step)]))
-    last_level = float(np.mean(tail)) / tail_shape if tail_shape > 0 else overall
-    fade = np.exp(-(ahead + 1) / (LEVEL_DAYS * per_day))
-    level = fade * last_level + (1 - fade) * overall
-    weight = np.exp(-(ahead + 1) / per_day)
-    return weight * persistence + (1 - weight) * level * future_shape
-
-
-def measured_error(known: np.ndarray, first_epoch: int, step: int, count: int) -> np.ndarray:
-    """Mean absolute error of `estimate_after` at each of `count` leads, measured from origins
-    inside `known`: non-decreasing with the lead (a far estimate is never trusted more than a near
-    one), held at its last measured value past the longest lead measured; infinite when `known` is
-    too short to measure anything."""
-    known = np.asarray(known, dtype=np.float64)
-    per_day = max(1, DAY // step)
-    every = max(1, ORIGIN_EVERY_HOURS * HOUR // step)
-    total = np.zeros(count)
-    seen = np.zeros(count)
-    for origin in range(MIN_TRAINING_DAYS * per_day, len(known), every):
-        reach = min(count, len(known) - origin)
-        guess = estimate_after(known[:origin], first_epoch, step, reach)
-        total[:reach] += np.abs(guess - known[origin:origin + reach])
-        seen[:reach] += 1
-    if not seen.any():
+def mean_absolute(signed: np.ndarray, count: int) -> np.ndarray:
+    """Mean absolute error at each of `count` leads from replayed signed errors: non-decreasing
+    with the lead (a far estimate is never trusted more than a near one), held at its last measured
+    value past the longest lead measured; infinite when nothing was measured."""
+    if signed is None or not len(signed) or not np.isfinite(signed).any():
         return np.full(count, np.inf)
+    seen = np.isfinite(signed).sum(axis=0)
+    total = np.nansum(np.abs(signed), axis=0)
     error = np.where(seen > 0, total / np.maximum(seen, 1), np.nan)
     last = int(np.flatnonzero(seen)[-1])
     error[last + 1:] = error[last]
     return np.fmax.accumulate(np.nan_to_num(error, nan=0.0))
+
+
+def measured_error(known: np.ndarray, first_epoch: int, step: int, count: int) -> np.ndarray:
+    """Mean absolute error of the blend (`estimate_after`) at each of `count` leads, measured from
+    origins inside `known` (mean_absolute's rules)."""
+    known = np.asarray(known, dtype=np.float64)
+    at = origins(len(known), step, MIN_TRAINING_DAYS)
+    return mean_absolute(replay(estimate_after, known, first_epoch, step, count, at), count)
 
 
 def reaches_past_forecast(job: Job, zone: ZoneSeries) -> bool:
@@ -101,7 +70,8 @@ def reaches_past_forecast(job: Job, zone: ZoneSeries) -> bool:
 @dataclass(frozen=True)
 class Extension:
     series: ForecastSeries   # the forecast followed by estimates (flagged in `estimated`)
-    error: np.ndarray        # measured absolute error of each estimated point, gCO2eq/kWh
+    error: np.ndarray        # measured mean absolute error of each estimated point, gCO2eq/kWh
+    replay: Optional[ErrorReplay] = None  # the chosen estimator's replayed errors (None: too little known)
 
 
 def _known(series: ForecastSeries, history: Optional[ForecastSeries]) -> tuple[np.ndarray, int]:
@@ -130,10 +100,52 @@ def extend_series(series: ForecastSeries, until: int,
         return Extension(series, np.zeros(0))
     count = -(-(until - series.end_epoch) // step)
     known, first = _known(series, history)
-    estimates = estimate_after(known, first, step, count)
+    chosen, signed, at = choose(known, first, step, count)
+    estimates = chosen.estimate(known, first, step, count)
     extended = replace(series, values=np.concatenate((series.values, estimates)),
                        estimated=np.concatenate((series.estimated_mask(), np.ones(count, dtype=bool))))
-    return Extension(extended, measured_error(known, first, step, count))
+    return Extension(extended, mean_absolute(signed, count),
+                     None if signed is None else ErrorReplay(signed, chosen.name, known, at))
+
+
+def _leads(intervals, forecast_end: int, step: int) -> tuple[np.ndarray, np.ndarray, int]:
+    """The leads (steps past `forecast_end`) the intervals spend time at, the seconds at each, and
+    the intervals' total seconds."""
+    leads: dict[int, int] = {}
+    total = 0
+    for a, b in intervals:
+        total += b - a
+        a = max(a, forecast_end)
+        while a < b:
+            index = (a - forecast_end) // step
+            upto = min(b, forecast_end + (index + 1) * step)
+            leads[index] = leads.get(index, 0) + upto - a
+            a = upto
+    return (np.fromiter(leads, dtype=np.int64, count=len(leads)),
+            np.fromiter(leads.values(), dtype=np.float64, count=len(leads)), total)
+
+
+def run_error(intervals, forecast_end: int, step: int, errors: Optional[ErrorReplay],
+              coverage: float = ERROR_COVERAGE, window: Optional[tuple[int, int]] = None,
+              pieces: bool = False, inside_points: int = 0, run_points: int = 0,
+              strict: bool = False) -> float:
+    """The stated error (gCO2eq/kWh) of the mean intensity over `intervals` from their part past
+    `forecast_end`: the conformal quantile at `coverage` of the replayed errors of that mean,
+    the choice replayed over the estimates of `window` (epoch seconds the search could choose
+    from; `pieces`: chunks), counting the origins where the estimates beat the best of the last
+    `inside_points` before them (the forecast's analogue). 0 when nothing is estimated; infinite
+    when it could not be measured."""
+    leads, seconds, total = _leads(intervals, forecast_end, step)
+    if not len(leads) or total <= 0:
+        return 0.0
+    if errors is None:
+        return float("inf")
+    span = None
+    if window is not None:
+        first = max(0, (window[0] - forecast_end) // step)
+        span = (first, max(first + 1, -(-(window[1] - forecast_end) // step)))
+    return errors.run_error(leads, seconds, total, coverage, span, pieces, inside_points, run_points,
+                            strict)
 
 
 def window_error(intervals, forecast_end: int, step: int, error: Optional[np.ndarray]) -> float:
@@ -209,21 +221,69 @@ def replan_at(window_end: int, now: int, forecast_end: int, step: int) -> Option
 
 @dataclass(frozen=True)
 class Gated:
-    """A job's run after the risk gate: the run kept, the measured error of its part on estimates,
-    whether a run on estimates was turned down for it, and when to ask again (for a run on
-    estimates: no later than the start of the best run inside the forecast, open until then)."""
+    """A job's run after the risk gate: the run kept, the stated error of its part on estimates
+    (and that error's coverage, None when only a per-lead bound was known; the estimator), whether
+    a run on estimates was turned down for it, and when to ask again (for a run on estimates: no
+    later than the start of the best run inside the forecast, open until then)."""
     run: Run
     estimate_error: float = 0.0
     waited_for_forecast: bool = False
     ask_again_at: Optional[int] = None
+    error_coverage: Optional[float] = None
+    estimator: Optional[str] = None
+
+
+def stated_error(job: Job, intervals, source: ZoneSeries, coverage: float = ERROR_COVERAGE,
+                 strict: bool = False) -> tuple[float, Optional[float]]:
+    """The error of the mean over `intervals` (a run of `job`) from their part on `source`'s
+    estimates, and its coverage: the replay's conformal quantile when the zone has one; else (a
+    zone given only per-lead errors) their time-weighted mean, a bound of unknown coverage."""
+    forecast = source.forecast
+    if source.error_replay is not None:
+        searched = source.searched(job)
+        window = (job.earliest_start, min(job.latest_end, searched.end_epoch))
+        # What of the window the forecast covers: the replay's analogue of the inside run.
+        inside = max(0, forecast.end_epoch - max(job.earliest_start, forecast.start_epoch))
+        return (run_error(intervals, forecast.end_epoch, forecast.step_seconds, source.error_replay,
+                          coverage, window, job.interruptible, inside // forecast.step_seconds,
+                          -(-job.duration // forecast.step_seconds), strict),
+                coverage)
+    return window_error(intervals, forecast.end_epoch, forecast.step_seconds,
+                        source.estimate_error), None
+
+
+def revisitable(job: Job, zones: Zones, inside: Run, now: int) -> bool:
+    """Whether declining `inside` leaves it open: the client is told to ask again before it
+    starts. A run starting within MIN_REPLAN_SECONDS (or at the latest start) is gone once
+    declined."""
+    return ask_again(job, zones, inside.start, now) is not None
+
+
+def gate(job: Job, zones: Zones, on_estimates: Run, source: ZoneSeries, inside: Optional[Run],
+         now: int) -> Gated:
+    """The risk gate for a run resting on `source`'s estimates against `inside`, the best run
+    inside the forecasts (None when none fits): the margin is the stated error at ERROR_COVERAGE,
+    or when declining `inside` is final (it starts before anyone can ask again: the gate cannot
+    weigh it as revisitable) the quantile at NOW_COVERAGE over the origins where the estimates
+    beat even the forecast's cleanest hours (`strict`: for chunks, the stricter test)."""
+    error, coverage = stated_error(job, on_estimates.intervals, source)
+    margin = error
+    if inside is not None and not revisitable(job, zones, inside, now):
+        margin = max(error, stated_error(job, on_estimates.intervals, source, NOW_COVERAGE,
+                                         strict=True)[0])
+    estimator = None if source.error_replay is None else source.error_replay.estimator
+    return risk_gate(job, zones, on_estimates, error, inside, source.forecast, now, margin,
+                     coverage, estimator)
 
 
 def risk_gate(job: Job, zones: Zones, on_estimates: Run, error: float, inside: Optional[Run],
-              forecast: ForecastSeries, now: int) -> Gated:
-    """A run resting on estimates (`error`: window_error's, > 0) replaces the best run inside the
+              forecast: ForecastSeries, now: int, margin: Optional[float] = None,
+              coverage: Optional[float] = None, estimator: Optional[str] = None) -> Gated:
+    """A run resting on estimates (`error`: its stated error) replaces the best run inside the
     forecasts (`inside`, None when none fits) only when it is expected to be cleaner by more than
-    the estimates' measured error. `forecast`: the provider's forecast of its zone."""
-    if inside is not None and inside.mean_intensity - on_estimates.mean_intensity <= error:
+    `margin` (default: `error`). `forecast`: the provider's forecast of its zone."""
+    margin = error if margin is None else margin
+    if inside is not None and inside.mean_intensity - on_estimates.mean_intensity <= margin:
         waited = replan_at(on_estimates.end, now, forecast.end_epoch, forecast.step_seconds)
         # Ask again when a forecast covers the run turned down, if that is before this run
         # starts (the client's `wait` re-asks at replan_at when it comes before the start);
@@ -235,7 +295,8 @@ def risk_gate(job: Job, zones: Zones, on_estimates: Run, error: float, inside: O
     # The run on estimates wins, but the best run inside the forecast is still open until it
     # starts: ask again by then, so that a newer forecast can still choose it.
     return Gated(on_estimates, error,
-                 ask_again_at=None if inside is None else ask_again(job, zones, inside.start, now))
+                 ask_again_at=None if inside is None else ask_again(job, zones, inside.start, now),
+                 error_coverage=coverage, estimator=estimator)
 
 
 def coverage_of(job: Job, zones: Zones, source: ZoneSeries, gated: Gated, now: int,
@@ -255,6 +316,7 @@ def coverage_of(job: Job, zones: Zones, source: ZoneSeries, gated: Gated, now: i
     elif coverage.estimated_start is not None:
         sooner = ask is not None and (coverage.replan_at is None or ask < coverage.replan_at)
         coverage = replace(coverage, estimate_error=gated.estimate_error,
+                           error_coverage=gated.error_coverage, estimator=gated.estimator,
                            replan_at=ask if sooner else coverage.replan_at)
     if coverage.replan_at is not None and coverage.replan_at > run.start:
         # Every path above may land after the start (a run longer than the forecast is never

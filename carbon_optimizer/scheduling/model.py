@@ -9,12 +9,15 @@ web layer serialises once, at the edge).
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Mapping, Optional, Union
+from typing import TYPE_CHECKING, Mapping, Optional, Union
 
 import numpy as np
 
 from carbon_optimizer.errors import FailureCode
 from carbon_optimizer.timeseries import ForecastSeries
+
+if TYPE_CHECKING:
+    from carbon_optimizer.scheduling.estimators import ErrorReplay
 
 
 # Imported from this module only (carbon_optimizer.scheduling.model), everywhere: one path per name.
@@ -61,13 +64,16 @@ class ZoneSeries:
 
     `forecast` is the provider's series; `extended` (when a search reaches past it) is the same
     series followed by estimates, flagged in its `estimated` mask; `estimate_error` the measured
-    absolute error (gCO2eq/kWh) of each estimated point, by lead (horizon.measured_error).
+    mean absolute error (gCO2eq/kWh) of each estimated point, by lead (horizon.mean_absolute);
+    `error_replay` the estimator's replayed signed errors, from which the risk gate states a
+    calibrated error of each run's mean (None: only `estimate_error` is known, taken as a bound).
     """
     forecast: ForecastSeries
     stale: bool = False
     fetched_at: Optional[int] = None
     extended: Optional[ForecastSeries] = None
     estimate_error: Optional[np.ndarray] = field(default=None, compare=False)
+    error_replay: Optional["ErrorReplay"] = field(default=None, compare=False)
 
     @property
     def zone(self) -> str:
@@ -129,9 +135,11 @@ class Coverage:
     estimated_start: Optional[int] = None  # the part past the provider's forecast: first moment ...
     estimated_seconds: Optional[int] = None  # ... and length
     replan_at: Optional[int] = None        # when asking again may find a cleaner run (horizon.py)
-    # The risk gate (horizon.risk_gate): the measured error of the estimated part of the chosen
+    # The risk gate (horizon.risk_gate): the stated error of the estimated part of the chosen
     # window, and whether a window past the forecast looked better but not by more than that error.
     estimate_error: Optional[float] = None  # gCO2eq/kWh on the chosen run's mean
+    error_coverage: Optional[float] = None  # the truth's mean is below estimate + error this often
+    estimator: Optional[str] = None         # the estimator chosen for the zone (estimators.py)
     waited_for_forecast: bool = False
 
 

@@ -20,9 +20,7 @@ from carbon_optimizer.scheduling.cost import (
     PASS_CANDIDATES as _PASS_CANDIDATES, estimate, estimate_fleet,
 )
 from carbon_optimizer.scheduling.fleet_grid import NotPlaced, lay_out, place
-from carbon_optimizer.scheduling.horizon import (
-    Gated, coverage_of, reaches_past_forecast, risk_gate, window_error,
-)
+from carbon_optimizer.scheduling.horizon import Gated, coverage_of, gate, reaches_past_forecast
 from carbon_optimizer.scheduling.model import (
     Baseline, CapacityLimits, Job, Outcome, Outcomes, Run, Schedule,
     Unschedulable, ZoneFailure, ZoneSeries, Zones,
@@ -192,15 +190,13 @@ def _plan(job: Job, zones: Zones, now: int, usable: list[str], failures: tuple[Z
                            f"{rfc3339(zones[z].forecast.end)}" for z in usable))
         return Unschedulable(job, FailureCode.WINDOW_NOT_COVERED, message, failures)
     chosen: ZoneSeries = zones[usable[run.zone_index]]  # type: ignore[assignment]
-    error = window_error(run.intervals, chosen.forecast.end_epoch, chosen.forecast.step_seconds,
-                         chosen.estimate_error)
-    gated = Gated(run, error)
-    if error > 0:  # the risk gate, against the best run inside the forecasts
-        try:
+    gated = Gated(run)
+    if run.end > chosen.forecast.end_epoch:  # on estimates: the risk gate, against the best run
+        try:                                 # inside the forecasts
             inside = _search(job, [zones[z].forecast for z in usable], budget)
         except TooLarge:
             inside = None
-        gated = risk_gate(job, zones, run, error, inside, chosen.forecast, now)
+        gated = gate(job, zones, run, chosen, inside, now)
     baseline = batched.baseline if batched.baselined else _baseline(job, zones, True)
     return _schedule(job, zones, usable[gated.run.zone_index], gated, now, failures, baseline)
 

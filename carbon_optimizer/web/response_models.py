@@ -52,9 +52,21 @@ class EstimatedPart(Response):
     minutes: int
     share: float = Field(description="share of the run's time that rests on estimates (0..1)")
     expected_error: Optional[float] = Field(
-        description="gCO2eq/kWh: the estimates' measured absolute error at these lead times, on the "
-                    "run's mean intensity (null: not measurable); the run was chosen because it "
-                    "beats the best run inside the forecast by more than this")
+        description="gCO2eq/kWh: how much dirtier than estimated the run's mean intensity may be, "
+                    "stated at `error_coverage`: the estimator, replayed from earlier moments of "
+                    "this zone's own recent data, erred by more on the mean over these lead times "
+                    "in at most that share of them (a one-sided conformal quantile; null: not "
+                    "measurable). The run was chosen because it beats the best run inside the "
+                    "forecast by more than this (by the higher 0.95 quantile when that run "
+                    "starts before a client could ask again)")
+    error_coverage: Optional[float] = Field(
+        None, description="the share of replayed cases in which the truth stayed within "
+                          "`expected_error` (0.9; null: the error is a bound of unknown coverage)")
+    estimator: Optional[str] = Field(
+        None, description="the estimator chosen for this zone by its replayed error: blend "
+                          "(yesterday blended with the daily profile), daily_profile (the last "
+                          "week's mean day) or weekly_naive (the last week repeated; needs two "
+                          "weeks of history)")
 
 
 class Chunk(Response):
@@ -89,7 +101,9 @@ class Provenance(Response):
                     "start of the best run inside the forecast. null: the answer is final")
     waited_for_forecast: bool = Field(
         False, description="a run past the forecast looked cleaner, but not by more than the "
-                           "estimates' measured error: this run stays inside the forecast")
+                           "estimates' stated error (expected_error's quantile; 0.95 when this "
+                           "run starts before a client could ask again): this run stays inside "
+                           "the forecast")
 
     @classmethod
     def of(cls, schedule: Schedule) -> "Provenance":
@@ -103,7 +117,9 @@ class Provenance(Response):
             part = EstimatedPart(start=_moment(coverage.estimated_start), minutes=seconds // 60,
                                  share=round(seconds / max(1, run), 4),
                                  expected_error=None if error is None or not math.isfinite(error)
-                                 else round(error, 2))
+                                 else round(error, 2),
+                                 error_coverage=coverage.error_coverage,
+                                 estimator=coverage.estimator)
         return cls(provider=forecast.provider, updated_at=forecast.updated_at,
                    fetched_at=_time(source.fetched_at), stale=source.stale,
                    forecast_start=forecast.start, forecast_end=_moment(forecast.end_epoch),
