@@ -62,7 +62,10 @@ _NOT_PLACED = {
     FailureCode.WINDOW_NOT_COVERED: "no start inside the allowed window is covered by the "
                                     "forecasts of every zone in the batch",
     FailureCode.CAPACITY_EXCEEDED: "the batch's capacity (concurrency or power) leaves no room "
-                                   "for this workload inside its allowed window"}
+                                   "for this workload inside its allowed window beside the others: "
+                                   "when not all fit, the plan places the most workloads, then the "
+                                   "most energy (power_kw x duration, 1 kW without power_kw), then "
+                                   "emits the least, and this one was left out by that rule"}
 
 
 def lay_out(jobs: Sequence[Job], zones: Zones, capacity: CapacityLimits) -> FleetGrid:
