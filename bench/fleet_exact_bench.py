@@ -61,6 +61,8 @@ def batch(rng, longest_hours: int = 72):
 
 
 def main(count: int = 200, seed: int = 26, longest_hours: int = 72) -> None:
+    from bench.machine import machine
+    print(machine())
     from carbon_optimizer.scheduling import fleet, fleet_exact  # noqa: F401 (SciPy imported first)
     import scipy.optimize  # noqa: F401
     rng = np.random.default_rng(seed)
@@ -91,7 +93,8 @@ def main(count: int = 200, seed: int = 26, longest_hours: int = 72) -> None:
             notes[key] = notes.get(key, 0) + 1
     fleet_exact.size = real_size
     times = np.array(times)
-    print(f"{count} batches (seed {seed}, windows 1-{longest_hours} h): proven optimal {proven}/{count} ({100 * proven / count:.1f} %)")
+    print(f"{count} batches (seed {seed}, windows 1-{longest_hours} h): proven optimal "
+          f"{proven}/{count} ({100 * proven / count:.1f} %)")
     print(f"time per answer: median {np.median(times):.3f} s, p95 {np.percentile(times, 95):.3f} s, "
           f"max {times.max():.3f} s; over 1.5 s: {(times > 1.5).sum()}")
     if sizes:

@@ -165,7 +165,8 @@ def batch(seed, count, names, hours, step, window_minutes, durations, power=True
     for i in range(count):
         duration = MINUTE * (int(rng.integers(*durations)) | 1)  # odd minutes
         earliest = T0 + int(rng.integers(0, 3600))  # arbitrary seconds
-        window = int(rng.integers(window_minutes // 2, window_minutes + 1)) * MINUTE + int(rng.integers(0, 60))
+        window = (int(rng.integers(window_minutes // 2, window_minutes + 1)) * MINUTE
+                  + int(rng.integers(0, 60)))
         allowed = tuple(sorted(rng.choice(names, size=int(rng.integers(1, len(names) + 1)), replace=False)))
         kw = float(rng.integers(1, 6)) if power and rng.random() < 0.7 else None
         jobs.append(Job(duration=duration, zones=allowed, earliest_start=earliest,

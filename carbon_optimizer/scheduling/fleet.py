@@ -7,8 +7,10 @@ the intensity over its units.
 
 The exact problem is an integer programme (NP-hard in general). Every batch gets a heuristic plan,
 which places 1,000 workloads on a 288-unit grid in well under two seconds (bench/fleet_bench.py);
-batches small enough are then solved exactly by HiGHS (fleet_exact.py), which the heuristic alone
-missed by up to a few percent, or by a job left out, on some small instances (tests/test_fleet.py).
+batches of at most SMALL_BATCH jobs are then solved exactly by HiGHS (fleet_exact.py) when the
+model fits, which the heuristic alone missed by up to a few percent, or by a job left out, on some
+small instances (tests/test_fleet.py, tests/test_fleet_exact.py). Plans compare by _key: the most
+jobs placed, then the most energy, then the least emissions (who is left out is part of it).
 The heuristic:
 1. place jobs one at a time, each in its cheapest start that keeps every limit, in two orders
    (heaviest first: the big emitters get the cleanest hours; least flexible first: the tight jobs
@@ -36,7 +38,7 @@ MAX_PASSES = 8
 # heuristic plan, and the answer gives its gap to a lower bound. Measured (bench/fleet_bench.py
 # --judge, BENCHMARKS.md): batches of 4-10 workloads with 1-72 h windows at one-minute steps.
 SMALL_BATCH = 10
-EXACT_COLUMNS = 6_000
+EXACT_COLUMNS = 4_000
 # ... and at most this many nonzeros (one per (binary, limit row at a unit it covers); a 4,001-
 # minute job over 10 zones with 300 starts once made 36 M of them: 4 GB, 18-40 s to build). HiGHS
 # holds about EXACT_BYTES_PER_NONZERO bytes a nonzero at its peak (measured).
@@ -45,7 +47,7 @@ EXACT_BYTES_PER_NONZERO = 140
 # Without a request's budget (direct calls), HiGHS' time limit; with one, what the budget leaves
 # after EXACT_RESERVE_SECONDS for writing the answers.
 EXACT_SECONDS = 1.0
-EXACT_RESERVE_SECONDS = 0.05
+EXACT_RESERVE_SECONDS = 0.15
 # Shuffled greedy restarts for small batches: about this many job placements squared in all.
 RESTART_BUDGET = 12_000
 POLISHED = 12
@@ -276,7 +278,7 @@ def _job_prices(prices, job: FleetJob) -> np.ndarray:
 
 
 def _starts(jobs, prefix, zones, units, capacity, heavy, tight, candidates, expired=None,
-            facts=None, small=False):
+            facts=None):
     """Starting plans for the local search: two greedy orders, then greedy runs steered by
     Lagrangian prices on the capacity limits (subgradient steps on the relaxed limits). The first
     is always made; the others stop at the deadline (`expired`). `facts["bound"]`: the emissions
@@ -387,7 +389,7 @@ def schedule_fleet(intensity: np.ndarray, jobs: Sequence[FleetJob],
     plans: list = []  # (key, order made, plan): only the `kept` best are held, not every start
     facts: dict = {}
     for made, plan in enumerate(_starts(jobs, prefix, zones, units, capacity, heavy, tight,
-                                        candidates, expired, facts, small)):
+                                        candidates, expired, facts)):
         plans.append((key(plan), made, plan))
         if len(plans) > kept:
             plans.sort(key=lambda one: one[:2])  # ties: the plan made first, as a stable sort

@@ -1,15 +1,17 @@
 """Fleet capacity solved exactly: the batch as a mixed-integer programme for HiGHS (scipy.optimize.milp).
 
-One binary per (job, zone, candidate start) says "this job runs in this zone from this unit", one
-per job says "left out". Each job takes exactly one of its binaries; at every unit the jobs running
-stay within every limit. The objective is lexicographic, solved in two phases so that no huge
-penalty strains HiGHS' tolerances: phase 1 places the most jobs, then the most energy (weight x
-length; a job without power counts 1 kW); phase 2 keeps that count and energy and emits the least.
-Both run with mip_rel_gap 0: "optimal" then means proven, not within HiGHS' default 0.01 %.
+One binary per (job, zone, candidate start) says "this job has started here by this start" (the
+running sum of the usual start binaries), one per job says "left out". Each job starts once or is
+left out; at every unit the jobs running stay within every limit. The objective is lexicographic,
+solved in two phases so that no huge penalty strains HiGHS' tolerances: phase 1 places the most
+jobs, then the most energy (weight x length; a job without power counts 1 kW); phase 2 keeps that
+count and energy and emits the least. Both run with mip_rel_gap 0: "optimal" then means proven,
+not within HiGHS' default 0.01 %. HiGHS' presolve is off: measured, it overran its time limit by
+up to 2 s on some of these models (and proved fewer of them optimal within the budget).
 
-The model is small because most starts cannot be needed (anchored_starts): the proof is in its
-docstring. Limits are checked only at units where some candidate run starts (occupancy only rises
-there), so a row touches the runs covering that unit, not every unit of every run.
+The model is small because most starts cannot be needed (anchored_starts: the proof is in its
+docstring). Limits are checked only at units where some candidate run starts (occupancy only rises
+there), and in the cumulative form a row reads two binaries per (job, zone), not one per start.
 
 Only for batches small enough (fleet.schedule_fleet decides from size(), counted before anything is
 built); bigger ones keep the heuristic plan. The request's deadline is checked between the steps.
@@ -30,7 +32,7 @@ from carbon_optimizer.scheduling.fleet_model import Capacity, FleetJob
 
 # HiGHS' own absolute gap is 1e-6 of the objective's units (weight x intensity x units), far below
 # a gram; the relative gap is 0 so that "optimal" is the optimum, not within 1e-4 of it.
-_OPTIONS = {"mip_rel_gap": 0.0, "disp": False}
+_OPTIONS = {"mip_rel_gap": 0.0, "disp": False, "presolve": False}
 
 
 @dataclass(frozen=True)

@@ -135,7 +135,16 @@ def place(grid: FleetGrid, budget: Optional[Budget]) -> FleetRuns:
         one = grid.series[spot.zone]
         mean = windows.window_mean(one.boundaries(), one.values, start, duration, one.integral())
         runs[i] = Run(spot.zone, ((start, start + duration),), mean)
-    return FleetRuns(runs, CapacityPlan(result.proven_optimal, result.not_proven))
+    return FleetRuns(runs, CapacityPlan(result.proven_optimal, result.not_proven, _gap(result)))
+
+
+def _gap(result) -> Optional[float]:
+    """The share of a plan not proven optimal that may lie above its lower bound."""
+    if result.proven_optimal or result.lower_bound is None:
+        return None
+    if result.emissions <= 0:
+        return 0.0
+    return max(0.0, (result.emissions - result.lower_bound) / result.emissions)
 
 
 def _not_in_common(job: Job, covered: np.ndarray) -> str:
