@@ -293,3 +293,18 @@ def test_when_not_all_fit_the_most_energy_is_placed_and_the_rule_is_named():
     # among those that fit is b + c (120 min) rather than a + c or a + b.
     placed = {o.job.id for o in outcomes if isinstance(o, Schedule)}
     assert placed == {"b", "c"}
+
+
+def test_a_batch_larger_than_the_exact_bound_states_a_gap_that_holds():
+    # Eleven workloads (one more than fleet.SMALL_BATCH): the heuristic plan, not proven; its
+    # optimality_gap must hold against the optimum for the workloads it placed (reference MILP).
+    jobs, zones, minutes = batch(7, fleet.SMALL_BATCH + 1, ["A", "B"], hours=8, step=900,
+                                 window_minutes=40, durations=(7, 31))
+    outcomes = plan_batch(jobs, zones, CapacityLimits(max_concurrent=2), T0)
+    plan = outcomes.capacity_plan
+    assert not plan.proven_optimal and "solved exactly" in plan.not_proven
+    placed = [o.job for o in outcomes if isinstance(o, Schedule)]
+    _, _, grams = answer_of(outcomes, minutes)
+    count, _, best = reference_milp(placed, minutes, CapacityLimits(max_concurrent=2))
+    assert count == len(placed)
+    assert grams * (1 - plan.gap) <= best * (1 + 1e-9) + 1e-9

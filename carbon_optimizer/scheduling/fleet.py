@@ -426,7 +426,8 @@ def schedule_fleet(intensity: np.ndarray, jobs: Sequence[FleetJob],
         if size.columns > EXACT_COLUMNS or size.nonzeros > EXACT_NONZEROS:
             why = (f"the exact model would have {size.columns:,} columns and {size.nonzeros:,} "
                    f"nonzeros, more than {EXACT_COLUMNS:,} and {EXACT_NONZEROS:,}: fewer "
-                   "workloads, zones, shorter windows or durations make it fit")
+                   "workloads, zones or shorter windows make it fit (optimality_gap bounds how far "
+                   "the plan kept may be from the best)")
         elif seconds > 0.05 and not expired():
             found = fleet_exact.solve(prefix, jobs, candidates, runs, capacity, seconds,
                                       all_fit=all_placed, expired=expired)
@@ -441,6 +442,8 @@ def schedule_fleet(intensity: np.ndarray, jobs: Sequence[FleetJob],
             if key((exact,))[:2] == key((placements,))[:2]:
                 optimal = found.proven
                 exact_bound = found.bound
+    if not optimal and why is None:  # the solver's plan failed the check, or did not match
+        why = "the exact solver did not prove a plan optimal within the request's time"
     for i in candidates:
         if placements[i] is None:
             reasons[i] = FailureCode.CAPACITY_EXCEEDED
