@@ -38,7 +38,7 @@ def _built(capacity: Capacity, monkeypatch):
     intensity = np.ones((3, 40))
     intensity[:, 17:23] = 2.0  # a step, so that its edges anchor starts too
     prefix = np.concatenate((np.zeros((3, 1)), np.cumsum(intensity, axis=1)), axis=1)
-    runs = fleet_exact.anchored_starts(intensity, JOBS, [0, 1, 2])
+    runs = fleet_exact.anchored_starts(intensity, JOBS, [0, 1, 2], capacity)
     assert fleet_exact.solve(prefix, JOBS, [0, 1, 2], runs, capacity, 5.0) is not None
     return seen[-1], runs
 

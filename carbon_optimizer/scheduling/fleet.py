@@ -35,13 +35,17 @@ MAX_PASSES = 8
 # Batches of at most this many workloads (that some start fits) get the proven optimum of the
 # exact model (fleet_exact, HiGHS) over their anchored starts, within the request's budget, when the
 # model is within EXACT_COLUMNS and EXACT_NONZEROS (counted before it is built); larger ones keep the
-# heuristic plan, and the answer gives its gap to a lower bound. Measured (bench/fleet_bench.py
-# --judge, BENCHMARKS.md): batches of 4-10 workloads with 1-72 h windows at one-minute steps.
+# heuristic plan, and the answer gives its gap to a lower bound. Measured (bench/fleet_exact_bench.py,
+# BENCHMARKS.md): 90 of 100 judge-like batches of 4-10 workloads with 1-6 h windows proven, 53 with
+# 1-12 h, 32 with 1-72 h (the rest mostly over EXACT_COLUMNS).
 SMALL_BATCH = 10
+# Above about 4,000 binaries HiGHS overran its time limit (by up to 2 s at 6,000) and rarely
+# proved optimality within the budget anyway.
 EXACT_COLUMNS = 4_000
-# ... and at most this many nonzeros (one per (binary, limit row at a unit it covers); a 4,001-
-# minute job over 10 zones with 300 starts once made 36 M of them: 4 GB, 18-40 s to build). HiGHS
-# holds about EXACT_BYTES_PER_NONZERO bytes a nonzero at its peak (measured).
+# ... and at most this many nonzeros (in the cumulative form about 2 per binary plus 2 per (job,
+# zone) per limit row; over every start in the plain form a 4,001-minute job over 10 zones once
+# made 36 M: 4 GB, 18-40 s to build). HiGHS holds about EXACT_BYTES_PER_NONZERO bytes a nonzero at
+# its peak (measured).
 EXACT_NONZEROS = 150_000
 EXACT_BYTES_PER_NONZERO = 140
 # Without a request's budget (direct calls), HiGHS' time limit; with one, what the budget leaves
@@ -418,7 +422,7 @@ def schedule_fleet(intensity: np.ndarray, jobs: Sequence[FleetJob],
     else:
         # Imported here: SciPy takes 0.4 s to import, and only capacity batches need it.
         from carbon_optimizer.scheduling import fleet_exact
-        runs = fleet_exact.anchored_starts(intensity, jobs, candidates, expired)
+        runs = fleet_exact.anchored_starts(intensity, jobs, candidates, capacity, expired)
         size = fleet_exact.size(runs, jobs, candidates, capacity)
         seconds = (EXACT_SECONDS if budget is None
                    else budget.remaining() - EXACT_RESERVE_SECONDS)

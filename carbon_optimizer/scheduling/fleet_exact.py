@@ -60,7 +60,7 @@ class Exact:
 
 
 def anchored_starts(intensity: np.ndarray, jobs: Sequence[FleetJob], candidates: Sequence[int],
-                    expired: Callable[[], bool] = lambda: False) -> Runs:
+                    capacity: Capacity, expired: Callable[[], bool] = lambda: False) -> Runs:
     """The starts some optimal plan uses, per (job, zone).
 
     Why it is exact. Intensity is constant per zone between change points B_z. A run's grams are
@@ -73,13 +73,16 @@ def anchored_starts(intensity: np.ndarray, jobs: Sequence[FleetJob], candidates:
     anchored), so the plan stays feasible for small d either way and its grams are linear in d;
     shift the way that does not cost more until a new anchor is met. Each shift anchors one more
     run, so some optimum has every run anchored. A chain of anchors visits distinct jobs, so n - 1
-    rounds of "ends and starts of the others" close the set for n jobs. (The set is taken per job
-    over every zone's anchors for the chained part: a superset, still exact.)"""
+    rounds of "ends and starts of the others" close the set for n jobs. Only runs that share a
+    limit can touch to any effect: all of them under a global limit, else those in the same limited
+    zone; a run in a zone no limit reaches is anchored by its own intensity and window alone. (The
+    chained part is shared by a job's zones that share a limit: a superset, still exact.)"""
     zones, units = intensity.shape
     changed = np.zeros((zones, units + 1), dtype=bool)  # unit t where intensity differs from t - 1
     changed[:, 1:units] = intensity[:, 1:] != intensity[:, :-1]
+    group = _link_groups(capacity, zones)
     base: dict[int, dict[int, np.ndarray]] = {}
-    chained: dict[int, np.ndarray] = {}
+    chained: dict[int, dict[int, np.ndarray]] = {}  # job -> link group -> its chained starts
     for i in candidates:
         job = jobs[i]
         span = np.arange(job.earliest, job.latest + 1)
@@ -88,35 +91,40 @@ def anchored_starts(intensity: np.ndarray, jobs: Sequence[FleetJob], candidates:
             mask = changed[zone, span] | changed[zone, span + job.length]
             mask[[0, -1]] = True
             base[i][zone] = mask
-        chained[i] = np.zeros(len(span), dtype=bool)
+        chained[i] = {group[z]: np.zeros(len(span), dtype=bool) for z in job.zones
+                      if group[z] is not None}
     for _ in range(max(0, len(candidates) - 1)):
         if expired():
             break  # the caller checks the clock too: an unfinished set is never solved
-        starts = np.zeros((len(candidates), units + 1), dtype=bool)
-        ends = np.zeros((len(candidates), units + 1), dtype=bool)
+        starts: dict[int, np.ndarray] = {}
+        ends: dict[int, np.ndarray] = {}
         for k, i in enumerate(candidates):
             job = jobs[i]
-            every = chained[i] | np.logical_or.reduce(list(base[i].values()))
-            at = job.earliest + np.flatnonzero(every)
-            starts[k, at] = True
-            ends[k, at + job.length] = True
+            for g, mine in chained[i].items():
+                every = mine | np.logical_or.reduce([m for z, m in base[i].items() if group[z] == g])
+                at = job.earliest + np.flatnonzero(every)
+                starts.setdefault(g, np.zeros((len(candidates), units + 1), dtype=bool))[k, at] = True
+                ends.setdefault(g, np.zeros_like(starts[g]))[k, at + job.length] = True
         grew = False
         for k, i in enumerate(candidates):
             job = jobs[i]
-            others_start = np.delete(starts, k, axis=0).any(axis=0)
-            others_end = np.delete(ends, k, axis=0).any(axis=0)
             span = np.arange(job.earliest, job.latest + 1)
             tail = np.minimum(span + job.length, units)
-            more = others_end[span] | others_start[tail]
-            if (more & ~chained[i]).any():
-                chained[i] |= more
-                grew = True
+            for g, mine in chained[i].items():
+                others_start = np.delete(starts[g], k, axis=0).any(axis=0)
+                others_end = np.delete(ends[g], k, axis=0).any(axis=0)
+                more = others_end[span] | others_start[tail]
+                if (more & ~mine).any():
+                    mine |= more
+                    grew = True
         if not grew:
             break
     job_of, zone_of, start_of = [], [], []
     for i in candidates:
         for zone, mask in base[i].items():
-            at = jobs[i].earliest + np.flatnonzero(mask | chained[i])
+            if group[zone] is not None:
+                mask = mask | chained[i][group[zone]]
+            at = jobs[i].earliest + np.flatnonzero(mask)
             job_of.append(np.full(len(at), i))
             zone_of.append(np.full(len(at), zone))
             start_of.append(at)
@@ -124,6 +132,18 @@ def anchored_starts(intensity: np.ndarray, jobs: Sequence[FleetJob], candidates:
         empty = np.zeros(0, dtype=np.int64)
         return Runs(empty, empty, empty)
     return Runs(*(np.concatenate(a).astype(np.int64) for a in (job_of, zone_of, start_of)))
+
+
+def _link_groups(capacity: Capacity, zones: int) -> list[Optional[int]]:
+    """Per zone, which runs its runs share a limit with: one group for all zones under a global
+    limit; else each limited zone its own; None for a zone no limit reaches."""
+    if capacity.max_concurrent is not None:
+        return [0] * zones
+    limited = [False] * zones
+    for caps in (capacity.zone_concurrent, capacity.zone_power_kw):
+        for z, c in enumerate(caps or []):
+            limited[z] = limited[z] or c is not None
+    return [z if limited[z] else None for z in range(zones)]
 
 
 def _families(runs: Runs, jobs: Sequence[FleetJob], capacity: Capacity):
