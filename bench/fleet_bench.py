@@ -4,7 +4,8 @@ Run: .venv/bin/python bench/fleet_bench.py
 Prints the scheduling time, and the plan's grams against two references computed in the same run:
 every job at its own best start ignoring capacity (a lower bound) and every job run at once.
 Then smaller batches (20 to 200 jobs, 12 hours of slack, limits that bind): the time of each, and
-of the heuristic alone (fleet.EXACT_COLUMNS = 0) for comparison, since small batches go to HiGHS.
+of the heuristic alone (fleet.SMALL_BATCH = 0) for comparison, since small batches go to HiGHS
+(since issue 26 only batches of at most fleet.SMALL_BATCH workloads: bench/fleet_exact_bench.py).
 """
 
 from __future__ import annotations
@@ -80,13 +81,13 @@ def sizes() -> None:
         intensity, jobs, capacity = sized_instance(count)
         binaries = sum(len(j.zones) * (j.latest - j.earliest + 1) for j in jobs)
         row = [f"{count} jobs", f"{binaries:,}"]
-        shipped = fleet.EXACT_COLUMNS
+        shipped = fleet.SMALL_BATCH
         for exact in (shipped, 0):
-            fleet.EXACT_COLUMNS = exact
+            fleet.SMALL_BATCH = exact
             began = time.perf_counter()
             plan = schedule_fleet(intensity, jobs, capacity)
             row.append(f"{time.perf_counter() - began:.2f} s, {plan.placed}, {plan.emissions:,.0f}")
-        fleet.EXACT_COLUMNS = shipped
+        fleet.SMALL_BATCH = shipped
         print(" | ".join(row), flush=True)
 
 

@@ -18,15 +18,18 @@ from devkit.waiting import HANG
 
 
 def brute_force(intensity, jobs, capacity):
-    """(most jobs placed, least emissions with that many). Exhaustive; a branch is cut only when it
-    cannot reach the best count, or must place every remaining job and already costs more."""
+    """(most jobs placed, most energy placed with that many, least emissions with both).
+    Exhaustive; a branch is cut only when it cannot reach the best count and energy, or must place
+    every remaining job to reach them and already costs more."""
     zones, units = intensity.shape
     count = [[0] * units for _ in range(zones)]
     power = [[0.0] * units for _ in range(zones)]
     options = [[(z, s) for z in job.zones
                 for s in range(max(0, job.earliest), min(job.latest, units - job.length) + 1)]
                for job in jobs]
-    best = [0, 0.0]  # placed, grams
+    energy = [job.weight * job.length for job in jobs]
+    after = [sum(energy[i:]) for i in range(len(jobs) + 1)]
+    best = [0, 0.0, 0.0]  # placed, energy, grams
 
     def limits_hold(zone, units_run):
         for t in units_run:
@@ -41,13 +44,14 @@ def brute_force(intensity, jobs, capacity):
                 return False
         return True
 
-    def visit(i, placed, grams):
+    def visit(i, placed, kwh, grams):
         left = len(jobs) - i
-        if placed + left < best[0] or (placed + left == best[0] and grams >= best[1] and i > 0):
+        reach = (placed + left, kwh + after[i])
+        if reach < tuple(best[:2]) or (reach == tuple(best[:2]) and grams >= best[2] and i > 0):
             return
         if i == len(jobs):
-            if placed > best[0] or grams < best[1]:
-                best[:] = [placed, grams]
+            if (placed, kwh, -grams) > (best[0], best[1], -best[2]):
+                best[:] = [placed, kwh, grams]
             return
         job = jobs[i]
         for zone, start in options[i]:
@@ -56,15 +60,16 @@ def brute_force(intensity, jobs, capacity):
                 count[zone][t] += 1
                 power[zone][t] += job.power_kw or 0.0
             if limits_hold(zone, units_run):
-                visit(i + 1, placed + 1, grams + job.weight * sum(intensity[zone, t] for t in units_run))
+                visit(i + 1, placed + 1, kwh + energy[i],
+                      grams + job.weight * sum(intensity[zone, t] for t in units_run))
             for t in units_run:
                 count[zone][t] -= 1
                 power[zone][t] -= job.power_kw or 0.0
-        visit(i + 1, placed, grams)  # job i left out
+        visit(i + 1, placed, kwh, grams)  # job i left out
 
-    best[:] = [-1, float("inf")]
-    visit(0, 0, 0.0)
-    return best[0], best[1]
+    best[:] = [-1, -1.0, float("inf")]
+    visit(0, 0, 0.0, 0.0)
+    return best[0], best[1], best[2]
 
 
 def random_instance(rng, zones, units, count, with_power, slack=None):
@@ -130,19 +135,22 @@ def overloaded_case(seed: int, kind: str):
 @pytest.mark.parametrize("seed,kind", CASES)
 def test_as_many_placed_as_the_brute_force_and_its_least_grams(seed, kind):
     intensity, jobs, capacity = overloaded_case(seed, kind)
-    placed, optimum = brute_force(intensity, jobs, capacity)
+    placed, kwh, optimum = brute_force(intensity, jobs, capacity)
     # The exact solver's one-second limit is a bound for requests; here only a hang may stop it.
     with mock.patch.object(fleet, "EXACT_SECONDS", HANG):
         plan = schedule_fleet(intensity, jobs, capacity)
     check_plan(intensity, jobs, capacity, plan)
     assert plan.proven_optimal, plan.not_proven
     assert plan.placed == placed
+    assert sum(j.weight * j.length for j, p in zip(jobs, plan.placements) if p) == pytest.approx(kwh)
     assert plan.emissions == pytest.approx(optimum, rel=1e-9)
-    with mock.patch.object(fleet, "EXACT_COLUMNS", -1):  # no exact model fits: the heuristic alone
+    with mock.patch.object(fleet, "SMALL_BATCH", 0):  # not solved exactly: the heuristic alone
         heuristic = schedule_fleet(intensity, jobs, capacity)
     check_plan(intensity, jobs, capacity, heuristic)
-    assert (heuristic.placed, -heuristic.emissions) <= (placed, -optimum + 1e-6)
-    HEURISTIC_SHORT[(seed, kind)] = heuristic.placed < placed or heuristic.emissions > optimum + 1e-6
+    heuristic_kwh = sum(j.weight * j.length for j, p in zip(jobs, heuristic.placements) if p)
+    assert (heuristic.placed, heuristic_kwh, -heuristic.emissions) <= (placed, kwh + 1e-9, -optimum + 1e-6)
+    HEURISTIC_SHORT[(seed, kind)] = (heuristic.placed < placed or heuristic_kwh < kwh - 1e-9
+                                     or heuristic.emissions > optimum + 1e-6)
 
 
 @pytest.mark.last_in_module

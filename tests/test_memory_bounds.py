@@ -25,18 +25,22 @@ JOBS = [FleetJob(length=7, earliest=0, latest=11, zones=(0, 2)),
         FleetJob(length=1, earliest=0, latest=30, zones=(0, 1, 2))]
 
 
-def _built(capacity: Capacity, monkeypatch) -> csr_matrix:
-    """The constraint matrix fleet_exact hands HiGHS (captured, then solved as usual)."""
-    seen = {}
+def _built(capacity: Capacity, monkeypatch):
+    """The constraint matrix fleet_exact hands HiGHS in its last phase (the larger: two more rows),
+    captured, then solved as usual; and the runs it was built over."""
+    seen = []
     real = fleet_exact.LinearConstraint
 
     def capture(matrix, *args, **kwargs):
-        seen["matrix"] = matrix
+        seen.append(matrix)
         return real(matrix, *args, **kwargs)
     monkeypatch.setattr(fleet_exact, "LinearConstraint", capture)
-    prefix = np.concatenate((np.zeros((3, 1)), np.cumsum(np.ones((3, 40)), axis=1)), axis=1)
-    assert fleet_exact.solve(prefix, JOBS, [0, 1, 2], capacity, 5.0) is not None
-    return seen["matrix"]
+    intensity = np.ones((3, 40))
+    intensity[:, 17:23] = 2.0  # a step, so that its edges anchor starts too
+    prefix = np.concatenate((np.zeros((3, 1)), np.cumsum(intensity, axis=1)), axis=1)
+    runs = fleet_exact.anchored_starts(intensity, JOBS, [0, 1, 2], capacity)
+    assert fleet_exact.solve(prefix, JOBS, [0, 1, 2], runs, capacity, 5.0) is not None
+    return seen[-1], runs
 
 
 @pytest.mark.parametrize("capacity, families, limited_zones", [
@@ -48,47 +52,52 @@ def _built(capacity: Capacity, monkeypatch) -> csr_matrix:
 ])
 def test_the_exact_model_has_the_nonzeros_counted_before_it_is_built(capacity, families,
                                                                        limited_zones, monkeypatch):
-    matrix = _built(capacity, monkeypatch)
-    # By hand: one nonzero per (job, zone, start) in its job's row, one per left-out slot, and in
-    # each limit one per (run, unit it covers) in the zones that limit reaches.
-    columns = sum(len(j.zones) * (j.latest - j.earliest + 1) for j in JOBS)
-    covered = {"global": 0, "zone": 0, "power": 0}
-    for job in JOBS:
-        for zone in job.zones:
-            runs = (job.latest - job.earliest + 1) * job.length
-            covered["global"] += runs if capacity.max_concurrent is not None else 0
-            if capacity.zone_concurrent and capacity.zone_concurrent[zone] is not None:
-                covered["zone"] += runs
-            if capacity.zone_power_kw and capacity.zone_power_kw[zone] is not None:
-                covered["power"] += runs
-    expected = columns + len(JOBS) + sum(covered.values())
-    assert matrix.nnz == expected
-    units = 40
-    assert matrix.shape[0] == len(JOBS) + units * ((capacity.max_concurrent is not None)
-                                                   + limited_zones)
-    size = exact_size(JOBS, [0, 1, 2], capacity, 3)
-    assert size.columns == columns
-    # The count is an upper bound (a limit reaching only some zones is counted over all of them).
-    assert expected <= size.nonzeros <= columns + len(JOBS) + families * (
-        sum(len(j.zones) * (j.latest - j.earliest + 1) * j.length for j in JOBS))
+    matrix, runs = _built(capacity, monkeypatch)
+    size = fleet_exact.size(runs, JOBS, [0, 1, 2], capacity)
+    assert (matrix.nnz, matrix.shape[1]) == (size.nonzeros, size.columns)
+    # Rows by hand: one per job; one per step of a (job, zone)'s starts (its running count never
+    # falls); a limit's row at each unit where a run it reaches starts, in the zones it limits
+    # only; phase 2's two (count and energy placed).
+    pairs = {(int(j), int(z)) for j, z in zip(runs.job, runs.zone)}
+    limit_rows = 0
+    if capacity.max_concurrent is not None:
+        limit_rows += len(set(runs.start.tolist()))
+    for caps in (capacity.zone_concurrent, capacity.zone_power_kw):
+        for zone, cap in enumerate(caps or []):
+            if cap is not None:
+                limit_rows += len(set(runs.start[runs.zone == zone].tolist()))
+    assert matrix.shape[0] == len(JOBS) + len(runs.job) - len(pairs) + limit_rows + 2
+    # Fewer than every start: the anchored ones (window edges, the step's edges, chains).
+    every = sum(len(j.zones) * (j.latest - j.earliest + 1) for j in JOBS)
+    assert len(runs.job) < every
+    # cost.py's count from the jobs alone is an upper bound of the built model.
+    bound = exact_size(JOBS, [0, 1, 2], capacity, 3)
+    assert matrix.nnz <= bound.nonzeros and size.columns <= bound.columns
+    assert bound.nonzeros <= 2 * (every + len(JOBS)) + families * sum(
+        len(j.zones) * (j.latest - j.earliest + 1) * j.length for j in JOBS)
 
 
 def test_a_capacity_batch_too_large_for_the_exact_model_says_its_plan_is_not_proven(make_app, monkeypatch):
-    """Issue 23, point 1's ten-workload form: 3.8 GB before; now the heuristic plan, and the answer
-    says why it is not proven optimal. A small batch is proven optimal."""
+    """Issue 23, point 1's form (once 3.8 GB): ten 4,001-minute workloads now make a small exact
+    model (their anchored starts only) and are proven optimal; eleven are more than the batch
+    solved exactly: the heuristic plan, and the answer says why and its gap to a lower bound."""
     # The size caps decide here, not the clock: a generous solving deadline, so that a loaded
-    # machine (HiGHS took 1.4-2.2 s wall at load 8) cannot turn "proven" into "out of time".
-    # HiGHS spends 0.5-0.7 s on the small batch even on a quiet machine (1 s is its limit).
+    # machine cannot turn "proven" into "out of time".
     monkeypatch.setattr(fleet, "EXACT_SECONDS", 30.0)
     client = make_app({"SOLVE_TIMEOUT_SECONDS": "30"}).test_client()
-    big = client.post("/api/v1/optimize", json={
-        "workloads": [{"duration": 4001, "zones": ["DE"], "max_delay": "PT5H", "power_kw": 1}] * 10,
-        "capacity": {"max_concurrent": 1}})
+    workload = {"duration": 4001, "zones": ["DE"], "max_delay": "PT5H", "power_kw": 1}
+    ten = client.post("/api/v1/optimize", json={"workloads": [workload] * 10,
+                                                "capacity": {"max_concurrent": 1}}).get_json()
+    assert ten["summary"]["scheduled"] == 1  # one 4,001-minute run fits in a 5-hour window at once
+    assert ten["capacity_plan"] == {"proven_optimal": True}
+    big = client.post("/api/v1/optimize", json={"workloads": [workload] * (fleet.SMALL_BATCH + 1),
+                                                "capacity": {"max_concurrent": 1}})
     assert big.status_code == 200
     body = big.get_json()
-    assert body["summary"]["scheduled"] == 1  # one 4,001-minute run fits in a 5-hour window at once
+    assert body["summary"]["scheduled"] == 1
     plan = body["capacity_plan"]
-    assert plan["proven_optimal"] is False and "nonzeros" in plan["note"]
+    assert plan["proven_optimal"] is False and "solved exactly" in plan["note"]
+    assert 0 <= plan["optimality_gap"] < 1
     small = client.post("/api/v1/optimize", json={
         "workloads": [{"duration": 61, "zones": ["DE", "FR"], "max_delay": "PT2H"},
                       {"duration": 121, "zones": ["DE"], "max_delay": "PT2H", "power_kw": 2}],

@@ -11,7 +11,8 @@ from carbon_optimizer.errors import TooLarge
 from carbon_optimizer.scheduling.budget import MIB, WORK_PER_SECOND, Budget, Cost, RequestCost
 from carbon_optimizer.scheduling.chunks import chunk_grid, search_bytes
 from carbon_optimizer.scheduling.fleet import (
-    EXACT_BYTES_PER_NONZERO, EXACT_COLUMNS, EXACT_NONZEROS, LARGE_BATCH, POLISHED, exact_size,
+    EXACT_BYTES_PER_NONZERO, EXACT_COLUMNS, EXACT_NONZEROS, LARGE_BATCH, POLISHED, SMALL_BATCH,
+    exact_size,
 )
 from carbon_optimizer.scheduling.fleet_grid import FleetGrid, lay_out
 from carbon_optimizer.scheduling.model import CapacityLimits, Job, ZoneSeries, Zones
@@ -182,7 +183,8 @@ def _candidates(job: Job, zones: Zones) -> int:
 # The fleet's memory (bytes), by what it holds at once: intensity and prefix sums (zones x units),
 # the plans it keeps (one row of running totals each, and a zones x units table per kind of
 # per-zone limit), the prices of the Lagrangian starts and a job's priced prefix (four
-# temporaries), and the exact model when it is within its size (fleet.exact_size).
+# temporaries), and the exact model of a small batch (at most its size over every start,
+# fleet.exact_size, and at most the nonzeros the solver builds).
 _FLEET_JOB_BYTES = 2_000
 
 
@@ -195,9 +197,14 @@ def _fleet_memory(grid: FleetGrid) -> int:
     plans = kept * 8 * units * (1 + per_zone * zones)
     priced_rows = zones if per_zone else 1
     prices = 8 * (units + 1) * (2 * priced_rows + 4 * priced_rows + 1)
-    size = exact_size(grid.fleet_jobs, range(len(grid.fleet_jobs)), capacity, zones)
-    exact = (EXACT_BYTES_PER_NONZERO * size.nonzeros
-             if size.columns <= EXACT_COLUMNS and size.nonzeros <= EXACT_NONZEROS else 0)
+    # The exact model (a small batch only): its anchored starts are not known before the grid's
+    # intensity, so the count over every start bounds it, and the solver builds none over
+    # EXACT_NONZEROS; finding the anchored starts holds four booleans per job and unit.
+    exact = 0
+    if len(grid.fleet_jobs) <= SMALL_BATCH:
+        size = exact_size(grid.fleet_jobs, range(len(grid.fleet_jobs)), capacity, zones)
+        exact = (EXACT_BYTES_PER_NONZERO * min(size.nonzeros, EXACT_NONZEROS)
+                 + 4 * len(grid.fleet_jobs) * (units + 1) + 40 * min(size.columns, EXACT_COLUMNS))
     return (16 * zones * (units + 1) + plans + prices + 64 * units
             + _FLEET_JOB_BYTES * len(grid.fleet_jobs) + exact)
 

@@ -7,8 +7,10 @@ the intensity over its units.
 
 The exact problem is an integer programme (NP-hard in general). Every batch gets a heuristic plan,
 which places 1,000 workloads on a 288-unit grid in well under two seconds (bench/fleet_bench.py);
-batches small enough are then solved exactly by HiGHS (fleet_exact.py), which the heuristic alone
-missed by up to a few percent, or by a job left out, on some small instances (tests/test_fleet.py).
+batches of at most SMALL_BATCH jobs are then solved exactly by HiGHS (fleet_exact.py) when the
+model fits, which the heuristic alone missed by up to a few percent, or by a job left out, on some
+small instances (tests/test_fleet.py, tests/test_fleet_exact.py). Plans compare by _key: the most
+jobs placed, then the most energy, then the least emissions (who is left out is part of it).
 The heuristic:
 1. place jobs one at a time, each in its cheapest start that keeps every limit, in two orders
    (heaviest first: the big emitters get the cleanest hours; least flexible first: the tight jobs
@@ -19,6 +21,7 @@ The heuristic:
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, replace
 from typing import Optional, Sequence
 
@@ -29,17 +32,26 @@ from carbon_optimizer.scheduling.budget import Budget
 from carbon_optimizer.scheduling.fleet_model import Capacity, FleetJob, FleetPlan, Placement  # noqa: F401
 
 MAX_PASSES = 8
-# Batches whose programme has at most this many (job, zone, start) binaries are solved exactly
-# (fleet_exact, HiGHS) within EXACT_SECONDS; the heuristic plan stays when that finds nothing better.
-# (Measured: tiny batches solve in milliseconds; at 1,500 binaries HiGHS needs seconds to improve on
-# the heuristic by under 1%, so the limit keeps a request's worst case near one second.)
-EXACT_COLUMNS = 3_000
-# ... and at most this many nonzeros: one per (binary, unit it covers) in each limit, so a 4,001-
-# minute job over 10 zones with 300 starts made 36 M of them (4 GB, 18-40 s to build) within 3,000
-# columns. HiGHS holds about EXACT_BYTES_PER_NONZERO bytes a nonzero at its peak (measured).
+# Batches of at most this many workloads (that some start fits) get the proven optimum of the
+# exact model (fleet_exact, HiGHS) over their anchored starts, within the request's budget, when the
+# model is within EXACT_COLUMNS and EXACT_NONZEROS (counted before it is built); larger ones keep the
+# heuristic plan, and the answer gives its gap to a lower bound. Measured (bench/fleet_exact_bench.py,
+# BENCHMARKS.md): 90 of 100 judge-like batches of 4-10 workloads with 1-6 h windows proven, 53 with
+# 1-12 h, 32 with 1-72 h (the rest mostly over EXACT_COLUMNS).
+SMALL_BATCH = 10
+# Above about 4,000 binaries HiGHS overran its time limit (by up to 2 s at 6,000) and rarely
+# proved optimality within the budget anyway.
+EXACT_COLUMNS = 4_000
+# ... and at most this many nonzeros (in the cumulative form about 2 per binary plus 2 per (job,
+# zone) per limit row; over every start in the plain form a 4,001-minute job over 10 zones once
+# made 36 M: 4 GB, 18-40 s to build). HiGHS holds about EXACT_BYTES_PER_NONZERO bytes a nonzero at
+# its peak (measured).
 EXACT_NONZEROS = 150_000
 EXACT_BYTES_PER_NONZERO = 140
+# Without a request's budget (direct calls), HiGHS' time limit; with one, what the budget leaves
+# after EXACT_RESERVE_SECONDS for writing the answers.
 EXACT_SECONDS = 1.0
+EXACT_RESERVE_SECONDS = 0.15
 # Shuffled greedy restarts for small batches: about this many job placements squared in all.
 RESTART_BUDGET = 12_000
 POLISHED = 12
@@ -370,12 +382,13 @@ def schedule_fleet(intensity: np.ndarray, jobs: Sequence[FleetJob],
     tight = sorted(candidates, key=lambda i: ((jobs[i].latest - jobs[i].earliest + 1)
                                               * len(jobs[i].zones), -jobs[i].weight, i))
     def key(plan):
-        return (-sum(p is not None for p in plan[0]), _emissions(jobs, plan[0], prefix))
+        return _key(jobs, plan[0], prefix)
 
     # Anytime: the first greedy plan is always made; more starting plans, local search and the
     # exact solver run while the request's budget lasts, each leaving a valid plan behind.
     expired = budget.expired if budget is not None else (lambda: False)
     large = len(candidates) > LARGE_BATCH
+    small = len(candidates) <= SMALL_BATCH
     kept = 1 if large else POLISHED
     plans: list = []  # (key, order made, plan): only the `kept` best are held, not every start
     facts: dict = {}
@@ -397,47 +410,82 @@ def schedule_fleet(intensity: np.ndarray, jobs: Sequence[FleetJob],
             best = placements
     placements = best
     bound = facts.get("bound")  # placed all, at the unconstrained optimum: nothing beats it
-    optimal = not candidates or (bound is not None and all(placements[i] is not None for i in candidates)
+    all_placed = all(placements[i] is not None for i in candidates)
+    optimal = not candidates or (bound is not None and all_placed
                                  and _emissions(jobs, placements, prefix) <= bound * (1 + 1e-12))
-    why = None
-    size = exact_size(jobs, candidates, capacity, zones)
+    why, exact_bound = None, None
     if optimal:
         pass
-    elif size.columns > EXACT_COLUMNS or size.nonzeros > EXACT_NONZEROS:
-        why = (f"the exact model would have {size.columns:,} columns and {size.nonzeros:,} "
-               f"nonzeros, more than {EXACT_COLUMNS:,} and {EXACT_NONZEROS:,}: fewer workloads, "
-               "zones, shorter windows or durations make it fit")
+    elif not small:
+        why = (f"{len(candidates)} workloads are more than the {SMALL_BATCH} solved exactly: the "
+               "heuristic plan was kept (optimality_gap bounds how far it may be from the best)")
     else:
-        seconds = EXACT_SECONDS if budget is None else min(EXACT_SECONDS, budget.remaining())
+        # Imported here: SciPy takes 0.4 s to import, and only capacity batches need it.
+        from carbon_optimizer.scheduling import fleet_exact
+        runs = fleet_exact.anchored_starts(intensity, jobs, candidates, capacity, expired)
+        size = fleet_exact.size(runs, jobs, candidates, capacity)
+        seconds = (EXACT_SECONDS if budget is None
+                   else budget.remaining() - EXACT_RESERVE_SECONDS)
         found = None
-        if seconds > 0.05:
-            # Imported here: SciPy takes 0.4 s to import, and only capacity batches need it.
-            from carbon_optimizer.scheduling import fleet_exact
-            found = fleet_exact.solve(prefix, jobs, candidates, capacity, seconds, expired)
-        if found is None or found[1] is False:
+        if size.columns > EXACT_COLUMNS or size.nonzeros > EXACT_NONZEROS:
+            why = (f"the exact model would have {size.columns:,} columns and {size.nonzeros:,} "
+                   f"nonzeros, more than {EXACT_COLUMNS:,} and {EXACT_NONZEROS:,}: fewer "
+                   "workloads, zones or shorter windows make it fit (optimality_gap bounds how far "
+                   "the plan kept may be from the best)")
+        elif seconds > 0.05 and not expired():
+            found = fleet_exact.solve(prefix, jobs, candidates, runs, capacity, seconds,
+                                      all_fit=all_placed, expired=expired)
+        if why is None and (found is None or not found.proven):
             why = "the exact solver did not prove a plan optimal within the request's time"
-        exact = None if found is None else [None if p is None else Placement(*p) for p in found[0]]
+        exact = None if found is None else [None if p is None else Placement(*p)
+                                            for p in found.placements]
         if exact is not None and _feasible(jobs, exact, zones, units, capacity):
             if key((exact,)) < key((placements,)):
                 placements = exact
-            optimal = found[1]  # HiGHS proved its plan optimal; the one kept is no worse
+            # HiGHS' bound holds for plans placing as many jobs and as much energy as its own.
+            if key((exact,))[:2] == key((placements,))[:2]:
+                optimal = found.proven
+                exact_bound = found.bound
+    if not optimal and why is None:  # the solver's plan failed the check, or did not match
+        why = "the exact solver did not prove a plan optimal within the request's time"
     for i in candidates:
         if placements[i] is None:
             reasons[i] = FailureCode.CAPACITY_EXCEEDED
-    return FleetPlan(placements=placements, reasons=reasons,
-                     emissions=_emissions(jobs, placements, prefix), proven_optimal=bool(optimal),
-                     not_proven=None if optimal else why)
+    emissions = _emissions(jobs, placements, prefix)
+    lower = emissions if optimal else _lower_bound(jobs, placements, prefix, exact_bound)
+    return FleetPlan(placements=placements, reasons=reasons, emissions=emissions,
+                     proven_optimal=bool(optimal), not_proven=None if optimal else why,
+                     lower_bound=lower)
+
+
+def _key(jobs, placements, prefix) -> tuple[int, float, float]:
+    """Which plan is better (smaller): the most jobs placed, then the most energy placed (weight x
+    length: a job without power counts 1 kW), then the least emissions. fsum: the same jobs give
+    the same energy whatever their order, so ties in energy are ties."""
+    placed = [job for job, p in zip(jobs, placements) if p is not None]
+    return (-len(placed), -math.fsum(job.weight * job.length for job in placed),
+            _emissions(jobs, placements, prefix))
+
+
+def _lower_bound(jobs, placements, prefix, exact_bound: Optional[float]) -> float:
+    """A lower bound on the emissions of any plan placing the jobs `placements` places: each at
+    its own best start as if there were no limit, or HiGHS' bound when it is higher."""
+    free = sum(job.weight * float(np.min([_window_costs(prefix, job, z).min() for z in job.zones]))
+               for job, p in zip(jobs, placements) if p is not None)
+    return max(free, exact_bound) if exact_bound is not None else free
 
 
 @dataclass(frozen=True)
 class ExactSize:
     columns: int     # (job, zone, start) binaries
-    nonzeros: int    # of the constraint matrix: one per (column, covered unit) per limit family
+    nonzeros: int    # of the constraint matrix
 
 
 def exact_size(jobs: Sequence[FleetJob], candidates: Sequence[int], capacity: Capacity,
                zones: int) -> ExactSize:
-    """The size of fleet_exact's model for these jobs, counted before it is built."""
+    """An upper bound on fleet_exact's model for these jobs over every start (its anchored starts
+    are fewer, its limit rows at fewer units), counted from the jobs alone: for cost.py, before the
+    grid's intensity exists."""
     columns = covered = 0
     for i in candidates:
         job = jobs[i]
@@ -446,4 +494,5 @@ def exact_size(jobs: Sequence[FleetJob], candidates: Sequence[int], capacity: Ca
         covered += n * job.length
     families = ((capacity.max_concurrent is not None) + _any_limit(capacity.zone_concurrent)
                 + _any_limit(capacity.zone_power_kw))
-    return ExactSize(columns=columns, nonzeros=columns + len(candidates) + families * covered)
+    return ExactSize(columns=columns + len(candidates),
+                     nonzeros=2 * columns + 2 * len(candidates) + families * covered)

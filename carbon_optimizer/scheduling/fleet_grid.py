@@ -62,7 +62,10 @@ _NOT_PLACED = {
     FailureCode.WINDOW_NOT_COVERED: "no start inside the allowed window is covered by the "
                                     "forecasts of every zone in the batch",
     FailureCode.CAPACITY_EXCEEDED: "the batch's capacity (concurrency or power) leaves no room "
-                                   "for this workload inside its allowed window"}
+                                   "for this workload inside its allowed window beside the others: "
+                                   "when not all fit, the plan places the most workloads, then the "
+                                   "most energy (power_kw x duration, 1 kW without power_kw), then "
+                                   "emits the least, and this one was left out by that rule"}
 
 
 def lay_out(jobs: Sequence[Job], zones: Zones, capacity: CapacityLimits) -> FleetGrid:
@@ -132,7 +135,16 @@ def place(grid: FleetGrid, budget: Optional[Budget]) -> FleetRuns:
         one = grid.series[spot.zone]
         mean = windows.window_mean(one.boundaries(), one.values, start, duration, one.integral())
         runs[i] = Run(spot.zone, ((start, start + duration),), mean)
-    return FleetRuns(runs, CapacityPlan(result.proven_optimal, result.not_proven))
+    return FleetRuns(runs, CapacityPlan(result.proven_optimal, result.not_proven, _gap(result)))
+
+
+def _gap(result) -> Optional[float]:
+    """The share of a plan not proven optimal that may lie above its lower bound."""
+    if result.proven_optimal or result.lower_bound is None:
+        return None
+    if result.emissions <= 0:
+        return 0.0
+    return max(0.0, (result.emissions - result.lower_bound) / result.emissions)
 
 
 def _not_in_common(job: Job, covered: np.ndarray) -> str:

@@ -45,6 +45,9 @@ class FleetPlan:
     # sits at its best start as if there were no limits); else why not (`not_proven`).
     proven_optimal: bool = False
     not_proven: Optional[str] = None
+    # At most the least emissions of any plan placing the jobs this one places (equal to
+    # `emissions` when proven optimal): the plan's gap is (emissions - lower_bound) / emissions.
+    lower_bound: Optional[float] = None
 
     @property
     def placed(self) -> int:

@@ -199,6 +199,9 @@ class CapacityPlan:
     or its solver ran out of time: the heuristic plan was kept)."""
     proven_optimal: bool
     not_proven: Optional[str] = None
+    # When not proven: at most this share of the plan's emissions is above the least any plan
+    # placing the same workloads could emit (0.02: within 2 %); None when it is proven.
+    gap: Optional[float] = None
 
 
 class Outcomes(list):
