@@ -221,3 +221,28 @@ def test_a_run_wider_than_what_enough_origins_measured_folds_onto_the_furthest_s
         got = replay.run_error(leads, np.full(len(leads), 3600.0), 3600.0 * len(leads), 0.9,
                                (0, 40), pieces, 24, 30)
         assert np.isfinite(got) and got >= 0
+
+
+# -- identical jobs share one gate ---------------------------------------------------------------------
+
+def test_identical_jobs_share_one_gate_and_the_estimate_counts_it_once(monkeypatch):
+    from carbon_optimizer.scheduling import cost, planner
+    from carbon_optimizer.scheduling.budget import Budget
+
+    zones = {"XX": _zone(20)}
+    jobs = [replace(_job(), id=f"j{i}", power_kw=1.0 + i) for i in range(5)]
+    other = replace(_job(latest_hours=70), id="other")
+    calls = []
+    real_gate = planner.gate
+    monkeypatch.setattr(planner, "gate", lambda *a, **k: calls.append(a[0]) or real_gate(*a, **k))
+    answers = planner.plan_all(jobs + [other], zones, NOW, Budget(seconds=60))
+    # One gate for the five that differ only in id and power, one for the other window.
+    assert len(calls) == 2 and calls[0].id == "j0" and calls[1].id == "other"
+    alone = plan(_job(), zones, NOW)
+    assert all(a.start == alone.start and a.coverage == alone.coverage for a in answers[:5])
+    assert [a.job.id for a in answers[:5]] == [f"j{i}" for i in range(5)]
+    # The estimate charges the gate's replay to the first of them only.
+    one = cost.estimate(jobs[:1], zones, Budget(seconds=60)).work
+    five = cost.estimate(jobs, zones, Budget(seconds=60)).work
+    six = cost.estimate(jobs + [other], zones, Budget(seconds=60)).work
+    assert five < 5 * one and six - five > (five - one) / 4

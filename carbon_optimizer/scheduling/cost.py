@@ -17,6 +17,7 @@ from carbon_optimizer.scheduling.fleet import (
 from carbon_optimizer.scheduling.fleet_grid import FleetGrid, lay_out
 from carbon_optimizer.scheduling.model import CapacityLimits, Job, ZoneSeries, Zones
 from carbon_optimizer.scheduling.window_batch import pass_candidates
+from carbon_optimizer.timeseries import ForecastSeries
 
 # Work in budget units (about 10 ns each here; measured by bench/worst_requests.py): a window
 # search over n points about 2,500 + 5 n; a chunk search 5,000 + 5 n for its contiguous fallback,
@@ -61,13 +62,20 @@ _GATE_BYTES_PER_CELL = 48
 PASS_CANDIDATES = 50_000
 
 
-def _cost(job: Job, zone: ZoneSeries) -> Cost:
-    """One job's search in one zone, then its risk gate (counted per zone: an upper bound)."""
-    return _search_cost(job, zone).then(_gate_cost(job, zone))
+def _job_cost(job: Job, zones: Sequence[ZoneSeries], gated: bool = True) -> Cost:
+    """One job's search over its zones with data, then its risk gate (`gated`: the first job of
+    the request with its search_key; planner.plan_all gates the others with it): the search again
+    inside the forecasts, and the replayed error of the chosen run's mean, in its one zone (the
+    costliest zone's replay counts)."""
+    cost = reduce(Cost.then, (_search_cost(job, zone.searched(job)) for zone in zones), Cost())
+    replays = [_replay_cost(job, zone) for zone in zones] if gated else []
+    if not any(r.work for r in replays):
+        return cost
+    inside = reduce(Cost.then, (_search_cost(job, zone.forecast) for zone in zones), Cost())
+    return cost.then(inside).then(max(replays, key=lambda r: (r.work, r.memory)))
 
 
-def _search_cost(job: Job, zone: ZoneSeries) -> Cost:
-    series = zone.searched(job)
+def _search_cost(job: Job, series: ForecastSeries) -> Cost:
     points = len(series.values)
     window = Cost(2_500 + 5 * points, _WINDOW_POINT_BYTES * points)
     if job.interruptible:
@@ -89,19 +97,17 @@ def _search_cost(job: Job, zone: ZoneSeries) -> Cost:
     return window
 
 
-def _gate_cost(job: Job, zone: ZoneSeries) -> Cost:
-    """The risk gate of a run on estimates: the search inside the forecast, and the replayed error
-    of the run's mean, its choice replayed by every origin (a row per origin, a column per lead
-    of the window past the forecast; a sort per row for chunks), twice (the higher quantile)."""
+def _replay_cost(job: Job, zone: ZoneSeries) -> Cost:
+    """The replayed error of a run's mean on estimates: its choice replayed by every origin (a row
+    per origin, a column per lead of the window past the forecast; a sort per row for chunks),
+    twice (the higher quantile)."""
     replay = zone.error_replay
     if not job.extend_horizon or zone.extended is None or replay is None:
         return Cost()
-    points = len(zone.forecast.values)
     window = (job.latest_end - job.earliest_start) // zone.forecast.step_seconds + 2
     cells = replay.signed.shape[0] * min(replay.signed.shape[1], window)
     per_cell = 40 if job.interruptible else 10
-    return Cost(2_500 + 5 * points + 2 * per_cell * cells,
-                _WINDOW_POINT_BYTES * points + _GATE_BYTES_PER_CELL * cells)
+    return Cost(2 * per_cell * cells, _GATE_BYTES_PER_CELL * cells)
 
 
 def edge_cost(jobs: Sequence[Job]) -> Cost:
@@ -140,9 +146,10 @@ def estimate(jobs: Sequence[Job], zones: Zones, budget: Budget,
     (refused over budget.memory). Raises TooLarge naming what to change."""
     if capacity is not None:
         return estimate_fleet(jobs, zones, capacity, budget)
-    costs = [reduce(Cost.then, (_cost(job, zones[z]) for z in job.zones
-                                if isinstance(zones[z], ZoneSeries)), Cost())
-             for job in jobs]
+    first = {job.search_key: i for i, job in reversed(list(enumerate(jobs)))}
+    costs = [_job_cost(job, [zones[z] for z in job.zones if isinstance(zones[z], ZoneSeries)],
+                       gated=first[job.search_key] == i)
+             for i, job in enumerate(jobs)]
     work = sum(c.work for c in costs)
     # A batched pass (_search_together) holds its candidates' arrays; the searches one by one,
     # the largest of them.

@@ -8,7 +8,7 @@ web layer serialises once, at the edge).
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Mapping, Optional, Union
 
 import numpy as np
@@ -48,6 +48,12 @@ class Job:
     @property
     def latest_end(self) -> int:
         return self.latest_start + self.duration
+
+    @property
+    def search_key(self) -> "Job":
+        """The job without what only its answer reports (id, power, energy): jobs with the same
+        key get the same run and the same risk gate."""
+        return replace(self, id=None, power_kw=None, energy_kwh=None)
 
 
 @dataclass(frozen=True)

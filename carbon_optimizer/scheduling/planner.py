@@ -55,8 +55,9 @@ def plan_all(jobs: Sequence[Job], zones: Zones, now: int, budget: Budget,
         estimate(jobs, zones, budget)
     searched = _search_together(jobs, zones, budget)
     baselines = _baselines_together(jobs, zones)
+    gates: dict = {}  # identical jobs with the same run share one gate (cost.estimate counts one)
     return [plan(job, zones, now, budget, Batched(i in searched, searched.get(i),
-                                                  i in baselines, baselines.get(i)))
+                                                  i in baselines, baselines.get(i)), gates)
             for i, job in enumerate(jobs)]
 
 
@@ -147,7 +148,7 @@ def _search_together(jobs: Sequence[Job], zones: Zones,
 
 
 def plan(job: Job, zones: Zones, now: int, budget: Optional[Budget] = None,
-         batched: Batched = Batched()) -> Outcome:
+         batched: Batched = Batched(), gates: Optional[dict] = None) -> Outcome:
     """The cleanest run of one job over its zones: a contiguous window, or chunks when the job is
     interruptible; an Unschedulable saying why when there is none. `batched`: what was made for
     it already with the rest of its batch (_search_together, _baselines_together)."""
@@ -157,7 +158,7 @@ def plan(job: Job, zones: Zones, now: int, budget: Optional[Budget] = None,
     try:
         if budget is not None:
             budget.check()
-        return _plan(job, zones, now, usable, failures, budget, batched)
+        return _plan(job, zones, now, usable, failures, budget, batched, gates)
     except DeadlineExceeded as exc:
         return Unschedulable(job, exc.code, exc.message, failures)
 
@@ -174,7 +175,7 @@ def _search(job: Job, series: list[ForecastSeries], budget: Optional[Budget]) ->
 
 
 def _plan(job: Job, zones: Zones, now: int, usable: list[str], failures: tuple[ZoneFailure, ...],
-          budget: Optional[Budget], batched: Batched) -> Outcome:
+          budget: Optional[Budget], batched: Batched, gates: Optional[dict] = None) -> Outcome:
     try:
         run = (batched.run if batched.searched
                else _search(job, [zones[z].searched(job) for z in usable], budget))
@@ -191,12 +192,17 @@ def _plan(job: Job, zones: Zones, now: int, usable: list[str], failures: tuple[Z
         return Unschedulable(job, FailureCode.WINDOW_NOT_COVERED, message, failures)
     chosen: ZoneSeries = zones[usable[run.zone_index]]  # type: ignore[assignment]
     gated = Gated(run)
-    if run.end > chosen.forecast.end_epoch:  # on estimates: the risk gate, against the best run
-        try:                                 # inside the forecasts
+    key = (job.search_key, run)
+    if run.end > chosen.forecast.end_epoch and gates is not None and key in gates:
+        gated = gates[key]
+    elif run.end > chosen.forecast.end_epoch:  # on estimates: the risk gate, against the best
+        try:                                   # run inside the forecasts
             inside = _search(job, [zones[z].forecast for z in usable], budget)
         except TooLarge:
             inside = None
         gated = gate(job, zones, run, chosen, inside, now)
+        if gates is not None:
+            gates[key] = gated
     baseline = batched.baseline if batched.baselined else _baseline(job, zones, True)
     return _schedule(job, zones, usable[gated.run.zone_index], gated, now, failures, baseline)
 
