@@ -9,15 +9,13 @@ a weekly repeat when two weeks are known) by its replayed error from earlier ori
 The error is measured, not assumed: the chosen estimator's replay (`ErrorReplay`) gives, per origin,
 the signed error of a run's mean over the same leads as the run, and the stated error is its
 conformal quantile at ERROR_COVERAGE (`run_error`). A run resting on estimates is taken only when its
-advantage exceeds a quantile of the same errors (`gate`, `risk_gate`): NOW_COVERAGE when the run it
-replaces starts before anyone can ask again (declining it is final), else REVISIT_COVERAGE (the
-client asks again before that run starts and may still choose it: the decline is provisional);
-`coverage_of` says what of a chosen run rests on estimates and when to ask again.
+advantage exceeds that error (`risk_gate`), or the higher NOW_COVERAGE quantile when the run it
+replaces starts before anyone can ask again (declining it is final); `coverage_of` says what of a
+chosen run rests on estimates and when to ask again.
 """
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass, replace
 from typing import Optional
 
@@ -40,10 +38,6 @@ ERROR_COVERAGE = 0.9
 # Declining a run inside the forecast that starts before anyone can ask again is final: the run on
 # estimates must then beat it by this higher quantile (1 in 20 rather than 1 in 10).
 NOW_COVERAGE = 0.95
-# Declining a run inside the forecast that the client is told to revisit (it asks again before that
-# run starts, and may still choose it then) is provisional: the final decline is gated at
-# NOW_COVERAGE, so the bet meanwhile need only be more likely right than wrong.
-REVISIT_COVERAGE = 0.5
 
 
 def mean_absolute(signed: np.ndarray, count: int) -> np.ndarray:
@@ -268,21 +262,15 @@ def revisitable(job: Job, zones: Zones, inside: Run, now: int) -> bool:
 def gate(job: Job, zones: Zones, on_estimates: Run, source: ZoneSeries, inside: Optional[Run],
          now: int) -> Gated:
     """The risk gate for a run resting on `source`'s estimates against `inside`, the best run
-    inside the forecasts (None when none fits). When declining `inside` is final (it starts before
-    anyone can ask again) the margin is the quantile at NOW_COVERAGE over the origins where the
-    estimates beat even the forecast's cleanest hours (`strict`: for chunks, the stricter test),
-    never below the stated error; else the quantile at REVISIT_COVERAGE. The stated error (at
-    ERROR_COVERAGE) is what the answer reports either way; when it cannot be stated (too few
-    origins) it is the margin, so estimates are not preferred."""
+    inside the forecasts (None when none fits): the margin is the stated error at ERROR_COVERAGE,
+    or when declining `inside` is final (it starts before anyone can ask again: the gate cannot
+    weigh it as revisitable) the quantile at NOW_COVERAGE over the origins where the estimates
+    beat even the forecast's cleanest hours (`strict`: for chunks, the stricter test)."""
     error, coverage = stated_error(job, on_estimates.intervals, source)
     margin = error
-    if inside is None or not math.isfinite(error):
-        pass  # nothing to decline, or too few errors to state one: estimates are not preferred
-    elif not revisitable(job, zones, inside, now):
+    if inside is not None and not revisitable(job, zones, inside, now):
         margin = max(error, stated_error(job, on_estimates.intervals, source, NOW_COVERAGE,
                                          strict=True)[0])
-    else:
-        margin = stated_error(job, on_estimates.intervals, source, REVISIT_COVERAGE)[0]
     estimator = None if source.error_replay is None else source.error_replay.estimator
     return risk_gate(job, zones, on_estimates, error, inside, source.forecast, now, margin,
                      coverage, estimator)
