@@ -9,6 +9,7 @@ import threading
 import time
 
 import numpy as np
+import scipy.optimize
 import pytest
 import requests
 from scipy.sparse import csr_matrix
@@ -29,12 +30,12 @@ def _built(capacity: Capacity, monkeypatch):
     """The constraint matrix fleet_exact hands HiGHS in its last phase (the larger: two more rows),
     captured, then solved as usual; and the runs it was built over."""
     seen = []
-    real = fleet_exact.LinearConstraint
+    real = scipy.optimize.LinearConstraint
 
     def capture(matrix, *args, **kwargs):
         seen.append(matrix)
         return real(matrix, *args, **kwargs)
-    monkeypatch.setattr(fleet_exact, "LinearConstraint", capture)
+    monkeypatch.setattr(scipy.optimize, "LinearConstraint", capture)  # solve imports it when called
     intensity = np.ones((3, 40))
     intensity[:, 17:23] = 2.0  # a step, so that its edges anchor starts too
     prefix = np.concatenate((np.zeros((3, 1)), np.cumsum(intensity, axis=1)), axis=1)

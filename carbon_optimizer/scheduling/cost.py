@@ -15,13 +15,14 @@ from carbon_optimizer.scheduling.fleet import (
     exact_size,
 )
 from carbon_optimizer.scheduling.fleet_grid import FleetGrid, lay_out
+from carbon_optimizer.scheduling.horizon import reaches_past_forecast
 from carbon_optimizer.scheduling.model import CapacityLimits, Job, ZoneSeries, Zones
 from carbon_optimizer.scheduling.window_batch import pass_candidates
 from carbon_optimizer.timeseries import ForecastSeries
 
 # Work in budget units (about 10 ns each here; measured by bench/worst_requests.py): a window
 # search over n points about 2,500 + 5 n; a chunk search 5,000 + 5 n for its contiguous fallback,
-# plus DP_WORK_PER_UNIT a unit (the DP's Python loop) and DP_WORK_PER_CELL a state for an exact
+# plus DP_WORK_PER_UNIT a unit (the DP's Python loop) and a work unit per DP_STATES_PER_WORK states for an exact
 # search, or 4,000 + 40 a unit for a sort; the fleet's first plan 10 per (job, zone, start); the fleet's later passes and its
 # exact model take only what the deadline leaves (an anytime search: it may use all of it).
 # Memory in bytes at the request's peak, everything it holds counted (tests/
@@ -46,9 +47,12 @@ _SERIES_WORK = 30_000              # a zone's forecast, from a cache or the demo
 _EXTENSION_WORK = 300_000          # estimates past it, from its history (measured ~2 ms a zone)
 # The chunk DP (chunks._dp), measured by bench/chunks_bench.py: about 10 us a unit of its loop
 # (17 us with two other jobs on the machine) and 2-4 ns a state of its band (0.1 s for 2,880 units
-# x 7 counts x 1,401 minutes used); about twice that is counted, as for the other searches.
+# x 7 counts x 1,401 minutes used; 0.19 s for a 68 M-state search); 5 ns a state is counted (a work
+# unit per DP_STATES_PER_WORK states), 10 us a unit twice over. A window past the forecast is
+# searched twice (the risk gate searches inside the forecast again): at 10 ns a state that
+# counted a day's run in a 3-day window in 10 chunks at 1.5 s, where it takes 0.4 s.
 DP_WORK_PER_UNIT = 2_000
-DP_WORK_PER_CELL = 1
+DP_STATES_PER_WORK = 2
 # Estimates past the forecast: the replay choosing among estimators (estimators.choose): 3 units per origin and point
 # known or estimated (measured 2.3 ms for 10 days hourly + 3 days, 16 ms for 30 days of 5-minute
 # points + 14 days), holding two replays' signed errors (8 bytes per origin and estimated point).
@@ -68,9 +72,11 @@ def _job_cost(job: Job, zones: Sequence[ZoneSeries], gated: bool = True) -> Cost
     inside the forecasts, and the replayed error of the chosen run's mean, in its one zone (the
     costliest zone's replay counts)."""
     cost = reduce(Cost.then, (_search_cost(job, zone.searched(job)) for zone in zones), Cost())
-    replays = [_replay_cost(job, zone) for zone in zones] if gated else []
-    if not any(r.work for r in replays):
+    # The gate runs for a run past the forecast: only where some zone was extended.
+    if not gated or not any(zone.extended is not None and reaches_past_forecast(job, zone)
+                            for zone in zones):
         return cost
+    replays = [_replay_cost(job, zone) for zone in zones]
     inside = reduce(Cost.then, (_search_cost(job, zone.forecast) for zone in zones), Cost())
     return cost.then(inside).then(max(replays, key=lambda r: (r.work, r.memory)))
 
@@ -92,7 +98,7 @@ def _search_cost(job: Job, series: ForecastSeries) -> Cost:
                 if cells == 0:
                     return Cost(9_000 + 5 * points + 40 * grid.count, memory).then(contiguous)
                 return Cost(5_000 + 5 * points + DP_WORK_PER_UNIT * grid.count
-                            + DP_WORK_PER_CELL * cells, memory).then(contiguous)
+                            + cells // DP_STATES_PER_WORK, memory).then(contiguous)
         return contiguous
     return window
 

@@ -25,8 +25,6 @@ from dataclasses import dataclass
 from typing import Callable, Optional, Sequence
 
 import numpy as np
-from scipy.optimize import Bounds, LinearConstraint, milp
-from scipy.sparse import coo_matrix, vstack
 
 from carbon_optimizer.scheduling.fleet_model import Capacity, FleetJob
 
@@ -211,6 +209,10 @@ def solve(prefix: np.ndarray, jobs: Sequence[FleetJob], candidates: Sequence[int
     Variables: y per run, binary, "this job has started in this zone by this run's start" (the
     running sum of the usual start binaries x: x_k = y_k - y_(k-1)), then one "left out" per job.
     A limit row then reads two y per (job, zone) instead of one x per start it covers."""
+    # Imported here, not with the module: SciPy takes ~0.4 s to import, and anchored_starts and
+    # size (which decide whether to solve at all) do not need it (fleet.SCIPY_IMPORT_SECONDS).
+    from scipy.optimize import Bounds, LinearConstraint, milp
+    from scipy.sparse import coo_matrix, vstack
     clock = clock or time.monotonic
     stop = clock() + time_limit
     n, count = len(runs.job), len(candidates)

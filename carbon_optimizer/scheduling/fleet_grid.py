@@ -66,6 +66,10 @@ _NOT_PLACED = {
                                    "when not all fit, the plan places the most workloads, then the "
                                    "most energy (power_kw x duration, 1 kW without power_kw), then "
                                    "emits the least, and this one was left out by that rule"}
+# ... when the plan is not proven optimal, the heuristic chose who was left out.
+_LEFT_OUT_UNPROVEN = ("the batch's capacity (concurrency or power) leaves no room for this workload "
+                      "inside its allowed window beside the others in the plan kept, which is not "
+                      "proven optimal (capacity_plan.note): a better plan may leave out others")
 
 
 def lay_out(jobs: Sequence[Job], zones: Zones, capacity: CapacityLimits) -> FleetGrid:
@@ -129,7 +133,9 @@ def place(grid: FleetGrid, budget: Optional[Budget]) -> FleetRuns:
     for i, duration, spot, reason in zip(grid.live, grid.durations, result.placements,
                                          result.reasons):
         if spot is None:
-            runs[i] = NotPlaced(reason, _NOT_PLACED[reason])
+            text = (_LEFT_OUT_UNPROVEN if reason is FailureCode.CAPACITY_EXCEEDED
+                    and not result.proven_optimal else _NOT_PLACED[reason])
+            runs[i] = NotPlaced(reason, text)
             continue
         start = origin + spot.start * unit
         one = grid.series[spot.zone]

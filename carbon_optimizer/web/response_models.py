@@ -114,11 +114,11 @@ class Provenance(Response):
             seconds = coverage.estimated_seconds or 0
             run = sum(b - a for a, b in schedule.intervals)
             error = coverage.estimate_error
+            stated = error is not None and math.isfinite(error)
             part = EstimatedPart(start=_moment(coverage.estimated_start), minutes=seconds // 60,
                                  share=round(seconds / max(1, run), 4),
-                                 expected_error=None if error is None or not math.isfinite(error)
-                                 else round(error, 2),
-                                 error_coverage=coverage.error_coverage,
+                                 expected_error=round(error, 2) if stated else None,
+                                 error_coverage=coverage.error_coverage if stated else None,
                                  estimator=coverage.estimator)
         return cls(provider=forecast.provider, updated_at=forecast.updated_at,
                    fetched_at=_time(source.fetched_at), stale=source.stale,
