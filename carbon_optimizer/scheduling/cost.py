@@ -212,12 +212,16 @@ def _fleet_memory(grid: FleetGrid) -> int:
     prices = 8 * (units + 1) * (2 * priced_rows + 4 * priced_rows + 1)
     # The exact model (a small batch only): its anchored starts are not known before the grid's
     # intensity, so the count over every start bounds it, and the solver builds none over
-    # EXACT_NONZEROS; finding the anchored starts holds four booleans per job and unit.
+    # EXACT_NONZEROS. Finding the anchored starts (fleet_exact.anchored_starts) holds booleans per
+    # job and unit: a mask per zone, and per limit group (one under a global limit, else up to one
+    # a zone) the chained starts, every job's starts and ends, and a copy of those without it.
     exact = 0
     if len(grid.fleet_jobs) <= SMALL_BATCH:
         size = exact_size(grid.fleet_jobs, range(len(grid.fleet_jobs)), capacity, zones)
+        groups = 1 if capacity.max_concurrent is not None else zones
+        anchored = len(grid.fleet_jobs) * (units + 1) * (zones + 5 * groups)
         exact = (EXACT_BYTES_PER_NONZERO * min(size.nonzeros, EXACT_NONZEROS)
-                 + 4 * len(grid.fleet_jobs) * (units + 1) + 40 * min(size.columns, EXACT_COLUMNS))
+                 + anchored + 40 * min(size.columns, EXACT_COLUMNS))
     return (16 * zones * (units + 1) + plans + prices + 64 * units
             + _FLEET_JOB_BYTES * len(grid.fleet_jobs) + exact)
 
