@@ -101,14 +101,10 @@ class ZoneFailure:
 Zones = Mapping[str, Union[ZoneSeries, ZoneFailure]]
 
 
-@dataclass(frozen=True)
-class Run:
-    """A chosen run, the one value every solver returns (window, chunks, the fleet, the batched
-    search): its intervals in order (one for a contiguous run), their mean intensity, and which of
-    the zones searched it is in, as an index into the series the solver was given."""
-    zone_index: int
+class _Intervals:
+    """start, end and duration of a value holding `intervals` (in order; one for a contiguous
+    run): a Run, and the Schedule made of one."""
     intervals: tuple[tuple[int, int], ...]
-    mean_intensity: float
 
     @property
     def start(self) -> int:
@@ -121,6 +117,16 @@ class Run:
     @property
     def duration(self) -> int:
         return sum(b - a for a, b in self.intervals)
+
+
+@dataclass(frozen=True)
+class Run(_Intervals):
+    """A chosen run, the one value every solver returns (window, chunks, the fleet, the batched
+    search): its intervals in order (one for a contiguous run), their mean intensity, and which of
+    the zones searched it is in, as an index into the series the solver was given."""
+    zone_index: int
+    intervals: tuple[tuple[int, int], ...]
+    mean_intensity: float
 
 
 @dataclass(frozen=True)
@@ -150,7 +156,7 @@ class Coverage:
 
 
 @dataclass(frozen=True)
-class Schedule:
+class Schedule(_Intervals):
     """A plan for one job: where, when (one interval, or chunks), and what it emits."""
     job: Job
     zone: str
@@ -160,14 +166,6 @@ class Schedule:
     coverage: Coverage
     source: ZoneSeries                      # the chosen zone's data
     unavailable: tuple[ZoneFailure, ...] = ()
-
-    @property
-    def start(self) -> int:
-        return self.intervals[0][0]
-
-    @property
-    def end(self) -> int:
-        return self.intervals[-1][1]
 
     @property
     def emissions_grams(self) -> Optional[float]:
