@@ -88,7 +88,7 @@ def test_retries_5xx_then_succeeds():
     responses.get(FORECAST_URL, status=429)
     responses.get(FORECAST_URL, json=hourly_forecast("DE", NOW, [42]))
     provider = ElectricityMapsProvider(BASE, api_key=lambda: "k", retries=2)
-    provider._session.adapters["https://"].max_retries.backoff_factor = 0  # keep the test fast
+    provider._http._session.adapters["https://"].max_retries.backoff_factor = 0  # keep the test fast
     assert list(provider.forecast("DE", NOW).values) == [42]
     assert len(responses.calls) == 3
 

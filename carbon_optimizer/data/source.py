@@ -20,7 +20,7 @@ from typing import Callable, Iterable, Optional, Sequence
 
 from carbon_optimizer.data.cache import CachedForecast, ForecastCache
 from carbon_optimizer.data.fetch_pool import FetchPool
-from carbon_optimizer.data.providers.base import Provider
+from carbon_optimizer.data.providers.base import HasHistory, HasZoneList, Provider
 from carbon_optimizer.data.unchecked_zones import UncheckedZones
 from carbon_optimizer.errors import CarbonDataError, UpstreamUnavailable
 from carbon_optimizer.timeseries import ForecastSeries, from_epoch, rfc3339
@@ -53,6 +53,9 @@ class CarbonDataSource:
                  history_cache: Optional[ForecastCache] = None, fetch_seconds: float = 5.0,
                  monotonic: Callable[[], float] = time.monotonic):
         self.provider = provider
+        # What the provider can do beyond forecasts, checked once: nothing it lacks is called.
+        self.has_history = isinstance(provider, HasHistory)
+        self.has_zone_list = isinstance(provider, HasZoneList)
         self.cache = cache  # a local provider's data is not kept there; /health reads Redis's state
         # History changes slowly and is fetched for days at a time: kept for hours, apart from forecasts.
         self.history_cache = history_cache if history_cache is not None else cache
@@ -69,13 +72,18 @@ class CarbonDataSource:
     # -- the provider's zones --------------------------------------------------------------------
 
     def zones(self) -> list[str]:
-        """The zones the provider serves. Raises CarbonDataError when the list cannot be had."""
-        return self.provider.zones()
+        """The zones the provider serves. Raises CarbonDataError when the list cannot be had
+        (or the provider keeps none: then every zone key is passed to it unchecked)."""
+        if not self.has_zone_list:
+            raise UpstreamUnavailable("", f"the provider {self.provider.name} lists no zones")
+        return self.provider.zones()  # type: ignore[attr-defined]
 
     def served_zones(self) -> Optional[frozenset[str]]:
         """The zones to check requests against, or None when the provider's list cannot be had
         just now: then zone keys pass unchecked and the provider itself answers for each, so an
         outage of the list fails no request that would otherwise succeed."""
+        if not self.has_zone_list:
+            return None
         held = self._held_zone_list()
         if held is not None:  # this worker's fresh copy: no fetch thread, no Redis
             return self._served(held)
@@ -168,7 +176,7 @@ class CarbonDataSource:
     # -- what a cache adds (nothing, for a local provider) ---------------------------------------
 
     def _history(self, zone: str, now: datetime) -> Optional[ForecastSeries]:
-        return self.provider.history(zone, now)
+        return self.provider.history(zone, now) if self.has_history else None  # type: ignore[attr-defined]
 
     def _held_zone_list(self) -> Optional[list[str]]:
         return None
@@ -227,14 +235,19 @@ class CachedDataSource(CarbonDataSource):
         self._unchecked = UncheckedZones(vouched, monotonic)
 
     def zones(self) -> list[str]:
-        return self.cache.get_names("zones", self._zone_list_ttl, self.provider.zones)
+        if not self.has_zone_list:
+            return super().zones()
+        return self.cache.get_names("zones", self._zone_list_ttl, self.provider.zones)  # type: ignore[attr-defined]
 
     def forecast(self, zone: str, now: datetime) -> ZoneForecast:
         return _zone_forecast(self.cache.get("forecast", zone, lambda: self.provider.forecast(zone, now)))
 
     def _history(self, zone: str, now: datetime) -> Optional[ForecastSeries]:
+        if not self.has_history:
+            return None
+
         def fetch() -> ForecastSeries:
-            found = self.provider.history(zone, now)
+            found = self.provider.history(zone, now)  # type: ignore[attr-defined]
             if found is None:
                 raise LookupError("no history")
             return found

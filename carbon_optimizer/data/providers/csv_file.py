@@ -14,6 +14,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Optional
 
+from carbon_optimizer.data.providers.base import G_PER_KWH
 from carbon_optimizer.errors import ZoneNotFound
 from carbon_optimizer.data.providers.portal_csv import load_directory, read_portal_csv  # noqa: F401
 from carbon_optimizer.data.providers.replay import ReplayProvider
@@ -22,6 +23,8 @@ from carbon_optimizer.timeseries import ForecastSeries
 
 class CsvFileProvider:
     name = "file"
+    signal = "average"  # data-portal exports' life-cycle column
+    units = G_PER_KWH
     shared_cache = False  # local files are cheaper to read than to share through Redis
 
     def __init__(self, directory: str, replay: bool = False, forecast_hours: float = 24,

@@ -21,6 +21,7 @@ from typing import Optional
 
 import numpy as np
 
+from carbon_optimizer.data.providers.base import G_PER_KWH
 from carbon_optimizer.errors import ZoneNotFound
 from carbon_optimizer.timeseries import ForecastSeries, to_epoch
 
@@ -60,6 +61,8 @@ def _synthetic_week(zone: str, base: float) -> np.ndarray:
 
 class DemoProvider:
     name = "demo"
+    signal = "average"  # its profiles follow data-portal life-cycle figures
+    units = G_PER_KWH
     shared_cache = False  # computing a profile is cheaper than a Redis round trip
 
     def __init__(self, horizon_hours: int = 72):

@@ -21,6 +21,7 @@ from typing import Mapping, Optional
 
 import numpy as np
 
+from carbon_optimizer.data.providers.base import G_PER_KWH
 from carbon_optimizer.errors import NotRecorded, ZoneNotFound
 from carbon_optimizer.data.providers.portal_csv import load_directory
 from carbon_optimizer.timeseries import ForecastSeries, from_epoch, rfc3339, to_epoch
@@ -30,6 +31,8 @@ HOUR = 3600
 
 class ReplayProvider:
     name = "replay"
+    signal = "average"
+    units = G_PER_KWH
     shared_cache = False  # slicing arrays in memory costs less than any cache round trip
 
     def __init__(self, series: Mapping[str, ForecastSeries], forecast_hours: float = 24,
