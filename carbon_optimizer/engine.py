@@ -1,6 +1,7 @@
-"""CarbonEngine: one request's flow. Its jobs' zones come from the data source (data/source.py decides
-how: cache, fetch pool, deadline), are estimated past the forecast where a job reaches beyond it, then
-planned; typed outcomes back. No HTTP here (web hands it Jobs and a "now"), no answer built (the planner)."""
+"""CarbonEngine: one request's flow. Its jobs' zones come from the feed of the signal asked for (data/feeds.py:
+one per configured provider and signal; data/source.py decides how: cache, fetch pool, deadline), are
+estimated past the forecast where a job reaches beyond it, then planned; typed outcomes back. No HTTP here
+(web hands it Jobs and a "now"), no answer built (the planner)."""
 
 from __future__ import annotations
 
@@ -11,12 +12,13 @@ from datetime import datetime
 from typing import Callable, Optional, Sequence
 
 from carbon_optimizer.data.cache import ForecastCache
-from carbon_optimizer.data.cloud_regions import RegionTable, ResolvedLocations
+from carbon_optimizer.data.cloud_regions import CloudRegion, RegionTable, ResolvedLocations
+from carbon_optimizer.data.feeds import Feed, Feeds
 from carbon_optimizer.data.fetch_pool import upstream_threads
 from carbon_optimizer.data.providers.base import Provider
-from carbon_optimizer.data.providers.factory import build_provider
+from carbon_optimizer.data.providers.factory import build_providers, uses_table_zones
 from carbon_optimizer.data.source import ZoneForecast, data_source
-from carbon_optimizer.errors import CarbonDataError
+from carbon_optimizer.errors import CarbonDataError, UnknownLocation
 from carbon_optimizer.ops import memory, metrics
 from carbon_optimizer.scheduling import cost as request_cost, planner
 from carbon_optimizer.scheduling.budget import DEFAULT_MEMORY, Budget
@@ -32,70 +34,112 @@ class CarbonEngine:
                  budget: Callable[[], Budget] = Budget, fetch_pool: Optional[Executor] = None,
                  fetch_seconds: float = 5.0, monotonic: Callable[[], float] = time.monotonic,
                  regions: Optional[RegionTable] = None, zone_list_ttl: float = 21_600,
-                 memory_pool: Optional[memory.MemoryPool] = None):
+                 memory_pool: Optional[memory.MemoryPool] = None,
+                 more: Sequence[tuple[Provider, ForecastCache, Optional[ForecastCache]]] = ()):
+        """`provider` serves the default signal; `more` are the other configured providers (each
+        with its own caches, so that their keys and health never mix)."""
         self.regions = regions if regions is not None else RegionTable()
-        self.source = data_source(provider, cache, history_cache, fetch_pool, fetch_seconds, monotonic,
-                                  vouched=[r.zone for r in self.regions], zone_list_ttl=zone_list_ttl)
+        feeds = []
+        for one, forecasts, histories in ((provider, cache, history_cache), *more):
+            table = uses_table_zones(one)
+            feeds.append(Feed(data_source(one, forecasts, histories, fetch_pool, fetch_seconds, monotonic,
+                                          vouched=[r.zone for r in self.regions] if table else (),
+                                          zone_list_ttl=zone_list_ttl), table_zones=table))
+        self.feeds = Feeds(feeds)
+        self.source = self.feeds.default.source
         self.provider, self.cache, self.history_cache = provider, cache, self.source.history_cache
         # Public seams (tests give a fake clock or a smaller pool): a fresh Budget (deadline and work
         # cap) per optimize call, and the worker's memory pool (one engine per app, one app per worker).
         self.new_budget = budget
         self.memory_pool = memory_pool or memory.MemoryPool(DEFAULT_MEMORY)
 
-    # Thin delegations: the data source answers these (data/source.py).
-    def zones(self) -> list[str]:
-        return self.source.zones()
+    # Thin delegations: the signal's feed and its data source answer these (data/feeds.py, data/source.py).
+    # Each raises SignalNotServed for a signal no configured provider serves.
+    def zones(self, signal: Optional[str] = None) -> list[str]:
+        return self.feeds.get(signal).source.zones()
 
-    def served_zones(self) -> Optional[frozenset[str]]:
-        return self.source.served_zones()
+    def served_zones(self, signal: Optional[str] = None) -> Optional[frozenset[str]]:
+        return self.feeds.get(signal).source.served_zones()
 
     def close(self, wait: bool = True) -> None:
-        self.source.close(wait)
+        for feed in self.feeds:
+            feed.source.close(wait)
 
     def health(self) -> dict:
-        return self.source.health()
+        """The default feed's checks, and one `provider` check per other feed (providers.<name>.<signal>)."""
+        checks = self.source.health()
+        for feed in list(self.feeds)[1:]:
+            checks[f"provider:{feed.provider}.{feed.signal}"] = feed.source.health()["provider"]
+        return checks
 
-    def resolve_locations(self, asked: Sequence[str], suggested: int) -> ResolvedLocations:
-        """The zones of the locations asked (zone keys, cloud regions such as aws:eu-west-1), against
-        one reading of the provider's zone list; close matches for the first `suggested` unknown."""
-        return self.regions.resolve_all(asked, self.served_zones(), suggested)
+    def resolve_locations(self, asked: Sequence[str], suggested: int,
+                          signal: Optional[str] = None) -> ResolvedLocations:
+        """The zones of the locations asked (zone keys, cloud regions such as aws:eu-west-1, names
+        the signal's provider knows) in the feed of `signal`, against one reading of its zone list;
+        close matches for the first `suggested` unknown. A location unknown there but served for
+        another signal says so: one request reads one signal."""
+        feed = self.feeds.get(signal)
+        wait = feed.source.ZONE_LIST_WAIT_SECONDS
 
-    def forecast(self, zone: str, now: datetime) -> ZoneSeries:
+        def zone_of(region: CloudRegion) -> str:
+            return feed.region_zone(region, wait)
+
+        resolved = self.regions.resolve_all(asked, feed.source.served_zones(), suggested,
+                                            zone_of=None if feed.table_zones else zone_of,
+                                            alias=feed.alias if feed.names_zones else None)
+        for location, exc in list(resolved.unknown.items()):
+            elsewhere = [f"{other.signal} ({other.provider})" for other in self.feeds
+                         if other is not feed and location in (other.source.served_zones() or ())]
+            if elsewhere:
+                resolved.unknown[location] = replace_message(
+                    exc, f"{location} is not a zone of signal {feed.signal} ({feed.provider}); it is "
+                         f"served for {', '.join(elsewhere)}: one request reads one signal, so ask "
+                         f"with \"signal\": \"{elsewhere[0].split()[0]}\" and only its zones")
+        return resolved
+
+    def forecast(self, zone: str, now: datetime, signal: Optional[str] = None) -> ZoneSeries:
         """The zone's forecast, from the cache when the provider is remote. Raises CarbonDataError."""
-        return _zone_series(self.source.forecast(zone, now))
+        feed = self.feeds.get(signal)
+        return _zone_series(feed.source.forecast(zone, now), feed)
 
     def zone_view(self, zone: str, now: datetime, until: Optional[int] = None,
-                  with_history: bool = False) -> tuple[ZoneSeries, Optional[ForecastSeries]]:
+                  with_history: bool = False, signal: Optional[str] = None
+                  ) -> tuple[ZoneSeries, Optional[ForecastSeries]]:
         """What GET /forecast shows: one zone's forecast (extended to `until`, epoch seconds, when given)
         and its history when asked or needed to extend. Raises CarbonDataError."""
-        got, history = self.source.zone_view(zone, now, until, with_history)
-        found = _zone_series(got)
+        feed = self.feeds.get(signal)
+        got, history = feed.source.zone_view(zone, now, until, with_history)
+        found = _zone_series(got, feed)
         return (found if until is None else _extended(found, until, history)), history
 
-    def _zones(self, jobs: Sequence[Job], now: datetime, extend: bool) -> dict[str, ZoneSeries | ZoneFailure]:
-        deadline = self.source.deadline()  # for all the request's carbon data
+    def _zones(self, jobs: Sequence[Job], now: datetime, extend: bool,
+               feed: Feed) -> dict[str, ZoneSeries | ZoneFailure]:
+        source = feed.source
+        deadline = source.deadline()  # for all the request's carbon data
         wanted = list(dict.fromkeys(z for job in jobs for z in job.zones))
         found: dict[str, ZoneSeries | ZoneFailure] = {
-            z: ZoneFailure(z, got.code, got.message) if isinstance(got, CarbonDataError) else _zone_series(got)
-            for z, got in self.source.forecasts(wanted, now, deadline).items()}
+            z: ZoneFailure(z, got.code, got.message) if isinstance(got, CarbonDataError) else _zone_series(got, feed)
+            for z, got in source.forecasts(wanted, now, deadline).items()}
         reach: dict[str, int] = {}  # one extension per zone, as far as the furthest job that needs it
         for job in (jobs if extend else ()):
             for z in job.zones:
                 if isinstance(one := found[z], ZoneSeries) and reaches_past_forecast(job, one):
                     reach[z] = max(reach.get(z, 0), job.latest_end)
-        histories = self.source.histories(list(reach), now, deadline)  # None when not here by then
+        histories = source.histories(list(reach), now, deadline)  # None when not here by then
         for z, until in reach.items():
             found[z] = _extended(found[z], until, histories[z])  # type: ignore[arg-type]
         return found
 
     def optimize(self, jobs: Sequence[Job], now: datetime,
                  capacity: Optional[CapacityLimits] = None,
-                 cancelled: Optional[Callable[[], bool]] = None) -> list[Outcome]:
-        """A Schedule or an Unschedulable per job, in order. With `capacity` the batch is placed
-        jointly over the providers' forecasts; otherwise each job on its own. `cancelled` says
-        when nobody waits for the answer any more: solving stops then, as at its deadline."""
+                 cancelled: Optional[Callable[[], bool]] = None,
+                 signal: Optional[str] = None) -> list[Outcome]:
+        """A Schedule or an Unschedulable per job, in order, on the feed of `signal` (None: the
+        default). With `capacity` the batch is placed jointly over the providers' forecasts;
+        otherwise each job on its own. `cancelled` says when nobody waits for the answer any more:
+        solving stops then, as at its deadline."""
         at = to_epoch(now)
-        zones = self._zones(jobs, now, extend=capacity is None)
+        zones = self._zones(jobs, now, capacity is None, self.feeds.get(signal))
         # Refused (TooLarge) before any solving when over the work or memory cap; else its memory
         # is reserved from this worker's pool (Busy when others hold it for too long).
         cost = request_cost.estimate(jobs, zones, self.new_budget(), capacity)
@@ -125,8 +169,13 @@ class CarbonEngine:
                 metrics.labelled(metrics.WORKLOADS_SCHEDULED, outcome).inc(count)
 
 
-def _zone_series(got: ZoneForecast) -> ZoneSeries:
-    return ZoneSeries(forecast=got.series, stale=got.stale, fetched_at=got.fetched_at)
+def _zone_series(got: ZoneForecast, feed: Feed) -> ZoneSeries:
+    return ZoneSeries(forecast=got.series, stale=got.stale, fetched_at=got.fetched_at,
+                      signal=feed.signal, units=feed.units, attribution=feed.attribution)
+
+
+def replace_message(exc: UnknownLocation, message: str) -> UnknownLocation:
+    return UnknownLocation(exc.location, message, exc.suggestions)
 
 
 def _extended(zone: ZoneSeries, until: int, history: Optional[ForecastSeries]) -> ZoneSeries:
@@ -142,10 +191,18 @@ def _extended(zone: ZoneSeries, until: int, history: Optional[ForecastSeries]) -
 
 def build_engine(settings: Settings, secrets: BaseSecretStore) -> CarbonEngine:
     """The engine configuration asks for: its provider, caches and fetch pool."""
-    provider, pool = build_provider(settings, secrets), upstream_threads(settings)
-    return CarbonEngine(provider, ForecastCache.for_forecasts(settings, pool.submit),
-                        history_cache=ForecastCache.for_histories(settings, pool.submit),
+    providers, pool = build_providers(settings, secrets), upstream_threads(settings)
+    first, *others = providers
+    more = [(one, ForecastCache.for_forecasts(settings, pool.submit, _namespace(one)),
+             ForecastCache.for_histories(settings, pool.submit, _namespace(one))) for one in others]
+    return CarbonEngine(first, ForecastCache.for_forecasts(settings, pool.submit),
+                        history_cache=ForecastCache.for_histories(settings, pool.submit), more=more,
                         budget=lambda: Budget(seconds=settings.solve_timeout_seconds),
                         fetch_pool=pool, fetch_seconds=settings.upstream_deadline_seconds,
                         regions=RegionTable(settings.cloud_region_overrides),
                         zone_list_ttl=settings.zone_list_ttl_seconds)
+
+
+def _namespace(provider: Provider) -> str:
+    """The cache-key namespace of a provider other than the default: its own keys, locks and health."""
+    return f"{provider.name}.{provider.signal}:"

@@ -300,6 +300,17 @@ class UnknownLocation(CarbonOptimizerError):
         self.suggestions = suggestions
 
 
+class SignalNotServed(CarbonOptimizerError):
+    """A request asked for a signal (average, marginal, ...) that no configured provider serves,
+    or for several in one request. `available` names those this deployment serves."""
+
+    code = FailureCode.INVALID_REQUEST
+
+    def __init__(self, message: str, available: tuple[str, ...] = ()):
+        super().__init__(message)
+        self.available = available
+
+
 class FieldError(ValueError):
     """A workload's inconsistency, with the field a client must change to fix it."""
 

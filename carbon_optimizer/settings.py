@@ -37,6 +37,11 @@ class Settings(BaseModel):
         "auto", alias="CARBON_PROVIDER",
         description="`electricitymaps`, `demo`, `file`, or `auto` (Electricity Maps when a key is "
                     "set, else demo)")
+    carbon_providers: list[Literal["auto", "electricitymaps", "watttime", "neso", "demo", "file"]] = Field(
+        default_factory=list, alias="CARBON_PROVIDERS",
+        description="several providers at once, comma-separated (e.g. `electricitymaps,watttime,neso`): "
+                    "a request's `signal` picks the first that serves it, and the first listed "
+                    "serves requests that name none; empty: `CARBON_PROVIDER` alone")
     electricity_maps_base_url: str = Field(
         "https://api.electricitymaps.com/v3", alias="ELECTRICITY_MAPS_BASE_URL",
         description="Electricity Maps API base URL")
@@ -219,6 +224,16 @@ class Settings(BaseModel):
         description="comma-separated browser origins allowed on `/api/*` (e.g. "
                     "`https://ci.example.com`); none by default")
 
+    @field_validator("carbon_providers", mode="before")
+    @classmethod
+    def _providers_list(cls, value: object) -> object:
+        return _split_csv(value)
+
+    @property
+    def providers(self) -> list[str]:
+        """The providers configured, the default first, each once."""
+        return list(dict.fromkeys(self.carbon_providers or [self.carbon_provider]))
+
     @field_validator("default_zones", mode="before")
     @classmethod
     def _zones_from_csv(cls, value: object) -> object:
@@ -326,8 +341,8 @@ def load_settings(environ: Optional[Mapping[str, str]] = None) -> Settings:
             name = error["loc"][0] if error["loc"] else "?"
             problems.append(f"{name}: {error['msg']}")
         raise ConfigError("invalid configuration: " + "; ".join(problems)) from None
-    if settings.carbon_provider == "file" and not settings.carbon_data_dir:
-        raise ConfigError("invalid configuration: CARBON_PROVIDER=file needs CARBON_DATA_DIR")
+    if "file" in settings.providers and not settings.carbon_data_dir:
+        raise ConfigError("invalid configuration: the file provider needs CARBON_DATA_DIR")
     # Each proxy setting needs the other. A count alone used to trust X-Forwarded-For from any peer;
     # refusing to start is louder than defaulting the networks to loopback, which behind an ALB
     # would quietly make every client the ALB (one shared rate-limit budget).

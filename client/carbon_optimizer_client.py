@@ -336,15 +336,18 @@ def describe(answer: dict) -> str:
                  f"(in {human(answer.get('start_in_seconds', 0))}), end {answer['end']}"]
     baseline = answer.get("baseline")
     saving = answer.get("saving_percent")
+    provenance = answer.get("provenance") or {}
+    units = provenance.get("units") or "gCO2eq/kWh"  # older services state no unit
+    if provenance.get("signal") and provenance["signal"] != "average":
+        units += f" ({provenance['signal']})"
     if baseline and saving is not None:
-        text = (f"  {answer['carbon_intensity']} gCO2eq/kWh vs {baseline['carbon_intensity']} "
+        text = (f"  {answer['carbon_intensity']} {units} vs {baseline['carbon_intensity']} "
                 f"at the earliest start in {baseline['zone']}: {saving}% less")
         if answer.get("saving_grams") is not None:
             text += f", {answer['saving_grams']} g CO2eq saved"
         lines.append(text)
     else:
-        lines.append(f"  {answer.get('carbon_intensity')} gCO2eq/kWh")
-    provenance = answer.get("provenance") or {}
+        lines.append(f"  {answer.get('carbon_intensity')} {units}")
     if provenance.get("estimated"):
         part = provenance.get("estimated_part") or {}
         text = (f"  estimates used: {part.get('minutes', '?')} min from {part.get('start', '?')} "
@@ -356,6 +359,8 @@ def describe(answer: dict) -> str:
         lines.append(f"  estimates used: no (forecast by {provenance.get('provider', '?')})")
     if provenance.get("stale"):
         lines.append("  the forecast is stale: the provider failed and an older copy was used")
+    if provenance.get("attribution"):
+        lines.append(f"  {provenance['attribution']}")
     for zone in answer.get("unavailable_zones") or []:
         lines.append(f"  zone {zone.get('zone')} unavailable ({zone.get('code')}): {zone.get('message')}")
     return "\n".join(lines)
@@ -430,6 +435,8 @@ def workload(args: argparse.Namespace) -> dict:
         body["interruptible"] = True
     if args.no_extend_horizon:
         body["extend_horizon"] = False
+    if args.signal:
+        body["signal"] = args.signal
     return body
 
 
@@ -759,6 +766,9 @@ def parser() -> argparse.ArgumentParser:
     request.add_argument("--max-chunks", type=int, help="most chunks (interruptible)")
     request.add_argument("--no-extend-horizon", action="store_true",
                          help="search only what the provider's forecast covers, no estimates")
+    request.add_argument("--signal", choices=("average", "average_direct", "marginal"),
+                         help="the carbon signal to schedule on (default: the service's first; "
+                              "GET /api/v1/zones lists those it serves)")
     common.add_argument("--max-wait", metavar="PT5H",
                         help="wait at most this long in all (e.g. the runner's job limit): the "
                              "latest start asked for is no later, and a 429 is waited out only "

@@ -14,6 +14,8 @@ from pathlib import Path
 import pytest
 import responses
 
+from carbon_optimizer.data.providers.base import SIGNALS
+
 from carbon_optimizer.data.cloud_regions import TABLE_PATH, read_table
 from carbon_optimizer.data.providers.demo import DemoProvider
 from carbon_optimizer.errors import ConfigError
@@ -250,8 +252,11 @@ def test_zones_lists_the_demo_zones_and_every_cloud_region(client):
     assert len(body["cloud_regions"]) == len(rows)
     entry = next(r for r in body["cloud_regions"] if r["location"] == "azure:francecentral")
     assert entry == {"location": "azure:francecentral", "provider": "azure", "region": "francecentral",
-                     "zone": "FR", "place": "Paris, France", "served": True,
+                     "zone": "FR", "place": "Paris, France", "served": True, "signals": ["average"],
                      "source": "https://learn.microsoft.com/en-us/azure/reliability/regions-list"}
+    assert body["signal"] == "average" and body["signals"] == [
+        {"name": "average", "description": SIGNALS["average"].description, "provider": "demo",
+         "units": "gCO2eq/kWh", "attribution": None, "default": True}]
     assert all(r["served"] for r in body["cloud_regions"])
 
 

@@ -46,6 +46,8 @@ class RecordingPool(ThreadPoolExecutor):
 class RemoteProvider:
     """Stands in for Electricity Maps: a shared-cache provider whose answers the test changes."""
     name = "electricitymaps"
+    signal = "average"
+    units = "gCO2eq/kWh"
     shared_cache = True
 
     def __init__(self):

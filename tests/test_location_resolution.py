@@ -18,16 +18,16 @@ with open(ROOT / "carbon_optimizer/data/cloud_regions.csv", newline="", encoding
 
 def counted(monkeypatch, engine):
     calls = {"served": 0, "locate": []}
-    served, locate = engine.served_zones, engine.regions.resolve
+    served, locate = engine.source.served_zones, engine.regions.resolve
 
     def served_zones():
         calls["served"] += 1
         return served()
 
-    def located(name, zones, suggest=True):
+    def located(name, zones, suggest=True, *hooks):
         calls["locate"].append((name, suggest))
-        return locate(name, zones, suggest)
-    monkeypatch.setattr(engine, "served_zones", served_zones)
+        return locate(name, zones, suggest, *hooks)
+    monkeypatch.setattr(engine.source, "served_zones", served_zones)
     monkeypatch.setattr(engine.regions, "resolve", located)
     return calls
 

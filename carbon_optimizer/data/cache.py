@@ -215,22 +215,25 @@ class ForecastCache:
         metrics.REDIS_UP.set(1 if self._redis else 0)
 
     @classmethod
-    def for_forecasts(cls, settings: Settings, background: Optional[Background] = None) -> "ForecastCache":
-        """The forecasts' cache, as configuration asks."""
+    def for_forecasts(cls, settings: Settings, background: Optional[Background] = None,
+                      namespace: str = "") -> "ForecastCache":
+        """The forecasts' cache, as configuration asks (`namespace`: a provider's own keys within
+        the prefix, for every provider but the default)."""
         return cls(redis_url=settings.redis_url, ttl=settings.cache_ttl_seconds,
                    stale_ttl=settings.cache_stale_ttl_seconds, lock_seconds=settings.upstream_lock_seconds,
                    failure_backoff=settings.upstream_failure_backoff_seconds,
-                   key_prefix=settings.cache_key_prefix, background=background)
+                   key_prefix=settings.cache_key_prefix + namespace, background=background)
 
     @classmethod
-    def for_histories(cls, settings: Settings, background: Optional[Background] = None) -> "ForecastCache":
+    def for_histories(cls, settings: Settings, background: Optional[Background] = None,
+                      namespace: str = "") -> "ForecastCache":
         """The histories' cache: history changes slowly and is fetched for days at a time, so it
         is kept for hours, apart from forecasts."""
         return cls(redis_url=settings.redis_url, ttl=settings.history_ttl_seconds,
                    stale_ttl=max(settings.history_ttl_seconds, settings.cache_stale_ttl_seconds),
                    lock_seconds=settings.upstream_lock_seconds,
                    failure_backoff=settings.upstream_failure_backoff_seconds,
-                   key_prefix=settings.cache_key_prefix, background=background)
+                   key_prefix=settings.cache_key_prefix + namespace, background=background)
 
     # -- which store -----------------------------------------------------------------------------
 

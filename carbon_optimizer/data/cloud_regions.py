@@ -15,7 +15,7 @@ import difflib
 import re
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Collection, Iterable, Mapping, Optional
+from typing import Callable, Collection, Iterable, Mapping, Optional
 
 from carbon_optimizer.errors import UnknownLocation
 from carbon_optimizer.settings import CLOUD_REGION_PATTERN, ZONE_KEY_PATTERN
@@ -90,20 +90,29 @@ class RegionTable:
         return len(self._regions)
 
     def resolve_all(self, asked: Iterable[str], zones: Optional[Collection[str]],
-                    suggested: int) -> ResolvedLocations:
+                    suggested: int, zone_of: Optional[Callable[[CloudRegion], str]] = None,
+                    alias: Optional[Callable[[str], Optional[str]]] = None) -> ResolvedLocations:
         """Every distinct location in `asked` resolved once (a batch names the same few again and
         again). Unknown ones are kept, not raised, so that every field naming one can be reported;
-        only the first `suggested` get close matches (a search over every zone and region each)."""
+        only the first `suggested` get close matches (a search over every zone and region each).
+        `zone_of` gives a cloud region's zone when the provider's zones are not the table's own
+        (it raises UnknownLocation); `alias` the zone of a name the provider knows besides its
+        zone keys (a NESO postcode or region name), None when it knows none."""
         found: dict[str, str] = {}
         unknown: dict[str, UnknownLocation] = {}
         for location in dict.fromkeys(asked):
             try:
-                found[location] = self.resolve(location, zones, len(unknown) < suggested)
+                suggest = len(unknown) < suggested
+                found[location] = (self.resolve(location, zones, suggest, zone_of, alias)
+                                   if zone_of is not None or alias is not None
+                                   else self.resolve(location, zones, suggest))
             except UnknownLocation as exc:
                 unknown[location] = exc
         return ResolvedLocations(found, unknown)
 
-    def resolve(self, asked: str, zones: Optional[Collection[str]], suggest: bool = True) -> str:
+    def resolve(self, asked: str, zones: Optional[Collection[str]], suggest: bool = True,
+                zone_of: Optional[Callable[[CloudRegion], str]] = None,
+                alias: Optional[Callable[[str], Optional[str]]] = None) -> str:
         """The zone for `asked` (a cloud region or a zone key). `zones` are the zones the provider
         serves, or None when that list cannot be had just now (then any zone key passes, and the
         provider answers for it). Raises UnknownLocation, with close matches only when `suggest`
@@ -113,12 +122,16 @@ class RegionTable:
             if region is None:
                 raise UnknownLocation(asked, f"{asked} is not a cloud region this service knows",
                                       self.suggest(asked, zones) if suggest else ())
-            if zones is not None and region.zone not in zones:
-                raise UnknownLocation(asked, f"{asked} is in zone {region.zone}, which the carbon-data "
+            zone = region.zone if zone_of is None else zone_of(region)
+            if zones is not None and zone not in zones:
+                raise UnknownLocation(asked, f"{asked} is in zone {zone}, which the carbon-data "
                                              "provider does not serve", ())
-            return region.zone
+            return zone
         if zones is None or asked in zones:
             return asked
+        named = alias(asked) if alias is not None else None
+        if named is not None and (zones is None or named in zones):
+            return named
         raise UnknownLocation(asked, f"{asked} is neither a zone the carbon-data provider serves nor "
                                      "a cloud region (written provider:region)",
                               self.suggest(asked, zones) if suggest else ())

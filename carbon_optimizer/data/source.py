@@ -98,6 +98,16 @@ class CarbonDataSource:
             log.warning("no zone list from the provider; zones pass unchecked: %s", exc.message)
             return None
 
+    def held_zones(self) -> Optional[frozenset[str]]:
+        """The zones served as this worker holds them now, without asking a remote provider (None
+        when not held, or the provider keeps no list)."""
+        if not self.has_zone_list:
+            return None
+        if not self.remote:
+            return self._served(self.zones())
+        held = self._held_zone_list()
+        return None if held is None else self._served(held)
+
     def _served(self, names: list[str]) -> frozenset[str]:
         """`names` as a set, made once per list the cache hands out (the same list object until
         it is refetched), not once per request."""
@@ -107,6 +117,16 @@ class CarbonDataSource:
         served = frozenset(names)
         self._served_last = (names, served)
         return served
+
+    def locate(self, name: str, latitude: float, longitude: float, wait: float) -> str:
+        """The provider's zone at these coordinates (`name` says what is located, in messages),
+        asked on the fetch pool and waited for at most `wait` seconds. Raises CarbonDataError."""
+        ask = lambda: self.provider.locate(latitude, longitude)  # type: ignore[attr-defined]  # noqa: E731
+        got = self._pool.gather({name: ask}, self._monotonic() + min(wait, self.fetch_seconds))[name]
+        if got is None:
+            raise UpstreamUnavailable("", f"the provider {self.provider.name} did not locate {name} "
+                                          f"within {min(wait, self.fetch_seconds):g} s")
+        return got.result()
 
     # -- forecasts and histories -----------------------------------------------------------------
 

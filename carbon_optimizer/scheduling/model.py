@@ -80,6 +80,10 @@ class ZoneSeries:
     extended: Optional[ForecastSeries] = None
     estimate_error: Optional[np.ndarray] = field(default=None, compare=False)
     error_replay: Optional["ErrorReplay"] = field(default=None, compare=False)
+    # What the series measures, for the answer's provenance (one signal per request).
+    signal: str = "average"
+    units: str = "gCO2eq/kWh"
+    attribution: Optional[str] = None
 
     @property
     def zone(self) -> str:

@@ -46,7 +46,7 @@ __all__ = ["SECRET_SHAPE", "AwsSecretStore", "BaseSecretStore", "EnvSecretStore"
 
 def build_secret_store(settings: Settings, environ: Optional[Mapping[str, str]] = None) -> BaseSecretStore:
     """The store SECRETS_BACKEND asks for, loaded; ConfigError names what is missing, never a value."""
-    need_key = settings.carbon_provider not in ("demo", "file")
+    need_key = any(name in ("auto", "electricitymaps") for name in settings.providers)
     refresh = settings.secrets_refresh_seconds
     if settings.secrets_backend == "aws":
         if not settings.aws_secret_id:

@@ -10,7 +10,7 @@ from typing import Iterable, Optional
 from flask import Flask, Response
 from werkzeug.exceptions import HTTPException
 
-from carbon_optimizer.errors import CarbonOptimizerError, FailureCode, RequestError
+from carbon_optimizer.errors import CarbonOptimizerError, FailureCode, RequestError, SignalNotServed
 from carbon_optimizer.web.app_state import app_state
 
 log = logging.getLogger(__name__)
@@ -33,6 +33,12 @@ def register_error_handlers(app: Flask) -> None:
     @app.errorhandler(RequestError)
     def _api_error(exc: RequestError):
         return error_response(exc.code, exc.message, exc.details, retry_after=exc.retry_after)
+
+    @app.errorhandler(SignalNotServed)
+    def _signal_error(exc: SignalNotServed):
+        return error_response(exc.code, exc.message, [{
+            "field": "signal", "message": f"one of {', '.join(exc.available)}" if exc.available
+            else exc.message}])
 
     @app.errorhandler(CarbonOptimizerError)
     def _service_error(exc: CarbonOptimizerError):

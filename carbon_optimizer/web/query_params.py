@@ -9,6 +9,7 @@ from typing import Optional
 from flask import request
 from pydantic import ValidationError
 
+from carbon_optimizer.data.providers.base import SIGNALS
 from carbon_optimizer.errors import FailureCode, RequestError
 from carbon_optimizer.web.app_state import app_state
 from carbon_optimizer.web.error_details import unknown_location
@@ -21,6 +22,7 @@ class ForecastQuery:
     zone: str               # the zone it resolved to
     hours: Optional[int]    # how far from now to show (None: the forecast as it is)
     with_history: bool
+    signal: Optional[str] = None  # None: the deployment's default
 
 
 def forecast_query() -> ForecastQuery:
@@ -29,12 +31,25 @@ def forecast_query() -> ForecastQuery:
     location = _zone_parameter()
     hours = _hours_parameter()
     with_history = _history_parameter()
+    signal = signal_parameter()
     # One location: its close matches, when unknown, are worth their search.
-    resolved = app_state().engine.resolve_locations([location], suggested=1)
+    resolved = app_state().engine.resolve_locations([location], suggested=1, signal=signal)
     if location in resolved.unknown:
         exc = resolved.unknown[location]
         raise RequestError(exc.code, exc.message, details=[unknown_location("zone", exc)])
-    return ForecastQuery(location, resolved.zones[location], hours, with_history)
+    return ForecastQuery(location, resolved.zones[location], hours, with_history, signal)
+
+
+def signal_parameter() -> Optional[str]:
+    """?signal=: one of SIGNALS (whether this deployment serves it is the engine's to say)."""
+    text = request.args.get("signal")
+    if text is None:
+        return None
+    if text not in SIGNALS:
+        raise RequestError(FailureCode.INVALID_REQUEST, "unknown signal", details=[
+            {"field": "signal", "message": f"one of {', '.join(SIGNALS)} (got {text[:40]!r})"}])
+    app_state().engine.feeds.get(text)  # SignalNotServed names those this deployment serves
+    return text
 
 
 def _zone_parameter() -> str:

@@ -40,6 +40,7 @@ class JobsAsked:
     locations: list[dict[str, str]]      # per job: zone -> the location asked for it
     capacity: Optional[CapacityLimits]   # a batch's shared limits (None: each job on its own)
     batch: bool                          # asked as {"workloads": [...]}
+    signal: Optional[str] = None         # the signal asked for (None: the deployment's default)
 
 
 def jobs_asked(body: object, gone: Optional[Callable[[], bool]] = None) -> JobsAsked:
@@ -49,14 +50,32 @@ def jobs_asked(body: object, gone: Optional[Callable[[], bool]] = None) -> JobsA
     settings = state.settings
     workloads, batch = _parse_workloads(body, settings.max_batch_size)
     now = _as_of(workloads, batch, settings) or state.clock()
+    signal = _signal(workloads, batch)
+    state.engine.feeds.get(signal)  # SignalNotServed (400, naming those served) before any location
     _count_locations(workloads, settings.default_zones, batch is not None)
     capacity = batch.capacity if batch is not None else None
     keys = _capacity_keys(capacity)
     names = [name for workload in workloads for name in (workload.zones or settings.default_zones)]
-    resolved = state.engine.resolve_locations(names + keys, MAX_SUGGESTED_LOCATIONS)
+    resolved = state.engine.resolve_locations(names + keys, MAX_SUGGESTED_LOCATIONS, signal)
     jobs, locations = _jobs(workloads, batch is not None, now, settings, resolved, gone)
     limits = _capacity_limits(capacity, locations, resolved) if capacity is not None else None
-    return JobsAsked(now, jobs, locations, limits, batch is not None)
+    return JobsAsked(now, jobs, locations, limits, batch is not None, signal)
+
+
+def _signal(workloads: list[Workload], batch: Optional[WorkloadBatch]) -> Optional[str]:
+    """The one signal the request asks for: the batch's, or its workloads' (all the same). Zones
+    are never compared across signals, so a request naming two is refused, naming both."""
+    asked = {w.signal for w in workloads if w.signal is not None}
+    if batch is not None and batch.signal is not None:
+        asked.add(batch.signal)
+    if len(asked) > 1:
+        fields = [f"workloads[{i}].signal" for i, w in enumerate(workloads)
+                  if w.signal is not None and (batch is None or w.signal != batch.signal)]
+        raise RequestError(FailureCode.INVALID_REQUEST, "one request, one signal", details=[
+            {"field": field, "message": f"this request asks for {' and '.join(sorted(asked))}; "
+                                        "zones are never compared across signals: send one "
+                                        "request per signal"} for field in fields[:MAX_ERROR_DETAILS]])
+    return next(iter(asked), None)
 
 
 def _parse_workloads(body: object, max_batch_size: int) -> tuple[list[Workload], Optional[WorkloadBatch]]:
@@ -92,7 +111,7 @@ def _as_of(workloads: list[Workload], batch: Optional[WorkloadBatch], settings: 
     as_of = batch.as_of if batch is not None else workloads[0].as_of
     if as_of is None:
         return None
-    if settings.carbon_provider != "file" or not settings.file_replay:
+    if settings.providers[0] != "file" or not settings.file_replay:
         raise RequestError(FailureCode.INVALID_REQUEST, "as_of is only accepted by a replaying service",
                            details=[{"field": "as_of", "message":
                                      "as_of needs CARBON_PROVIDER=file and FILE_REPLAY=true on the "

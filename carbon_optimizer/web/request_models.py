@@ -14,6 +14,7 @@ from pydantic import (
 )
 from pydantic_core import InitErrorDetails, PydanticCustomError
 
+from carbon_optimizer.data.providers.base import SIGNALS, SignalName
 from carbon_optimizer.errors import FieldError
 from carbon_optimizer.scheduling.model import CapacityLimits, Job
 from carbon_optimizer.settings import ZONE_KEY_PATTERN
@@ -115,6 +116,12 @@ def _minutes(value: Optional[timedelta]) -> str:
     return "none" if value is None else f"{value.total_seconds() / 60:g} min"
 
 
+SIGNAL_DESCRIPTION = (
+    "the carbon signal to schedule on: " + "; ".join(f"`{s.name}`: {s.description}" for s in SIGNALS.values())
+    + ". Served by the configured providers (GET /api/v1/zones lists them); default: the first "
+      "configured. One request, one signal: zones are never compared across signals")
+
+
 class Workload(BaseModel):
     """One job to place in the cleanest window (and zone)."""
 
@@ -150,6 +157,7 @@ class Workload(BaseModel):
     as_of: Optional[Timestamp] = Field(
         None, description="replay only (CARBON_PROVIDER=file, FILE_REPLAY=true): answer as if it "
                           "were this moment; in a batch, give it once at the top")
+    signal: Optional[SignalName] = Field(None, description=SIGNAL_DESCRIPTION)
 
     @model_validator(mode="after")
     def _consistent(self) -> "Workload":
@@ -332,6 +340,8 @@ class WorkloadBatch(BaseModel):
     as_of: Optional[Timestamp] = Field(
         None, description="replay only (CARBON_PROVIDER=file, FILE_REPLAY=true): answer the whole "
                           "batch as if it were this moment")
+    signal: Optional[SignalName] = Field(
+        None, description=SIGNAL_DESCRIPTION + "; for the whole batch (a workload's own must agree)")
 
 
 OptimizeRequest = Union[Workload, WorkloadBatch]

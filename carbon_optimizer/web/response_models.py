@@ -12,6 +12,8 @@ from typing import Annotated, Literal, Mapping, Optional, Sequence, Union
 from pydantic import BaseModel, ConfigDict, Field, PlainSerializer, WithJsonSchema
 
 from carbon_optimizer.data.cloud_regions import CloudRegion
+from carbon_optimizer.data.feeds import Feed
+from carbon_optimizer.data.providers.base import SIGNALS
 from carbon_optimizer.errors import FailureCode
 from carbon_optimizer.scheduling.model import Outcomes, Schedule, Unschedulable, ZoneFailure, ZoneSeries
 from carbon_optimizer.timeseries import ForecastSeries, from_epoch, rfc3339, to_epoch
@@ -75,8 +77,16 @@ class Chunk(Response):
     duration_minutes: int
 
 
+SIGNAL_FIELD = "the signal the intensities are of (average, average_direct, marginal)"
+UNITS_FIELD = "the unit of every intensity in this answer"
+ATTRIBUTION_FIELD = "the credit the provider's licence asks for when its data is shown (null: none)"
+
+
 class Provenance(Response):
     provider: str
+    signal: str = Field(description=SIGNAL_FIELD)
+    units: str = Field(description=UNITS_FIELD)
+    attribution: Optional[str] = Field(None, description=ATTRIBUTION_FIELD)
     updated_at: Optional[UtcTime] = Field(description="when the provider last updated this forecast")
     fetched_at: Optional[UtcTime] = Field(description="when this service fetched it (null: not cached)")
     stale: bool = Field(description="served past its TTL because the provider failed")
@@ -120,7 +130,8 @@ class Provenance(Response):
                                  expected_error=round(error, 2) if stated else None,
                                  error_coverage=coverage.error_coverage if stated else None,
                                  estimator=coverage.estimator)
-        return cls(provider=forecast.provider, updated_at=forecast.updated_at,
+        return cls(provider=forecast.provider, signal=source.signal, units=source.units,
+                   attribution=source.attribution, updated_at=forecast.updated_at,
                    fetched_at=_time(source.fetched_at), stale=source.stale,
                    forecast_start=forecast.start, forecast_end=_moment(forecast.end_epoch),
                    window_coverage=round(coverage.window_coverage, 4),
@@ -292,6 +303,9 @@ class ForecastPoint(Response):
 
 class ForecastProvenance(Response):
     provider: str
+    signal: str = Field(description=SIGNAL_FIELD)
+    units: str = Field(description=UNITS_FIELD)
+    attribution: Optional[str] = Field(None, description=ATTRIBUTION_FIELD)
     updated_at: Optional[UtcTime]
     fetched_at: Optional[UtcTime]
     stale: bool
@@ -330,7 +344,8 @@ class ForecastResponse(Response):
         return cls(location=location or forecast.zone, zone=forecast.zone,
                    step_seconds=series.step_seconds, forecast=points,
                    provenance=ForecastProvenance(
-                       provider=forecast.provider, updated_at=forecast.updated_at,
+                       provider=forecast.provider, signal=zone.signal, units=zone.units,
+                       attribution=zone.attribution, updated_at=forecast.updated_at,
                        fetched_at=_time(zone.fetched_at), stale=zone.stale,
                        forecast_start=forecast.start, forecast_end=forecast.end), **extra)
 
@@ -370,22 +385,51 @@ class CloudRegionEntry(Response):
     source: str = Field(description="the public page that says where the region is (or "
                                     "\"configuration\" for a CLOUD_REGION_OVERRIDES entry)")
     served: bool = Field(description="the configured carbon-data provider serves its zone")
+    signals: list[str] = Field(description="the signals known to serve it here: those of providers "
+                                           "keyed like the table (Electricity Maps, demo, files) "
+                                           "that serve its zone; a provider that locates regions "
+                                           "by coordinates (WattTime, NESO) is asked on first use")
 
     @classmethod
-    def of(cls, region: CloudRegion, served: frozenset[str]) -> "CloudRegionEntry":
+    def of(cls, region: CloudRegion, served: frozenset[str], signals: list[str]) -> "CloudRegionEntry":
         return cls(location=region.name, provider=region.provider, region=region.region,
                    zone=region.zone, place=region.location, source=region.source,
-                   served=region.zone in served)
+                   served=region.zone in served, signals=signals)
+
+
+class SignalEntry(Response):
+    name: str
+    description: str
+    provider: str = Field(description="the provider that serves it (the first configured for it)")
+    units: str
+    attribution: Optional[str] = Field(None, description=ATTRIBUTION_FIELD)
+    default: bool = Field(description="served to requests that name no signal")
 
 
 class ZonesResponse(Response):
-    provider: str = Field(description="the configured carbon-data provider")
+    provider: str = Field(description="the provider of the signal listed")
+    signal: str = Field(description="the signal whose zones are listed (?signal=, default: the "
+                                    "deployment's default)")
     zones: list[str] = Field(description="every zone key it serves, sorted")
+    signals: list[SignalEntry] = Field(description="every signal this deployment serves")
     cloud_regions: list[CloudRegionEntry] = Field(
         description="the cloud regions a request may name instead of a zone, with their zones")
 
     @classmethod
-    def of(cls, provider: str, zones: Sequence[str], regions: Sequence[CloudRegion]) -> "ZonesResponse":
+    def of(cls, feed: Feed, zones: Sequence[str], regions: Sequence[CloudRegion],
+           feeds: Sequence[Feed]) -> "ZonesResponse":
         served = frozenset(zones)
-        return cls(provider=provider, zones=sorted(served),
-                   cloud_regions=[CloudRegionEntry.of(r, served) for r in regions])
+        # Other table-keyed feeds' lists only when held (never a fetch for this answer).
+        lists = {f.signal: (served if f is feed else f.source.held_zones())
+                 for f in feeds if f.table_zones}
+        located = {f.signal: f.located() for f in feeds if not f.table_zones}
+        first: dict[str, Feed] = {}
+        for f in feeds:
+            first.setdefault(f.signal, f)
+        return cls(provider=feed.provider, signal=feed.signal, zones=sorted(served),
+                   signals=[SignalEntry(name=s, description=SIGNALS[s].description, provider=f.provider,
+                                        units=f.units, attribution=f.attribution,
+                                        default=f is feeds[0]) for s, f in first.items()],
+                   cloud_regions=[CloudRegionEntry.of(r, served, [
+                       s for s in first if (r.zone in lists[s] if s in lists and lists[s] is not None
+                                            else r.name in located.get(s, ()))]) for r in regions])

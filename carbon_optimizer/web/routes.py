@@ -15,7 +15,7 @@ from carbon_optimizer.scheduling.model import Unschedulable
 from carbon_optimizer.timeseries import to_epoch
 from carbon_optimizer.web import limits, openapi, response_models
 from carbon_optimizer.web.app_state import app_state
-from carbon_optimizer.web.query_params import forecast_query
+from carbon_optimizer.web.query_params import forecast_query, signal_parameter
 from carbon_optimizer.web.request_body import client_gone, json_body, stop_if_gone
 from carbon_optimizer.web.request_jobs import jobs_asked
 
@@ -43,7 +43,8 @@ def optimize():
     body = json_body()
     gone = client_gone()
     asked = jobs_asked(body, gone)
-    outcomes = app_state().engine.optimize(asked.jobs, asked.now, asked.capacity, cancelled=gone)
+    outcomes = app_state().engine.optimize(asked.jobs, asked.now, asked.capacity, cancelled=gone,
+                                           signal=asked.signal)
     stop_if_gone(gone, len(outcomes), sum(not (isinstance(o, Unschedulable)
                                                 and o.code is FailureCode.DEADLINE_EXCEEDED)
                                            for o in outcomes))
@@ -62,7 +63,7 @@ def forecast():
     now = state.clock()
     until = to_epoch(now) + 3600 * query.hours if query.hours is not None else None
     try:
-        found, history = state.engine.zone_view(query.zone, now, until, query.with_history)
+        found, history = state.engine.zone_view(query.zone, now, until, query.with_history, query.signal)
     except CarbonDataError as exc:
         # The provider has no data for this zone (one it lists, or one let through unchecked while
         # its list cannot be had): the forecast asked for is a missing resource.
@@ -74,12 +75,13 @@ def forecast():
 @api.get("/zones")
 def zones():
     engine = app_state().engine
+    feed = engine.feeds.get(signal_parameter())
     try:
-        served = engine.zones()
+        served = feed.source.zones()
     except CarbonDataError as exc:
         raise RequestError(exc.code, "the carbon-data provider's zone list cannot be had just now: "
                            + exc.message) from None
-    return _answer(response_models.ZonesResponse.of(engine.provider.name, served, list(engine.regions)))
+    return _answer(response_models.ZonesResponse.of(feed, served, list(engine.regions), list(engine.feeds)))
 
 
 @api.get("/openapi.json")

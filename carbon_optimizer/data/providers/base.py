@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Optional, Protocol, runtime_checkable
+from typing import Literal, Optional, Protocol, get_args, runtime_checkable
 
 from carbon_optimizer.timeseries import ForecastSeries
 
@@ -23,6 +23,8 @@ class Signal:
     description: str
 
 
+SignalName = Literal["average", "average_direct", "marginal"]
+
 # The signals a request may ask for. Which of them a deployment serves depends on its providers.
 SIGNALS: dict[str, Signal] = {s.name: s for s in (
     Signal("average", "the average emissions of the electricity consumed in the zone, with "
@@ -32,6 +34,7 @@ SIGNALS: dict[str, Signal] = {s.name: s for s in (
     Signal("marginal", "the emissions of the generation that meets one more kWh of demand "
                        "(a marginal operating emissions rate)"),
 )}
+assert tuple(SIGNALS) == get_args(SignalName)
 
 # The unit every series is converted to before it leaves a provider.
 G_PER_KWH = "gCO2eq/kWh"
@@ -68,6 +71,13 @@ class CanLocate(Protocol):
     def locate(self, latitude: float, longitude: float) -> str:
         """The provider's zone key at these coordinates. Raises ZoneNotFound when it covers none
         there, CarbonDataError when it cannot be asked."""
+
+
+@runtime_checkable
+class NamesZones(Protocol):
+    def zone_named(self, name: str) -> Optional[str]:
+        """The zone key of a name the provider knows besides its zone keys (a region's name, a
+        postcode), or None. Bounded in time; raises CarbonDataError when it cannot be asked."""
 
 
 def attribution(provider: object) -> Optional[str]:

@@ -1,4 +1,5 @@
-"""Choose and build the provider that configuration asks for."""
+"""Build the providers configuration asks for (CARBON_PROVIDERS, or CARBON_PROVIDER alone), the
+default first: one instance per signal each serves."""
 
 from __future__ import annotations
 
@@ -24,9 +25,38 @@ class KeySource(Protocol):
     def current(self) -> Any: ...
 
 
+# Providers whose zone keys are Electricity Maps' (the cloud-region table's own column): the others
+# locate a cloud region by its coordinates.
+TABLE_ZONE_PROVIDERS = frozenset({"electricitymaps", "demo", "file", "replay"})
+
+
+def uses_table_zones(provider: Provider) -> bool:
+    return provider.name in TABLE_ZONE_PROVIDERS
+
+
+def build_providers(settings: Settings, secrets: KeySource) -> list[Provider]:
+    """Every configured provider, the default first; ConfigError names what is missing."""
+    built: list[Provider] = []
+    for choice in settings.providers:
+        built.extend(_build(choice, settings, secrets))
+    signals = [(p.name, p.signal) for p in built]
+    if len(set(signals)) < len(signals):
+        raise ConfigError("CARBON_PROVIDERS lists one provider twice (e.g. auto and electricitymaps)")
+    return built
+
+
 def build_provider(settings: Settings, secrets: KeySource) -> Provider:
-    choice = settings.carbon_provider
+    """The default provider alone."""
+    return build_providers(settings, secrets)[0]
+
+
+def _build(choice: str, settings: Settings, secrets: KeySource) -> list[Provider]:
+    return [_build_one(choice, settings, secrets)]
+
+
+def _build_one(choice: str, settings: Settings, secrets: KeySource) -> Provider:
     has_key = bool(secrets.current().electricity_maps_api_key)
+    asked = choice
     if choice == "auto":
         choice = "electricitymaps" if has_key else "demo"
     if choice == "electricitymaps":
@@ -44,6 +74,8 @@ def build_provider(settings: Settings, secrets: KeySource) -> Provider:
             observer=metrics.observe_upstream("electricitymaps"),
             history_days=settings.history_days,
         )
+    if choice in ("watttime", "neso"):
+        raise ConfigError(f"the {choice} provider is not built in yet")
     if choice == "file":
         try:
             return CsvFileProvider(settings.carbon_data_dir or "", replay=settings.file_replay,
@@ -52,7 +84,7 @@ def build_provider(settings: Settings, secrets: KeySource) -> Provider:
         except FileNotFoundError as exc:
             raise ConfigError(str(exc)) from None
     # Say why the demo was chosen: an operator who asked for it must not hunt for a missing key.
-    reason = ("CARBON_PROVIDER=demo" if settings.carbon_provider == "demo"
+    reason = ("CARBON_PROVIDER=demo" if asked == "demo"
               else "CARBON_PROVIDER=auto and no Electricity Maps API key")
     log.warning("%s: serving the built-in demo provider; every answer says \"provider\": \"demo\" "
                 "and is not real carbon data", reason)

@@ -1,0 +1,137 @@
+"""The carbon data a deployment serves, by signal: one feed per (provider, signal), in the order
+configured (CARBON_PROVIDERS). A request names the signal it wants (`signal`: average,
+average_direct, marginal) and is answered from the first feed serving it; without one, from the
+first feed. One request reads one feed, so zones are never compared across signals.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections import OrderedDict
+from dataclasses import dataclass
+from typing import Iterator, Optional, Sequence
+
+from carbon_optimizer.data.cloud_regions import CloudRegion
+from carbon_optimizer.data.providers.base import SIGNALS, CanLocate, NamesZones, attribution
+from carbon_optimizer.data.source import CarbonDataSource
+from carbon_optimizer.errors import CarbonDataError, SignalNotServed, UnknownLocation, ZoneNotFound
+
+log = logging.getLogger(__name__)
+
+# Zones a feed's provider located for coordinates: a few hundred cloud regions at most per feed,
+# kept for the worker's life (a region does not move); the bound only guards against misuse.
+MAX_LOCATED = 1024
+
+
+@dataclass
+class Feed:
+    """One provider's data of one signal, through its data source."""
+    source: CarbonDataSource
+    # A cloud region's zone in this feed comes from the region table's own column (the table is
+    # written in Electricity Maps' zone keys) or, for other providers, from their locate call.
+    table_zones: bool = False
+
+    def __post_init__(self) -> None:
+        self._located: OrderedDict[str, str] = OrderedDict()
+        self._lock = threading.Lock()
+
+    @property
+    def provider(self) -> str:
+        return self.source.provider.name
+
+    @property
+    def signal(self) -> str:
+        return self.source.provider.signal
+
+    @property
+    def units(self) -> str:
+        return self.source.provider.units
+
+    @property
+    def attribution(self) -> Optional[str]:
+        return attribution(self.source.provider)
+
+    @property
+    def can_locate(self) -> bool:
+        return self.table_zones or isinstance(self.source.provider, CanLocate)
+
+    @property
+    def names_zones(self) -> bool:
+        return isinstance(self.source.provider, NamesZones)
+
+    def located(self) -> frozenset[str]:
+        """The cloud regions this worker has located in this feed so far."""
+        return frozenset(self._located)
+
+    def alias(self, name: str) -> Optional[str]:
+        """The zone of a name the provider knows besides its zone keys (NamesZones), else None.
+        A provider that cannot say just now counts as not knowing it."""
+        provider = self.source.provider
+        if not isinstance(provider, NamesZones):
+            return None
+        try:
+            return provider.zone_named(name)
+        except CarbonDataError as exc:
+            log.info("the provider %s could not resolve %s: %s", self.provider, name, exc.message)
+            return None
+
+    def region_zone(self, region: CloudRegion, wait: float) -> str:
+        """This feed's zone for a cloud region. Raises UnknownLocation when the provider covers
+        none there or cannot say within `wait` seconds (the answer is kept once had)."""
+        if self.table_zones:
+            return region.zone
+        held = self._located.get(region.name)
+        if held is not None:
+            return held
+        provider = self.source.provider
+        latitude, longitude = getattr(region, "latitude", None), getattr(region, "longitude", None)
+        if not isinstance(provider, CanLocate) or latitude is None or longitude is None:
+            raise UnknownLocation(region.name, f"{region.name} has no {self.signal} zone here: the "
+                                               f"provider {self.provider} cannot locate it", ())
+        try:
+            zone = self.source.locate(region.name, latitude, longitude, wait)
+        except ZoneNotFound:
+            raise UnknownLocation(region.name, f"{region.name} ({region.location}) is outside what "
+                                               f"the provider {self.provider} covers", ()) from None
+        except CarbonDataError as exc:
+            raise UnknownLocation(region.name, f"{region.name} cannot be located by the provider "
+                                               f"{self.provider} just now: {exc.message}", ()) from None
+        with self._lock:
+            self._located[region.name] = zone
+            while len(self._located) > MAX_LOCATED:
+                self._located.popitem(last=False)
+        return zone
+
+
+class Feeds:
+    """The configured feeds, the first being the default."""
+
+    def __init__(self, feeds: Sequence[Feed]):
+        if not feeds:
+            raise ValueError("at least one feed")
+        self._feeds = list(feeds)
+
+    def __iter__(self) -> Iterator[Feed]:
+        return iter(self._feeds)
+
+    @property
+    def default(self) -> Feed:
+        return self._feeds[0]
+
+    def signals(self) -> tuple[str, ...]:
+        return tuple(dict.fromkeys(f.signal for f in self._feeds))
+
+    def get(self, signal: Optional[str]) -> Feed:
+        """The feed for `signal` (None: the default). Raises SignalNotServed naming the signals
+        this deployment serves."""
+        if signal is None:
+            return self.default
+        for feed in self._feeds:
+            if feed.signal == signal:
+                return feed
+        available = self.signals()
+        served = ", ".join(f"{f.signal} ({f.provider})" for f in self._feeds)
+        known = "" if signal in SIGNALS else f"; the signals are {', '.join(SIGNALS)}"
+        raise SignalNotServed(f"signal {signal} is not served by this deployment; it serves "
+                              f"{served}{known}", available)
