@@ -230,7 +230,7 @@ def test_short_names_and_zone_keys_resolve_without_asking_neso(name, key):
 
 
 @responses.activate
-@pytest.mark.parametrize("asked", ["RG10", "rg10", " Rg10 ", "RG10 8AA", "rg10 8aa"])
+@pytest.mark.parametrize("asked", ["RG10", "rg10", " Rg10 ", "RG10 8AA", "rg10 8aa", "RG108AA"])
 def test_an_outward_postcode_is_asked_of_neso_in_the_documented_shape(asked):
     responses.get(f"{BASE}/regional/postcode/RG10", json=fixture("postcode_documented.json"))
     assert make_provider().region_key(asked) == "GB-12"
@@ -434,8 +434,10 @@ def brute_force_grams(earliest, latest, duration, kw):
     return best
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture
 def neso_engine():
+    """Built once for all the examples of the test (hypothesis runs them inside one call), and
+    its mock ends with the test, so no later test's real socket meets it."""
     with responses.RequestsMock(assert_all_requests_are_fired=False) as mocked:
         mocked.get(f"{BASE}/intensity/2026-11-23T10:00Z/fw48h", json=national_body(FIRST, list(VALUES)))
         cache = ForecastCache(redis_url=None, ttl=3600, stale_ttl=7200, lock_seconds=5, failure_backoff=0)

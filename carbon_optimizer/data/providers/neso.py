@@ -10,7 +10,6 @@ API answers otherwise, from what it was seen to answer (named where it matters b
 from __future__ import annotations
 
 import json
-import logging
 import math
 import re
 import threading
@@ -23,8 +22,6 @@ from carbon_optimizer.data.providers.base import G_CO2_PER_KWH
 from carbon_optimizer.data.providers.upstream_http import CallObserver, UpstreamHttp
 from carbon_optimizer.errors import UpstreamUnavailable, ZoneNotFound
 from carbon_optimizer.timeseries import ForecastSeries, parse_utc, series_from_points
-
-log = logging.getLogger(__name__)
 
 NATIONAL = "GB"
 
@@ -85,7 +82,6 @@ NOT_GB_BOXES = (
 # NESO's docs limit a {from}/{to} call to 14 days (the 2018 swagger said 30 for the national
 # route; the current docs and its clients say 14 for both routes, so 14 is safe for each).
 MAX_RANGE = timedelta(days=14)
-HALF_HOUR = timedelta(minutes=30)
 
 # An outward postcode (the part before the space: "RG10", "SW1A", "M1"); a full one's inward part.
 _OUTWARD = re.compile(r"^[A-Z]{1,2}[0-9][A-Z0-9]?$")
@@ -116,11 +112,12 @@ _BY_NAME = {_fold(name): region for region, name in REGIONS.items()}
 
 class NesoProvider:
     name = "neso"
-    # Combustion only, so "average_direct": NESO's /intensity/factors gives 0 gCO2/kWh for nuclear,
-    # wind, solar, hydro and pumped storage (life-cycle factors would give each a few to tens), and
-    # its docs say the figures count CO2 from electricity generation only: the metered power
-    # stations, imports and losses, over national demand with embedded wind and solar
-    # (carbon-intensity.github.io/api-definitions, summary; carbonintensity.org.uk, methodology).
+    # Combustion only, so "average_direct". NESO's Carbon Intensity Forecast Methodology (issue May
+    # 2024; also its API docs' summary) counts only the CO2 of generating the electricity: metered
+    # power stations, imports and losses, per kWh consumed; its factors (/intensity/factors) are 0
+    # gCO2/kWh for nuclear, wind, solar, hydro and pumped storage, where life-cycle factors give
+    # each a few to tens. (Biomass is the one exception: 120, far below its stack CO2, so it is
+    # not a combustion factor either; imports use factors for their countries' mixes.)
     signal = "average_direct"
     units = G_CO2_PER_KWH  # CO2 alone, gCO2/kWh (carbonintensity.org.uk)
     shared_cache = True
@@ -147,7 +144,7 @@ class NesoProvider:
 
     def region_key(self, name: str) -> str:
         """The zone key of a zone key ("GB-13"), a region's short name ("london", "North
-        Scotland", case and spacing ignored) or a postcode ("RG10", "SW1A 1AA": its outward part,
+        Scotland", case and spacing ignored) or a postcode ("RG10", "RG10 8AA": its outward part,
         asked of NESO once, then remembered). Raises ZoneNotFound for none of these,
         UpstreamUnavailable when NESO cannot be asked."""
         text = " ".join(str(name).split())
@@ -158,6 +155,8 @@ class NesoProvider:
         if region is not None:
             return f"GB-{region}"
         parts = upper.split(" ")
+        if len(parts) == 1 and len(upper) >= 5 and _INWARD.match(upper[-3:]) and _OUTWARD.match(upper[:-3]):
+            parts = [upper[:-3], upper[-3:]]  # a full postcode written without its space
         if len(parts) == 2 and _INWARD.match(parts[1]):
             parts = parts[:1]  # a full postcode: NESO takes the outward part only
         if len(parts) == 1 and _OUTWARD.match(parts[0]):
