@@ -473,3 +473,23 @@ def test_the_engine_picks_the_brute_force_optimum_of_a_neso_forecast(neso_engine
     assert outcome.emissions_grams == pytest.approx(expected, rel=1e-9, abs=1e-9)
     # One NESO call served every example: {from} is the same half hour, and the cache kept it.
     assert len(mocked.calls) == 1
+
+
+@responses.activate
+def test_a_window_past_the_forecast_is_planned_with_neso_history():
+    """The engine reaches past NESO's 48 h on estimates from its regional history (one 10-day call)."""
+    responses.get(LONDON_URL, json=regional_body(13, FIRST, [200.0] * 97))
+    end = ENGINE_NOW.replace(minute=0, second=0)
+    responses.get(f"{BASE}/regional/intensity/2026-11-13T10:00Z/2026-11-23T10:00Z/regionid/13",
+                  json=regional_body(13, end - timedelta(days=10, minutes=30), [150.0] * 481))
+    cache = ForecastCache(redis_url=None, ttl=3600, stale_ttl=7200, lock_seconds=5, failure_backoff=0)
+    engine = CarbonEngine(make_provider(), cache)
+    try:
+        at = to_epoch(ENGINE_NOW)
+        job = Job(duration=3600, zones=("GB-13",), earliest_start=at, latest_start=at + 72 * 3600, power_kw=1)
+        outcome = engine.optimize([job], ENGINE_NOW)[0]
+    finally:
+        engine.close()
+    assert isinstance(outcome, Schedule) and outcome.zone == "GB-13"
+    assert [c.request.url for c in responses.calls] == [
+        LONDON_URL, f"{BASE}/regional/intensity/2026-11-13T10:00Z/2026-11-23T10:00Z/regionid/13"]
