@@ -38,8 +38,9 @@ class Settings(BaseModel):
         description="`electricitymaps`, `demo`, `file`, or `auto` (Electricity Maps when a key is "
                     "set, else demo)")
     electricity_maps_base_url: str = Field(
-        "https://api.electricitymaps.com/v3", alias="ELECTRICITY_MAPS_BASE_URL",
-        description="Electricity Maps API base URL")
+        "https://api.electricitymaps.com/v4", alias="ELECTRICITY_MAPS_BASE_URL",
+        description="Electricity Maps API base URL; its last path segment picks the API version "
+                    "(`/v4`; `/v3` is still accepted)")
     forecast_horizon_hours: int = Field(72, ge=1, le=168, alias="FORECAST_HORIZON_HOURS",
                                         description="forecast horizon asked of the provider, in hours")
     upstream_connect_timeout: float = Field(1.5, gt=0, le=60, alias="UPSTREAM_CONNECT_TIMEOUT",
