@@ -51,7 +51,7 @@ class ElectricityMapsStandIn:
     concurrent requests really overlap (a delay of HANG is a hung provider); `trickle` (seconds)
     sends the body a byte at a time, that long apart; `release()` ends every delay and trickle at
     once (leaving the `with` block does too, so no hung answer outlives the test); `calls` counts requests by (endpoint, zone), `most_in_flight` the most answered at
-    once, `versions` requests by API version. `url` is the v4 base (the default), `url_v3` the v3
+    once, `versions` requests by API version. A lat/lon query resolves through `places`. `url` is the v4 base (the default), `url_v3` the v3
     one. zones answers `zone_list` (the recorded list unless a test replaces it).
     """
 
@@ -62,6 +62,8 @@ class ElectricityMapsStandIn:
         self.trickle_head = False  # with trickle: the head too, not only the body
         self.responses: dict[str, tuple[int, object]] = {}
         self.zone_list: tuple[int, object] = (200, electricitymaps_zones())
+        # Coordinates (rounded to 2 decimals) -> the zone a lat/lon query resolves to; others 404.
+        self.places: dict[tuple[float, float], str] = {}
         self.calls: dict[tuple[str, str], int] = {}
         self.versions: dict[str, int] = {}
         self.tokens_seen: set[str] = set()
@@ -77,7 +79,16 @@ class ElectricityMapsStandIn:
 
             def do_GET(self):
                 url = urlparse(self.path)
-                zone = parse_qs(url.query).get("zone", [""])[0]
+                query = parse_qs(url.query)
+                zone = query.get("zone", [""])[0]
+                located = not zone and "lat" in query and "lon" in query
+                if located:
+                    # Asked by coordinates: answer for the zone there, as upstream resolves it.
+                    try:
+                        spot = (round(float(query["lat"][0]), 2), round(float(query["lon"][0]), 2))
+                    except ValueError:
+                        spot = None
+                    zone = stand_in.places.get(spot, "") if spot else ""
                 endpoint = url.path.rsplit("/", 1)[-1]
                 version = url.path.lstrip("/").partition("/")[0]
                 with stand_in._lock:
@@ -90,7 +101,7 @@ class ElectricityMapsStandIn:
                     if version not in ("v3", "v4"):
                         self._send(404, {"status": "error", "message": f"no API version {version}"})
                         return
-                    self._answer(zone, endpoint)
+                    self._answer(zone, endpoint, located)
                 except OSError:  # the client gave up (a deadline): nothing to answer
                     pass
                 finally:
@@ -105,12 +116,15 @@ class ElectricityMapsStandIn:
                 self.end_headers()
                 self.wfile.write(payload)
 
-            def _answer(self, zone: str, endpoint: str) -> None:
+            def _answer(self, zone: str, endpoint: str, located: bool = False) -> None:
                 pause = stand_in.zone_delay.get(zone, stand_in.delay)
                 if pause:
                     stand_in._released.wait(pause)
                 if endpoint == "zones":
                     status, body = stand_in.zone_list
+                elif located and zone and endpoint == "latest":
+                    status, body = 200, {"zone": zone, "carbonIntensity": 100.0,
+                                         "datetime": "2026-11-23T10:00:00.000Z", "isEstimated": False}
                 else:
                     status, body = stand_in.responses.get(
                         zone, (404, {"status": "error", "message": "zone not found"}))

@@ -212,3 +212,13 @@ def test_the_stand_in_answers_under_v4_and_v3_and_refuses_other_versions():
                                     retries=0).forecast("DE", NOW)
         assert stand_in.versions == {"v4": 2, "v3": 2, "v2": 1}
         assert stand_in.upstream_calls("forecast", "DE") == 3
+
+
+def test_the_stand_in_resolves_coordinates_it_knows():
+    with ElectricityMapsStandIn() as stand_in:
+        stand_in.places[(48.86, 2.35)] = "FR"
+        em = ElectricityMapsProvider(stand_in.url, api_key=lambda: "k", retries=0)
+        assert em.locate(48.8566, 2.3522) == "FR"
+        with pytest.raises(ZoneNotFound):
+            em.locate(0.0, -30.0)  # mid-Atlantic
+        assert stand_in.upstream_calls("latest") == 2
