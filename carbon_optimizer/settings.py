@@ -43,8 +43,9 @@ class Settings(BaseModel):
                     "a request's `signal` picks the first that serves it, and the first listed "
                     "serves requests that name none; empty: `CARBON_PROVIDER` alone")
     electricity_maps_base_url: str = Field(
-        "https://api.electricitymaps.com/v3", alias="ELECTRICITY_MAPS_BASE_URL",
-        description="Electricity Maps API base URL")
+        "https://api.electricitymaps.com/v4", alias="ELECTRICITY_MAPS_BASE_URL",
+        description="Electricity Maps API base URL; its last path segment picks the API version "
+                    "(`/v4`; `/v3` is still accepted)")
     neso_base_url: str = Field(
         "https://api.carbonintensity.org.uk", alias="NESO_BASE_URL",
         description="NESO Carbon Intensity API base URL (Great Britain; no key)")

@@ -6,7 +6,7 @@ for real on loopback.
 - `paths`: the repository root;
 - `service_process`: `gunicorn -c gunicorn.conf.py app:app` as a process (GunicornProcess);
 - `redis_server`: a private redis-server, and clean-up of a shared one's keys by prefix;
-- `electricitymaps_stand_in`: an Electricity Maps stand-in speaking the v3 wire format.
+- `electricitymaps_stand_in`: an Electricity Maps stand-in speaking its wire format under /v4 and /v3.
 
 Never part of the service (the image does not hold it): `carbon_optimizer` never imports it, and it
 imports neither tests, bench nor tools (.importlinter checks both).

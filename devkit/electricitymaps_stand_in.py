@@ -1,5 +1,6 @@
-"""An Electricity Maps stand-in on loopback: a local HTTP server speaking the v3 wire format, with
-faults (delays, hangs, trickled bodies) a caller turns on, and the forecast bodies it serves."""
+"""An Electricity Maps stand-in on loopback: a local HTTP server speaking its wire format under both
+/v4 (the default base) and /v3, with faults (delays, hangs, trickled bodies) a caller turns on, and
+the forecast bodies it serves."""
 
 from __future__ import annotations
 
@@ -22,26 +23,36 @@ def electricitymaps_zones() -> dict:
 
 
 def hourly_forecast(zone: str, start: datetime, values: list[Optional[float]], step_minutes: int = 60,
-                    updated_at: Optional[datetime] = None) -> dict:
-    """A forecast body exactly as Electricity Maps v3 sends it."""
+                    updated_at: Optional[datetime] = None, emission_factor_type: Optional[str] = None,
+                    v4: bool = False) -> dict:
+    """A forecast body as Electricity Maps sends it; `v4` adds the answer's `temporalGranularity`
+    (which the client does not read), `emission_factor_type` each point's `emissionFactorType`."""
     def stamp(moment: datetime) -> str:
         return moment.astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.000Z")
-    return {
+    body: dict = {
         "zone": zone,
         "forecast": [{"carbonIntensity": v, "datetime": stamp(start + timedelta(minutes=step_minutes * i))}
                      for i, v in enumerate(values)],
         "updatedAt": stamp(updated_at or start),
     }
+    if emission_factor_type:
+        for point in body["forecast"]:
+            point["emissionFactorType"] = emission_factor_type
+    if v4:
+        body["temporalGranularity"] = {5: "5_minutes", 15: "15_minutes"}.get(step_minutes, "hourly")
+    return body
 
 
 class ElectricityMapsStandIn:
-    """A local HTTP server answering /v3/carbon-intensity/{forecast,latest,history} per zone.
+    """A local HTTP server answering /v4 and /v3 carbon-intensity/{forecast,latest,history,...}
+    per zone (any other version prefix is a 404, as upstream).
 
     `responses[zone]` is (status, body) served for that zone; `delay` slows every answer, so that
     concurrent requests really overlap (a delay of HANG is a hung provider); `trickle` (seconds)
     sends the body a byte at a time, that long apart; `release()` ends every delay and trickle at
     once (leaving the `with` block does too, so no hung answer outlives the test); `calls` counts requests by (endpoint, zone), `most_in_flight` the most answered at
-    once. /v3/zones answers `zone_list` (the recorded list unless a test replaces it).
+    once, `versions` requests by API version. A lat/lon query resolves through `places`. `url` is the v4 base (the default), `url_v3` the v3
+    one. zones answers `zone_list` (the recorded list unless a test replaces it).
     """
 
     def __init__(self, delay: float = 0.0, trickle: float = 0.0):
@@ -51,7 +62,10 @@ class ElectricityMapsStandIn:
         self.trickle_head = False  # with trickle: the head too, not only the body
         self.responses: dict[str, tuple[int, object]] = {}
         self.zone_list: tuple[int, object] = (200, electricitymaps_zones())
+        # Coordinates (rounded to 2 decimals) -> the zone a lat/lon query resolves to; others 404.
+        self.places: dict[tuple[float, float], str] = {}
         self.calls: dict[tuple[str, str], int] = {}
+        self.versions: dict[str, int] = {}
         self.tokens_seen: set[str] = set()
         self.most_in_flight = 0
         self._in_flight = 0
@@ -65,27 +79,52 @@ class ElectricityMapsStandIn:
 
             def do_GET(self):
                 url = urlparse(self.path)
-                zone = parse_qs(url.query).get("zone", [""])[0]
+                query = parse_qs(url.query)
+                zone = query.get("zone", [""])[0]
+                located = not zone and "lat" in query and "lon" in query
+                if located:
+                    # Asked by coordinates: answer for the zone there, as upstream resolves it.
+                    try:
+                        spot = (round(float(query["lat"][0]), 2), round(float(query["lon"][0]), 2))
+                    except ValueError:
+                        spot = None
+                    zone = stand_in.places.get(spot, "") if spot else ""
                 endpoint = url.path.rsplit("/", 1)[-1]
+                version = url.path.lstrip("/").partition("/")[0]
                 with stand_in._lock:
                     stand_in.calls[(endpoint, zone)] = stand_in.calls.get((endpoint, zone), 0) + 1
+                    stand_in.versions[version] = stand_in.versions.get(version, 0) + 1
                     stand_in.tokens_seen.add(self.headers.get("auth-token", ""))
                     stand_in._in_flight += 1
                     stand_in.most_in_flight = max(stand_in.most_in_flight, stand_in._in_flight)
                 try:
-                    self._answer(zone, endpoint)
+                    if version not in ("v3", "v4"):
+                        self._send(404, {"status": "error", "message": f"no API version {version}"})
+                        return
+                    self._answer(zone, endpoint, located)
                 except OSError:  # the client gave up (a deadline): nothing to answer
                     pass
                 finally:
                     with stand_in._lock:
                         stand_in._in_flight -= 1
 
-            def _answer(self, zone: str, endpoint: str) -> None:
+            def _send(self, status: int, body: object) -> None:
+                payload = json.dumps(body).encode()
+                self.send_response(status)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(payload)))
+                self.end_headers()
+                self.wfile.write(payload)
+
+            def _answer(self, zone: str, endpoint: str, located: bool = False) -> None:
                 pause = stand_in.zone_delay.get(zone, stand_in.delay)
                 if pause:
                     stand_in._released.wait(pause)
                 if endpoint == "zones":
                     status, body = stand_in.zone_list
+                elif located and zone and endpoint == "latest":
+                    status, body = 200, {"zone": zone, "carbonIntensity": 100.0,
+                                         "datetime": "2026-11-23T10:00:00.000Z", "isEstimated": False}
                 else:
                     status, body = stand_in.responses.get(
                         zone, (404, {"status": "error", "message": "zone not found"}))
@@ -112,6 +151,11 @@ class ElectricityMapsStandIn:
 
     @property
     def url(self) -> str:
+        """The v4 base, as ELECTRICITY_MAPS_BASE_URL defaults to."""
+        return f"http://127.0.0.1:{self._server.server_address[1]}/v4"
+
+    @property
+    def url_v3(self) -> str:
         return f"http://127.0.0.1:{self._server.server_address[1]}/v3"
 
     def in_flight(self) -> int:

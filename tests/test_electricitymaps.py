@@ -25,7 +25,8 @@ def make_provider(retries=0, key="em-test-key", calls=None):
 @responses.activate
 def test_forecast_request_and_parsing():
     responses.get(FORECAST_URL, json=hourly_forecast("DE", NOW, [300, 250.5, 200]), match=[
-        matchers.query_param_matcher({"zone": "DE", "horizonHours": "48", "disableCallerLookup": "true"}),
+        matchers.query_param_matcher({"zone": "DE", "horizonHours": "48", "disableCallerLookup": "true",
+                                      "emissionFactorType": "lifecycle"}),
         matchers.header_matcher({"auth-token": "em-test-key"}),
     ])
     calls = []

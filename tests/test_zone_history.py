@@ -38,7 +38,8 @@ def test_history_is_ten_days_from_past_range():
     responses.get(f"{BASE}/carbon-intensity/past-range", json=past_range("DE", hour, [300.0] * 239 + [200.0]),
                   match=[matchers.query_param_matcher({
                       "zone": "DE", "disableCallerLookup": "true",
-                      "start": "2026-11-13T10:00:00Z", "end": "2026-11-23T10:00:00Z"}),
+                      "start": "2026-11-13T10:00:00Z", "end": "2026-11-23T10:00:00Z",
+                      "emissionFactorType": "lifecycle"}),
                       matchers.header_matcher({"auth-token": "FAKE-k"})])
     provider = ElectricityMapsProvider(BASE, api_key=lambda: "FAKE-k", retries=0)
     series = provider.history("DE", NOW)

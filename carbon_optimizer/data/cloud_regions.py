@@ -1,8 +1,25 @@
 """Cloud regions as locations: `aws:eu-west-1` -> the Electricity Maps zone whose grid powers it.
 
 The table (cloud_regions.csv beside this module) is curated by this project from public facts:
-one row per region with the provider, the region's name, the zone, where the region is, and the
-provider's page that says where it is. CLOUD_REGION_OVERRIDES changes or adds rows at start-up.
+one row per region with the provider, the region's name, the zone, where the region is (in words,
+and as latitude and longitude), and the provider's page that says where it is.
+CLOUD_REGION_OVERRIDES changes or adds rows at start-up.
+
+The coordinates are those of the city `location` names, city centre as GeoNames and Wikipedia
+publish them, rounded to 2 decimals (about 1 km): where a place a region is, not the data centre.
+Where `location` names two places, the first ("Tokyo and Saitama": Tokyo). Where it names an area
+and no city, the coordinates are of the city standing for it:
+
+| location | city |
+|---|---|
+| a US state (Ohio, Oregon, Virginia, Iowa, Illinois, Texas, Wyoming, California, Washington) | its capital |
+| Northern Virginia | Ashburn |
+| Northern California | San Francisco |
+| Aragon; Sao Paulo State; New South Wales; Victoria | their capitals (Zaragoza, Sao Paulo, Sydney, Melbourne) |
+| Changhua County | Changhua City |
+| Ireland, Netherlands, Bahrain, United Arab Emirates, Malaysia | their capitals (Dublin, Amsterdam, Manama, Abu Dhabi, Kuala Lumpur) |
+| Israel | Tel Aviv (where the other Israeli regions are) |
+| Hong Kong, Singapore | the city |
 
 `resolve` turns what a client asked for (a zone key or a cloud region) into a zone, or raises
 UnknownLocation naming the closest names this service knows.
@@ -41,11 +58,21 @@ class CloudRegion:
     zone: str       # Electricity Maps zone key
     location: str   # where the region is, in words
     source: str     # the public page that says where the region is
+    # The city `location` names (see the module's docstring); None for a region added by
+    # configuration that the table does not hold.
+    latitude: Optional[float] = None
+    longitude: Optional[float] = None
 
     @property
     def name(self) -> str:
         """How a client writes it: provider:region."""
         return f"{self.provider}:{self.region}"
+
+
+def _valid_coordinates(latitude: Optional[float], longitude: Optional[float]) -> bool:
+    if latitude is None or longitude is None:
+        return latitude is None and longitude is None
+    return -90.0 <= latitude <= 90.0 and -180.0 <= longitude <= 180.0  # NaN fails both
 
 
 def read_table(path: Path = TABLE_PATH) -> dict[str, CloudRegion]:
@@ -54,13 +81,24 @@ def read_table(path: Path = TABLE_PATH) -> dict[str, CloudRegion]:
     regions: dict[str, CloudRegion] = {}
     with open(path, newline="", encoding="utf-8") as handle:
         for line, row in enumerate(csv.DictReader(handle), start=2):
-            region = CloudRegion(**{k: (v or "").strip() for k, v in row.items()})
+            fields = {k: (v or "").strip() for k, v in row.items()}
+            try:
+                coordinates = {k: float(fields[k]) if fields.get(k) else None
+                               for k in ("latitude", "longitude")}
+            except ValueError:
+                raise ValueError(f"{path.name} line {line}: latitude {fields.get('latitude')!r} and "
+                                 f"longitude {fields.get('longitude')!r} are not numbers") from None
+            region = CloudRegion(**{**fields, **coordinates})
             if not re.fullmatch(CLOUD_REGION_PATTERN, region.name):
                 raise ValueError(f"{path.name} line {line}: {region.name!r} is not provider:region")
             if not re.fullmatch(ZONE_KEY_PATTERN, region.zone):
                 raise ValueError(f"{path.name} line {line}: {region.zone!r} is not a zone key")
             if not region.source.startswith("https://"):
                 raise ValueError(f"{path.name} line {line}: {region.name} has no https source")
+            if not _valid_coordinates(region.latitude, region.longitude):
+                raise ValueError(f"{path.name} line {line}: {region.name} has coordinates "
+                                 f"({region.latitude}, {region.longitude}) outside -90..90, -180..180 "
+                                 "(or only one of them)")
             if region.name in regions:
                 raise ValueError(f"{path.name} line {line}: {region.name} appears twice")
             regions[region.name] = region
@@ -75,9 +113,12 @@ class RegionTable:
         for name, zone in (overrides or {}).items():
             provider, _, region = name.partition(":")
             known = regions.get(name)
+            # A region the table holds keeps its place (only its zone changes).
             regions[name] = CloudRegion(provider=provider, region=region, zone=zone,
                                         location=known.location if known else "",
-                                        source=OVERRIDE_SOURCE)
+                                        source=OVERRIDE_SOURCE,
+                                        latitude=known.latitude if known else None,
+                                        longitude=known.longitude if known else None)
         self._regions = dict(sorted(regions.items()))
 
     def get(self, name: str) -> Optional[CloudRegion]:
