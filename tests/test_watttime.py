@@ -279,7 +279,7 @@ def test_concurrent_workers_over_real_http_log_in_once(redis_prefix):
             thread.start()
         for thread in threads:
             thread.join(10)
-        assert errors == [] and len(results) == 8
+        assert errors == [] and len(results) == 8, [(type(e).__name__, str(e)) for e in errors]
         assert stand_in.logins == 1 and stand_in.calls["v3/forecast"] == 8
 
         # WattTime revokes the token: the next call logs in again, once, and every worker follows.

@@ -160,9 +160,13 @@ class WattTimeTokens:
             if self._do("set", self.lock_key, _BUSY, self.login_interval, only_if_absent=True):
                 return self._login(user, login)
             state = self._do("get", self.lock_key)
-            if state == _DONE and stale is not None:
-                raise InvalidToken("", "WattTime refused a token it issued moments ago")
             if state in (_DONE, _FAILED):
+                # The last login ended, maybe since the token was read above: read it again.
+                token = self.current(user)
+                if token is not None and token != stale:
+                    return token
+                if state == _DONE and stale is not None:
+                    raise InvalidToken("", "WattTime refused a token it issued moments ago")
                 raise UpstreamUnavailable("", f"the last WattTime login failed; the next is allowed "
                                               f"within {self.login_interval:g} s of it")
             if self.monotonic() >= deadline:
