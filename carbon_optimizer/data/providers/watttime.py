@@ -121,7 +121,7 @@ class WattTimeProvider:
             raise ZoneNotFound("", f"{where} is not a place on Earth")
         body = self._call("v3/region-from-loc", None, {
             "latitude": f"{latitude:g}", "longitude": f"{longitude:g}", "signal_type": SIGNAL_TYPE},
-            subject=where)
+            subject=where, not_found=f"WattTime covers no region at {where}")
         region = body.get("region") if isinstance(body, dict) else None
         if not isinstance(region, str) or not region:
             raise UpstreamUnavailable("", f"WattTime sent a malformed region-from-loc answer for {where}")
@@ -129,10 +129,12 @@ class WattTimeProvider:
 
     # -- calls: the token, one login again on a 401, the pause after a 429 ---------------------
 
-    def _call(self, path: str, zone: Optional[str], params: dict, subject: str = "") -> object:
+    def _call(self, path: str, zone: Optional[str], params: dict, subject: str = "",
+              not_found: Optional[str] = None) -> object:
         """GET `{base}/{path}` with the shared token and decode its JSON. `zone` is the region the
         call is about (None for the calls about no one region); `subject` names the call in
-        messages. A 401 logs in again once and retries once."""
+        messages; `not_found` is the ZoneNotFound message of a 400 or 404 to a call about no
+        region (a region's own is built here). A 401 logs in again once and retries once."""
         subject = subject or (f"region {zone}" if zone else path)
         user, password = self._username(), self._password()
         if not user or not password:
@@ -150,7 +152,7 @@ class WattTimeProvider:
             reply = self._send(path, zone, params, token, subject)
             if reply.status == 401:
                 raise InvalidToken(zone or "", f"WattTime refused a new login token for {subject}")
-        return self._decode(zone, subject, reply)
+        return self._decode(zone, subject, reply, not_found)
 
     def _send(self, path: str, zone: Optional[str], params: dict, token: str, subject: str) -> Reply:
         self._check_pause(zone, subject)  # a login may have been told to wait
@@ -191,17 +193,15 @@ class WattTimeProvider:
     # -- wire format -----------------------------------------------------------------------------
 
     @staticmethod
-    def _decode(zone: Optional[str], subject: str, reply: Reply) -> object:
+    def _decode(zone: Optional[str], subject: str, reply: Reply, not_found: Optional[str]) -> object:
         status = reply.status
         if zone is not None:
             if status == 403:
                 raise ZoneNotEntitled(zone, f"the WattTime account's plan does not cover region {zone} "
                                             f"({SIGNAL_TYPE})")
-            if status in (400, 404):
-                raise ZoneNotFound(zone, f"WattTime has no {SIGNAL_TYPE} region {zone} (HTTP {status})")
-        elif subject.startswith("latitude"):
-            if status in (400, 404):
-                raise ZoneNotFound("", f"WattTime covers no region at {subject}")
+            not_found = f"WattTime has no {SIGNAL_TYPE} region {zone} (HTTP {status})"
+        if status in (400, 404) and not_found:
+            raise ZoneNotFound(zone or "", not_found)
         if status == 403:
             raise InvalidToken(zone or "", f"WattTime refused the account access to {subject}")
         if status >= 400:
