@@ -290,6 +290,35 @@ def test_concurrent_workers_over_real_http_log_in_once(redis_prefix):
         assert stand_in.logins == 2
 
 
+def test_a_worker_that_finds_the_last_login_done_reads_the_token_again():
+    """The race the concurrent test can hit: the token is read (none yet), the lock is taken
+    (another worker's), and by the time its state is read the login is done and the token stored."""
+    tokens = local_tokens(Clock())
+    assert tokens.obtain(USER, lambda: TOKEN) == TOKEN  # the other worker's login
+    stored, reads = tokens.current, []
+
+    def current(user):
+        reads.append(user)
+        return None if len(reads) == 1 else stored(user)
+
+    def no_login():
+        raise AssertionError("a second login within the login interval")
+
+    tokens.current = current
+    assert tokens.obtain(USER, no_login) == TOKEN and len(reads) == 2
+
+
+@responses.activate
+def test_without_redis_answering_the_token_is_kept_in_the_process(caplog):
+    login_answers(TOKEN, TOKEN_2)
+    responses.get(FORECAST_URL, json=fixture("forecast_caiso_north"))
+    provider = make_provider(tokens=WattTimeTokens("redis://127.0.0.1:1/0"))  # nothing listens there
+    for _ in range(2):
+        assert len(provider.forecast("CAISO_NORTH", NOW).values) == 12
+    assert len(calls_to(LOGIN_URL)) == 1
+    assert "kept in this process" in caplog.text
+
+
 @responses.activate
 def test_a_401_logs_in_again_once_and_retries_once():
     login_answers(TOKEN, TOKEN_2)
