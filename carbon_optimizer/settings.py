@@ -49,6 +49,9 @@ class Settings(BaseModel):
     neso_base_url: str = Field(
         "https://api.carbonintensity.org.uk", alias="NESO_BASE_URL",
         description="NESO Carbon Intensity API base URL (Great Britain; no key)")
+    watttime_base_url: str = Field(
+        "https://api.watttime.org", alias="WATTTIME_BASE_URL",
+        description="WattTime API base URL (its /login and /v3 endpoints are under it)")
     forecast_horizon_hours: int = Field(72, ge=1, le=168, alias="FORECAST_HORIZON_HOURS",
                                         description="forecast horizon asked of the provider, in hours")
     upstream_connect_timeout: float = Field(1.5, gt=0, le=60, alias="UPSTREAM_CONNECT_TIMEOUT",

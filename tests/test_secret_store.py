@@ -34,6 +34,7 @@ CLIENT_C = secret("FAKE-client-c-0b55e4aa")
 VAULT_TOKEN = secret("FAKE-hvs-token-2b6f")
 ROLE_SECRET = secret("FAKE-approle-secret-id-8e1d")
 K8S_JWT = secret("FAKE-k8s-jwt-55aa")
+WT_PASSWORD = secret("FAKE-watttime-password-3f9c1e")
 
 
 @pytest.fixture(autouse=True)
@@ -90,6 +91,24 @@ def test_aws_backend_loads_the_secret_at_start_up(aws):
     assert store.current() == Secrets(EM_KEY, (CLIENT_A, CLIENT_B))
     assert store.status()["status"] == "ok"
     leak_guard.record_text(json.dumps(store.status()) + repr(store.current()) + repr(settings))
+
+
+def test_aws_backend_reads_the_optional_watttime_login(aws):
+    client, name = aws
+    put(client, name, {"electricity_maps_api_key": EM_KEY, "api_keys": [CLIENT_A],
+                       "watttime_username": " carbon-bot ", "watttime_password": WT_PASSWORD}, create=True)
+    store = AwsSecretStore(name, "eu-west-1", refresh_seconds=0)
+    assert store.current() == Secrets(EM_KEY, (CLIENT_A,), watttime_username="carbon-bot",
+                                      watttime_password=WT_PASSWORD)
+    # Without the WattTime keys the secret still loads (they are optional), and the Electricity
+    # Maps key is required as before when the provider needs it.
+    put(client, name, {"electricity_maps_api_key": EM_KEY, "api_keys": [CLIENT_A]})
+    assert store.refresh() is True and store.current().watttime_password is None
+    put(client, name, {"api_keys": [CLIENT_A], "watttime_username": "carbon-bot",
+                       "watttime_password": WT_PASSWORD})
+    assert store.refresh() is False
+    assert "electricity_maps_api_key" in store.status()["detail"]
+    leak_guard.record_text(json.dumps(store.status()) + repr(store.current()))
 
 
 def test_aws_rotation_is_picked_up_by_the_background_refresh(aws):
@@ -280,6 +299,15 @@ def test_vault_token_auth_reads_kv_v2(vault):
     leak_guard.record_text(json.dumps(store.status()))
 
 
+def test_vault_reads_the_optional_watttime_login(vault):
+    vault.secrets[("secret", "carbon-optimizer/prod")].update(
+        {"watttime_username": "carbon-bot", "watttime_password": WT_PASSWORD})
+    current = build_secret_store(load_settings(vault_env(vault))).current()
+    assert (current.watttime_username, current.watttime_password) == ("carbon-bot", WT_PASSWORD)
+    assert current.electricity_maps_api_key == EM_KEY
+    leak_guard.record_text(repr(current))
+
+
 def test_vault_approle_login_then_read_and_login_again_when_the_token_is_revoked(vault):
     env = vault_env(vault, VAULT_AUTH_METHOD="approle", VAULT_ROLE_ID="carbon-role-id",
                     VAULT_SECRET_ID=ROLE_SECRET, VAULT_TOKEN="")
@@ -368,6 +396,30 @@ def test_secret_shape_and_repr_never_shows_values():
                                                               "VAULT_SECRET_ID": ROLE_SECRET}))
     for value in (EM_KEY, CLIENT_A, CLIENT_B, CLIENT_C, VAULT_TOKEN, ROLE_SECRET):
         assert value not in shown
+
+
+@pytest.mark.parametrize("stored, expected", [
+    ({"api_keys": [], "watttime_password": 42}, "key 'watttime_password' must be a string"),
+    ({"api_keys": [], "watttime_username": ["bot"]}, "key 'watttime_username' must be a string"),
+])
+def test_watttime_login_keys_must_be_strings_and_errors_name_the_key(stored, expected):
+    from carbon_optimizer.errors import SecretError
+    with pytest.raises(SecretError, match=expected):
+        parse_secret(stored, require_provider_key=False)
+
+
+def test_watttime_login_from_env_and_json_and_never_in_repr():
+    from_env = SecretStore({"WATTTIME_USERNAME": " carbon-bot ", "WATTTIME_PASSWORD": WT_PASSWORD}).current()
+    from_json = parse_secret({"api_keys": [], "watttime_username": "carbon-bot",
+                              "watttime_password": f" {WT_PASSWORD} "}, require_provider_key=False)
+    assert from_env == from_json == Secrets(watttime_username="carbon-bot", watttime_password=WT_PASSWORD)
+    assert WT_PASSWORD not in repr(from_env) + str(from_json)
+    assert "watttime_password=set" in repr(from_env)
+    assert SecretStore({"WATTTIME_PASSWORD": "  "}).current().watttime_password is None
+    # The Electricity Maps key stays required by the JSON backends unless the provider is local,
+    # whatever WattTime keys the secret holds.
+    with pytest.raises(Exception, match="electricity_maps_api_key"):
+        parse_secret({"api_keys": [], "watttime_username": "carbon-bot", "watttime_password": WT_PASSWORD})
 
 
 def test_env_backend_is_the_default_and_needs_no_configuration():

@@ -4,7 +4,8 @@ A store's `current()` (see BaseSecretStore) is what the rest of the service read
 a refreshed value takes effect without a restart. Values never appear in logs, errors or metrics.
 
 Backends (SECRETS_BACKEND):
-- `env` (default): ELECTRICITY_MAPS_API_KEY, API_KEYS (comma-separated), METRICS_TOKEN, read once.
+- `env` (default): ELECTRICITY_MAPS_API_KEY, API_KEYS (comma-separated), METRICS_TOKEN,
+  WATTTIME_USERNAME, WATTTIME_PASSWORD, read once.
 - `aws`: one AWS Secrets Manager secret (AWS_SECRET_ID, AWS_REGION), read with boto3.
 - `vault`: one HashiCorp Vault KV version 2 secret (VAULT_ADDR, VAULT_MOUNT, VAULT_PATH), read with
   hvac after token, AppRole or Kubernetes authentication.
@@ -14,7 +15,8 @@ The `aws` and `vault` secrets hold one JSON object (SECRET_SHAPE below):
     {"electricity_maps_api_key": "…", "api_keys": ["…", "…"], "metrics_token": "…"}
 
 `api_keys` may also be one comma-separated string (what the AWS console's key/value editor makes);
-`metrics_token` is optional. Both backends load at start-up (a failure raises ConfigError, naming the
+`metrics_token` is optional, and so are `watttime_username` and `watttime_password` (the WattTime
+provider's login). Both backends load at start-up (a failure raises ConfigError, naming the
 backend, the location and the missing key) and then refresh every SECRETS_REFRESH_SECONDS in a daemon
 thread of each worker; a failed refresh keeps the last good values, is logged and counted.
 

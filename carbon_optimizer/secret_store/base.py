@@ -34,10 +34,15 @@ class Secrets:
     electricity_maps_api_key: Optional[str] = None
     api_keys: tuple[str, ...] = field(default_factory=tuple)
     metrics_token: Optional[str] = None
+    # WattTime logs in with a username and password (both optional: only its provider needs them).
+    watttime_username: Optional[str] = None
+    watttime_password: Optional[str] = None
 
     def __repr__(self) -> str:  # never print values, even by accident
         return (f"Secrets(electricity_maps_api_key={'set' if self.electricity_maps_api_key else 'unset'}, "
-                f"api_keys={len(self.api_keys)}, metrics_token={'set' if self.metrics_token else 'unset'})")
+                f"api_keys={len(self.api_keys)}, metrics_token={'set' if self.metrics_token else 'unset'}, "
+                f"watttime_username={'set' if self.watttime_username else 'unset'}, "
+                f"watttime_password={'set' if self.watttime_password else 'unset'})")
 
     __str__ = __repr__
 
@@ -65,7 +70,17 @@ def parse_secret(data: Any, require_provider_key: bool = True) -> Secrets:
     token = data.get("metrics_token")
     if token is not None and not isinstance(token, str):
         raise SecretError("key 'metrics_token' must be a string")
-    return Secrets(electricity_maps_api_key=em_key, api_keys=keys, metrics_token=(token or "").strip() or None)
+    return Secrets(electricity_maps_api_key=em_key, api_keys=keys, metrics_token=(token or "").strip() or None,
+                   watttime_username=_optional_string(data, "watttime_username"),
+                   watttime_password=_optional_string(data, "watttime_password"))
+
+
+def _optional_string(data: dict, key: str) -> Optional[str]:
+    """An optional string key of the secret, stripped; blank is unset. Errors name the key only."""
+    value = data.get(key)
+    if value is not None and not isinstance(value, str):
+        raise SecretError(f"key '{key}' must be a string")
+    return (value or "").strip() or None
 
 
 class BaseSecretStore:

@@ -1,5 +1,6 @@
-"""The `env` backend (the default): ELECTRICITY_MAPS_API_KEY, API_KEYS (comma-separated) and
-METRICS_TOKEN, read once from the environment, or from the mapping given instead of it."""
+"""The `env` backend (the default): ELECTRICITY_MAPS_API_KEY, API_KEYS (comma-separated),
+METRICS_TOKEN, WATTTIME_USERNAME and WATTTIME_PASSWORD, read once from the environment, or from
+the mapping given instead of it."""
 
 from __future__ import annotations
 
@@ -17,6 +18,8 @@ VARIABLES: tuple[EnvVariable, ...] = (
                 "[Secrets and API keys](#secrets-and-api-keys))"),
     EnvVariable("API_KEYS", None, "comma-separated client API keys (a secret; `env` backend)"),
     EnvVariable("METRICS_TOKEN", None, "bearer token `/metrics` then requires (a secret; `env` backend)"),
+    EnvVariable("WATTTIME_USERNAME", None, "WattTime API username (`env` backend)"),
+    EnvVariable("WATTTIME_PASSWORD", None, "WattTime API password (a secret; `env` backend)"),
 )
 
 
@@ -50,4 +53,6 @@ class EnvSecretStore(BaseSecretStore):
             electricity_maps_api_key=(environ.get("ELECTRICITY_MAPS_API_KEY") or "").strip() or None,
             api_keys=keys,
             metrics_token=(environ.get("METRICS_TOKEN") or "").strip() or None,
+            watttime_username=(environ.get("WATTTIME_USERNAME") or "").strip() or None,
+            watttime_password=(environ.get("WATTTIME_PASSWORD") or "").strip() or None,
         )
