@@ -88,8 +88,10 @@ class CarbonEngine:
                                             zone_of=None if feed.table_zones else zone_of,
                                             alias=feed.alias if feed.names_zones else None)
         for location, exc in list(resolved.unknown.items()):
+            # Only lists held now: a hint never costs a fetch.
             elsewhere = [f"{other.signal} ({other.provider})" for other in self.feeds
-                         if other is not feed and location in (other.source.served_zones() or ())]
+                         if other is not feed and other.signal != feed.signal
+                         and location in (other.source.held_zones() or ())]
             if elsewhere:
                 resolved.unknown[location] = replace_message(
                     exc, f"{location} is not a zone of signal {feed.signal} ({feed.provider}); it is "

@@ -33,10 +33,10 @@ class Settings(BaseModel):
     model_config = ConfigDict(populate_by_name=True, extra="ignore", frozen=True)
 
     # Carbon data
-    carbon_provider: Literal["auto", "electricitymaps", "demo", "file"] = Field(
+    carbon_provider: Literal["auto", "electricitymaps", "watttime", "neso", "demo", "file"] = Field(
         "auto", alias="CARBON_PROVIDER",
-        description="`electricitymaps`, `demo`, `file`, or `auto` (Electricity Maps when a key is "
-                    "set, else demo)")
+        description="`electricitymaps`, `watttime`, `neso`, `demo`, `file`, or `auto` (Electricity "
+                    "Maps when a key is set, else demo)")
     carbon_providers: list[Literal["auto", "electricitymaps", "watttime", "neso", "demo", "file"]] = Field(
         default_factory=list, alias="CARBON_PROVIDERS",
         description="several providers at once, comma-separated (e.g. `electricitymaps,watttime,neso`): "

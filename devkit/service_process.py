@@ -15,6 +15,7 @@ from typing import Optional
 import requests
 
 from carbon_optimizer import settings
+from carbon_optimizer.secret_store.env import VARIABLES as SECRET_VARIABLES
 from devkit.paths import ROOT
 from devkit.ports import free_port
 from devkit.waiting import HANG
@@ -39,7 +40,7 @@ class GunicornProcess:
         # The developer's own service settings (a SECRETS_BACKEND, AWS or Vault credentials, a
         # REDIS_URL) must not leak into a test's service: only what the test gives is configured.
         # Rate limits (web/limits.py) are off unless a test turns them on: load tests would meet them.
-        service_vars = set(settings.env_var_names()) | {"ELECTRICITY_MAPS_API_KEY", "API_KEYS", "METRICS_TOKEN"}
+        service_vars = set(settings.env_var_names()) | {v.name for v in SECRET_VARIABLES}
         inherited = {k: v for k, v in os.environ.items() if k not in service_vars
                      and not k.startswith(("GUNICORN_", "PROMETHEUS_", "AWS_", "VAULT_"))}
         self.env = {"RATE_LIMIT_ENABLED": "false", **inherited,

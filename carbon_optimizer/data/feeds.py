@@ -71,7 +71,7 @@ class Feed:
         if not isinstance(provider, NamesZones):
             return None
         try:
-            return provider.zone_named(name)
+            return self.source.zone_named(name)
         except CarbonDataError as exc:
             log.info("the provider %s could not resolve %s: %s", self.provider, name, exc.message)
             return None

@@ -128,6 +128,17 @@ class CarbonDataSource:
                                           f"within {min(wait, self.fetch_seconds):g} s")
         return got.result()
 
+    def zone_named(self, name: str) -> Optional[str]:
+        """The provider's zone for a name it knows besides its keys (NamesZones), asked on the
+        fetch pool and waited for at most ZONE_LIST_WAIT_SECONDS. Raises CarbonDataError."""
+        wait = min(self.ZONE_LIST_WAIT_SECONDS, self.fetch_seconds)
+        ask = lambda: self.provider.zone_named(name)  # type: ignore[attr-defined]  # noqa: E731
+        got = self._pool.gather({name: ask}, self._monotonic() + wait)[name]
+        if got is None:
+            raise UpstreamUnavailable("", f"the provider {self.provider.name} did not resolve "
+                                          f"{name} within {wait:g} s")
+        return got.result()
+
     # -- forecasts and histories -----------------------------------------------------------------
 
     def forecast(self, zone: str, now: datetime) -> ZoneForecast:

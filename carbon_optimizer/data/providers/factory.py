@@ -11,6 +11,8 @@ from carbon_optimizer.data.providers.base import Provider
 from carbon_optimizer.data.providers.csv_file import CsvFileProvider
 from carbon_optimizer.data.providers.demo import DemoProvider
 from carbon_optimizer.data.providers.electricitymaps import ElectricityMapsProvider
+from carbon_optimizer.data.providers.neso import NesoProvider
+from carbon_optimizer.data.providers.watttime import WattTimeProvider
 from carbon_optimizer.errors import ConfigError
 from carbon_optimizer.settings import Settings
 
@@ -51,7 +53,27 @@ def build_provider(settings: Settings, secrets: KeySource) -> Provider:
 
 
 def _build(choice: str, settings: Settings, secrets: KeySource) -> list[Provider]:
-    return [_build_one(choice, settings, secrets)]
+    """`choice`'s providers: Electricity Maps once per emission-factor type (average and
+    average_direct, each its own cache), the others once."""
+    first = _build_one(choice, settings, secrets)
+    if isinstance(first, ElectricityMapsProvider):
+        return [first, _electricity_maps(settings, secrets, "direct")]
+    return [first]
+
+
+def _electricity_maps(settings: Settings, secrets: KeySource, factors: str) -> ElectricityMapsProvider:
+    return ElectricityMapsProvider(
+        base_url=settings.electricity_maps_base_url,
+        api_key=lambda: secrets.current().electricity_maps_api_key,
+        horizon_hours=settings.forecast_horizon_hours,
+        connect_timeout=settings.upstream_connect_timeout,
+        read_timeout=settings.upstream_read_timeout,
+        retries=settings.upstream_retries,
+        call_seconds=settings.upstream_call_seconds,
+        observer=metrics.observe_upstream("electricitymaps"),
+        history_days=settings.history_days,
+        emission_factor_type=factors,
+    )
 
 
 def _build_one(choice: str, settings: Settings, secrets: KeySource) -> Provider:
@@ -63,19 +85,37 @@ def _build_one(choice: str, settings: Settings, secrets: KeySource) -> Provider:
         if not has_key:
             raise ConfigError("CARBON_PROVIDER=electricitymaps needs an Electricity Maps API key "
                               f"(ELECTRICITY_MAPS_API_KEY from the {secrets.backend} secret store)")
-        return ElectricityMapsProvider(
-            base_url=settings.electricity_maps_base_url,
-            api_key=lambda: secrets.current().electricity_maps_api_key,
+        return _electricity_maps(settings, secrets, "lifecycle")
+    if choice == "watttime":
+        current = secrets.current()
+        if not (getattr(current, "watttime_username", None) and getattr(current, "watttime_password", None)):
+            raise ConfigError("the watttime provider needs WATTTIME_USERNAME and WATTTIME_PASSWORD "
+                              f"(from the {secrets.backend} secret store)")
+        return WattTimeProvider(
+            base_url=settings.watttime_base_url,
+            username=lambda: secrets.current().watttime_username,
+            password=lambda: secrets.current().watttime_password,
             horizon_hours=settings.forecast_horizon_hours,
             connect_timeout=settings.upstream_connect_timeout,
             read_timeout=settings.upstream_read_timeout,
             retries=settings.upstream_retries,
             call_seconds=settings.upstream_call_seconds,
-            observer=metrics.observe_upstream("electricitymaps"),
+            observer=metrics.observe_upstream("watttime"),
+            history_days=settings.history_days,
+            redis_url=settings.redis_url,
+            key_prefix=settings.cache_key_prefix,
+        )
+    if choice == "neso":
+        return NesoProvider(
+            base_url=settings.neso_base_url,
+            horizon_hours=settings.forecast_horizon_hours,
+            connect_timeout=settings.upstream_connect_timeout,
+            read_timeout=settings.upstream_read_timeout,
+            retries=settings.upstream_retries,
+            call_seconds=settings.upstream_call_seconds,
+            observer=metrics.observe_upstream("neso"),
             history_days=settings.history_days,
         )
-    if choice in ("watttime", "neso"):
-        raise ConfigError(f"the {choice} provider is not built in yet")
     if choice == "file":
         try:
             return CsvFileProvider(settings.carbon_data_dir or "", replay=settings.file_replay,

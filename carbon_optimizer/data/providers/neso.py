@@ -164,6 +164,13 @@ class NesoProvider:
         raise ZoneNotFound(text, f"NESO has no region named {text!r} (a short name such as "
                                  f"'London', an outward postcode such as 'RG10', or GB-1 .. GB-17)")
 
+    def zone_named(self, name: str) -> Optional[str]:
+        """NamesZones: region_key's zone, or None when NESO knows no such name."""
+        try:
+            return self.region_key(name)
+        except ZoneNotFound:
+            return None
+
     def locate(self, latitude: float, longitude: float) -> str:
         """The region around these coordinates: the one whose reference point (REFERENCE_POINTS)
         is nearest, as NESO has no coordinate lookup. ZoneNotFound outside Great Britain."""
