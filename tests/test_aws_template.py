@@ -50,14 +50,20 @@ def _tree(relative: str) -> ast.Module:
     return ast.parse((ROOT / relative).read_text())
 
 
+# Optional provider credentials: the template injects what every deployment has; a WattTime user
+# adds these two (DEPLOYMENT.md, "The secret for the template").
+OPTIONAL_PROVIDER_SECRETS = {"WATTTIME_USERNAME", "WATTTIME_PASSWORD"}
+
+
 def env_backend_names() -> set[str]:
-    """Names EnvSecretStore reads with environ.get(...) in secret_store/env.py."""
+    """Names EnvSecretStore reads with environ.get(...) in secret_store/env.py, but the optional
+    provider credentials."""
     names = set()
     for node in ast.walk(_tree("carbon_optimizer/secret_store/env.py")):
         if isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute) and node.func.attr == "get" \
                 and isinstance(node.func.value, ast.Name) and node.func.value.id == "environ":
             names.add(node.args[0].value)
-    return names
+    return names - OPTIONAL_PROVIDER_SECRETS
 
 
 def secret_json_keys() -> set[str]:
@@ -71,7 +77,7 @@ def secret_json_keys() -> set[str]:
         elif isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute) and node.func.attr == "get" \
                 and isinstance(node.func.value, ast.Name) and node.func.value.id == "data":
             keys.add(node.args[0].value)
-    return keys
+    return keys - {name.lower() for name in OPTIONAL_PROVIDER_SECRETS}
 
 
 def gunicorn_default_port() -> int:

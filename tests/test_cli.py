@@ -491,6 +491,26 @@ def test_usage_errors_exit_2_and_help_documents_exit_codes():
 
 # -- the GitHub Action and the GitLab template ----------------------------------------------------
 
+def test_signal_goes_into_the_request_and_the_plan_names_the_signal_and_its_unit():
+    client = load_client_module()
+    args = client.parser().parse_args(["plan", "--duration", "37", "--signal", "marginal"])
+    assert client.workload(args) == {"duration": 37, "signal": "marginal"}
+    assert "signal" not in client.workload(client.parser().parse_args(["plan", "--duration", "37"]))
+    with pytest.raises(SystemExit):
+        client.parser().parse_args(["plan", "--duration", "37", "--signal", "lifecycle"])
+    answer = {"status": "scheduled", "zone": "CAISO_NORTH", "start": "2026-11-23T11:00:00Z",
+              "end": "2026-11-23T11:37:00Z", "start_in_seconds": 2550, "carbon_intensity": 301.2,
+              "saving_percent": 12.5,
+              "baseline": {"zone": "CAISO_NORTH", "carbon_intensity": 344.2},
+              "provenance": {"provider": "watttime", "signal": "marginal", "units": "gCO2/kWh",
+                             "attribution": None, "estimated": False}}
+    text = client.describe(answer)
+    assert "301.2 gCO2/kWh (marginal) vs 344.2" in text and "forecast by watttime" in text
+    neso = {**answer, "provenance": {**answer["provenance"], "provider": "neso", "signal": "average_direct",
+                                     "attribution": "Carbon intensity data: NESO, CC BY 4.0"}}
+    assert "Carbon intensity data: NESO, CC BY 4.0" in client.describe(neso)
+
+
 def test_the_action_passes_its_inputs_to_the_client_and_the_command_exit_code_back(tmp_path):
     """The composite step's script, run as the runner runs it: inputs as CO_* variables, the action
     checked out at GITHUB_ACTION_PATH. A closed port makes the client fail open, so the command runs

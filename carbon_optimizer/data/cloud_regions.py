@@ -12,7 +12,8 @@ and no city, the coordinates are of the city standing for it:
 
 | location | city |
 |---|---|
-| a US state (Ohio, Oregon, Virginia, Iowa, Illinois, Texas, Wyoming, California, Washington) | its capital |
+| a US state (Ohio, Virginia, Iowa, Wyoming) | its capital |
+| a US state whose capital lies on another grid than the table's zone: Oregon (aws us-west-2, BPA), Illinois (azure northcentralus, PJM), California (azure westus, CAISO), Washington (azure westus2, Grant County PUD), Texas (azure southcentralus) | the metro the provider's page and the zone point to: Boardman, Chicago, San Jose, Quincy, San Antonio (a provider that locates by coordinates must land in the table's grid) |
 | Northern Virginia | Ashburn |
 | Northern California | San Francisco |
 | Aragon; Sao Paulo State; New South Wales; Victoria | their capitals (Zaragoza, Sao Paulo, Sydney, Melbourne) |
