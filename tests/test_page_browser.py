@@ -150,7 +150,7 @@ def test_the_page_draws_the_forecast_and_the_chosen_window_and_says_the_apis_sav
         browser.get(f"{service.url}/")
         assert browser.find_element(By.CSS_SELECTOR, "a[href='/docs']")
         # Every form control has a label tied to it.
-        for control in browser.find_elements(By.CSS_SELECTOR, "input, textarea"):
+        for control in browser.find_elements(By.CSS_SELECTOR, "input, select, textarea"):
             ident = control.get_attribute("id")
             assert browser.find_elements(By.CSS_SELECTOR, f"label[for='{ident}']"), ident
         browser.find_element(By.CSS_SELECTOR, "#json-box summary").click()
@@ -250,12 +250,103 @@ def test_a_pasted_batch_lists_each_result_and_the_total(service, browser):
     summary = requests.post(f"{service.url}/api/v1/optimize", json=batch, timeout=10).json()["summary"]
     assert browser.find_element(By.ID, "saving").text.startswith(
         f"Batch: {summary['scheduled']} of {summary['workloads']} scheduled")
+    assert browser.find_element(By.ID, "signal-used").text == "Signal: average (demo), intensities in gCO2eq/kWh."
     facts = [li.text for li in browser.find_elements(By.CSS_SELECTOR, "#facts li")]
     assert [f.split(":")[0] for f in facts] == [w["id"] for w in batch["workloads"]]
     # Every scheduled workload's window is shaded on the zone's chart.
     figure = browser.find_element(By.CSS_SELECTOR, "figure.zone[data-zone='SE']")
     assert len(figure.get_attribute("data-window-px").split(",")) == summary["scheduled"]
     assert console_errors(browser) == []
+
+
+# Records what the page sends from here on (its calls go through the global fetch when made).
+RECORD_FETCHES = """
+window.sentCalls = [];
+const original = window.fetch;
+window.fetch = function (url, init) {
+  window.sentCalls.push([String(url), (init && init.body) || null]);
+  return original.apply(this, arguments);
+};
+"""
+
+
+def sent_calls(driver) -> list[tuple[str, str | None]]:
+    return [tuple(call) for call in driver.execute_script("return window.sentCalls")]
+
+
+def shown_signal_options(driver) -> list[tuple[str, str, str, bool]]:
+    """The signal list as a person sees it: value, text, title (the description) and whether chosen."""
+    return [(o.get_attribute("value"), o.text, o.get_attribute("title"), o.is_selected())
+            for o in driver.find_elements(By.CSS_SELECTOR, "#signal option")]
+
+
+def test_the_signal_list_is_the_services_and_the_plan_shows_its_units(service, browser):
+    browser.get(f"{service.url}/")
+    WebDriverWait(browser, HANG).until(ec.text_to_be_present_in_element((By.ID, "status"), "Done."))
+    served = requests.get(f"{service.url}/api/v1/zones", timeout=10).json()["signals"]
+    assert [s["name"] for s in served] == ["average"]  # the demo serves one signal
+    # The list is filled from /zones in the background of the first question: wait for it.
+    WebDriverWait(browser, HANG).until(lambda _: shown_signal_options(browser)[0][0] != "")
+    assert shown_signal_options(browser) == [
+        (s["name"], f"{s['name']} ({s['provider']})", s["description"], s["default"]) for s in served]
+    assert browser.find_element(By.CSS_SELECTOR, "label[for='signal']").text == "Signal"
+
+    # The service's default chosen: the request names no signal, and the charts are asked for the
+    # signal the plan was made on.
+    browser.execute_script(RECORD_FETCHES)
+    browser.find_element(By.ID, "submit").click()
+    WebDriverWait(browser, HANG).until(ec.text_to_be_present_in_element((By.ID, "status"), "Done."))
+    calls = sent_calls(browser)
+    [body] = [b for url, b in calls if url == "/api/v1/optimize"]
+    assert "signal" not in json.loads(body)
+    expected = requests.post(f"{service.url}/api/v1/optimize", timeout=10, json=json.loads(body)).json()
+    source = expected["provenance"]
+    assert (source["signal"], source["units"], source["attribution"]) == ("average", "gCO2eq/kWh", None)
+    assert [url for url, _ in calls if url.startswith("/api/v1/forecast")] == [
+        f"/api/v1/forecast?zone=DE&hours={hours}&history=true&signal=average"
+        for hours in re.findall(r"hours=(\d+)", " ".join(url for url, _ in calls))]
+    # The answer's units wherever an intensity is written: the plan's facts, the chart's axis
+    # (drawn on the canvas: the page names the label it gave in data-units), its description and
+    # its data table.
+    facts = browser.find_element(By.ID, "facts").text
+    assert re.search(r"Mean carbon intensity [0-9.]+ gCO2eq/kWh, against [0-9.]+ starting at once", facts), facts
+    assert browser.find_element(By.ID, "signal-used").text == (
+        f"Signal: average ({source['provider']}), intensities in gCO2eq/kWh.")
+    figure = browser.find_element(By.CSS_SELECTOR, "figure.zone[data-zone='DE']")
+    assert figure.get_attribute("data-units") == "gCO2eq/kWh"
+    assert figure.find_element(By.CSS_SELECTOR, "[role=img]").get_attribute("aria-label").endswith(
+        " gCO2eq/kWh; the chosen window is shaded green")
+    assert figure.find_elements(By.CSS_SELECTOR, "th")[1].get_attribute("textContent") == "gCO2eq/kWh"
+    assert browser.find_element(By.ID, "saving").text.startswith("Saves")
+    assert " CO\u2082eq " in browser.find_element(By.ID, "saving").text
+    # The demo's licence asks for no credit: no attribution line.
+    attribution = browser.find_element(By.ID, "attribution")
+    assert not attribution.is_displayed() and attribution.get_attribute("textContent") == ""
+    assert console_errors(browser) == []
+
+
+def test_a_chosen_signal_is_sent_and_the_services_refusal_shown(service, browser):
+    """A signal other than the default goes into the request as `signal`: here one the demo does
+    not serve (added to the list by the test, as a deployment serving it would list it), which
+    the service refuses naming those it serves."""
+    browser.get(f"{service.url}/")
+    WebDriverWait(browser, HANG).until(ec.text_to_be_present_in_element((By.ID, "status"), "Done."))
+    WebDriverWait(browser, HANG).until(lambda _: shown_signal_options(browser)[0][0] == "average")
+    browser.execute_script("const o = document.createElement('option'); o.value = 'marginal';"
+                           "o.textContent = 'marginal (elsewhere)';"
+                           "document.getElementById('signal').appendChild(o);")
+    browser.find_element(By.CSS_SELECTOR, "#signal option[value='marginal']").click()
+    browser.execute_script(RECORD_FETCHES)
+    browser.find_element(By.ID, "submit").click()
+    WebDriverWait(browser, HANG).until(ec.visibility_of_element_located((By.ID, "error")))
+    [(url, body)] = sent_calls(browser)
+    assert url == "/api/v1/optimize" and json.loads(body)["signal"] == "marginal"
+    refused = requests.post(f"{service.url}/api/v1/optimize", timeout=10, json=json.loads(body))
+    assert refused.status_code == 400
+    error = refused.json()["error"]
+    assert f"HTTP 400 {error['code']}: {error['message']}" in browser.find_element(By.ID, "error").text
+    assert browser.find_elements(By.CSS_SELECTOR, "#charts *") == []
+    assert [m for m in console_errors(browser) if "status of 400" not in m] == []
 
 
 CONTRAST_SCRIPT = """
@@ -356,6 +447,28 @@ def test_with_keys_required_the_page_sends_the_key_field_and_shows_the_401(keyed
     assert not browser.find_element(By.ID, "error").is_displayed()
     # The refused call is logged as a failed resource load; nothing else may be.
     assert [m for m in console_errors(browser) if "status of 401" not in m] == []
+
+
+def test_with_keys_required_the_signal_list_waits_for_the_key(keyed_service, browser):
+    browser.get(f"{keyed_service.url}/")
+    WebDriverWait(browser, HANG).until(ec.text_to_be_present_in_element((By.ID, "status"), "API key"))
+    # Without a key /zones would be refused: the one option is the service's default, sending none.
+    assert shown_signal_options(browser) == [
+        ("", "service default", "the signal the service plans with when none is named", True)]
+    browser.execute_script(RECORD_FETCHES)
+    browser.find_element(By.ID, "api-key").send_keys(KEY)
+    browser.find_element(By.ID, "submit").click()
+    WebDriverWait(browser, HANG).until(ec.text_to_be_present_in_element((By.ID, "status"), "Done."))
+    calls = sent_calls(browser)
+    [body] = [b for url, b in calls if url == "/api/v1/optimize"]
+    assert "signal" not in json.loads(body)
+    assert ("/api/v1/zones", None) in calls
+    # With the key, the list is the service's, for the next question.
+    served = requests.get(f"{keyed_service.url}/api/v1/zones", headers={"X-API-Key": KEY}, timeout=10).json()
+    WebDriverWait(browser, HANG).until(lambda _: shown_signal_options(browser)[0][0] != "")
+    assert shown_signal_options(browser) == [
+        (s["name"], f"{s['name']} ({s['provider']})", s["description"], s["default"]) for s in served["signals"]]
+    assert console_errors(browser) == []
 
 
 @pytest.fixture

@@ -148,3 +148,17 @@ def test_the_page_is_filled_in_with_the_default_zones_and_whether_a_key_is_neede
         assert b"FAKE-page-key" not in page.data
         assert page.headers["Cache-Control"] == "no-cache"
         assert client.get("/", headers={"If-None-Match": page.headers["ETag"]}).status_code == 304
+
+
+def test_the_signal_list_starts_as_the_services_default_alone(client):
+    """Before GET /api/v1/zones answers (or when it cannot: a key is needed first), the page offers
+    one choice, which sends no signal; page.js fills in the rest. The attribution line is empty
+    and hidden until an answer brings one."""
+    tags = parsed(client.get("/").data).tags
+    at = next(i for i, (tag, attrs) in enumerate(tags) if tag == "select")
+    assert tags[at][1]["id"] == "signal"
+    assert [attrs for tag, attrs in tags[at + 1:] if tag == "option"] == [
+        {"value": "", "data-default": "true", "title": "the signal the service plans with when none is named"}]
+    assert re.search(rb'<label for="signal">Signal</label>', client.get("/").data)
+    assert [attrs for tag, attrs in tags if attrs.get("id") == "attribution"] == [
+        {"id": "attribution", "class": "attribution", "hidden": None}]

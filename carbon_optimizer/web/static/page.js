@@ -1,7 +1,8 @@
 // The forecast-and-window page: sends the workload to POST /api/v1/optimize, fetches each zone's
 // forecast from GET /api/v1/forecast, and draws them with uPlot. Everything shown comes from those
 // two answers; the service's error messages are shown as it wrote them. On load it asks for the
-// form's defaults (the service's default zones) unless the service needs an API key.
+// form's defaults (the service's default zones) and lists the signals GET /api/v1/zones names,
+// unless the service needs an API key.
 "use strict";
 (function () {
   var HOUR = 3600;
@@ -25,6 +26,8 @@
     return node;
   }
 
+  function keyRequired() { return document.body.getAttribute("data-api-key-required") === "true"; }
+
   function epoch(text) { return Date.parse(text) / 1000; }
 
   function utc(seconds) {
@@ -42,6 +45,50 @@
     return value >= 10000 ? (value / 1000).toFixed(2) + " kg" : value.toFixed(1) + " g";
   }
 
+  // What a gram counts, read from an intensity's unit ("gCO2eq/kWh": CO2eq, "gCO2/kWh": CO2 alone).
+  function gas(units) {
+    var m = /^g(.+)\/kWh$/.exec(units || "");
+    return (m ? m[1] : "CO2eq").replace("CO2", "CO\u2082");
+  }
+
+  // The provenance of the answer's first scheduled workload: one request reads one signal, so
+  // every workload in it has the same signal, units and attribution.
+  function provenanceOf(answer) {
+    var scheduled = answer.results
+      ? answer.results.filter(function (r) { return r.status === "scheduled"; }) : [answer];
+    return scheduled.length && scheduled[0].provenance ? scheduled[0].provenance : null;
+  }
+
+  // The signal chosen in the form, or null for the service's default (the request then names none).
+  function chosenSignal() {
+    var option = $("signal").selectedOptions[0];
+    return option && option.value && option.getAttribute("data-default") !== "true" ? option.value : null;
+  }
+
+  // Fill the signal list from GET /api/v1/zones. Until that answers (or when it cannot: a key is
+  // needed first, or an error), the one option is the service's default and no signal is sent.
+  var signals = { loaded: false, asking: false };
+  function loadSignals() {
+    if (signals.loaded || signals.asking) return;
+    signals.asking = true;
+    call("GET", "/api/v1/zones").then(function (got) {
+      signals.asking = false;
+      var list = got.ok && got.body && Array.isArray(got.body.signals) ? got.body.signals : [];
+      if (!list.length) return;
+      var select = $("signal");
+      select.replaceChildren();
+      list.forEach(function (s) {
+        var option = el("option", { value: s.name, title: s.description }, s.name + " (" + s.provider + ")");
+        if (s["default"]) {
+          option.setAttribute("data-default", "true");
+          option.selected = true;
+        }
+        select.appendChild(option);
+      });
+      signals.loaded = true;
+    }, function () { signals.asking = false; });
+  }
+
   // The form's fields as a workload; zones pass through as typed (the API validates them).
   function workloadFromForm() {
     var workload = {};
@@ -55,6 +102,8 @@
     var power = $("power").value.trim();
     if (power !== "") workload.power_kw = Number(power);
     if ($("interruptible").checked) workload.interruptible = true;
+    var signal = chosenSignal();
+    if (signal) workload.signal = signal;
     return workload;
   }
 
@@ -102,6 +151,9 @@
     $("chunks").replaceChildren();
     $("chunks-box").hidden = true;
     $("saving").textContent = "";
+    $("signal-used").textContent = "";
+    $("attribution").textContent = "";
+    $("attribution").hidden = true;
   }
 
   // The button stays enabled while busy: pressing it again asks again (the earlier question is
@@ -126,11 +178,12 @@
   }
 
   function savingText(r) {
+    var what = gas(r.provenance && r.provenance.units);
     // The baseline is what running at once would emit: from the earliest start, in the first zone.
     var where = r.baseline ? "starting at once (" + utc(epoch(r.baseline.start)) + ") in " + r.baseline.zone
       : "starting at once";
     if (r.saving_grams !== null && r.saving_grams !== undefined) {
-      var text = "Saves " + grams(r.saving_grams) + " CO\u2082eq";
+      var text = "Saves " + grams(r.saving_grams) + " " + what;
       if (r.saving_percent !== null && r.saving_percent !== undefined) text += " (" + r.saving_percent.toFixed(1) + " %)";
       return text + " compared with " + where + ": " + grams(r.emissions_grams) + " instead of " +
         grams(r.baseline_emissions_grams) + ".";
@@ -144,12 +197,13 @@
 
   function showAnswer(answer) {
     var facts = $("facts");
+    var source = provenanceOf(answer);
     if (answer.results) {
       var s = answer.summary;
       // saving_grams is null when no workload gave power or energy: no grams to claim then.
       $("saving").textContent = "Batch: " + s.scheduled + " of " + s.workloads + " scheduled" +
         (s.saving_grams === null || s.saving_grams === undefined ? "."
-          : "; saves " + grams(s.saving_grams) + " CO\u2082eq in all.");
+          : "; saves " + grams(s.saving_grams) + " " + gas(source && source.units) + " in all.");
       answer.results.forEach(function (r) {
         facts.appendChild(el("li", {}, (r.id || "workload") + ": " + (r.status === "scheduled"
           ? r.zone + ", " + utc(epoch(r.start)) + " to " + utc(epoch(r.end)) + ". " + savingText(r)
@@ -160,14 +214,14 @@
       facts.appendChild(el("li", {}, "Run in " + answer.zone + " from " + utc(epoch(answer.start)) +
         " to " + utc(epoch(answer.end)) + " (" + fromNow(epoch(answer.start)) + "), " +
         answer.duration_minutes + " min."));
-      var intensity = "Mean carbon intensity " + answer.carbon_intensity.toFixed(1) + " gCO\u2082eq/kWh";
+      var intensity = "Mean carbon intensity " + answer.carbon_intensity.toFixed(1) + " " +
+        answer.provenance.units;
       if (answer.baseline) intensity += ", against " + answer.baseline.carbon_intensity.toFixed(1) +
         " starting at once in " + answer.baseline.zone;
       facts.appendChild(el("li", {}, intensity + "."));
       var p = answer.provenance;
-      var source = "Data: " + p.provider + ", forecast to " + utc(epoch(p.forecast_end)) +
-        (p.stale ? " (stale copy: the provider is failing)" : "") + ".";
-      facts.appendChild(el("li", {}, source));
+      facts.appendChild(el("li", {}, "Data: " + p.provider + ", forecast to " + utc(epoch(p.forecast_end)) +
+        (p.stale ? " (stale copy: the provider is failing)" : "") + "."));
       if (p.estimated && p.estimated_part) {
         facts.appendChild(el("li", {}, "Rests partly on estimates: " + p.estimated_part.minutes +
           " min from " + utc(epoch(p.estimated_part.start)) + " lie past the forecast" +
@@ -184,6 +238,14 @@
     (answer.unavailable_zones || []).forEach(function (z) {
       facts.appendChild(el("li", {}, "No data for " + z.zone + " (" + z.code + "): " + z.message));
     });
+    if (source) {
+      $("signal-used").textContent = "Signal: " + source.signal + " (" + source.provider +
+        "), intensities in " + source.units + ".";
+      if (source.attribution) {
+        $("attribution").textContent = source.attribution;
+        $("attribution").hidden = false;
+      }
+    }
     $("answer").hidden = false;
   }
 
@@ -282,6 +344,7 @@
   }
 
   function drawChart(forecast, zone, planList, figure) {
+    var units = forecast.provenance.units;
     var mine = planList.filter(function (p) { return p.zone === zone; });
     var baselines = planList.filter(function (p) { return p.baseline && p.baseline.zone === zone; });
     var holder = el("div", { "class": "chart", role: "img" });
@@ -296,7 +359,7 @@
                values: [[86400, "{DD} {MMM}", null, null, null, null, null, null, 1],
                         [3600, "{HH}:{mm}", "\n{DD} {MMM}", null, "\n{DD} {MMM}", null, null, null, 1],
                         [60, "{HH}:{mm}", "\n{DD} {MMM}", null, "\n{DD} {MMM}", null, null, null, 1]] },
-             { stroke: "#222", grid: { stroke: "#e2e2e2" }, size: 55, label: "gCO\u2082eq/kWh" }],
+             { stroke: "#222", grid: { stroke: "#e2e2e2" }, size: 55, label: units }],
       legend: { show: false },
       series: [
         { label: "time (UTC)" },
@@ -335,6 +398,7 @@
     };
     var points = pointsOf(forecast);
     var plot = new uPlot(options, chartData(points, forecast.step_seconds), holder);
+    figure.setAttribute("data-units", units); // the y axis' label, drawn on the canvas: for a test
     charts.push({ plot: plot, figure: figure });
     var values = points.map(function (p) { return p.v; });
     var count = function (kind) { return points.filter(function (p) { return p.kind === kind; }).length; };
@@ -342,8 +406,8 @@
       count("measured") + " measured, " + count("forecast") + " forecast and " + count("estimated") +
       " estimated hours, from " +
       Math.min.apply(null, values).toFixed(0) + " to " + Math.max.apply(null, values).toFixed(0) +
-      " gCO\u2082eq/kWh" + (mine.length ? "; the chosen window is shaded green" : ""));
-    figure.appendChild(dataTable(points));
+      " " + units + (mine.length ? "; the chosen window is shaded green" : ""));
+    figure.appendChild(dataTable(points, units));
   }
 
   // The chart's numbers as a table, for screen readers and for anyone who wants them.
@@ -351,12 +415,12 @@
                      forecast: "forecast", estimated: "estimated" };
 
   // The chart's numbers as a table, for screen readers and for anyone who wants them.
-  function dataTable(points) {
+  function dataTable(points, units) {
     var details = el("details");
     details.appendChild(el("summary", {}, "Data table"));
     var table = el("table");
     var head = el("tr");
-    ["Hour (UTC)", "gCO\u2082eq/kWh", "Kind"].forEach(function (t) { head.appendChild(el("th", { scope: "col" }, t)); });
+    ["Hour (UTC)", units, "Kind"].forEach(function (t) { head.appendChild(el("th", { scope: "col" }, t)); });
     table.appendChild(head);
     points.forEach(function (p) {
       var row = el("tr");
@@ -375,6 +439,13 @@
     var planList = plans(answer);
     var zones = zonesToDraw(request, planList);
     var hours = hoursToCover(request, planList);
+    // The charts show the signal the plan was made on: the answer's (the one asked for, in the form
+    // or in pasted JSON), or, when no workload was scheduled, the one the request named.
+    var source = provenanceOf(answer);
+    var planned = source ? source.signal
+      : request && typeof request.signal === "string" ? request.signal : null;
+    var query = "&hours=" + hours + "&history=true" +
+      (planned ? "&signal=" + encodeURIComponent(planned) : "");
     return Promise.all(zones.map(function (zone) {
       var figure = el("figure", { "class": "zone", "data-zone": zone });
       figure.appendChild(el("figcaption", {}, zone + (planList.some(function (p) { return p.zone === zone; })
@@ -384,8 +455,7 @@
         figure.appendChild(el("p", { "class": "error", role: "alert" }, text));
         return zone + ": " + text;
       }
-      return call("GET", "/api/v1/forecast?zone=" + encodeURIComponent(zone) + "&hours=" + hours +
-                  "&history=true", undefined, run.signal)
+      return call("GET", "/api/v1/forecast?zone=" + encodeURIComponent(zone) + query, undefined, run.signal)
         .then(function (got) {
           if (run.id !== current.run) return null;
           if (!got.ok) return refused(describeError(got).join("; "));
@@ -416,6 +486,9 @@
     var run = { id: ++current.run, signal: controller ? controller.signal : undefined };
     current.abort = controller;
     reset();
+    // A service that needs a key lists its signals once a key is typed (this question still uses
+    // the default: the list is filled in for the next). A list not had yet is asked for again.
+    if (!keyRequired() || $("api-key").value.trim()) loadSignals();
     var pasted = $("workload-json").value.trim();
     var request, body;
     if (pasted) {
@@ -456,7 +529,7 @@
 
   document.addEventListener("DOMContentLoaded", function () {
     $("workload-form").addEventListener("submit", submit);
-    if (document.body.getAttribute("data-api-key-required") === "true") {
+    if (keyRequired()) {
       // Asking without the key would only be refused (and spend the budget): wait for it.
       busy(false, "This service needs an API key: enter yours in the API key field and press " +
         "\u201cFind the cleanest window\u201d.");
