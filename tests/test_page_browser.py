@@ -536,3 +536,42 @@ def test_docs_render_the_operations_with_swagger_ui(service, browser):
                           for method in items}
     assert console_errors(browser) == []
     screenshot(browser, "docs.png")
+
+
+@pytest.fixture(scope="module")
+def neso_service():
+    """The demo and NESO (its stand-in, the real wire format on loopback) in one deployment."""
+    import math
+    from devkit.neso_stand_in import NesoStandIn
+    values = [150 + 60 * math.sin(i / 8) for i in range(96)]
+    with NesoStandIn(national=values) as neso, GunicornProcess(
+            {"CARBON_PROVIDERS": "demo,neso", "NESO_BASE_URL": neso.url, "UPSTREAM_RETRIES": "0",
+             "DEFAULT_ZONES": "GB"}, workers=1, threads=4) as running:
+        yield running
+
+
+def test_choosing_neso_sends_its_signal_and_shows_its_units_and_credit(neso_service, browser):
+    from selenium.webdriver.support.ui import Select
+    browser.get(f"{neso_service.url}/")
+    WebDriverWait(browser, HANG).until(ec.text_to_be_present_in_element((By.ID, "status"), "Done."))
+    WebDriverWait(browser, HANG).until(lambda _: len(shown_signal_options(browser)) > 1)
+    served = requests.get(f"{neso_service.url}/api/v1/zones", timeout=10).json()["signals"]
+    assert shown_signal_options(browser) == [
+        (s["name"], f"{s['name']} ({s['provider']})", s["description"], s["default"]) for s in served]
+    assert [o[1] for o in shown_signal_options(browser)] == ["average (demo)", "average_direct (neso)"]
+
+    Select(browser.find_element(By.ID, "signal")).select_by_value("average_direct")
+    browser.execute_script(RECORD_FETCHES)
+    browser.find_element(By.ID, "submit").click()
+    WebDriverWait(browser, HANG).until(ec.text_to_be_present_in_element((By.ID, "status"), "Done."))
+    calls = sent_calls(browser)
+    [body] = [b for url, b in calls if url == "/api/v1/optimize"]
+    assert json.loads(body)["signal"] == "average_direct"
+    charts = [url for url, _ in calls if url.startswith("/api/v1/forecast")]
+    assert charts and all(url.endswith("&signal=average_direct") for url in charts)
+    assert browser.find_element(By.ID, "signal-used").text == (
+        "Signal: average_direct (neso), intensities in gCO2/kWh.")
+    assert browser.find_element(By.CSS_SELECTOR, "figure.zone").get_attribute("data-units") == "gCO2/kWh"
+    attribution = browser.find_element(By.ID, "attribution")
+    assert attribution.is_displayed() and "CC BY 4.0" in attribution.text
+    assert console_errors(browser) == []
