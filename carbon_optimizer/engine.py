@@ -12,7 +12,7 @@ from datetime import datetime
 from typing import Callable, Optional, Sequence
 
 from carbon_optimizer.data.cache import ForecastCache
-from carbon_optimizer.data.cloud_regions import CloudRegion, RegionTable, ResolvedLocations
+from carbon_optimizer.data.cloud_regions import RegionTable, ResolvedLocations
 from carbon_optimizer.data.feeds import Feed, Feeds
 from carbon_optimizer.data.fetch_pool import upstream_threads
 from carbon_optimizer.data.providers.base import Provider
@@ -79,14 +79,19 @@ class CarbonEngine:
         close matches for the first `suggested` unknown. A location unknown there but served for
         another signal says so: one request reads one signal."""
         feed = self.feeds.get(signal)
-        wait = feed.source.ZONE_LIST_WAIT_SECONDS
-
-        def zone_of(region: CloudRegion) -> str:
-            return feed.region_zone(region, wait)
-
-        resolved = self.regions.resolve_all(asked, feed.source.served_zones(), suggested,
-                                            zone_of=None if feed.table_zones else zone_of,
-                                            alias=feed.alias if feed.names_zones else None)
+        served = feed.source.served_zones()
+        lookup = None
+        if not feed.table_zones or feed.names_zones:
+            # Every provider lookup the request needs, at once: one wait however many it names.
+            distinct = list(dict.fromkeys(asked))
+            regions = [r for r in (self.regions.get(n) for n in distinct if ":" in n) if r is not None]
+            names = [n for n in distinct if ":" not in n and (served is None or n not in served)]
+            lookup = feed.look_up(regions, names if feed.names_zones else [],
+                                  feed.source.ZONE_LIST_WAIT_SECONDS)
+        resolved = self.regions.resolve_all(
+            asked, served, suggested,
+            zone_of=lookup.zone_of if lookup is not None and not feed.table_zones else None,
+            alias=lookup.alias if lookup is not None and feed.names_zones else None)
         for location, exc in list(resolved.unknown.items()):
             # Only lists held now: a hint never costs a fetch.
             elsewhere = [f"{other.signal} ({other.provider})" for other in self.feeds

@@ -194,3 +194,37 @@ def test_zones_of_two_signals_in_one_request_are_refused_naming_the_signal_that_
     assert mixed.status_code == 400
     detail = mixed.get_json()["error"]["details"][0]
     assert detail["field"] == "zones[1]" and "served for marginal (watttime)" in detail["message"]
+
+
+@responses.activate
+def test_locating_many_cloud_regions_costs_one_wait_not_one_a_region(make_app):
+    """Twelve regions never located before, WattTime slow to answer: the request waits once for
+    all of them (the zone-list wait), asks no more of WattTime than the fetch pool runs at once
+    (the rest are cancelled unstarted), and refuses each region saying it could not be located
+    just now, instead of holding its thread for twelve waits."""
+    import threading
+    _serve_em_and_watttime()
+    release = threading.Event()
+    asked = []
+
+    def slow(request):
+        asked.append(request.url)
+        release.wait(30)
+        return 200, {}, '{"region": "CAISO_NORTH", "region_full_name": "x", "signal_type": "co2_moer"}'
+
+    responses.remove(responses.GET, f"{WT}/v3/region-from-loc")  # drop the quick answer
+    responses.add_callback(responses.GET, f"{WT}/v3/region-from-loc", callback=slow)
+    client = make_app({**EM_WT_ENV, "UPSTREAM_CONCURRENCY": "2"}).test_client()
+    regions = ["aws:us-east-1", "aws:us-east-2", "aws:us-west-1", "aws:us-west-2", "gcp:us-central1",
+               "gcp:us-east1", "gcp:us-east4", "gcp:us-west1", "gcp:us-west2", "azure:eastus",
+               "azure:centralus", "azure:westus2"]
+    try:
+        answer = client.post("/api/v1/optimize", json={"duration": 30, "zones": regions, "signal": "marginal"})
+        assert answer.status_code == 400
+        details = answer.get_json()["error"]["details"]
+        assert len(asked) <= 2 + 1  # the pool's two threads (one may start as the wait ends)
+        assert len(details) == 12 and all(
+            "cannot be located by the provider watttime just now" in d["message"] and "within 1 s" in d["message"]
+            for d in details), details
+    finally:
+        release.set()

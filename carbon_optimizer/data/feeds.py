@@ -6,11 +6,12 @@ first feed. One request reads one feed, so zones are never compared across signa
 
 from __future__ import annotations
 
+import functools
 import logging
 import threading
 from collections import OrderedDict
 from dataclasses import dataclass
-from typing import Iterator, Optional, Sequence
+from typing import Callable, Iterator, Optional, Sequence
 
 from carbon_optimizer.data.cloud_regions import CloudRegion
 from carbon_optimizer.data.providers.base import SIGNALS, CanLocate, NamesZones, attribution
@@ -64,44 +65,70 @@ class Feed:
         """The cloud regions this worker has located in this feed so far."""
         return frozenset(self._located)
 
-    def alias(self, name: str) -> Optional[str]:
-        """The zone of a name the provider knows besides its zone keys (NamesZones), else None.
-        A provider that cannot say just now counts as not knowing it."""
+    def look_up(self, regions: Sequence[CloudRegion], names: Sequence[str], wait: float) -> "Lookup":
+        """What the provider says of a request's cloud regions (their zones, by coordinates) and
+        of names it may know besides its zone keys, asked all at once within `wait` seconds;
+        regions located before are answered from this worker's memory."""
         provider = self.source.provider
-        if not isinstance(provider, NamesZones):
-            return None
-        try:
-            return self.source.zone_named(name)
-        except CarbonDataError as exc:
-            log.info("the provider %s could not resolve %s: %s", self.provider, name, exc.message)
-            return None
-
-    def region_zone(self, region: CloudRegion, wait: float) -> str:
-        """This feed's zone for a cloud region. Raises UnknownLocation when the provider covers
-        none there or cannot say within `wait` seconds (the answer is kept once had)."""
-        if self.table_zones:
-            return region.zone
-        held = self._located.get(region.name)
-        if held is not None:
-            return held
-        provider = self.source.provider
-        latitude, longitude = getattr(region, "latitude", None), getattr(region, "longitude", None)
-        if not isinstance(provider, CanLocate) or latitude is None or longitude is None:
-            raise UnknownLocation(region.name, f"{region.name} has no {self.signal} zone here: the "
-                                               f"provider {self.provider} cannot locate it", ())
-        try:
-            zone = self.source.locate(region.name, latitude, longitude, wait)
-        except ZoneNotFound:
-            raise UnknownLocation(region.name, f"{region.name} ({region.location}) is outside what "
-                                               f"the provider {self.provider} covers", ()) from None
-        except CarbonDataError as exc:
-            raise UnknownLocation(region.name, f"{region.name} cannot be located by the provider "
-                                               f"{self.provider} just now: {exc.message}", ()) from None
+        calls: dict[str, Callable[[], str]] = {}
+        if not self.table_zones and isinstance(provider, CanLocate):
+            for region in regions:
+                latitude, longitude = region.latitude, region.longitude
+                if region.name not in self._located and latitude is not None and longitude is not None:
+                    calls[region.name] = functools.partial(provider.locate, latitude, longitude)
+        if isinstance(provider, NamesZones):
+            for name in names:
+                calls[f"name:{name}"] = functools.partial(_named, provider, name)
+        answers = self.source.ask_all(calls, wait) if calls else {}
         with self._lock:
-            self._located[region.name] = zone
+            for name, zone in answers.items():
+                if not name.startswith("name:") and isinstance(zone, str):
+                    self._located[name] = zone
             while len(self._located) > MAX_LOCATED:
                 self._located.popitem(last=False)
-        return zone
+        return Lookup(self, answers)
+
+
+def _named(provider: NamesZones, name: str) -> str:
+    """NamesZones.zone_named as a lookup: "" for a name the provider does not know."""
+    return provider.zone_named(name) or ""
+
+
+@dataclass
+class Lookup:
+    """A request's provider lookups in one feed, as RegionTable.resolve_all's hooks."""
+    feed: Feed
+    answers: dict[str, "str | CarbonDataError"]
+
+    def zone_of(self, region: CloudRegion) -> str:
+        """The feed's zone for a cloud region. Raises UnknownLocation when the provider covers
+        none there, cannot locate it, or did not answer in time."""
+        feed = self.feed
+        if feed.table_zones:
+            return region.zone
+        held = feed._located.get(region.name)
+        if held is not None:
+            return held
+        got = self.answers.get(region.name)
+        if got is None:
+            raise UnknownLocation(region.name, f"{region.name} has no {feed.signal} zone here: the "
+                                               f"provider {feed.provider} cannot locate it", ())
+        if isinstance(got, ZoneNotFound):
+            raise UnknownLocation(region.name, f"{region.name} ({region.location}) is outside what "
+                                               f"the provider {feed.provider} covers", ())
+        if isinstance(got, CarbonDataError):
+            raise UnknownLocation(region.name, f"{region.name} cannot be located by the provider "
+                                               f"{feed.provider} just now: {got.message}", ())
+        return got
+
+    def alias(self, name: str) -> Optional[str]:
+        """The zone of a name the provider knows besides its zone keys, else None (a provider
+        that could not say in time counts as not knowing it)."""
+        got = self.answers.get(f"name:{name}")
+        if isinstance(got, CarbonDataError):
+            log.info("the provider %s could not resolve %s: %s", self.feed.provider, name, got.message)
+            return None
+        return got or None
 
 
 class Feeds:

@@ -118,26 +118,23 @@ class CarbonDataSource:
         self._served_last = (names, served)
         return served
 
-    def locate(self, name: str, latitude: float, longitude: float, wait: float) -> str:
-        """The provider's zone at these coordinates (`name` says what is located, in messages),
-        asked on the fetch pool and waited for at most `wait` seconds. Raises CarbonDataError."""
-        ask = lambda: self.provider.locate(latitude, longitude)  # type: ignore[attr-defined]  # noqa: E731
-        got = self._pool.gather({name: ask}, self._monotonic() + min(wait, self.fetch_seconds))[name]
-        if got is None:
-            raise UpstreamUnavailable("", f"the provider {self.provider.name} did not locate {name} "
-                                          f"within {min(wait, self.fetch_seconds):g} s")
-        return got.result()
-
-    def zone_named(self, name: str) -> Optional[str]:
-        """The provider's zone for a name it knows besides its keys (NamesZones), asked on the
-        fetch pool and waited for at most ZONE_LIST_WAIT_SECONDS. Raises CarbonDataError."""
-        wait = min(self.ZONE_LIST_WAIT_SECONDS, self.fetch_seconds)
-        ask = lambda: self.provider.zone_named(name)  # type: ignore[attr-defined]  # noqa: E731
-        got = self._pool.gather({name: ask}, self._monotonic() + wait)[name]
-        if got is None:
-            raise UpstreamUnavailable("", f"the provider {self.provider.name} did not resolve "
-                                          f"{name} within {wait:g} s")
-        return got.result()
+    def ask_all(self, calls: dict[str, Callable[[], str]], wait: float) -> dict[str, str | CarbonDataError]:
+        """Provider lookups (locating cloud regions, naming zones) all at once on the fetch pool,
+        waited for at most `wait` seconds in all: however many a request names, its locations
+        cost one wait. A call not done by then answers UpstreamUnavailable (and is cancelled if
+        not started)."""
+        wait = min(wait, self.fetch_seconds)
+        found: dict[str, str | CarbonDataError] = {}
+        for key, future in self._pool.gather(calls, self._monotonic() + wait).items():
+            if future is None:
+                found[key] = UpstreamUnavailable("", f"the provider {self.provider.name} did not "
+                                                     f"answer for {key} within {wait:g} s")
+                continue
+            try:
+                found[key] = future.result()
+            except CarbonDataError as exc:
+                found[key] = exc
+        return found
 
     # -- forecasts and histories -----------------------------------------------------------------
 
