@@ -18,7 +18,7 @@ from carbon_optimizer.data.fetch_pool import upstream_threads
 from carbon_optimizer.data.providers.base import Provider
 from carbon_optimizer.data.providers.factory import build_providers, uses_table_zones
 from carbon_optimizer.data.source import ZoneForecast, data_source
-from carbon_optimizer.errors import CarbonDataError, UnknownLocation
+from carbon_optimizer.errors import CarbonDataError
 from carbon_optimizer.ops import memory, metrics
 from carbon_optimizer.scheduling import cost as request_cost, planner
 from carbon_optimizer.scheduling.budget import DEFAULT_MEMORY, Budget
@@ -75,34 +75,8 @@ class CarbonEngine:
     def resolve_locations(self, asked: Sequence[str], suggested: int,
                           signal: Optional[str] = None) -> ResolvedLocations:
         """The zones of the locations asked (zone keys, cloud regions such as aws:eu-west-1, names
-        the signal's provider knows) in the feed of `signal`, against one reading of its zone list;
-        close matches for the first `suggested` unknown. A location unknown there but served for
-        another signal says so: one request reads one signal."""
-        feed = self.feeds.get(signal)
-        served = feed.source.served_zones()
-        lookup = None
-        if not feed.table_zones or feed.names_zones:
-            # Every provider lookup the request needs, at once: one wait however many it names.
-            distinct = list(dict.fromkeys(asked))
-            regions = [r for r in (self.regions.get(n) for n in distinct if ":" in n) if r is not None]
-            names = [n for n in distinct if ":" not in n and (served is None or n not in served)]
-            lookup = feed.look_up(regions, names if feed.names_zones else [],
-                                  feed.source.ZONE_LIST_WAIT_SECONDS)
-        resolved = self.regions.resolve_all(
-            asked, served, suggested,
-            zone_of=lookup.zone_of if lookup is not None and not feed.table_zones else None,
-            alias=lookup.alias if lookup is not None and feed.names_zones else None)
-        for location, exc in list(resolved.unknown.items()):
-            # Only lists held now: a hint never costs a fetch.
-            elsewhere = [f"{other.signal} ({other.provider})" for other in self.feeds
-                         if other is not feed and other.signal != feed.signal
-                         and location in (other.source.held_zones() or ())]
-            if elsewhere:
-                resolved.unknown[location] = replace_message(
-                    exc, f"{location} is not a zone of signal {feed.signal} ({feed.provider}); it is "
-                         f"served for {', '.join(elsewhere)}: one request reads one signal, so ask "
-                         f"with \"signal\": \"{elsewhere[0].split()[0]}\" and only its zones")
-        return resolved
+        the signal's provider knows) in the feed of `signal` (Feeds.resolve)."""
+        return self.feeds.resolve(asked, suggested, signal, self.regions)
 
     def forecast(self, zone: str, now: datetime, signal: Optional[str] = None) -> ZoneSeries:
         """The zone's forecast, from the cache when the provider is remote. Raises CarbonDataError."""
@@ -180,9 +154,6 @@ def _zone_series(got: ZoneForecast, feed: Feed) -> ZoneSeries:
     return ZoneSeries(forecast=got.series, stale=got.stale, fetched_at=got.fetched_at,
                       signal=feed.signal, units=feed.units, attribution=feed.attribution)
 
-
-def replace_message(exc: UnknownLocation, message: str) -> UnknownLocation:
-    return UnknownLocation(exc.location, message, exc.suggestions)
 
 
 def _extended(zone: ZoneSeries, until: int, history: Optional[ForecastSeries]) -> ZoneSeries:

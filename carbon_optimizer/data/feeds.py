@@ -13,7 +13,7 @@ from collections import OrderedDict
 from dataclasses import dataclass
 from typing import Callable, Iterator, Optional, Sequence
 
-from carbon_optimizer.data.cloud_regions import CloudRegion
+from carbon_optimizer.data.cloud_regions import CloudRegion, RegionTable, ResolvedLocations
 from carbon_optimizer.data.providers.base import SIGNALS, CanLocate, NamesZones, attribution
 from carbon_optimizer.data.source import CarbonDataSource
 from carbon_optimizer.errors import CarbonDataError, SignalNotServed, UnknownLocation, ZoneNotFound
@@ -52,10 +52,6 @@ class Feed:
     @property
     def attribution(self) -> Optional[str]:
         return attribution(self.source.provider)
-
-    @property
-    def can_locate(self) -> bool:
-        return self.table_zones or isinstance(self.source.provider, CanLocate)
 
     @property
     def names_zones(self) -> bool:
@@ -148,6 +144,38 @@ class Feeds:
 
     def signals(self) -> tuple[str, ...]:
         return tuple(dict.fromkeys(f.signal for f in self._feeds))
+
+    def resolve(self, asked: Sequence[str], suggested: int, signal: Optional[str],
+                regions: RegionTable) -> ResolvedLocations:
+        """The zones of the locations asked in the feed of `signal`, against one reading of its
+        zone list; close matches for the first `suggested` unknown. Every provider lookup the
+        request needs runs at once (one wait however many it names). A location unknown there but
+        served for another signal says so: one request reads one signal."""
+        feed = self.get(signal)
+        served = feed.source.served_zones()
+        lookup = None
+        if not feed.table_zones or feed.names_zones:
+            distinct = list(dict.fromkeys(asked))
+            found = [r for r in (regions.get(n) for n in distinct if ":" in n) if r is not None]
+            names = [n for n in distinct if ":" not in n and (served is None or n not in served)]
+            lookup = feed.look_up(found, names if feed.names_zones else [],
+                                  feed.source.ZONE_LIST_WAIT_SECONDS)
+        resolved = regions.resolve_all(
+            asked, served, suggested,
+            zone_of=lookup.zone_of if lookup is not None and not feed.table_zones else None,
+            alias=lookup.alias if lookup is not None and feed.names_zones else None)
+        for location, exc in list(resolved.unknown.items()):
+            # Only lists held now: a hint never costs a fetch.
+            elsewhere = [other for other in self._feeds if other.signal != feed.signal
+                         and location in (other.source.held_zones() or ())]
+            if elsewhere:
+                served_by = ", ".join(f"{other.signal} ({other.provider})" for other in elsewhere)
+                resolved.unknown[location] = UnknownLocation(
+                    location, f"{location} is not a zone of signal {feed.signal} ({feed.provider}); "
+                              f"it is served for {served_by}: one request reads one signal, so ask "
+                              f"with \"signal\": \"{elsewhere[0].signal}\" and only its zones",
+                    exc.suggestions)
+        return resolved
 
     def get(self, signal: Optional[str]) -> Feed:
         """The feed for `signal` (None: the default). Raises SignalNotServed naming the signals
