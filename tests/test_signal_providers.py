@@ -175,6 +175,12 @@ def test_watttime_answers_marginal_for_a_cloud_region_it_locates(make_app, redis
     # Its own cache namespace: the default's keys are not touched, so signals never mix.
     assert redis_client.exists(f"{redis_prefix}watttime.marginal:forecast:CAISO_NORTH")
     assert not redis_client.exists(f"{redis_prefix}forecast:CAISO_NORTH")
+    # /zones says so for this worker: located and served under marginal (other lists only when held).
+    listing = client.get("/api/v1/zones?signal=marginal").get_json()
+    entry = next(r for r in listing["cloud_regions"] if r["location"] == "aws:us-west-1")
+    other = next(r for r in listing["cloud_regions"] if r["location"] == "aws:eu-west-1")
+    assert entry["served"] and "marginal" in entry["signals"]
+    assert not other["served"] and "marginal" not in other["signals"]
     # Located once per worker: a second request asks WattTime no more.
     again = client.post("/api/v1/optimize", json={"duration": 31, "zones": ["aws:us-west-1"],
                                                   "signal": "marginal", "max_delay": "PT5H"})

@@ -57,9 +57,10 @@ class Feed:
     def names_zones(self) -> bool:
         return isinstance(self.source.provider, NamesZones)
 
-    def located(self) -> frozenset[str]:
-        """The cloud regions this worker has located in this feed so far."""
-        return frozenset(self._located)
+    def region_zone(self, region: CloudRegion) -> Optional[str]:
+        """A cloud region's zone in this feed as known without asking: the table's, or the one
+        this worker located (None: not located yet)."""
+        return region.zone if self.table_zones else self._located.get(region.name)
 
     def look_up(self, regions: Sequence[CloudRegion], names: Sequence[str], wait: float) -> "Lookup":
         """What the provider says of a request's cloud regions (their zones, by coordinates) and

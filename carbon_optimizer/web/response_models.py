@@ -384,17 +384,18 @@ class CloudRegionEntry(Response):
     place: str = Field(description="where the region is")
     source: str = Field(description="the public page that says where the region is (or "
                                     "\"configuration\" for a CLOUD_REGION_OVERRIDES entry)")
-    served: bool = Field(description="the configured carbon-data provider serves its zone")
+    served: bool = Field(description="the provider of the signal listed serves it (one that "
+                                     "locates regions by coordinates: once this worker located it)")
     signals: list[str] = Field(description="the signals known to serve it here: those of providers "
                                            "keyed like the table (Electricity Maps, demo, files) "
                                            "that serve its zone; a provider that locates regions "
                                            "by coordinates (WattTime, NESO) is asked on first use")
 
     @classmethod
-    def of(cls, region: CloudRegion, served: frozenset[str], signals: list[str]) -> "CloudRegionEntry":
+    def of(cls, region: CloudRegion, served: bool, signals: list[str]) -> "CloudRegionEntry":
         return cls(location=region.name, provider=region.provider, region=region.region,
                    zone=region.zone, place=region.location, source=region.source,
-                   served=region.zone in served, signals=signals)
+                   served=served, signals=signals)
 
 
 class SignalEntry(Response):
@@ -419,17 +420,22 @@ class ZonesResponse(Response):
     def of(cls, feed: Feed, zones: Sequence[str], regions: Sequence[CloudRegion],
            feeds: Sequence[Feed]) -> "ZonesResponse":
         served = frozenset(zones)
-        # Other table-keyed feeds' lists only when held (never a fetch for this answer).
-        lists = {f.signal: (served if f is feed else f.source.held_zones())
-                 for f in feeds if f.table_zones}
-        located = {f.signal: f.located() for f in feeds if not f.table_zones}
         first: dict[str, Feed] = {}
         for f in feeds:
             first.setdefault(f.signal, f)
+        # Other feeds' lists only when held: this answer never fetches.
+        lists = {s: (served if f is feed else f.source.held_zones()) for s, f in first.items()}
+
+        def serves(f: Feed, zones_held: Optional[frozenset[str]], region: CloudRegion) -> bool:
+            zone = f.region_zone(region)
+            if zone is None:
+                return False
+            # A located zone is one the provider gave for it: served even if its list is not held.
+            return zone in zones_held if zones_held is not None else not f.table_zones
+
         return cls(provider=feed.provider, signal=feed.signal, zones=sorted(served),
                    signals=[SignalEntry(name=s, description=SIGNALS[s].description, provider=f.provider,
                                         units=f.units, attribution=f.attribution,
                                         default=f is feeds[0]) for s, f in first.items()],
-                   cloud_regions=[CloudRegionEntry.of(r, served, [
-                       s for s in first if (r.zone in lists[s] if s in lists and lists[s] is not None
-                                            else r.name in located.get(s, ()))]) for r in regions])
+                   cloud_regions=[CloudRegionEntry.of(r, serves(feed, served, r), [
+                       s for s, f in first.items() if serves(f, lists[s], r)]) for r in regions])
