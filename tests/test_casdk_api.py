@@ -434,3 +434,45 @@ def test_with_keys_every_route_needs_one_and_without_keys_every_route_is_open(ma
         assert with_key == without and without in (200, 501), (path, with_key)
     # A path no route serves is refused without a key all the same.
     assert keyed.get("/emissions/nothing").status_code == 401
+
+
+# -- a remote provider: its cached history is only ever asked as of now ------------------------------
+
+EM_BASE = "http://em.invalid/v3"
+
+
+def _past_range(zone: str, end: datetime, values: list[float]) -> dict:
+    """A past-range answer in Electricity Maps' wire format: hourly points ending before `end`."""
+    def stamp(moment: datetime) -> str:
+        return moment.strftime("%Y-%m-%dT%H:%M:%S.000Z")
+    first = end - timedelta(hours=len(values))
+    return {"zone": zone, "temporalGranularity": "hourly", "data": [
+        {"zone": zone, "carbonIntensity": v, "datetime": stamp(first + timedelta(hours=i)),
+         "updatedAt": stamp(first + timedelta(hours=i + 1)), "createdAt": stamp(first + timedelta(hours=i)),
+         "emissionFactorType": "lifecycle", "isEstimated": False, "estimationMethod": None}
+        for i, v in enumerate(values)]}
+
+
+def test_a_remote_providers_history_is_asked_as_of_now_whatever_the_range(make_app, redis_prefix):
+    import responses
+    from responses import matchers
+
+    from tests.support import TEST_REDIS_URL
+    hour = FIXED_NOW.replace(minute=0, second=0)
+    values = [float(200 + (i * 13) % 90) for i in range(240)]
+    with responses.RequestsMock() as mock:
+        mock.get(f"{EM_BASE}/carbon-intensity/past-range", json=_past_range("DE", hour, values),
+                 match=[matchers.query_param_matcher({"zone": "DE", "end": "2026-11-23T10:00:00Z"},
+                                                     strict_match=False)])
+        client = make_app({"CARBON_PROVIDER": "electricitymaps", "ELECTRICITY_MAPS_API_KEY": "FAKE-k",
+                           "ELECTRICITY_MAPS_BASE_URL": EM_BASE, "UPSTREAM_RETRIES": "0",
+                           "REDIS_URL": TEST_REDIS_URL, "CACHE_KEY_PREFIX": redis_prefix}).test_client()
+        # A range years back: not in the ten days held, so 204; and it is not what gets cached.
+        old = client.get("/emissions/bylocation?location=germanywestcentral&time=2022-01-01T00:00:00Z"
+                         "&toTime=2022-01-02T00:00:00Z")
+        assert old.status_code == 204
+        recent = client.get("/emissions/bylocation?location=DE&time=2026-11-23T06:00:00Z"
+                            "&toTime=2026-11-23T08:00:00Z").get_json()
+        assert [(parse(d["time"]), d["rating"]) for d in recent] == [
+            (hour - timedelta(hours=4), values[-4]), (hour - timedelta(hours=3), values[-3])]
+        assert len([c for c in mock.calls if "past-range" in c.request.url]) == 1  # cached once, as of now

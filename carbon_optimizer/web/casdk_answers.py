@@ -41,10 +41,12 @@ class Point:
 def measured(source: CarbonDataSource, zone: str, start: int, end: int, now: datetime) -> list[Point]:
     """The zone's measured points that overlap [start, end] (the one holding `start` when
     start == end), in order: the provider's history read as of the range's end (never after now),
-    then again as of the earliest point read, until the range is covered or no older data comes."""
-    as_of = min(to_epoch(now), max(end, start) + 3600)
+    then again as of the earliest point read, until the range is covered or no older data comes.
+    A remote provider's history is cached per zone as of now (shared with the estimates past its
+    forecast), so it is read once, as of now: asking it as of another moment would cache that."""
+    as_of = to_epoch(now) if source.remote else min(to_epoch(now), max(end, start) + 3600)
     found: dict[int, Point] = {}
-    for _ in range(MAX_HISTORY_READS):
+    for _ in range(1 if source.remote else MAX_HISTORY_READS):
         series = source.history(zone, from_epoch(as_of))
         if series is None:
             break
