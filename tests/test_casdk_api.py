@@ -476,3 +476,16 @@ def test_a_remote_providers_history_is_asked_as_of_now_whatever_the_range(make_a
         assert [(parse(d["time"]), d["rating"]) for d in recent] == [
             (hour - timedelta(hours=4), values[-4]), (hour - timedelta(hours=3), values[-3])]
         assert len([c for c in mock.calls if "past-range" in c.request.url]) == 1  # cached once, as of now
+
+
+def test_rate_limits_apply_as_on_the_rest_of_the_api(make_app):
+    client = make_app({"RATE_LIMIT_ENABLED": "true", "RATE_LIMIT_DEFAULT": "2 per minute",
+                       "RATE_LIMIT_OPTIMIZE": "1 per minute"}).test_client()
+    # The window searches spend the optimize budget, each route its own; the rest the shared default.
+    assert client.get("/emissions/forecasts/current?location=eastus").status_code == 200
+    limited = client.get("/emissions/forecasts/current?location=eastus")
+    assert limited.status_code == 429 and int(limited.headers["Retry-After"]) >= 1
+    assert client.get("/emissions/bylocations/best?location=eastus").status_code == 200
+    assert client.get("/emissions/bylocations/best?location=eastus").status_code == 429
+    assert [client.get("/locations").status_code for _ in range(2)] == [200, 200]
+    assert client.get("/emissions/bylocation?location=eastus").status_code == 429  # the shared default, spent
