@@ -489,3 +489,17 @@ def test_rate_limits_apply_as_on_the_rest_of_the_api(make_app):
     assert client.get("/emissions/bylocations/best?location=eastus").status_code == 429
     assert [client.get("/locations").status_code for _ in range(2)] == [200, 200]
     assert client.get("/emissions/bylocation?location=eastus").status_code == 429  # the shared default, spent
+
+
+def test_best_without_to_time_is_the_window_from_time(client):
+    time = "2026-11-22T06:20:00Z"
+    points = _points(client, ["westeurope"], time, "2026-11-22T09:00:00Z")["westeurope"]
+    best = client.get("/emissions/bylocations/best", query_string={
+        "location": "westeurope", "time": time, "durationMinutes": "150"}).get_json()
+    start = to_epoch(parse("2026-11-22T06:20:00+00:00"))
+    assert to_epoch(parse(best[0]["time"])) == start
+    assert best[0]["rating"] == pytest.approx(mean_over(points, start, 150 * 60), rel=1e-12)
+    # A window longer than [time, toTime]: none fits.
+    assert client.get("/emissions/bylocations/best", query_string={
+        "location": "westeurope", "time": time, "toTime": "2026-11-22T07:00:00Z",
+        "durationMinutes": "90"}).status_code == 204

@@ -87,8 +87,8 @@ def as_series(zone: str, points: Sequence[Point]) -> Optional[ForecastSeries]:
 def best_measured(located: dict[str, tuple[str, list[Point]]], start: int, end: int,
                   minutes: int, now: datetime) -> list[EmissionsData]:
     """bylocations/best. With `durationMinutes` the planner's cleanest window of that length
-    starting in [time, toTime] across the locations; without, as the SDK: every point with the
-    least rating."""
+    inside [start, end] (from `start` when end == start: no toTime) across the locations;
+    without, as the SDK: every point with the least rating."""
     if minutes <= 0:
         every = [(location, p) for location, (_, points) in located.items() for p in points]
         if not every:
@@ -102,10 +102,11 @@ def best_measured(located: dict[str, tuple[str, list[Point]]], start: int, end: 
         series = as_series(zone, points)
         if series is not None and zone not in zones:
             zones[zone], named[zone] = ZoneSeries(forecast=series), location
-    if not zones:
+    latest_start = end - duration if end > start else start
+    if not zones or latest_start < start:
         return []
     job = Job(duration=duration, zones=tuple(zones), earliest_start=start,
-              latest_start=max(start, end - duration), extend_horizon=False)
+              latest_start=latest_start, extend_horizon=False)
     found = planner.plan(job, zones, to_epoch(now))
     if not isinstance(found, Schedule):
         return []

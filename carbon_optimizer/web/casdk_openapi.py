@@ -101,7 +101,8 @@ def paths() -> dict:
         "/emissions/bylocations/best": {"get": {
             "tags": [TAG], "operationId": "GetBestEmissionsDataForLocationsByTime", "security": security,
             "summary": "The cleanest measured point, or with durationMinutes the cleanest window of that "
-                       "length starting in the range (exact search over whole-minute starts), across locations",
+                       "length inside [time, toTime] (from time without toTime; exact search over "
+                       "whole-minute starts), across locations",
             "parameters": [_locations(["eastus", "westeurope"]), *_TIMES],
             "responses": {**measured, "204": {"description": "no measured data in the range"}, **_common()}}},
         "/emissions/forecasts/current": {"get": {

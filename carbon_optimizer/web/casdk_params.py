@@ -38,7 +38,7 @@ MAX_LOCATIONS = 100
 MAX_BATCH_ITEMS = 100
 
 
-@dataclass
+@dataclass(eq=False)
 class Problem(Exception):
     """A refusal in the SDK's shape: `errors` maps each parameter to its messages."""
     status: int

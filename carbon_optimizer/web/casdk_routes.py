@@ -102,9 +102,11 @@ def _range(time: Optional[datetime], to_time: Optional[datetime]) -> tuple[int, 
     return start, to_epoch(to_time) if to_time is not None else start
 
 
-def _measured(names: Sequence[str]) -> dict[str, tuple[str, list[answers.Point]]]:
+def _measured(names: Sequence[str], reach: int = 0) -> tuple[dict[str, tuple[str, list[answers.Point]]], int, int]:
+    """Each location's zone and measured points in [time, toTime + `reach` seconds] (the latest
+    point when no `time` is given, as the SDK's sources answer "now"), and that range's ends."""
     time, to_time = query_time("time"), query_time("toTime")
-    query_int("durationMinutes")  # checked here too: a bad value is a 400 on every route
+    query_int("durationMinutes")  # checked on every route: a bad value is a 400 wherever it is sent
     start, end = _range(time, to_time)
     zones = _zones(names)
     state = app_state()
@@ -114,11 +116,14 @@ def _measured(names: Sequence[str]) -> dict[str, tuple[str, list[answers.Point]]
         zone = zones[name]
         try:
             points = (answers.latest(source, zone, now) if time is None
-                      else answers.measured(source, zone, start, end, now))
+                      else answers.measured(source, zone, start, max(end, start + reach), now))
         except CarbonDataError as exc:
             raise _data_problem(exc) from None
         found[name] = (zone, points)
-    return found
+    if time is None:  # the latest points: a window starts at the earliest of them
+        starts = [p.start for _, points in found.values() for p in points]
+        start = end = min(starts) if starts else start
+    return found, start, end
 
 
 def _emissions(found: dict[str, tuple[str, list[answers.Point]]]) -> Response:
@@ -128,24 +133,23 @@ def _emissions(found: dict[str, tuple[str, list[answers.Point]]]) -> Response:
 
 @casdk.get("/emissions/bylocation")
 def emissions_by_location():
-    return _emissions(_measured([query_location()]))
+    return _emissions(_measured([query_location()])[0])
 
 
 @casdk.get("/emissions/bylocations")
 def emissions_by_locations():
-    return _emissions(_measured(query_locations()))
+    return _emissions(_measured(query_locations())[0])
 
 
 @casdk.get("/emissions/bylocations/best")
 @limits.limit(limits.optimize_limit)
 def best_emissions_by_locations():
+    """Without durationMinutes the SDK's answer: every measured point with the least rating; with
+    it, the planner's cleanest window of that length inside [time, toTime] (from `time` when no
+    toTime is given), across the locations."""
     names = query_locations()
     minutes = query_int("durationMinutes") or 0
-    found = _measured(names)
-    start, end = _range(query_time("time"), query_time("toTime"))
-    if query_time("time") is None:  # the latest point of each: a window reaches back from it
-        starts = [p.start for _, points in found.values() for p in points]
-        start = end = min(starts) if starts else start
+    found, start, end = _measured(names, reach=minutes * 60)
     best = answers.best_measured(found, start, end, minutes, app_state().clock())
     return _json(models.EMISSIONS_DATA_LIST.dump_json(best)) if best else _no_content()
 
