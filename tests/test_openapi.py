@@ -32,9 +32,22 @@ def requires_key(operation: dict, document: dict) -> bool:
     return bool(requirements) and all(requirement for requirement in requirements)
 
 
+# The Carbon Aware SDK's operations (casdk_openapi.py): they answer their own examples.
+CASDK_OPERATIONS = {"GetEmissionsDataForLocationByTime", "GetEmissionsDataForLocationsByTime",
+                    "GetBestEmissionsDataForLocationsByTime", "GetCurrentForecastData",
+                    "BatchForecastDataAsync", "GetAverageCarbonIntensity",
+                    "GetAverageCarbonIntensityBatch", "GetAllLocations"}
+# Not 200 on the demo provider: it keeps no historical forecasts, and answers as the SDK does then.
+EXPECTED_STATUS = {"BatchForecastDataAsync": 501}
+
+
 def call(client, path: str, method: str, operation: dict, headers: dict):
-    query = {p["name"]: SAMPLE_QUERY[p["name"]] for p in operation.get("parameters", []) if p["in"] == "query"}
-    body = BODY if "requestBody" in operation else None
+    query = {p["name"]: SAMPLE_QUERY.get(p["name"], p.get("example")) for p in operation.get("parameters", [])
+             if p["in"] == "query" and (p["name"] in SAMPLE_QUERY or "example" in p)}
+    body = None
+    if "requestBody" in operation:
+        examples = operation["requestBody"]["content"]["application/json"].get("examples")
+        body = next(iter(examples.values()))["value"] if examples and path.startswith("/emissions/") else BODY
     return client.open(path, method=method.upper(), query_string=query, json=body, headers=headers)
 
 
@@ -45,7 +58,8 @@ def test_exactly_the_keyed_operations_declare_the_api_key_scheme():
         "type": "apiKey", "in": "header", "name": "X-API-Key"}
     keyed = {operation["operationId"]: operation["security"]
              for _, _, operation in operations(document) if requires_key(operation, document)}
-    assert keyed == {"optimize": [{"ApiKey": []}], "forecast": [{"ApiKey": []}], "zones": [{"ApiKey": []}]}
+    assert keyed == {"optimize": [{"ApiKey": []}], "forecast": [{"ApiKey": []}], "zones": [{"ApiKey": []}],
+                     **{name: [{"ApiKey": []}] for name in CASDK_OPERATIONS}}
     health = document["paths"]["/health"]["get"]
     assert not requires_key(health, document)
 
@@ -60,9 +74,10 @@ def test_401_without_a_key_if_and_only_if_the_document_requires_one(docs_access)
         assert (without.status_code == 401) == requires_key(operation, document), \
             (method, path, without.status_code)
         with_key = call(client, path, method, operation, headers={"X-API-Key": KEY})
-        assert with_key.status_code == 200, (method, path, with_key.status_code, with_key.json)
+        assert with_key.status_code == EXPECTED_STATUS.get(operation["operationId"], 200), \
+            (method, path, with_key.status_code, with_key.json)
         seen.add(operation["operationId"])
-    assert seen == {"optimize", "forecast", "zones", "health", "health_live"}
+    assert seen == {"optimize", "forecast", "zones", "health", "health_live", *CASDK_OPERATIONS}
 
 
 def test_without_client_keys_the_api_is_open_and_the_document_says_so():
@@ -70,7 +85,8 @@ def test_without_client_keys_the_api_is_open_and_the_document_says_so():
     document = client.get("/api/v1/openapi.json").json
     for path, method, operation in operations(document):
         assert not requires_key(operation, document), (method, path)
-        assert call(client, path, method, operation, headers={}).status_code == 200, (method, path)
+        assert call(client, path, method, operation, headers={}).status_code == \
+            EXPECTED_STATUS.get(operation["operationId"], 200), (method, path)
 
 
 def test_every_operation_with_input_has_examples_and_the_service_answers_each():
@@ -86,12 +102,12 @@ def test_every_operation_with_input_has_examples_and_the_service_answers_each():
             assert examples, operation["operationId"]
             for name, example in examples.items():
                 answer = client.open(path, method=method.upper(), json=example["value"])
-                assert answer.status_code == 200, (name, answer.json)
+                assert answer.status_code == EXPECTED_STATUS.get(operation["operationId"], 200), (name, answer.json)
                 answered.append(name)
         if parameters:
             # A query string writes a boolean as JSON does (true), not as Python does (True).
             query = {p["name"]: str(p["example"]).lower() if isinstance(p["example"], bool) else p["example"]
-                     for p in parameters}
+                     for p in parameters if "example" in p}
             answer = client.open(path, method=method.upper(), query_string=query)
             assert answer.status_code == 200, answer.json
             answered.append(operation["operationId"])
@@ -101,4 +117,6 @@ def test_every_operation_with_input_has_examples_and_the_service_answers_each():
     batch = client.post("/api/v1/optimize", json=document["paths"]["/api/v1/optimize"]["post"][
         "requestBody"]["content"]["application/json"]["examples"]["batch"]["value"]).json
     assert batch["summary"]["workloads"] == 3
-    assert sorted(answered) == ["batch", "forecast", "interruptible", "one_workload"]
+    assert sorted(answered) == sorted(["batch", "forecast", "interruptible", "one_workload", "replay", "two_ranges",
+                                       *(CASDK_OPERATIONS - {"BatchForecastDataAsync", "GetAverageCarbonIntensityBatch",
+                                                             "GetAllLocations"})])

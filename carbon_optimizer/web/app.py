@@ -22,6 +22,7 @@ from carbon_optimizer.secret_store import BaseSecretStore, build_secret_store
 from carbon_optimizer.settings import Settings, load_settings
 from carbon_optimizer.web import auth, headers, limits, openapi
 from carbon_optimizer.web.app_state import EXTENSION, AppState
+from carbon_optimizer.web.casdk_routes import casdk
 from carbon_optimizer.web.pages import pages
 from carbon_optimizer.web.errors import register_error_handlers
 from carbon_optimizer.web.routes import api, ops
@@ -63,6 +64,7 @@ def create_app(settings: Optional[Settings] = None, *,
     register_error_handlers(app)
     app.register_blueprint(api)
     app.register_blueprint(ops)
+    app.register_blueprint(casdk)  # the Carbon Aware SDK's WebAPI, at its own paths
     app.register_blueprint(pages)
     _wire_metrics(app)
     headers.init_app(app, settings)  # debug off, ProxyFix, CORS, headers

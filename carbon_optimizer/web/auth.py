@@ -28,6 +28,10 @@ from carbon_optimizer.web.errors import error_response
 API_KEY_HEADER = "X-API-Key"
 OPEN_PATHS = ("/health", "/health/live")            # never authenticated (the load balancer's probe)
 DOCS_PATHS = ("/docs", "/api/v1/openapi.json")
+# Need a key when keys are configured: our API, and the Carbon Aware SDK's routes (casdk_routes.py),
+# matched by path too so that a wrong key sent to a path no route serves is refused all the same.
+KEYED_PREFIXES = ("/api/", "/emissions/", "/locations")
+KEYED_ENDPOINTS = ("api.", "casdk.")
 
 
 def _digest(value: str) -> bytes:
@@ -129,7 +133,8 @@ class Auth:
                 return error_response(FailureCode.NOT_FOUND, "no such endpoint")
             if settings.docs_access == "public":
                 return None
-        if path.startswith("/api/") or (request.endpoint or "").startswith("api.") or path in DOCS_PATHS:
+        if (path.startswith(KEYED_PREFIXES) or (request.endpoint or "").startswith(KEYED_ENDPOINTS)
+                or path in DOCS_PATHS):
             if secret_store.current().api_keys and not api_client():
                 metrics.AUTH_FAILURES.labels("api").inc()
                 return error_response(FailureCode.UNAUTHORIZED,

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from pydantic.json_schema import models_json_schema
 
-from carbon_optimizer.web import request_models, response_models
+from carbon_optimizer.web import casdk_openapi, request_models, response_models
 
 _REF = "#/components/schemas/{model}"
 
@@ -46,7 +46,7 @@ def build_document(version: str, max_batch_size: int) -> dict:
                   response_models.ScheduledWorkload, response_models.UnschedulableWorkload,
                   response_models.BatchResponse, response_models.ForecastResponse,
                   response_models.ErrorResponse, response_models.HealthResponse,
-                  response_models.LiveResponse, response_models.ZonesResponse]
+                  response_models.LiveResponse, response_models.ZonesResponse, *casdk_openapi.MODELS]
     requests = (request_models.Workload, request_models.WorkloadBatch)
     _, defs = models_json_schema([(m, "validation" if m in requests else "serialization")
                                   for m in documented], ref_template=_REF)
@@ -156,7 +156,11 @@ def build_document(version: str, max_batch_size: int) -> dict:
                 "operationId": "health_live",
                 "security": [],
                 "responses": {"200": _ok("LiveResponse", "the process is alive")}}},
+            **casdk_openapi.paths(),
         },
+        "tags": [{"name": casdk_openapi.TAG,
+                  "description": "The Green Software Foundation Carbon Aware SDK's WebAPI (v1.8) at its "
+                                 "own paths, names and shapes: its clients need only this base URL"}],
         "components": {
             "schemas": components,
             "securitySchemes": {"ApiKey": {"type": "apiKey", "in": "header", "name": "X-API-Key"}},
