@@ -85,10 +85,10 @@ import pytest
 import redis
 import requests
 
+from carbon_optimizer.data.cloud_regions import read_table
 from carbon_optimizer.data.providers.demo import DemoProvider
 from carbon_optimizer.data.providers.portal_csv import (DATETIME_COLUMN, INTENSITY_COLUMN,
                                                         ZONE_COLUMN)
-from devkit.paths import ROOT
 from devkit.redis_server import delete_keys
 from devkit.service_process import GunicornProcess
 from tests.support import TEST_REDIS_URL
@@ -96,7 +96,8 @@ from tests.support import TEST_REDIS_URL
 pytestmark = pytest.mark.slow
 
 # The zones behind the SDK's Azure names, from our cloud-region table (azure:<name>).
-AZURE_ZONES = {"eastus": "US-MIDA-PJM", "westus": "US-CAL-CISO", "northeurope": "IE"}
+_TABLE = read_table()
+AZURE_ZONES = {name: _TABLE[f"azure:{name}"].zone for name in ("eastus", "westus", "northeurope")}
 HOUR = timedelta(hours=1)
 
 # --- what the SDK's DTOs write --------------------------------------------------------------------
@@ -596,14 +597,6 @@ def test_average_carbon_intensity_batch_returns_ok(service, location, offset, co
 
 # --- LocationsControllerTests --------------------------------------------------------------------
 
-def _table_coordinates(region: str) -> tuple[float, float]:
-    with open(ROOT / "carbon_optimizer" / "data" / "cloud_regions.csv", newline="", encoding="utf-8") as f:
-        for row in csv.DictReader(f):
-            if row["provider"] == "azure" and row["region"] == region:
-                return float(row["latitude"]), float(row["longitude"])
-    raise AssertionError(f"azure {region} is not in the cloud-region table")
-
-
 def test_locations_returns_ok(service):
     locations = check_json(requests.get(f"{service.url}/locations", timeout=30))
     # A JSON object keyed by the names a client may send (IDictionary<string, Location>).
@@ -614,10 +607,11 @@ def test_locations_returns_ok(service):
         assert is_number(location["latitude"]) and -90 <= location["latitude"] <= 90, (key, location)
         assert is_number(location["longitude"]) and -180 <= location["longitude"] <= 180, (key, location)
         assert isinstance(location["name"], str) and location["name"], (key, location)
+    # The coordinates are our cloud-region table's.
     for region in ("eastus", "northeurope"):
-        latitude, longitude = _table_coordinates(region)
-        assert locations[region]["latitude"] == pytest.approx(latitude)
-        assert locations[region]["longitude"] == pytest.approx(longitude)
+        row = _TABLE[f"azure:{region}"]
+        assert locations[region]["latitude"] == pytest.approx(row.latitude)
+        assert locations[region]["longitude"] == pytest.approx(row.longitude)
 
 
 # --- the checks themselves, on the SDK's documented examples (no service needed) -----------------
