@@ -79,7 +79,7 @@ from contextlib import contextmanager
 from datetime import datetime, timedelta, timezone
 from functools import lru_cache
 from pathlib import Path
-from typing import Any, Iterable, Iterator
+from typing import Any, Callable, Iterable, Iterator
 
 import pytest
 import redis
@@ -181,8 +181,12 @@ def check_emissions_data_dto(item: Any, location: str) -> datetime:
     return parse_timestamp(item["timestamp"])
 
 
-def check_forecast_dto(forecast: Any, location: str) -> dict:
-    """One EmissionsForecastDTO; its points checked, the optimum no worse than any listed point."""
+def check_forecast_dto(forecast: Any, location: str, bounded: bool = False) -> dict:
+    """One EmissionsForecastDTO; its points checked, the optimum no worse than any listed point.
+
+    The SDK's points are windows (RollingAverage): each starts at or after dataStartAt and, when
+    the request gave dataEndAt (`bounded`), ends by it; unbounded, dataEndAt is the last point's
+    start (FromEmissionsForecast)."""
     assert isinstance(forecast, dict) and set(forecast) == FORECAST_DTO_FIELDS, forecast
     assert forecast["location"] == location
     for name in ("generatedAt", "requestedAt", "dataStartAt", "dataEndAt"):
@@ -192,7 +196,8 @@ def check_forecast_dto(forecast: Any, location: str) -> dict:
     start, end = parse_timestamp(forecast["dataStartAt"]), parse_timestamp(forecast["dataEndAt"])
     for point in forecast["forecastData"] + forecast["optimalDataPoints"]:
         moment = check_emissions_data_dto(point, location)
-        assert start <= moment <= end, (point, forecast["dataStartAt"], forecast["dataEndAt"])
+        last = moment + timedelta(minutes=point["duration"]) if bounded else moment
+        assert start <= moment and last <= end, (point, forecast["dataStartAt"], forecast["dataEndAt"])
     if forecast["forecastData"]:
         # Null or empty only when nothing is left to choose from (EmissionsForecastDTO.cs).
         assert forecast["optimalDataPoints"], forecast
@@ -201,6 +206,28 @@ def check_forecast_dto(forecast: Any, location: str) -> dict:
         # the listed points, but are never worse than the best of them.
         assert all(p["value"] <= lowest + 1e-6 for p in forecast["optimalDataPoints"]), forecast
     return forecast
+
+
+def weighted_mean(hourly: Callable[[datetime], float], start: datetime, end: datetime) -> float:
+    """The mean over [start, end) of an hourly series, each hour weighted by how much of it falls
+    inside: the SDK's AverageOverPeriod, for a window or an average-carbon-intensity range."""
+    assert end > start
+    hour = start.astimezone(timezone.utc).replace(minute=0, second=0, microsecond=0)
+    total = 0.0
+    while hour < end:
+        overlap = min(end, hour + HOUR) - max(start, hour)
+        if overlap > timedelta(0):
+            total += hourly(hour) * (overlap / (end - start))
+        hour += HOUR
+    return total
+
+
+def check_point_values(points: list[dict], hourly: Callable[[datetime], float]) -> None:
+    """Each forecast point's value is the mean of the data over the window it names."""
+    for point in points:
+        start = parse_timestamp(point["timestamp"])
+        expected = weighted_mean(hourly, start, start + timedelta(minutes=point["duration"]))
+        assert point["value"] == pytest.approx(expected, abs=0.051), point
 
 
 def check_carbon_intensity_dto(item: Any, location: str, start: datetime, end: datetime) -> float:
@@ -456,6 +483,9 @@ def test_forecasts_current_returns_ok(service):
     assert forecast["windowSize"] == 60
     assert forecast["forecastData"] and all(p["duration"] == 60 for p in forecast["forecastData"])
     assert all(p["duration"] == 60 for p in forecast["optimalDataPoints"])
+    zone = AZURE_ZONES["westus"]
+    check_point_values(forecast["forecastData"] + forecast["optimalDataPoints"],
+                       lambda hour: demo_value(zone, hour))
     # With no bounds the whole forecast is used: dataStartAt and dataEndAt are its first and last points.
     stamps = [parse_timestamp(p["timestamp"]) for p in forecast["forecastData"]]
     assert stamps == sorted(stamps)
@@ -507,19 +537,20 @@ def test_forecasts_batch_returns_ok(replay_service, requested_at, start, end, lo
     assert isinstance(forecasts, list) and len(forecasts) == count
     asked_at = parse_timestamp(requested_at)
     for forecast in forecasts:
-        check_forecast_dto(forecast, location)
+        check_forecast_dto(forecast, location, bounded=True)
         assert parse_timestamp(forecast["requestedAt"]) == asked_at
         assert parse_timestamp(forecast["dataStartAt"]) == parse_timestamp(start)
         assert parse_timestamp(forecast["dataEndAt"]) == parse_timestamp(end)
         # The most recent forecast as of requestedAt: made no later than that.
         assert parse_timestamp(forecast["generatedAt"]) <= asked_at
         assert forecast["forecastData"], forecast
-        # The points are what was recorded for those hours (windowSize defaults to one point, an hour).
+        # The points are windows of one point's length (an hour) from dataStartAt on, so from 08:30
+        # each mixes two recorded hours; their values are the recording's, as it stood.
+        assert all(p["duration"] == 60 for p in forecast["forecastData"]), forecast
+        assert parse_timestamp(forecast["forecastData"][0]["timestamp"]) == parse_timestamp(start)
         zone = AZURE_ZONES[location]
-        for point in forecast["forecastData"]:
-            moment = parse_timestamp(point["timestamp"])
-            if moment.minute == 0 and point["duration"] == 60:
-                assert point["value"] == pytest.approx(recorded_value(zone, moment), abs=0.051)
+        check_point_values(forecast["forecastData"] + forecast["optimalDataPoints"],
+                           lambda hour: recorded_value(zone, hour))
 
 
 def test_forecasts_batch_without_history_is_501(service):
@@ -546,13 +577,9 @@ def test_average_carbon_intensity_returns_ok(service, location, offset):
 
 
 def _check_average(value: float, location: str, start: datetime, end: datetime) -> None:
-    """An average of the hours the range touches lies between their lowest and highest value."""
-    hour = start.astimezone(timezone.utc).replace(minute=0, second=0)
-    values = []
-    while hour < end:
-        values.append(demo_value(AZURE_ZONES[location], hour))
-        hour += HOUR
-    assert min(values) - 1e-6 <= value <= max(values) + 1e-6, (value, min(values), max(values))
+    """The SDK's average: each hour of the demo's history weighted by its share of the range."""
+    expected = weighted_mean(lambda hour: demo_value(AZURE_ZONES[location], hour), start, end)
+    assert value == pytest.approx(expected, abs=0.051), (value, expected)
 
 
 @pytest.mark.parametrize("query", NO_LOCATION)
@@ -663,6 +690,20 @@ def test_time_formats_as_the_sdk_client_sends_and_dotnet_writes_them():
     start, end = past_range(6)
     assert start.utcoffset() == timedelta(hours=6) and end - start <= timedelta(hours=20)
     assert end <= datetime.now(timezone.utc) - HOUR
+
+
+def test_weighted_mean_weighs_each_hour_by_its_share_as_the_sdk_does():
+    # The SDK's AverageOverPeriod example: hours of 30, 100 and 50 from 01:00, averaged over
+    # 01:30-03:30, give 30/4 + 100/2 + 50/4.
+    day = datetime(2022, 3, 1, tzinfo=timezone.utc)
+    values = {day + timedelta(hours=1): 30.0, day + timedelta(hours=2): 100.0, day + timedelta(hours=3): 50.0}
+    assert weighted_mean(values.__getitem__, day + timedelta(hours=1, minutes=30),
+                         day + timedelta(hours=3, minutes=30)) == pytest.approx(70.0)
+    assert weighted_mean(values.__getitem__, day + HOUR, day + 2 * HOUR) == 30.0
+    points = [{"timestamp": "2022-03-01T01:30:00Z", "duration": 60, "value": 65.0}]
+    check_point_values(points, values.__getitem__)
+    with pytest.raises(AssertionError):
+        check_point_values([{**points[0], "value": 30.0}], values.__getitem__)
 
 
 def test_problem_check_wants_problem_json_naming_the_parameter():
