@@ -24,8 +24,8 @@ sys.exit(1 if errors else 0)
 PY
 test -f .env.example
 
-echo "== k8s manifests with kubernetes-validate"
-"$VENV/bin/kubernetes-validate" --strict k8s/*.yaml
+echo "== k8s manifests with kubernetes-validate (and the exporter example's)"
+"$VENV/bin/kubernetes-validate" --strict k8s/*.yaml examples/kubernetes-carbon-intensity-exporter/*.yaml
 
 echo "== Prometheus rules with promtool"
 if ! command -v promtool >/dev/null; then
