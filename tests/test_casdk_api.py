@@ -190,7 +190,9 @@ def test_current_forecast_field_by_field_with_its_points_as_the_engine_holds_the
         series = engine.forecast(zone, FIXED_NOW).forecast
         assert parse(forecast["requestedAt"]) == FIXED_NOW
         parse(forecast["generatedAt"])
-        assert parse(forecast["dataStartAt"]) == series.start and parse(forecast["dataEndAt"]) == series.end
+        # Unbounded: the first point's start and, as the SDK's DTO writes it, the last point's start.
+        assert parse(forecast["dataStartAt"]) == series.start
+        assert parse(forecast["dataEndAt"]) == series.end - timedelta(seconds=series.step_seconds)
         assert forecast["windowSize"] == 60 and isinstance(forecast["windowSize"], int)
         assert len(forecast["forecastData"]) == len(series.values)
         for i, point in enumerate(forecast["forecastData"]):
@@ -214,7 +216,8 @@ def test_optimal_data_points_match_a_brute_force_over_every_whole_minute_start(c
     query.update({k: v for k, v in (("dataStartAt", data_start), ("dataEndAt", data_end)) if v})
     forecast = client.get("/emissions/forecasts/current", query_string=query).get_json()[0]
     start = to_epoch(parse(forecast["dataStartAt"]))
-    end = to_epoch(parse(forecast["dataEndAt"]))
+    # Unbounded, the scope is the whole forecast (its dataEndAt names the last window's start).
+    end = to_epoch(parse(forecast["dataEndAt"])) if data_end else points[-1][1]
     assert forecast["windowSize"] == window
     best_start, best_mean = brute_best(points, start, end - window * 60, window * 60)
     optimal = forecast["optimalDataPoints"]

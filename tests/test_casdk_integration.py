@@ -184,9 +184,10 @@ def check_emissions_data_dto(item: Any, location: str) -> datetime:
 def check_forecast_dto(forecast: Any, location: str, bounded: bool = False) -> dict:
     """One EmissionsForecastDTO; its points checked, the optimum no worse than any listed point.
 
-    The SDK's points are windows (RollingAverage): each starts at or after dataStartAt and, when
-    the request gave dataEndAt (`bounded`), ends by it; unbounded, dataEndAt is the last point's
-    start (FromEmissionsForecast)."""
+    The SDK keeps the points that overlap the scope (IntervalHelper.FilterByDuration: a point
+    ending at or after dataStartAt and starting by dataEndAt), rolled into windows only when a
+    windowSize is given; unbounded, dataEndAt is the last point's start (FromEmissionsForecast);
+    a window asked for (`bounded`) ends by dataEndAt."""
     assert isinstance(forecast, dict) and set(forecast) == FORECAST_DTO_FIELDS, forecast
     assert forecast["location"] == location
     for name in ("generatedAt", "requestedAt", "dataStartAt", "dataEndAt"):
@@ -196,8 +197,8 @@ def check_forecast_dto(forecast: Any, location: str, bounded: bool = False) -> d
     start, end = parse_timestamp(forecast["dataStartAt"]), parse_timestamp(forecast["dataEndAt"])
     for point in forecast["forecastData"] + forecast["optimalDataPoints"]:
         moment = check_emissions_data_dto(point, location)
-        last = moment + timedelta(minutes=point["duration"]) if bounded else moment
-        assert start <= moment and last <= end, (point, forecast["dataStartAt"], forecast["dataEndAt"])
+        assert moment + timedelta(minutes=point["duration"]) >= start and moment <= end, (
+            point, forecast["dataStartAt"], forecast["dataEndAt"])
     if forecast["forecastData"]:
         # Null or empty only when nothing is left to choose from (EmissionsForecastDTO.cs).
         assert forecast["optimalDataPoints"], forecast
@@ -435,9 +436,10 @@ def test_best_locations_returns_ok(service, location, offset):
 
 
 def test_bylocations_with_no_data_is_204(service):
-    # Long before anything the demo recorded: the controller answers 204, no body.
-    answer = _emissions(service, "/emissions/bylocations", ["eastus"],
-                        datetime(1999, 1, 1, tzinfo=timezone.utc), datetime(1999, 1, 2, tzinfo=timezone.utc))
+    # Nothing is measured yet in a range that lies ahead (the demo's profile covers any past
+    # moment): the controller answers 204, no body.
+    ahead = datetime.now(timezone.utc).replace(minute=0, second=0, microsecond=0) + timedelta(days=3)
+    answer = _emissions(service, "/emissions/bylocations", ["eastus"], ahead, ahead + timedelta(days=1))
     assert answer.status_code == 204 and answer.content == b""
 
 
@@ -544,10 +546,12 @@ def test_forecasts_batch_returns_ok(replay_service, requested_at, start, end, lo
         # The most recent forecast as of requestedAt: made no later than that.
         assert parse_timestamp(forecast["generatedAt"]) <= asked_at
         assert forecast["forecastData"], forecast
-        # The points are windows of one point's length (an hour) from dataStartAt on, so from 08:30
-        # each mixes two recorded hours; their values are the recording's, as it stood.
+        # No windowSize: the recorded points themselves (the SDK rolls no average when the duration
+        # is unset), those overlapping [dataStartAt, dataEndAt]: from 08:30 the first is the 08:00
+        # point (IntervalHelper.FilterByDuration keeps a point that ends after the start).
         assert all(p["duration"] == 60 for p in forecast["forecastData"]), forecast
-        assert parse_timestamp(forecast["forecastData"][0]["timestamp"]) == parse_timestamp(start)
+        first = parse_timestamp(forecast["forecastData"][0]["timestamp"])
+        assert first <= parse_timestamp(start) < first + timedelta(hours=1)
         zone = AZURE_ZONES[location]
         check_point_values(forecast["forecastData"] + forecast["optimalDataPoints"],
                            lambda hour: recorded_value(zone, hour))

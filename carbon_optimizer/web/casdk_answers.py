@@ -172,6 +172,7 @@ def forecast_answer(location: str, zone: ZoneSeries, requested_at: datetime,
     return EmissionsForecastDTO(
         generatedAt=generated, requestedAt=requested_at, location=location,
         dataStartAt=data_start if data_start is not None else from_epoch(start),
-        dataEndAt=data_end if data_end is not None else from_epoch(end),
+        # Unbounded, the SDK's DTO writes the last listed point's start, not the forecast's end.
+        dataEndAt=data_end if data_end is not None else (data[-1].timestamp if data else from_epoch(end)),
         windowSize=duration // 60, optimalDataPoints=optimal, forecastData=data)
 

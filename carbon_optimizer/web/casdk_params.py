@@ -206,6 +206,16 @@ def body_items() -> list[dict]:
     return body
 
 
+def require_fields(items: list[dict], names: tuple[str, ...]) -> None:
+    """Refuse a batch naming every required field any item lacks, at once, as .NET's model
+    validation does (one error per missing field, keyed `[i].name`)."""
+    errors = {f"[{index}].{name}": [f"The {name} field is required."]
+              for index, item in enumerate(items) for name in names
+              if item.get(name) is None or item.get(name) == ""}
+    if errors:
+        raise Problem(400, BINDING_TITLE, errors)
+
+
 def body_string(item: dict, name: str, where: str) -> str:
     value = item.get(name)
     if value is None or value == "":

@@ -24,7 +24,7 @@ from carbon_optimizer.timeseries import to_epoch
 from carbon_optimizer.web import casdk_answers as answers, casdk_models as models, limits
 from carbon_optimizer.web.app_state import app_state
 from carbon_optimizer.web.casdk_params import (
-    Problem, argument_error, body_int, body_items, body_string, body_time, query_int,
+    Problem, argument_error, body_int, body_items, body_string, body_time, query_int, require_fields,
     query_location, query_locations, query_time, required_query_time,
 )
 from carbon_optimizer.web.request_models import LOCATION_ADAPTER
@@ -189,7 +189,9 @@ def _replays() -> bool:
 @limits.limit(limits.optimize_limit, methods=["POST"])
 def batch_forecast():
     asked = []
-    for index, item in enumerate(body_items()):
+    items = body_items()
+    require_fields(items, ("location", "requestedAt"))
+    for index, item in enumerate(items):
         where = f"[{index}]"
         location = body_string(item, "location", where)
         requested = body_time(item, "requestedAt", where, required=True)
@@ -242,7 +244,9 @@ def average_carbon_intensity():
 @limits.limit(limits.optimize_limit, methods=["POST"])
 def average_carbon_intensity_batch():
     asked = []
-    for index, item in enumerate(body_items()):
+    items = body_items()
+    require_fields(items, ("location", "startTime", "endTime"))
+    for index, item in enumerate(items):
         where = f"[{index}]"
         asked.append((body_string(item, "location", where), body_time(item, "startTime", where, required=True),
                       body_time(item, "endTime", where, required=True)))
