@@ -83,6 +83,20 @@ class CarbonEngine:
         feed = self.feeds.get(signal)
         return _zone_series(feed.source.forecast(zone, now), feed)
 
+    def forecasts(self, zones: Sequence[str], now: datetime,
+                  signal: Optional[str] = None) -> dict[str, ZoneSeries | CarbonDataError]:
+        """Many zones' forecasts under one deadline (fetched at once), each or its failure."""
+        feed = self.feeds.get(signal)
+        found = feed.source.forecasts(list(dict.fromkeys(zones)), now, feed.source.deadline())
+        return {z: got if isinstance(got, CarbonDataError) else _zone_series(got, feed)
+                for z, got in found.items()}
+
+    def histories(self, zones: Sequence[str], now: datetime,
+                  signal: Optional[str] = None) -> dict[str, Optional[ForecastSeries]]:
+        """Many zones' recent measured history as of `now` under one deadline (None: not had)."""
+        source = self.feeds.get(signal).source
+        return source.histories(list(dict.fromkeys(zones)), now, source.deadline())
+
     def zone_view(self, zone: str, now: datetime, until: Optional[int] = None,
                   with_history: bool = False, signal: Optional[str] = None
                   ) -> tuple[ZoneSeries, Optional[ForecastSeries]]:

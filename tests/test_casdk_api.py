@@ -10,6 +10,7 @@ import re
 from datetime import datetime, timedelta, timezone
 
 import pytest
+import responses
 
 from carbon_optimizer.timeseries import from_epoch, to_epoch
 from tests.conftest import FIXED_NOW
@@ -506,3 +507,41 @@ def test_best_without_to_time_is_the_window_from_time(client):
     assert client.get("/emissions/bylocations/best", query_string={
         "location": "westeurope", "time": time, "toTime": "2026-11-22T07:00:00Z",
         "durationMinutes": "90"}).status_code == 204
+
+
+@responses.activate
+@pytest.mark.parametrize("path, extra", [
+    ("/emissions/forecasts/current", {}),
+    ("/emissions/bylocations", {"time": "2026-11-23T08:00:00Z", "toTime": "2026-11-23T09:00:00Z"}),
+])
+def test_a_slow_provider_holds_a_many_location_request_for_one_wait_not_one_each(make_app, path, extra):
+    """Six locations, Electricity Maps hung: every zone is asked at once on the fetch pool (two
+    threads here), the request answers the SDK's 503 after one deadline, and the locations the
+    pool never started are not asked at all."""
+    import threading
+    base = "https://api.electricitymaps.test/v4"
+    release, asked = threading.Event(), []
+
+    def hung(request):
+        asked.append(request.url)
+        release.wait(30)
+        return 503, {}, "{}"
+
+    for endpoint in ("carbon-intensity/forecast", "carbon-intensity/past-range", "carbon-intensity/history"):
+        responses.add_callback(responses.GET, f"{base}/{endpoint}", callback=hung)
+    responses.add_callback(responses.GET, f"{base}/zones", callback=hung)
+    app = make_app({"CARBON_PROVIDER": "electricitymaps", "ELECTRICITY_MAPS_API_KEY": "FAKE-em-key-c2",
+                    "ELECTRICITY_MAPS_BASE_URL": base, "UPSTREAM_RETRIES": "0",
+                    "UPSTREAM_CONCURRENCY": "2", "UPSTREAM_DEADLINE_SECONDS": "1"})
+    names = ["eastus", "westus", "westeurope", "northeurope", "uksouth", "japaneast"]
+    try:
+        answer = app.test_client().get(path, query_string=[("location", n) for n in names] + list(extra.items()))
+        data_calls = [u for u in asked if "/zones" not in u]
+        assert len(data_calls) <= 2 + 1, data_calls  # the pool's threads, not one per location
+        if path.endswith("current"):
+            assert answer.status_code == 503 and answer.mimetype == "application/problem+json"
+            assert int(answer.headers["Retry-After"]) > 0
+        else:  # history only refines: none had in time, nothing measured to answer
+            assert answer.status_code == 204
+    finally:
+        release.set()

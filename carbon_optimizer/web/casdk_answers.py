@@ -38,6 +38,26 @@ class Point:
     value: float
 
 
+def points_of(series: Optional[ForecastSeries], start: int, end: int) -> list[Point]:
+    """A remote provider's history (read once, as of now, for every zone of the request at once)
+    as the points overlapping [start, end] (the one holding `start` when start == end)."""
+    if series is None:
+        return []
+    bounds = series.boundaries()
+    points = [Point(int(bounds[i]), int(bounds[i + 1]), float(v)) for i, v in enumerate(series.values)]
+    if start == end:
+        return [p for p in points if p.start <= start < p.end]
+    return [p for p in points if p.start < end and p.end > start]
+
+
+def latest_of(series: Optional[ForecastSeries]) -> list[Point]:
+    """The last point of a history read as of now."""
+    if series is None:
+        return []
+    bounds = series.boundaries()
+    return [Point(int(bounds[-2]), int(bounds[-1]), float(series.values[-1]))]
+
+
 def measured(source: CarbonDataSource, zone: str, start: int, end: int, now: datetime) -> list[Point]:
     """The zone's measured points that overlap [start, end] (the one holding `start` when
     start == end), in order: the provider's history read as of the range's end (never after now),
