@@ -171,6 +171,13 @@ class ErrorWriter:
         body = json.dumps({"error": error}, separators=(",", ":"), ensure_ascii=True)
         return ErrorAnswer(code.status, extra, body.encode("ascii"))
 
+    def problem(self, status: int, fields: dict, code: Optional[FailureCode] = None) -> ErrorAnswer:
+        """An answer in the problem-details shape the Carbon Aware SDK's routes speak (RFC 9457,
+        as .NET writes it): `fields` is the body; Retry-After as for any answer with `code`."""
+        delay = self.retry_after(code) if code is not None else None
+        extra = (("Retry-After", str(delay)),) if delay is not None else ()
+        return ErrorAnswer(status, extra, json.dumps(fields, ensure_ascii=True).encode("ascii"))
+
 
 # -- the hierarchy ---------------------------------------------------------------------------------
 

@@ -12,7 +12,6 @@ status, detail, traceId, errors).
 
 from __future__ import annotations
 
-import json
 import re
 import secrets
 from dataclasses import dataclass, field
@@ -22,6 +21,7 @@ from typing import Any, Optional
 from flask import Response, request
 
 from carbon_optimizer.errors import FailureCode, RequestError
+from carbon_optimizer.web.app_state import app_state
 from carbon_optimizer.web.request_body import json_body
 
 # RFC 9110's section for each status, as ASP.NET Core names them in `type`.
@@ -45,7 +45,7 @@ class Problem(Exception):
     title: str
     errors: dict[str, list[str]] = field(default_factory=dict)
     detail: Optional[str] = None
-    retry_after: Optional[int] = None
+    code: Optional[FailureCode] = None  # a transient one gets its Retry-After from the writer
 
     def response(self) -> Response:
         # traceId as ASP.NET Core writes a W3C trace context id: a new one per answer.
@@ -56,9 +56,10 @@ class Problem(Exception):
         if self.errors:
             body["errors"] = self.errors
         body["traceId"] = f"00-{secrets.token_hex(16)}-{secrets.token_hex(8)}-00"
-        answer = Response(json.dumps(body, ensure_ascii=True), status=self.status, mimetype=PROBLEM_JSON)
-        if self.retry_after is not None:
-            answer.headers["Retry-After"] = str(self.retry_after)
+        written = app_state().errors.problem(self.status, body, self.code)
+        answer = Response(written.body, status=written.status, mimetype=PROBLEM_JSON)
+        for name, value in written.headers:
+            answer.headers[name] = value
         return answer
 
 

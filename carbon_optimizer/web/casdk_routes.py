@@ -86,7 +86,7 @@ def _data_problem(exc: CarbonDataError, parameter: str = "location") -> Problem:
         return argument_error(parameter, exc.message)
     if code.transient:
         return Problem(503, "ServiceUnavailable", detail=exc.message,
-                       retry_after=app_state().errors.retry_after(code))
+                       code=code)
     return Problem(code.status, code.value, detail=exc.message)
 
 
