@@ -219,7 +219,8 @@ class Settings(BaseModel):
     rate_limit_optimize: str = Field(
         "20 per minute", alias="RATE_LIMIT_OPTIMIZE",
         description="budget per client of `POST /api/v1/optimize`, its own: these requests do not "
-                    "spend `RATE_LIMIT_DEFAULT`")
+                    "spend `RATE_LIMIT_DEFAULT`; run-start reports (`POST /api/v1/plans/{plan_id}/"
+                    "started`) have a budget of this size of their own")
     trusted_proxy_count: int = Field(
         0, ge=0, le=5, alias="TRUSTED_PROXY_COUNT",
         description="proxies in front that append to `X-Forwarded-For` (`1` behind an ALB); the "
