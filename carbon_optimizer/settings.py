@@ -21,6 +21,9 @@ from carbon_optimizer.errors import ConfigError
 # providers write them). The request models use the same patterns.
 ZONE_KEY_PATTERN = r"^[A-Z]{2,3}(-[A-Z0-9]{1,12}){0,3}$"
 CLOUD_REGION_PATTERN = r"^[a-z][a-z0-9]{1,9}:[a-z0-9][a-z0-9-]{0,49}$"
+# A client's name: an API_KEYS entry `name=key` gives it (secret_store/base.py named_keys), and the
+# plan ledger records it in place of the key.
+CLIENT_NAME_PATTERN = r"[A-Za-z0-9_.-]{1,64}"
 
 
 def _split_csv(value: object) -> object:
@@ -216,7 +219,8 @@ class Settings(BaseModel):
     rate_limit_optimize: str = Field(
         "20 per minute", alias="RATE_LIMIT_OPTIMIZE",
         description="budget per client of `POST /api/v1/optimize`, its own: these requests do not "
-                    "spend `RATE_LIMIT_DEFAULT`")
+                    "spend `RATE_LIMIT_DEFAULT`; run-start reports (`POST /api/v1/plans/{plan_id}/"
+                    "started`) have a budget of this size of their own")
     trusted_proxy_count: int = Field(
         0, ge=0, le=5, alias="TRUSTED_PROXY_COUNT",
         description="proxies in front that append to `X-Forwarded-For` (`1` behind an ALB); the "
@@ -230,6 +234,28 @@ class Settings(BaseModel):
         default_factory=list, alias="CORS_ORIGINS",
         description="comma-separated browser origins allowed on `/api/*` (e.g. "
                     "`https://ci.example.com`); none by default")
+
+    # The plan ledger (issue 29; ledger/)
+    ledger_admin_clients: list[str] = Field(
+        default_factory=list, alias="LEDGER_ADMIN_CLIENTS",
+        description="comma-separated client names (API_KEYS `name=key`; an unnamed key is "
+                    "`key-<position>`) whose savings report covers every client's plans; any "
+                    "other client sees only its own")
+
+    @field_validator("ledger_admin_clients", mode="before")
+    @classmethod
+    def _admins_from_csv(cls, value: object) -> object:
+        return _split_csv(value)
+
+    @field_validator("ledger_admin_clients")
+    @classmethod
+    def _client_names(cls, value: list[str]) -> list[str]:
+        import re
+        for name in value:
+            if not re.fullmatch(CLIENT_NAME_PATTERN, name):
+                raise ValueError(f"{name[:70]!r} is not a client name (1 to 64 letters, digits, "
+                                 "'_', '.' or '-', as API_KEYS `name=key` gives it)")
+        return list(dict.fromkeys(value))
 
     @field_validator("carbon_providers", mode="before")
     @classmethod

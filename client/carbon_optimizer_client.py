@@ -25,6 +25,7 @@ import re
 import shutil
 import subprocess
 import sys
+import threading
 import time
 import urllib.error
 import urllib.request
@@ -46,6 +47,10 @@ RECHECK_LEAD_SECONDS = 60.0
 RECHECK_MIN_AGE_SECONDS = 300.0  # a plan younger than this at the recheck point is not re-asked
 REASK_MIN_GAP_SECONDS = 2.0      # guards against a replan_at that keeps pointing at "now"
 AT_START_TIMEOUT_SECONDS = 5.0   # how long a question asked at the start may delay it
+# Reporting a run's start (for the service's ledger of measured savings): best effort, and the
+# command waits for it at most this long, whatever the network does.
+START_REPORT_SECONDS = 2.0
+PLAN_ID = re.compile(r"[0-9a-f]{32}")
 # Without --max-wait, how long 429 and 5xx answers are waited out before failing open.
 RATE_LIMIT_PATIENCE_SECONDS = 600.0
 DEFAULT_RETRY_AFTER_SECONDS = 30.0
@@ -80,6 +85,10 @@ what the command is told (wait; in GitHub Actions also step outputs: zone, plan-
   CARBON_OPTIMIZER_START, _END  the planned run, RFC 3339 UTC
   CARBON_OPTIMIZER_CHUNKS       an interruptible plan's runs: "start/end start/end ..."
   CARBON_OPTIMIZER_ID, _PLAN_ID the workload's id, the plan's id (when the service gives one)
+
+what wait tells the service (best effort, never delaying the command more than 2 s):
+  asking again (at replan_at, or a last check)  the earlier answer's plan_id as replan_of
+  just before running the command               POST /api/v1/plans/<plan_id>/started
 
 exit codes:
   0    plan: answer printed; wait: the command's own exit code is passed through
@@ -196,13 +205,21 @@ class Service:
             base = base[: -len("/api/v1/optimize")]
         if not re.match(r"https?://", base):
             raise UsageError(f"--url / CARBON_OPTIMIZER_URL: {url!r} is not an http(s) URL")
+        self.base = base
         self.endpoint = base + "/api/v1/optimize"
         self.api_key = api_key or None
         self.timeout = timeout
 
     def optimize(self, body: dict, timeout: Optional[float] = None) -> Reply:
+        return self._post(self.endpoint, body, timeout)
+
+    def started(self, plan_id: str, timeout: float) -> Reply:
+        """Tell the service that the plan's run starts now (its clock, not this runner's)."""
+        return self._post(f"{self.base}/api/v1/plans/{plan_id}/started", {}, timeout)
+
+    def _post(self, url: str, body: dict, timeout: Optional[float] = None) -> Reply:
         request = urllib.request.Request(
-            self.endpoint, data=json.dumps(body).encode(), method="POST",
+            url, data=json.dumps(body).encode(), method="POST",
             headers={"Content-Type": "application/json", "Accept": "application/json",
                      "User-Agent": f"carbon-optimizer-client/{__version__}",
                      **({"X-API-Key": self.api_key} if self.api_key else {})})
@@ -218,7 +235,7 @@ class Service:
                 raw = b""
         except (OSError, ValueError) as exc:  # refused, reset, DNS, timeout (socket.timeout is OSError)
             reason = getattr(exc, "reason", exc)
-            return Reply("unavailable", message=f"no answer from {self.endpoint}: {reason}")
+            return Reply("unavailable", message=f"no answer from {url}: {reason}")
         try:
             parsed = json.loads(raw) if raw else None
         except ValueError:
@@ -677,8 +694,9 @@ def command_wait(args: argparse.Namespace, log: Log) -> int:
         # Never past the start (or --max-wait) waiting for an answer, but for a question asked at
         # the start itself, which may take a few seconds.
         at_start = why == "replan" and wake >= target and target == plan.start
-        again = service.optimize(body, timeout=max(AT_START_TIMEOUT_SECONDS if at_start else 1.0,
-                                                   min(service.timeout, target - time.monotonic())))
+        again = service.optimize(revising(body, plan.answer),
+                                 timeout=max(AT_START_TIMEOUT_SECONDS if at_start else 1.0,
+                                             min(service.timeout, target - time.monotonic())))
         if again.kind == "ok" and scheduled(again.body):
             previous = plan.answer.get("start"), plan.answer.get("zone")
             plan = Plan(again.body, time.monotonic())
@@ -693,7 +711,40 @@ def command_wait(args: argparse.Namespace, log: Log) -> int:
     elif bound == 2:
         log.line("the latest start asked for has come (the service's start is the whole minute "
                  "after it): starting now")
+    report_started(service, plan.answer, log)
     return _run(command, log, plan.answer)
+
+
+def _plan_id(answer: Optional[dict]) -> Optional[str]:
+    plan_id = answer.get("plan_id") if isinstance(answer, dict) else None
+    return plan_id if isinstance(plan_id, str) and PLAN_ID.fullmatch(plan_id) else None
+
+
+def revising(body: dict, answer: dict) -> dict:
+    """The same question asked again, naming the plan it revises (replan_of), so that the
+    service's ledger counts the job once."""
+    plan_id = _plan_id(answer)
+    return {**body, "replan_of": plan_id} if plan_id else body
+
+
+def report_started(service: Optional[Service], answer: Optional[dict], log: Log) -> None:
+    """Tell the service the plan's run starts now, for its ledger of measured savings. Best effort:
+    at most START_REPORT_SECONDS (the request runs on a thread the command does not wait for past
+    that, whatever DNS or the network do), and a failure is one line, never the job's failure."""
+    plan_id = _plan_id(answer)
+    if service is None or plan_id is None:
+        return
+    done: Dict[str, Reply] = {}
+    sender = threading.Thread(target=lambda: done.setdefault(
+        "reply", service.started(plan_id, START_REPORT_SECONDS)), name="start-report", daemon=True)
+    sender.start()
+    sender.join(START_REPORT_SECONDS)
+    reply = done.get("reply")
+    if reply is not None and reply.kind == "ok":
+        log.line(f"start reported (plan {plan_id})")
+    else:
+        why = "no answer in time" if reply is None else reply.message.splitlines()[0] if reply.message else reply.kind
+        log.line(f"note: the start was not reported ({why}); the command runs all the same")
 
 
 def _wait_from_plan(args: argparse.Namespace, command: List[str], cap: Optional[float],
@@ -719,6 +770,11 @@ def _wait_from_plan(args: argparse.Namespace, command: List[str], cap: Optional[
     if cap is not None:
         target = min(target, cap)
     countdown.until(target, lambda: f"starting in {answer.get('zone')} in {human(target - time.monotonic())}")
+    try:
+        service: Optional[Service] = service_of(args)
+    except UsageError:  # no service named: a saved plan needs none, so no start is reported
+        service = None
+    report_started(service, answer, log)
     return _run(command, log, answer)
 
 

@@ -248,10 +248,15 @@ def test_a_matrix_plan_saved_while_the_service_is_down_lets_every_job_run(tmp_pa
 
 class ScriptedService:
     """Answers POST /api/v1/optimize with the scripted (status, headers, body) in turn (the last
-    one repeats) and records each request's time, headers and body."""
+    one repeats) and records each request's time, headers and body. A run's start report (POST
+    /api/v1/plans/<id>/started) is recorded apart, in `started`, and answered 202, or never while
+    `hang_started` is set (released at exit)."""
 
-    def __init__(self, script: list[tuple[int, dict, object]]):
-        self.script, self.requests = script, []
+    def __init__(self, script: list[tuple[int, dict, object]], hang_started: bool = False):
+        self.script, self.requests, self.started = script, [], []
+        self.release = threading.Event()
+        if not hang_started:
+            self.release.set()
         stand_in = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -261,10 +266,25 @@ class ScriptedService:
             def do_POST(self):
                 length = int(self.headers.get("Content-Length", 0))
                 body = json.loads(self.rfile.read(length))
+                if self.path.endswith("/started"):
+                    stand_in.started.append({"at": time.time(), "path": self.path, "body": body,
+                                             "key": self.headers.get("X-API-Key")})
+                    stand_in.release.wait(60)
+                    self._send(202, {}, {"status": "accepted"})
+                    return
                 stand_in.requests.append({"at": time.time(), "body": body,
                                           "key": self.headers.get("X-API-Key")})
                 status, headers, answer = stand_in.script[min(len(stand_in.requests), len(stand_in.script)) - 1]
-                payload = json.dumps(answer(body) if callable(answer) else answer).encode()
+                self._send(status, headers, answer(body) if callable(answer) else answer)
+
+            def _send(self, status, headers, answer):
+                try:
+                    self._write(status, headers, answer)
+                except OSError:  # the client gave up waiting (a start report past its time)
+                    pass
+
+            def _write(self, status, headers, answer):
+                payload = json.dumps(answer).encode()
                 self.send_response(status)
                 for name, value in {"Content-Type": "application/json", **headers}.items():
                     self.send_header(name, value)
@@ -281,6 +301,7 @@ class ScriptedService:
         return self
 
     def __exit__(self, *exc):
+        self.release.set()
         self.server.shutdown()
         self.server.server_close()
 
@@ -371,7 +392,8 @@ def test_wait_asks_again_at_replan_at_for_the_same_window(real_answer, tmp_path)
     first, second = stand_in.requests
     # At replan_at (2 s: a lower bound, load only adds), not at the first start (300 s).
     assert 1.5 <= second["at"] - first["at"] < MARGIN
-    assert first["body"] == second["body"]  # the window of the first ask, not one moved on
+    # The window of the first ask, not one moved on, naming the plan it revises.
+    assert second["body"] == {**first["body"], "replan_of": real_answer["plan_id"]}
     sent = first["body"]
     latest = datetime.fromisoformat(sent["latest_start"].replace("Z", "+00:00"))
     earliest = datetime.fromisoformat(sent["earliest_start"].replace("Z", "+00:00"))
@@ -403,9 +425,58 @@ def test_wait_asks_again_at_the_start_when_replan_at_is_the_start(real_answer, t
     first, second = stand_in.requests
     # Asked at the start (3 s), then the new start followed: 2 s for the answer, then 1 s. Lower
     # bounds (load only adds); the upper ones only a hang reaches.
-    assert 2.5 <= second["at"] - first["at"] < MARGIN and first["body"] == second["body"]
+    assert 2.5 <= second["at"] - first["at"] < MARGIN
+    assert second["body"] == {**first["body"], "replan_of": real_answer["plan_id"]}
     ran_at = json.loads(ran.read_text())["at"]
     assert 2.5 <= ran_at - second["at"] < MARGIN
+
+
+@pytest.mark.slow
+def test_wait_reports_the_start_by_plan_id_just_before_running_the_command(real_answer, tmp_path):
+    command, ran = marker(tmp_path, code=0)
+    with ScriptedService([(200, {}, starting_in(real_answer, 0))]) as stand_in:
+        result = run_client("wait", "--duration", "PT10M", "--zones", "DE", "--", *command,
+                            url=stand_in.url)
+    assert result.returncode == 0, result.stderr
+    [report] = stand_in.started
+    assert report["path"] == f"/api/v1/plans/{real_answer['plan_id']}/started"
+    assert report["key"] == KEY and report["body"] == {}  # the service's clock says when
+    # In that order: the report came in, then the command ran.
+    assert json.loads(ran.read_text())["at"] >= report["at"]
+    assert f"start reported (plan {real_answer['plan_id']})" in result.stderr
+
+
+@pytest.mark.slow
+def test_a_start_report_that_is_never_answered_does_not_hold_the_command_or_fail_it(real_answer, tmp_path):
+    """The stand-in takes the report and never answers it (until the test ends): the command runs
+    all the same, with its own exit code, and the client says so in one quiet line."""
+    command, ran = marker(tmp_path, code=5)
+    with ScriptedService([(200, {}, starting_in(real_answer, 0))], hang_started=True) as stand_in:
+        result = run_client("wait", "--duration", "PT10M", "--zones", "DE", "--", *command,
+                            url=stand_in.url)
+        assert not stand_in.release.is_set()  # still unanswered when the client was done
+    assert result.returncode == 5 and ran.exists(), result.stderr
+    assert len(stand_in.started) == 1
+    assert "note: the start was not reported (no answer in time); the command runs all the same" \
+        in result.stderr
+    assert "WARNING" not in result.stderr and "ERROR" not in result.stderr
+
+
+@pytest.mark.slow
+def test_wait_from_plan_reports_the_saved_plans_start_when_a_service_is_named(real_answer, tmp_path):
+    command, ran = marker(tmp_path, code=0)
+    saved = tmp_path / "plan.json"
+    saved.write_text(json.dumps({**real_answer, "start": stamp(datetime.now(timezone.utc))}))
+    with ScriptedService([(500, {}, {})]) as stand_in:
+        result = run_client("wait", "--from-plan", str(saved), "--", *command, url=stand_in.url)
+    assert result.returncode == 0 and ran.exists(), result.stderr
+    assert [r["path"] for r in stand_in.started] == [f"/api/v1/plans/{real_answer['plan_id']}/started"]
+    assert stand_in.requests == []  # a saved plan: nothing asked
+    ran.unlink()
+    # No service named: a saved plan needs none; nothing is reported and the command runs.
+    result = run_client("wait", "--from-plan", str(saved), "--", *command, url="")
+    assert result.returncode == 0 and ran.exists(), result.stderr
+    assert "reported" not in result.stderr
 
 
 @pytest.mark.slow
@@ -643,7 +714,7 @@ def test_wait_asks_again_shortly_before_a_distant_start_and_follows_the_new_answ
                         "PT2H", "--", "make", "e2e"])
     assert code == 0
     assert [round(at) for at, _ in asks] == [1000, 1000 + 3600 - 60]
-    assert asks[0][1] == asks[1][1]
+    assert asks[1][1] == {**asks[0][1], "replan_of": answer["plan_id"]}
     assert runs == [(pytest.approx(1000 + 3600 - 60 + 120), ["make", "e2e"])]
 
 
@@ -900,7 +971,10 @@ def test_wait_tells_the_command_the_zone_location_start_and_end(service):
                         "--max-delay", "PT0M", "--", sys.executable, "-c", PRINT_ENV, url=service.url)
     seen = told(result)
     assert set(seen) == {"CARBON_OPTIMIZER_STATUS", "CARBON_OPTIMIZER_ID", "CARBON_OPTIMIZER_ZONE",
-                         "CARBON_OPTIMIZER_LOCATION", "CARBON_OPTIMIZER_START", "CARBON_OPTIMIZER_END"}
+                         "CARBON_OPTIMIZER_LOCATION", "CARBON_OPTIMIZER_START", "CARBON_OPTIMIZER_END",
+                         "CARBON_OPTIMIZER_PLAN_ID"}
+    assert len(seen["CARBON_OPTIMIZER_PLAN_ID"]) == 32
+    assert f"start reported (plan {seen['CARBON_OPTIMIZER_PLAN_ID']})" in result.stderr
     start = datetime.strptime(seen["CARBON_OPTIMIZER_START"], "%Y-%m-%dT%H:%M:%SZ")
     end = datetime.strptime(seen["CARBON_OPTIMIZER_END"], "%Y-%m-%dT%H:%M:%SZ")
     assert end - start == timedelta(minutes=10)

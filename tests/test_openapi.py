@@ -13,6 +13,7 @@ from carbon_optimizer.web.app import create_app
 KEY = "FAKE-openapi-key-3c8e"
 BODY = {"duration": "PT1H", "zones": ["DE"], "max_delay": "PT6H"}
 SAMPLE_QUERY = {"zone": "DE", "hours": "2", "history": "true"}  # a value for each query parameter the document has
+SAMPLE_PATH = {"plan_id": "0123456789abcdef0123456789abcdef"}  # ... and for each path parameter
 
 
 def build(env: dict):
@@ -38,7 +39,14 @@ CASDK_OPERATIONS = {"GetEmissionsDataForLocationByTime", "GetEmissionsDataForLoc
                     "BatchForecastDataAsync", "GetAverageCarbonIntensity",
                     "GetAverageCarbonIntensityBatch", "GetAllLocations"}
 # Not 200 on the demo provider: it keeps no historical forecasts, and answers as the SDK does then.
-EXPECTED_STATUS = {"BatchForecastDataAsync": 501}
+EXPECTED_STATUS = {"BatchForecastDataAsync": 501, "plan_started": 202}
+
+
+def filled(path: str, operation: dict, values: dict) -> str:
+    for parameter in operation.get("parameters", []):
+        if parameter["in"] == "path":
+            path = path.replace("{" + parameter["name"] + "}", str(values[parameter["name"]]))
+    return path
 
 
 def call(client, path: str, method: str, operation: dict, headers: dict):
@@ -48,7 +56,10 @@ def call(client, path: str, method: str, operation: dict, headers: dict):
     if "requestBody" in operation:
         examples = operation["requestBody"]["content"]["application/json"].get("examples")
         body = next(iter(examples.values()))["value"] if examples and path.startswith("/emissions/") else BODY
-    return client.open(path, method=method.upper(), query_string=query, json=body, headers=headers)
+    if operation["operationId"] == "plan_started":
+        body = None  # optional: the run starts now
+    return client.open(filled(path, operation, SAMPLE_PATH), method=method.upper(), query_string=query,
+                       json=body, headers=headers)
 
 
 def test_exactly_the_keyed_operations_declare_the_api_key_scheme():
@@ -59,7 +70,7 @@ def test_exactly_the_keyed_operations_declare_the_api_key_scheme():
     keyed = {operation["operationId"]: operation["security"]
              for _, _, operation in operations(document) if requires_key(operation, document)}
     assert keyed == {"optimize": [{"ApiKey": []}], "forecast": [{"ApiKey": []}], "zones": [{"ApiKey": []}],
-                     **{name: [{"ApiKey": []}] for name in CASDK_OPERATIONS}}
+                     "plan_started": [{"ApiKey": []}], **{name: [{"ApiKey": []}] for name in CASDK_OPERATIONS}}
     health = document["paths"]["/health"]["get"]
     assert not requires_key(health, document)
 
@@ -77,7 +88,7 @@ def test_401_without_a_key_if_and_only_if_the_document_requires_one(docs_access)
         assert with_key.status_code == EXPECTED_STATUS.get(operation["operationId"], 200), \
             (method, path, with_key.status_code, with_key.json)
         seen.add(operation["operationId"])
-    assert seen == {"optimize", "forecast", "zones", "health", "health_live", *CASDK_OPERATIONS}
+    assert seen == {"optimize", "forecast", "zones", "plan_started", "health", "health_live", *CASDK_OPERATIONS}
 
 
 def test_without_client_keys_the_api_is_open_and_the_document_says_so():
@@ -96,12 +107,13 @@ def test_every_operation_with_input_has_examples_and_the_service_answers_each():
     answered = []
     for path, method, operation in operations(document):
         body = operation.get("requestBody")
-        parameters = operation.get("parameters", [])
+        parameters = [p for p in operation.get("parameters", []) if p["in"] == "query"]
+        at = filled(path, operation, {p["name"]: p.get("example") for p in operation.get("parameters", [])})
         if body:
             examples = body["content"]["application/json"]["examples"]
             assert examples, operation["operationId"]
             for name, example in examples.items():
-                answer = client.open(path, method=method.upper(), json=example["value"])
+                answer = client.open(at, method=method.upper(), json=example["value"])
                 assert answer.status_code == EXPECTED_STATUS.get(operation["operationId"], 200), (name, answer.json)
                 answered.append(name)
         if parameters:
@@ -117,6 +129,6 @@ def test_every_operation_with_input_has_examples_and_the_service_answers_each():
     batch = client.post("/api/v1/optimize", json=document["paths"]["/api/v1/optimize"]["post"][
         "requestBody"]["content"]["application/json"]["examples"]["batch"]["value"]).json
     assert batch["summary"]["workloads"] == 3
-    assert sorted(answered) == sorted(["batch", "forecast", "interruptible", "one_workload", "replay", "two_ranges",
+    assert sorted(answered) == sorted(["at", "batch", "forecast", "interruptible", "now", "one_workload", "replay", "two_ranges",
                                        *(CASDK_OPERATIONS - {"BatchForecastDataAsync", "GetAverageCarbonIntensityBatch",
                                                              "GetAllLocations"})])

@@ -14,7 +14,9 @@ The `aws` and `vault` secrets hold one JSON object (SECRET_SHAPE below):
 
     {"electricity_maps_api_key": "…", "api_keys": ["…", "…"], "metrics_token": "…"}
 
-`api_keys` may also be one comma-separated string (what the AWS console's key/value editor makes);
+Each client key may be `name=key` (the name is what the plan ledger records; a bare key is named
+`key-<position>`: base.named_keys). `api_keys` may also be one comma-separated string (what the
+AWS console's key/value editor makes);
 `metrics_token` is optional, and so are `watttime_username` and `watttime_password` (the WattTime
 provider's login). Both backends load at start-up (a failure raises ConfigError, naming the
 backend, the location and the missing key) and then refresh every SECRETS_REFRESH_SECONDS in a daemon

@@ -7,6 +7,7 @@ Nothing here knows a particular backend; `env.py`, `aws.py` and `vault.py` build
 from __future__ import annotations
 
 import logging
+import re
 import threading
 import time
 from dataclasses import dataclass, field
@@ -14,19 +15,29 @@ from typing import Any, Callable, Optional
 
 from carbon_optimizer.errors import ConfigError, SecretError
 from carbon_optimizer.ops import metrics
+from carbon_optimizer.settings import CLIENT_NAME_PATTERN
 
 # The package's name, not this module's: log lines keep the logger name they had before the split.
 log = logging.getLogger(__package__)
 
 # The layout of the secret, for messages; it holds no secret (hence nosec for bandit's B105).
 SECRET_SHAPE = (  # nosec B105
-    '{"electricity_maps_api_key": "<key>", "api_keys": ["<client key>", ...], "metrics_token": "<optional>"}')
+    '{"electricity_maps_api_key": "<key>", "api_keys": ["<name>=<client key>" or "<client key>", ...], '
+    '"metrics_token": "<optional>"}')
+
+# A client's name, as `name=key` in API_KEYS or `api_keys` gives it: what the ledger records and
+# logs may show in place of the key. An unnamed key is named by its 1-based position (`key-2`).
+CLIENT_NAME = re.compile(CLIENT_NAME_PATTERN)
+# An entry whose text after its first "=" is empty or only "=" is base64 padding, not a name: such
+# a key shorter than this is refused instead (it is more likely `ci=` with its key left out, e.g.
+# an empty template variable, and would be a guessable key).
+MIN_PADDED_KEY_LENGTH = 16
 
 # Turns a backend client's exception into words with no payload, or None if it is not that client's.
 Describer = Callable[[BaseException], Optional[str]]
 
 __all__ = ["SECRET_SHAPE", "BaseSecretStore", "Describer", "RefreshingSecretStore", "Secrets",
-           "describe_failure", "guarded", "parse_secret"]
+           "describe_failure", "guarded", "named_keys", "parse_secret"]
 
 
 @dataclass(frozen=True)
@@ -37,6 +48,15 @@ class Secrets:
     # WattTime logs in with a username and password (both optional: only its provider needs them).
     watttime_username: Optional[str] = None
     watttime_password: Optional[str] = None
+    # Each key's client name, in the order of api_keys (named_keys); a Secrets built without
+    # names (older callers, tests) names its keys by position. Left out of ==, so that such a
+    # Secrets equals the same keys parsed (refresh compares names itself).
+    api_key_names: tuple[str, ...] = field(default_factory=tuple, compare=False)
+
+    def client_name(self, index: int) -> str:
+        """The name of the client whose key is api_keys[index]."""
+        names = self.api_key_names
+        return names[index] if index < len(names) else f"key-{index + 1}"
 
     def __repr__(self) -> str:  # never print values, even by accident
         return (f"Secrets(electricity_maps_api_key={'set' if self.electricity_maps_api_key else 'unset'}, "
@@ -64,15 +84,56 @@ def parse_secret(data: Any, require_provider_key: bool = True) -> Secrets:
         raw = raw.split(",")
     if not isinstance(raw, list) or not all(isinstance(k, str) for k in raw):
         raise SecretError("key 'api_keys' must be a list of strings or one comma-separated string")
-    keys = tuple(dict.fromkeys(k.strip() for k in raw if k.strip()))
+    try:
+        keys, names = named_keys(raw)
+    except ValueError as exc:
+        raise SecretError(f"key 'api_keys': {exc}") from None
     if raw and not keys:
         raise SecretError("key 'api_keys' holds only blank keys")
     token = data.get("metrics_token")
     if token is not None and not isinstance(token, str):
         raise SecretError("key 'metrics_token' must be a string")
-    return Secrets(electricity_maps_api_key=em_key, api_keys=keys, metrics_token=(token or "").strip() or None,
+    return Secrets(electricity_maps_api_key=em_key, api_keys=keys, api_key_names=names,
+                   metrics_token=(token or "").strip() or None,
                    watttime_username=_optional_string(data, "watttime_username"),
                    watttime_password=_optional_string(data, "watttime_password"))
+
+
+def named_keys(entries: list[str]) -> tuple[tuple[str, ...], tuple[str, ...]]:
+    """Client keys and their names from entries `name=key` or `key` (blank ones skipped): the
+    keys, each once in the order given, and their names, an unnamed key's being `key-<n>` with n
+    its 1-based position among the entries. A key may hold "=" (base64 padding) when named.
+    ValueError names entries by position only: no text of an entry (which may be a key) is shown."""
+    pairs: dict[str, str] = {}     # key -> name, in order
+    named_at: dict[str, int] = {}  # name -> the position that took it
+    position = 0
+    for entry in entries:
+        entry = entry.strip()
+        if not entry:
+            continue
+        position += 1
+        name, sep, key = entry.partition("=")
+        if not sep or not key.strip("="):  # no "=", or only padding after it: a key without name
+            if sep and len(entry) < MIN_PADDED_KEY_LENGTH:
+                raise ValueError(f"entry {position} ends in '=' with no key after it: give "
+                                 "name=key (if '=' is part of a short key, name the key)")
+            name, key, explicit = f"key-{position}", entry, False
+        else:
+            name, key, explicit = name.strip(), key.strip(), True
+            if not CLIENT_NAME.fullmatch(name):
+                raise ValueError(f"entry {position}: the name before '=' must be 1 to 64 letters, "
+                                 "digits, '_', '.' or '-'")
+        if key in pairs:
+            if explicit and pairs[key] != name:  # one key, two names: whose would its plans be?
+                raise ValueError(f"entry {position} repeats the key of an earlier entry under "
+                                 "another name; give each client its own key")
+            continue  # the same key again: kept once, as before names existed
+        if name in named_at:
+            raise ValueError(f"entries {named_at[name]} and {position} have the same name; each "
+                             "client's name must be unique (unnamed keys are named key-<position>)")
+        named_at[name] = position
+        pairs[key] = name
+    return tuple(pairs), tuple(pairs.values())
 
 
 def _optional_string(data: dict, key: str) -> Optional[str]:
@@ -151,7 +212,7 @@ class RefreshingSecretStore(BaseSecretStore):
                                "reason": message, "consecutive_failures": self._failures})
             return False
         with self._lock:
-            changed = fresh != self._secrets
+            changed = fresh != self._secrets or fresh.api_key_names != self._secrets.api_key_names
             self._secrets = fresh
             self._failures = 0
             self._last_success = time.time()

@@ -16,6 +16,7 @@ from flask import Flask
 from carbon_optimizer import VERSION
 from carbon_optimizer.engine import build_engine
 from carbon_optimizer.errors import ConfigError, ErrorWriter
+from carbon_optimizer.ledger.records import Ledger, NullLedger
 from carbon_optimizer.ops import metrics
 from carbon_optimizer.ops.log_format import configure_logging
 from carbon_optimizer.secret_store import BaseSecretStore, build_secret_store
@@ -46,11 +47,15 @@ def _wire_metrics(app: Flask) -> None:
 
 def create_app(settings: Optional[Settings] = None, *,
                secret_store: Optional[BaseSecretStore] = None,
-               clock: Optional[Callable[[], datetime]] = None) -> Flask:
+               clock: Optional[Callable[[], datetime]] = None,
+               ledger: Optional[Ledger] = None) -> Flask:
+    """`ledger`: where each answer's plans and each reported start go (tests pass a recording
+    one); by default none is kept."""
     settings = settings or load_settings()
     configure_logging(settings.log_level)
     secret_store = secret_store or build_secret_store(settings)
     engine = build_engine(settings, secret_store)
+    ledger = ledger or NullLedger()
 
     app = Flask(__name__, static_folder=None)  # pages.py serves the static files, with cache headers
     app.config.update(MAX_CONTENT_LENGTH=settings.max_body_bytes, JSON_SORT_KEYS=False)
@@ -59,7 +64,7 @@ def create_app(settings: Optional[Settings] = None, *,
         settings=settings, secrets=secret_store, engine=engine,
         openapi=openapi.build_document(VERSION, settings.max_batch_size),
         clock=clock or (lambda: datetime.now(timezone.utc)),
-        errors=ErrorWriter(settings.upstream_failure_backoff_seconds))
+        errors=ErrorWriter(settings.upstream_failure_backoff_seconds), ledger=ledger)
 
     register_error_handlers(app)
     app.register_blueprint(api)
@@ -74,6 +79,14 @@ def create_app(settings: Optional[Settings] = None, *,
     log.info("carbon-optimizer ready", extra={"provider": engine.provider.name, "version": VERSION,
                                               "redis": bool(settings.redis_url)})
     return app
+
+
+def close_app(app: Flask, timeout: float = 5.0) -> None:
+    """At a worker's graceful exit (gunicorn.conf.py worker_exit): the ledger writes what it holds
+    queued, within `timeout` seconds."""
+    state = app.extensions.get(EXTENSION)
+    if state is not None:
+        state.ledger.close(timeout)
 
 
 def wsgi_app() -> Flask:

@@ -1,10 +1,10 @@
 """What an app holds for its requests, in one object under `app.extensions`: its settings, secret
-store, engine, OpenAPI document, clock and error writer, and the rate limiting `limits.init_app` sets up. Read
+store, engine, plan ledger, OpenAPI document, clock and error writer, and the rate limiting `limits.init_app` sets up. Read
 through `app_state()`, typed; the tests build many apps, each with its own."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Callable, Optional, Protocol
 
@@ -13,6 +13,7 @@ from flask_limiter import Limiter
 
 from carbon_optimizer.engine import CarbonEngine
 from carbon_optimizer.errors import ErrorWriter
+from carbon_optimizer.ledger.records import Ledger, NullLedger
 from carbon_optimizer.secret_store import BaseSecretStore
 from carbon_optimizer.settings import Settings
 
@@ -41,6 +42,7 @@ class AppState:
     openapi: dict
     clock: Callable[[], datetime]
     errors: ErrorWriter  # with the configured upstream back-off, for every error answer
+    ledger: Ledger = field(default_factory=NullLedger)  # where each answer's plans are handed
     # Set by limits.init_app; None before it, and a limited view then refuses to run.
     rate_limiting: Optional[RateLimiting] = None
 

@@ -3,8 +3,8 @@ access to /metrics (a network allowlist and a bearer token).
 
 `Auth` is the Flask extension: one request hook, installed after the rate limiter's (see
 create_app), so that requests with a wrong key are counted too and key guessing is rate limited.
-Who is calling (`api_client`: a valid key's position in the key list) is worked out once per
-request, when first asked: by the limiter, which keys its budgets on it, or by the hook. Secrets
+Who is calling (`api_client`: a valid key's position in the key list; `client_name`: its name) is
+worked out once per request, when first asked: by the limiter, which keys its budgets on it, or by the hook. Secrets
 are read from the store on every request, so a rotated key applies as soon as the store
 refreshes; no key, token or hash of one is ever logged.
 """
@@ -86,20 +86,37 @@ _DIGESTS = _KeyDigests()
 # Where a request keeps who is calling once known: its WSGI environ, which lives exactly as long as
 # the request (flask.g may outlive it, when an app context is already pushed).
 _CLIENT_KEY = "carbon_optimizer.api_client"
+_NAME_KEY = "carbon_optimizer.client_name"
+
+
+def _identify() -> None:
+    environ = request.environ
+    secrets = app_state().secrets.current()  # one snapshot: keys and names of the same refresh
+    keys = secrets.api_keys
+    presented = _presented_key()
+    index = _matching_digest(presented, _DIGESTS.of(keys)) if keys and presented else None
+    # The position names the client for the limiter (its Redis keys and log lines): no key,
+    # and no hash of one, leaves the process.
+    environ[_CLIENT_KEY] = None if index is None else f"key:{index}"
+    environ[_NAME_KEY] = None if index is None else secrets.client_name(index)
 
 
 def api_client() -> Optional[str]:
     """The client of a valid API key, named by the key's position in the configured list
     ("key:0"), or None."""
-    environ = request.environ
-    if _CLIENT_KEY not in environ:
-        keys = app_state().secrets.current().api_keys
-        presented = _presented_key()
-        index = _matching_digest(presented, _DIGESTS.of(keys)) if keys and presented else None
-        # The position names the client for the limiter (its Redis keys and log lines): no key,
-        # and no hash of one, leaves the process.
-        environ[_CLIENT_KEY] = None if index is None else f"key:{index}"
-    return environ[_CLIENT_KEY]
+    if _CLIENT_KEY not in request.environ:
+        _identify()
+    return request.environ[_CLIENT_KEY]
+
+
+def client_name() -> Optional[str]:
+    """The name of the client whose valid API key came with this request (`ci` for an API_KEYS
+    entry `ci=...`, `key-2` for an unnamed second key), for what the ledger records; None when no
+    valid key came (an open API). Never the key. The limiter keeps keying on the position
+    (api_client), so renaming a client does not reset its rate-limit budget."""
+    if _NAME_KEY not in request.environ:
+        _identify()
+    return request.environ[_NAME_KEY]
 
 
 def client_identity() -> str:

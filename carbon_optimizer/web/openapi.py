@@ -39,6 +39,10 @@ OPTIMIZE_EXAMPLES = {
                   "capacity": {"max_concurrent": 2}}},
 }
 FORECAST_EXAMPLE = {"zone": "DE", "hours": 48, "history": True}
+STARTED_EXAMPLES = {"now": {"summary": "The run starts now (the service's clock)", "value": {}},
+                    "at": {"summary": "The run started at a given moment",
+                           "value": {"started_at": "2026-11-23T08:00:00Z"}}}
+PLAN_ID_EXAMPLE = "3f2b6c1e9a7d4e0b8c5a1f6d2e9b7c40"
 
 
 def build_document(version: str, max_batch_size: int) -> dict:
@@ -46,8 +50,10 @@ def build_document(version: str, max_batch_size: int) -> dict:
                   response_models.ScheduledWorkload, response_models.UnschedulableWorkload,
                   response_models.BatchResponse, response_models.ForecastResponse,
                   response_models.ErrorResponse, response_models.HealthResponse,
-                  response_models.LiveResponse, response_models.ZonesResponse, *casdk_openapi.MODELS]
-    requests = (request_models.Workload, request_models.WorkloadBatch)
+                  response_models.LiveResponse, response_models.ZonesResponse,
+                  request_models.RunStartedReport, response_models.RunStartedResponse,
+                  *casdk_openapi.MODELS]
+    requests = (request_models.Workload, request_models.WorkloadBatch, request_models.RunStartedReport)
     _, defs = models_json_schema([(m, "validation" if m in requests else "serialization")
                                   for m in documented], ref_template=_REF)
     components = defs.get("$defs", {})
@@ -140,6 +146,26 @@ def build_document(version: str, max_batch_size: int) -> dict:
                     "401": unauthorized,
                     "429": rate_limited,
                     "503": _error("the provider's zone list cannot be had just now; see Retry-After"),
+                }}},
+            "/api/v1/plans/{plan_id}/started": {"post": {
+                "summary": "Report that a planned run started (for the plan ledger's measured savings)",
+                "operationId": "plan_started",
+                "security": [{"ApiKey": []}],
+                "parameters": [{"name": "plan_id", "in": "path", "required": True,
+                                "description": "the plan_id of the answer whose run started",
+                                "example": PLAN_ID_EXAMPLE,
+                                "schema": {"type": "string", "pattern": request_models.PLAN_ID_PATTERN}}],
+                "requestBody": {"required": False, "content": {"application/json": {
+                    "schema": {"$ref": _REF.format(model="RunStartedReport")},
+                    "examples": STARTED_EXAMPLES}}},
+                "responses": {
+                    "202": _ok("RunStartedResponse", "accepted for the ledger (a report of a plan "
+                                                     "it does not hold is kept out of the savings)"),
+                    "400": _error("plan_id is not 32 hexadecimal digits, or started_at is not an "
+                                  "RFC 3339 timestamp at most 5 minutes past the service's clock"),
+                    "401": unauthorized,
+                    "415": _error("a body that is not application/json"),
+                    "429": rate_limited,
                 }}},
             "/health": {"get": {
                 "summary": "Readiness and dependency state, for load balancers",

@@ -41,6 +41,7 @@ class JobsAsked:
     capacity: Optional[CapacityLimits]   # a batch's shared limits (None: each job on its own)
     batch: bool                          # asked as {"workloads": [...]}
     signal: Optional[str] = None         # the signal asked for (None: the deployment's default)
+    replan_of: tuple[Optional[str], ...] = ()  # per job: the plan it revises (a re-ask), if any
 
 
 def jobs_asked(body: object, gone: Optional[Callable[[], bool]] = None) -> JobsAsked:
@@ -59,7 +60,8 @@ def jobs_asked(body: object, gone: Optional[Callable[[], bool]] = None) -> JobsA
     resolved = state.engine.resolve_locations(names + keys, MAX_SUGGESTED_LOCATIONS, signal)
     jobs, locations = _jobs(workloads, batch is not None, now, settings, resolved, gone)
     limits = _capacity_limits(capacity, locations, resolved) if capacity is not None else None
-    return JobsAsked(now, jobs, locations, limits, batch is not None, signal)
+    return JobsAsked(now, jobs, locations, limits, batch is not None, signal,
+                     tuple(workload.replan_of for workload in workloads))
 
 
 def _signal(workloads: list[Workload], batch: Optional[WorkloadBatch]) -> Optional[str]:

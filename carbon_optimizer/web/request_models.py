@@ -111,6 +111,27 @@ Timestamp = Annotated[AwareDatetime, BeforeValidator(_timestamp), AfterValidator
 
 
 
+# A plan's id as answers give it (ledger/records.py new_plan_id): 32 hexadecimal digits.
+PLAN_ID_PATTERN = r"^[0-9a-f]{32}$"
+
+
+def plan_id_problem(value: object) -> Optional[str]:
+    """Why `value` is not a plan id (None when it is one)."""
+    if isinstance(value, str) and re.fullmatch(PLAN_ID_PATTERN, value):
+        return None
+    return f"must be the plan_id of an earlier answer: 32 hexadecimal digits (got {_shown(value)})"
+
+
+def _plan_id(value: object) -> object:
+    found = plan_id_problem(value)
+    if found is not None:
+        raise ValueError(found)
+    return value
+
+
+PlanId = Annotated[str, PlainValidator(_plan_id), WithJsonSchema({
+    "type": "string", "pattern": PLAN_ID_PATTERN, "examples": ["3f2b6c1e9a7d4e0b8c5a1f6d2e9b7c40"]})]
+
 
 def _minutes(value: Optional[timedelta]) -> str:
     return "none" if value is None else f"{value.total_seconds() / 60:g} min"
@@ -158,6 +179,10 @@ class Workload(BaseModel):
         None, description="replay only (CARBON_PROVIDER=file, FILE_REPLAY=true): answer as if it "
                           "were this moment; in a batch, give it once at the top")
     signal: Optional[SignalName] = Field(None, description=SIGNAL_DESCRIPTION)
+    replan_of: Optional[PlanId] = Field(
+        None, description="asking again for the same job (at replan_at, or a last check before "
+                          "its start): the plan_id of the answer this one revises, so that the "
+                          "plan ledger counts the job once")
 
     @model_validator(mode="after")
     def _consistent(self) -> "Workload":
@@ -345,3 +370,12 @@ class WorkloadBatch(BaseModel):
 
 
 OptimizeRequest = Union[Workload, WorkloadBatch]
+
+
+class RunStartedReport(BaseModel):
+    """POST /api/v1/plans/{plan_id}/started: a planned run really started."""
+    model_config = ConfigDict(extra="forbid", json_schema_extra={
+        "examples": [{"started_at": "2026-11-23T08:00:00Z"}]})
+
+    started_at: Optional[Timestamp] = Field(
+        None, description="when the run started (default: when the service received the report)")

@@ -172,8 +172,14 @@ class UnavailableZone(Response):
                                           code=f.code, message=f.message) for f in failures]}
 
 
+PLAN_ID_DESCRIPTION = ("this plan's id (32 hexadecimal digits): send it as `replan_of` when asking "
+                       "again for the same job, and to POST /api/v1/plans/{plan_id}/started when "
+                       "the run starts")
+
+
 class ScheduledWorkload(Response):
     id: Optional[str]
+    plan_id: str = Field(description=PLAN_ID_DESCRIPTION)
     status: Literal["scheduled"]
     location: str = Field(description=LOCATION_DESCRIPTION)
     zone: str = Field(description="the Electricity Maps zone chosen")
@@ -194,8 +200,8 @@ class ScheduledWorkload(Response):
         None, description="interruptible workloads: the intervals to run, in order")
 
     @classmethod
-    def of(cls, schedule: Schedule, now: datetime,
-           locations: Optional[Mapping[str, str]] = None) -> "ScheduledWorkload":
+    def of(cls, schedule: Schedule, now: datetime, locations: Optional[Mapping[str, str]],
+           plan_id: str) -> "ScheduledWorkload":
         """`locations`: zone -> the location asked for it (absent: the zone key itself)."""
         job, baseline = schedule.job, schedule.baseline
         emissions = _round(schedule.emissions_grams, 3)
@@ -205,7 +211,7 @@ class ScheduledWorkload(Response):
             extra["chunks"] = [Chunk(start=_moment(a), end=_moment(b),
                                      duration_minutes=(b - a) // 60) for a, b in schedule.intervals]
         return cls(
-            id=job.id, status="scheduled", location=_location(locations, schedule.zone),
+            id=job.id, plan_id=plan_id, status="scheduled", location=_location(locations, schedule.zone),
             zone=schedule.zone,
             start=_moment(schedule.start), end=_moment(schedule.end),
             start_in_seconds=max(0, schedule.start - to_epoch(now)),
@@ -224,6 +230,7 @@ class ScheduledWorkload(Response):
 
 class UnschedulableWorkload(Response):
     id: Optional[str]
+    plan_id: None = Field(None, description="null: an unschedulable workload has no plan")
     status: Literal["unschedulable"]
     code: FailureCode
     reason: str
@@ -233,7 +240,7 @@ class UnschedulableWorkload(Response):
     @classmethod
     def of(cls, failure: Unschedulable,
            locations: Optional[Mapping[str, str]] = None) -> "UnschedulableWorkload":
-        return cls(id=failure.job.id, status="unschedulable", code=failure.code,
+        return cls(id=failure.job.id, plan_id=None, status="unschedulable", code=failure.code,
                    reason=failure.message, **UnavailableZone.all_of(failure.unavailable, locations))
 
 
@@ -274,12 +281,14 @@ class BatchResponse(Response):
                           "duration, 1 kW without power_kw), then emits the least")
 
     @classmethod
-    def of(cls, outcomes: list, now: datetime,
-           locations: Optional[Sequence[Mapping[str, str]]] = None) -> "BatchResponse":
-        """`locations`: per workload, in order, zone -> the location asked for it."""
+    def of(cls, outcomes: list, now: datetime, locations: Optional[Sequence[Mapping[str, str]]],
+           plan_ids: Sequence[Optional[str]]) -> "BatchResponse":
+        """`locations`: per workload, in order, zone -> the location asked for it; `plan_ids`:
+        per workload, its plan's id (None where it is unschedulable)."""
         per_job = locations or [{}] * len(outcomes)
-        results = [ScheduledWorkload.of(o, now, where) if isinstance(o, Schedule)
-                   else UnschedulableWorkload.of(o, where) for o, where in zip(outcomes, per_job)]
+        results = [ScheduledWorkload.of(o, now, where, plan_id) if isinstance(o, Schedule)
+                   else UnschedulableWorkload.of(o, where)
+                   for o, where, plan_id in zip(outcomes, per_job, plan_ids)]
         scheduled = [r for r in results if isinstance(r, ScheduledWorkload)]
         grams = [r.saving_grams for r in scheduled if r.saving_grams is not None]
         extra: dict = {}
@@ -368,8 +377,18 @@ class ErrorResponse(Response):
 
 
 class HealthResponse(Response):
-    status: Literal["ok", "degraded"]
-    checks: dict[str, dict[str, Optional[str]]]
+    status: Literal["ok", "degraded"] = Field(
+        description="degraded: a dependency the answers rest on is failing (Redis, a provider, "
+                    "the secret store, shared rate limits). The `ledger` check is shown but never "
+                    "makes the service degraded: a ledger outage loses no answer")
+    checks: dict[str, dict[str, Union[str, int, float, bool, None]]]
+
+
+class RunStartedResponse(Response):
+    status: Literal["accepted"] = Field(description="handed to the plan ledger, which writes it "
+                                                    "shortly (not checked against the plan yet)")
+    plan_id: str
+    started_at: UtcTime
 
 
 class LiveResponse(Response):
