@@ -1,0 +1,38 @@
+"""The ledger a service runs with, from its settings: `build_ledger(settings)`."""
+
+from __future__ import annotations
+
+import os
+from typing import Optional
+
+import redis
+
+from carbon_optimizer.ledger.records import Ledger, NullLedger
+from carbon_optimizer.ledger.spool import FileSpool, RedisSpool, Spool
+from carbon_optimizer.ledger.store import LedgerStore
+from carbon_optimizer.ledger.writer import LedgerWriter
+from carbon_optimizer.settings import Settings
+
+SPOOL_FILE = "ledger-spool.jsonl"
+
+
+def build_spool(settings: Settings) -> Spool:
+    """Redis when the deployment has one (shared by its workers and replicas), else a file in
+    LEDGER_DIR (shared by the workers of one machine)."""
+    if settings.redis_url:
+        client = redis.Redis.from_url(settings.redis_url, socket_timeout=1.0,
+                                      socket_connect_timeout=1.0)
+        return RedisSpool(client, settings.cache_key_prefix, settings.ledger_spool_max)
+    return FileSpool(os.path.join(settings.ledger_dir, SPOOL_FILE), settings.ledger_spool_max)
+
+
+def build_ledger(settings: Settings, spool: Optional[Spool] = None) -> Ledger:
+    """A LedgerWriter on the configured database (migrated by its thread before the first write,
+    so a database down at start delays nothing), or NullLedger when LEDGER_ENABLED is false.
+    Connects to nothing here."""
+    if not settings.ledger_enabled:
+        return NullLedger()
+    os.makedirs(settings.ledger_dir, exist_ok=True)
+    return LedgerWriter(LedgerStore(settings.ledger_database_url),
+                        spool if spool is not None else build_spool(settings),
+                        retention_days=settings.ledger_retention_days)
