@@ -23,6 +23,7 @@ metadata = MetaData(naming_convention={
     "pk": "pk_%(table_name)s",
 })
 
+VERSION_TABLE = "ledger_alembic_version"  # Alembic's, not its default name: the database may be shared
 PLAN_ID = 32          # new_plan_id(): 32 hex digits
 ZONE = 64             # zone keys and signal/provider names are short
 STATUSES = ("pending", "reconciled", "no_data")

@@ -20,7 +20,7 @@ import threading
 import time
 from typing import Callable, Optional, Sequence
 
-from sqlalchemy.exc import DataError, IntegrityError, SQLAlchemyError
+from sqlalchemy.exc import DataError, DBAPIError, IntegrityError, SQLAlchemyError, StatementError
 
 from carbon_optimizer.ledger.records import PlanRecord, RunStarted
 from carbon_optimizer.ledger.spool import Record, Spool, SpoolBusy
@@ -38,9 +38,17 @@ REPLAY_SECONDS = 2.0          # one cycle's replay stops after this, so the queu
 RETENTION_EVERY = 6 * 3600.0  # seconds between retention deletes (each worker; they are idempotent)
 SPOOL_RECOUNT = 1.0           # seconds between reads of the spool's size (other workers push too)
 
-# Errors of the records themselves: retried one by one, and a record the database still refuses is
-# dropped (spooling it would only fail again). Every other database error means "unreachable".
-_REJECTED = (DataError, IntegrityError, TypeError, ValueError)
+
+
+def _unreachable(exc: Exception) -> bool:
+    """A database error that is not about the records themselves (those are retried one by one,
+    and a record the database still refuses is dropped: spooled, it would only fail again). A
+    value the driver cannot even send (an integer past 64 bits, say) is the record's fault too."""
+    if not isinstance(exc, SQLAlchemyError):
+        return False
+    if isinstance(exc, (DataError, IntegrityError)):
+        return False
+    return isinstance(exc, DBAPIError) or not isinstance(exc, StatementError)
 
 
 def _split(batch: Sequence[Record]) -> tuple[list[PlanRecord], list[RunStarted]]:
@@ -181,7 +189,7 @@ class LedgerWriter:
         """Run a database action; False (and the database marked down) when it is unreachable."""
         try:
             action()
-        except (SQLAlchemyError, *_REJECTED) as exc:
+        except Exception as exc:  # noqa: BLE001 - whatever it was, the database is not usable
             return self._down(exc)
         self._up()
         return True
@@ -199,11 +207,10 @@ class LedgerWriter:
         plans, runs = _split(batch)
         try:
             self.store.write(plans, runs)
-        except _REJECTED:
-            pass
-        except SQLAlchemyError as exc:
-            self._down(exc)
-            return list(batch)
+        except Exception as exc:  # noqa: BLE001 - sorted by _unreachable
+            if _unreachable(exc):
+                self._down(exc)
+                return list(batch)
         else:
             self._up()
             return []
@@ -211,12 +218,12 @@ class LedgerWriter:
             plans, runs = _split((record,))
             try:
                 self.store.write(plans, runs)
-            except _REJECTED as exc:
+            except Exception as exc:  # noqa: BLE001
+                if _unreachable(exc):
+                    self._down(exc)
+                    return list(batch[index:])
                 self._error(exc)
                 self._drop(1, "rejected")
-            except SQLAlchemyError as exc:
-                self._down(exc)
-                return list(batch[index:])
         self._up()
         return []
 
@@ -280,7 +287,7 @@ class LedgerWriter:
         self._next_retention = now + RETENTION_EVERY * random.uniform(0.9, 1.1)
         try:
             deleted = self.store.retention(self.retention_days)
-        except SQLAlchemyError as exc:
+        except Exception as exc:  # noqa: BLE001 - tried again next period
             self._error(exc)
             return
         if deleted:

@@ -5,9 +5,7 @@ from __future__ import annotations
 
 from alembic import context
 
-from carbon_optimizer.ledger.tables import metadata
-
-VERSION_TABLE = "ledger_alembic_version"  # not the default name: the database may be shared
+from carbon_optimizer.ledger.tables import VERSION_TABLE, metadata
 
 connection = context.config.attributes["connection"]
 context.configure(connection=connection, target_metadata=metadata, version_table=VERSION_TABLE,
