@@ -16,6 +16,7 @@ import pytest
 from prometheus_client import REGISTRY
 from sqlalchemy import func, select
 
+from carbon_optimizer.errors import ConfigError
 from carbon_optimizer.ledger.factory import build_ledger
 from carbon_optimizer.ledger.migrate import migrate
 from carbon_optimizer.ledger.records import NullLedger, RunStarted
@@ -295,3 +296,11 @@ def test_build_ledger_from_settings(tmp_path, redis_prefix):
     assert shared.spool.key == f"{redis_prefix}ledger:spool" and shared.spool.limit == 7
     assert PASSWORD not in repr(shared.store)
     shared.close(timeout=5)
+
+
+@pytest.mark.parametrize("url", [f"postgresql+psycopg://ledger:{PASSWORD}@db:port/ledger",
+                                 f"mysql://ledger:{PASSWORD}@db/ledger", f"not a url {PASSWORD}"])
+def test_a_database_url_that_cannot_be_used_stops_the_start_without_showing_it(url, tmp_path):
+    with pytest.raises(ConfigError, match="DATABASE_URL is not a URL such as") as refused:
+        build_ledger(load_settings({"DATABASE_URL": url, "LEDGER_DIR": str(tmp_path)}))
+    assert PASSWORD not in str(refused.value)

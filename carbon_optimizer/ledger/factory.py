@@ -7,6 +7,7 @@ from typing import Optional
 
 import redis
 
+from carbon_optimizer.errors import ConfigError
 from carbon_optimizer.ledger.records import Ledger, NullLedger
 from carbon_optimizer.ledger.spool import FileSpool, RedisSpool, Spool
 from carbon_optimizer.ledger.store import LedgerStore
@@ -33,6 +34,12 @@ def build_ledger(settings: Settings, spool: Optional[Spool] = None) -> Ledger:
     if not settings.ledger_enabled:
         return NullLedger()
     os.makedirs(settings.ledger_dir, exist_ok=True)
-    return LedgerWriter(LedgerStore(settings.ledger_database_url),
+    try:
+        store = LedgerStore(settings.ledger_database_url)
+    except Exception:  # noqa: BLE001 - the parser's message may quote the URL, password and all
+        raise ConfigError("invalid configuration: DATABASE_URL is not a URL such as "
+                          "postgresql+psycopg://user:password@host:5432/db or sqlite:///path "
+                          "(its value is not shown: it may hold a password)") from None
+    return LedgerWriter(store,
                         spool if spool is not None else build_spool(settings),
                         retention_days=settings.ledger_retention_days)

@@ -37,6 +37,7 @@ RETRY_SECONDS = (0.5, 5.0)    # first and longest wait before asking a down data
 REPLAY_SECONDS = 2.0          # one cycle's replay stops after this, so the queue keeps moving
 RETENTION_EVERY = 6 * 3600.0  # seconds between retention deletes (each worker; they are idempotent)
 SPOOL_RECOUNT = 1.0           # seconds between reads of the spool's size (other workers push too)
+BURST_QUIET = 5.0             # seconds without a drop that end a burst of drops (one log line each)
 
 
 
@@ -87,7 +88,8 @@ class LedgerWriter:
         self._spooled = 0
         self._counted_at = -SPOOL_RECOUNT
         self._dropped = 0
-        self._burst = 0               # records dropped since the last record kept
+        self._burst = 0               # records dropped in the current burst
+        self._last_drop_at = 0.0
         self._last_error: Optional[str] = None
 
     # The request side: O(1) per record, never blocks, never raises.
@@ -177,11 +179,11 @@ class LedgerWriter:
             if reachable and self._spooled == 0:
                 unwritten = self._write(batch)
                 if not unwritten:
-                    self._kept()
                     continue
                 reachable = False
                 batch = unwritten
             self._to_spool(batch)
+        self._end_burst()
         LEDGER_QUEUED.set(len(self._queue))
         LEDGER_SPOOLED.set(self._spooled)
 
@@ -252,8 +254,6 @@ class LedgerWriter:
         self._spooled += kept
         if kept < len(batch):
             self._drop(len(batch) - kept, "spool_full")
-        else:
-            self._kept()
 
     def _replay(self) -> bool:
         """Write the spool's records, oldest first; False when the database failed meanwhile."""
@@ -299,14 +299,15 @@ class LedgerWriter:
         labelled(LEDGER_DROPPED, reason).inc(count)
         with self._drop_lock:  # request threads drop too (queue_full)
             self._dropped += count
+            self._last_drop_at = self._clock()
             first = self._burst == 0
             self._burst += count
         if first:
             log.warning("ledger: dropping records (%s); counted in "
                         "carbon_ledger_records_dropped_total and shown by /health", reason)
 
-    def _kept(self) -> None:
-        if self._burst:
+    def _end_burst(self) -> None:
+        if self._burst and self._clock() - self._last_drop_at >= BURST_QUIET:
             with self._drop_lock:
                 burst, self._burst = self._burst, 0
             log.warning("ledger: %d records were dropped in that burst", burst)
