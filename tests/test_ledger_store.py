@@ -141,6 +141,20 @@ def test_text_longer_than_its_column_is_cut_rather_than_failing_the_batch(store)
     assert back[record.plan_id].zone == "Z" * 64
 
 
+def test_the_engine_keeps_the_urls_options_and_adds_a_statement_timeout(postgres_url):
+    """The test's schema comes as the URL's `options` (search_path); the statement timeout is added
+    beside it, not in its place. A plain postgresql:// URL gets psycopg 3."""
+    store = LedgerStore(postgres_url.replace("postgresql+psycopg://", "postgresql://"))
+    try:
+        assert store.engine.dialect.driver == "psycopg"
+        with store.engine.connect() as connection:
+            assert connection.execute(text("SHOW statement_timeout")).scalar_one() == "10s"
+            schema = connection.execute(text("SELECT current_schema()")).scalar_one()
+        assert schema.startswith("ledger_") and schema in postgres_url
+    finally:
+        store.close()
+
+
 def test_a_password_in_the_url_is_not_shown(tmp_path):
     url = "postgresql+psycopg://ledger:s3cret-Pa55@127.0.0.1:1/ledger"
     assert "s3cret-Pa55" not in repr(LedgerStore(url))

@@ -204,6 +204,29 @@ def test_a_record_the_database_refuses_is_dropped_and_the_rest_of_its_batch_writ
     assert writer.health()["spooled"] == 0
 
 
+def test_the_spool_file_counts_what_other_processes_append_and_replay(tmp_path):
+    """Two handles on one file (two workers): each one's count follows the other's pushes and a
+    replay that emptied the file and started a new one."""
+    mine, theirs = FileSpool(tmp_path / "spool.jsonl", 1000), FileSpool(tmp_path / "spool.jsonl", 1000)
+    assert mine.push([plan_record(i) for i in range(3)]) == 3
+    assert theirs.push([plan_record(i) for i in range(4)]) == 4
+    assert mine.size() == theirs.size() == 7
+    with theirs.replaying():
+        assert len(theirs.take(5)) == 5
+        theirs.commit()
+    assert mine.size() == 2
+    with theirs.replaying():
+        assert len(theirs.take(5)) == 2
+        theirs.commit()
+    assert mine.size() == theirs.size() == 0
+    newer = [plan_record(i) for i in range(9)]  # a new file, longer than the last one counted
+    assert theirs.push(newer) == 9
+    assert mine.size() == 9
+    with mine.replaying():
+        assert [r.plan_id for r in mine.take(100)] == [r.plan_id for r in newer]
+    assert mine.push([plan_record(0)] * 1000) == 991  # the bound counts the other's records
+
+
 def test_a_torn_line_in_the_spool_file_is_skipped(tmp_path):
     """A process killed while appending leaves part of a line: the records around it still read."""
     spool = FileSpool(tmp_path / "spool.jsonl", 100)

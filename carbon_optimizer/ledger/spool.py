@@ -71,7 +71,7 @@ class Spool(Protocol):
 
 class FileSpool:
     """JSON lines appended to `path`; `path.offset` holds how many bytes were replayed. The file is
-    emptied once everything in it is replayed (no rewrite per batch). Shared by the processes of
+    replaced by an empty one once everything in it is replayed (no rewrite per batch). Shared by the processes of
     one machine through flock on `path.lock`: push() and replaying() each take it (not nested)."""
 
     def __init__(self, path: Union[str, Path], limit: int) -> None:
@@ -80,9 +80,9 @@ class FileSpool:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._offset_path = self.path.with_name(self.path.name + ".offset")
         self._lock_path = self.path.with_name(self.path.name + ".lock")
-        # What this process counted last: (offset, file size, lines past the offset), so a count
-        # reads only what was appended since (another process may append too).
-        self._counted = (0, 0, 0)
+        # What this process counted last: (the file's inode, offset, file size, lines past the
+        # offset), so a count reads only what was appended since (another process may append too).
+        self._counted = (0, 0, 0, 0)
         self._taken = (0, 0, 0)  # (from offset, to offset, lines) of the last take()
 
     def replaying(self):
@@ -90,18 +90,20 @@ class FileSpool:
 
     def _offset(self) -> int:
         try:
-            return int(self._offset_path.read_text() or 0)
+            offset = int(self._offset_path.read_text() or 0)
+            # Past the end: stale (the file was removed or replaced by hand); read it all again.
+            return offset if offset <= os.stat(self.path).st_size else 0
         except (FileNotFoundError, ValueError):
             return 0
 
     def _count(self) -> int:
         offset = self._offset()
         try:
-            file_size = os.stat(self.path).st_size
+            status = os.stat(self.path)
         except FileNotFoundError:
             return 0
-        known_offset, known_size, known_lines = self._counted
-        if known_offset == offset and offset <= known_size <= file_size:
+        known_file, known_offset, known_size, known_lines = self._counted
+        if known_file == status.st_ino and known_offset == offset and offset <= known_size <= status.st_size:
             start, lines = known_size, known_lines
         else:
             start, lines = offset, 0
@@ -109,7 +111,7 @@ class FileSpool:
             spool.seek(start)
             while chunk := spool.read(1 << 20):
                 lines += chunk.count(b"\n")
-        self._counted = (offset, file_size, lines)
+        self._counted = (status.st_ino, offset, status.st_size, lines)
         return lines
 
     def size(self) -> int:
@@ -150,13 +152,22 @@ class FileSpool:
         start, end, _lines = self._taken
         if start != self._offset():
             raise ValueError(f"commit() does not follow take(): the spool moved from {start}")
-        if end >= os.stat(self.path).st_size:
-            with open(self.path, "wb") as spool:
-                os.fsync(spool.fileno())
-            end = 0
+        if end < os.stat(self.path).st_size:
+            self._write_offset(end)
+            return
+        # All replayed: a new empty file (a new inode, so no process's count mistakes it for the
+        # old one), the offset reset first. A crash between the two replays the old file again,
+        # which writes nothing twice; the other order could skip a new file's first records.
+        self._write_offset(0)
+        temporary = self.path.with_name(self.path.name + ".new")
+        with open(temporary, "wb") as spool:
+            os.fsync(spool.fileno())
+        os.replace(temporary, self.path)
+
+    def _write_offset(self, offset: int) -> None:
         temporary = self._offset_path.with_name(self._offset_path.name + ".tmp")
         with open(temporary, "w") as out:
-            out.write(str(end))
+            out.write(str(offset))
             out.flush()
             os.fsync(out.fileno())
         os.replace(temporary, self._offset_path)
