@@ -159,6 +159,8 @@ class LedgerWriter:
                 self._cycle(stopping)
             except Exception:  # noqa: BLE001 - the thread must outlive any one failure
                 log.exception("ledger: the writer's cycle failed")
+                if stopping:
+                    return  # not round again and again until the process ends
             if stopping and not self._queue:
                 return
 
@@ -174,8 +176,12 @@ class LedgerWriter:
             reachable = self._replay()
         if reachable and self.retention_days and now >= self._next_retention:
             self._retention(now)
-        while self._queue:
-            batch = [self._queue.popleft() for _ in range(min(self.batch, len(self._queue)))]
+        # What is queued now, not what keeps arriving meanwhile: the next cycle looks at the
+        # database (and the spool) afresh.
+        pending = len(self._queue)
+        while pending > 0:
+            batch = [self._queue.popleft() for _ in range(min(self.batch, pending))]
+            pending -= len(batch)
             if reachable and self._spooled == 0:
                 unwritten = self._write(batch)
                 if not unwritten:
