@@ -17,7 +17,6 @@ from sqlalchemy import Engine, Table, delete, select
 from sqlalchemy.dialects import postgresql, sqlite
 
 from carbon_optimizer.ledger.connect import make_engine
-from carbon_optimizer.ledger.migrate import migrate
 from carbon_optimizer.ledger.records import PlanRecord, RunStarted
 from carbon_optimizer.ledger.tables import plans, runs_started
 from carbon_optimizer.ledger.urls import shown
@@ -78,6 +77,8 @@ class LedgerStore:
         return f"LedgerStore({shown(self.url)!r})"
 
     def migrate(self) -> None:
+        # Alembic is imported when first needed (the writer's thread), not by every worker's start.
+        from carbon_optimizer.ledger.migrate import migrate
         migrate(self.url)
 
     def write(self, records: Sequence[PlanRecord], started: Sequence[RunStarted] = ()) -> None:
