@@ -13,6 +13,7 @@ import threading
 import time
 
 import pytest
+import redis
 from prometheus_client import REGISTRY
 from sqlalchemy import func, select
 
@@ -177,6 +178,40 @@ def test_the_spool_is_written_to_the_database_when_it_returns(ledger_url, tmp_pa
     assert spool.size() == 0 and spool.take(10) == []
 
 
+def test_with_redis_down_too_records_wait_in_the_local_file(tmp_path):
+    """The database and Redis both unreachable: the file behind the Redis spool keeps the records;
+    nothing is dropped."""
+    broken = redis.Redis(port=free_port(), socket_timeout=0.2, socket_connect_timeout=0.2)
+    local = FileSpool(tmp_path / "spool.jsonl", 1000)
+    writer = LedgerWriter(LedgerStore(unreachable_url()), RedisSpool(broken, "x:", 1000),
+                          fallback=local)
+    writer.submit([plan_record(i, plan_id=numbered(11, i)) for i in range(120)])
+    assert wait_for(lambda: writer.health()["spooled"] == 120)
+    writer.close(timeout=30)
+    assert writer.health()["dropped"] == 0
+    assert [r.plan_id for r in local.take(1000)] == [numbered(11, i) for i in range(120)]
+
+
+def test_the_local_file_behind_redis_is_written_when_the_database_returns(ledger_url, tmp_path,
+                                                                          redis_client, redis_prefix):
+    """Records a Redis outage left in the file, and records in the Redis spool: both written once
+    the database answers, both spools emptied."""
+    migrate(ledger_url)
+    local = FileSpool(tmp_path / "spool.jsonl", 1000)
+    shared = RedisSpool(redis_client, redis_prefix, 1000)
+    in_file = [plan_record(i, plan_id=numbered(12, i)) for i in range(700)]
+    in_redis = [plan_record(i, plan_id=numbered(13, i)) for i in range(600)]
+    local.push(in_file)
+    shared.push(in_redis)
+    writer = LedgerWriter(LedgerStore(ledger_url), shared, fallback=local)
+    writer.submit([plan_record(0, plan_id=numbered(14, 0))])
+    assert wait_for(lambda: len(plan_ids(ledger_url)) == 1301 and writer.health()["spooled"] == 0)
+    writer.close(timeout=30)
+    assert sorted(plan_ids(ledger_url)) == sorted([r.plan_id for r in in_file + in_redis]
+                                                  + [numbered(14, 0)])
+    assert local.size() == 0 and shared.size() == 0
+
+
 def test_the_queue_is_bounded_and_what_it_drops_is_counted(tmp_path):
     before = dropped_metric("queue_full")
     writer = LedgerWriter(LedgerStore(f"sqlite:///{tmp_path / 'ledger.db'}"),
@@ -315,8 +350,9 @@ def test_build_ledger_from_settings(tmp_path, redis_prefix):
                                          "CACHE_KEY_PREFIX": redis_prefix,
                                          "DATABASE_URL": unreachable_url(),
                                          "LEDGER_SPOOL_MAX": "7"}))
-    assert isinstance(shared.spool, RedisSpool)
+    assert isinstance(shared.spool, RedisSpool) and isinstance(shared.fallback, FileSpool)
     assert shared.spool.key == f"{redis_prefix}ledger:spool" and shared.spool.limit == 7
+    assert shared.fallback.path == tmp_path / "ledger-spool.jsonl"
     assert PASSWORD not in repr(shared.store)
     shared.close(timeout=5)
 

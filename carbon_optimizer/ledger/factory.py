@@ -17,17 +17,19 @@ from carbon_optimizer.settings import Settings
 SPOOL_FILE = "ledger-spool.jsonl"
 
 
-def build_spool(settings: Settings) -> Spool:
-    """Redis when the deployment has one (shared by its workers and replicas), else a file in
-    LEDGER_DIR (shared by the workers of one machine)."""
+def build_spools(settings: Settings) -> tuple[Spool, Optional[Spool]]:
+    """The spool, and the one behind it: Redis when the deployment has one (shared by its workers
+    and replicas), with a file in LEDGER_DIR behind it for when Redis fails too; else that file
+    alone (shared by the workers of one machine)."""
+    local = FileSpool(os.path.join(settings.ledger_dir, SPOOL_FILE), settings.ledger_spool_max)
     if settings.redis_url:
         client = redis.Redis.from_url(settings.redis_url, socket_timeout=1.0,
                                       socket_connect_timeout=1.0)
-        return RedisSpool(client, settings.cache_key_prefix, settings.ledger_spool_max)
-    return FileSpool(os.path.join(settings.ledger_dir, SPOOL_FILE), settings.ledger_spool_max)
+        return RedisSpool(client, settings.cache_key_prefix, settings.ledger_spool_max), local
+    return local, None
 
 
-def build_ledger(settings: Settings, spool: Optional[Spool] = None) -> Ledger:
+def build_ledger(settings: Settings) -> Ledger:
     """A LedgerWriter on the configured database (migrated by its thread before the first write,
     so a database down at start delays nothing), or NullLedger when LEDGER_ENABLED is false.
     Connects to nothing here."""
@@ -40,6 +42,6 @@ def build_ledger(settings: Settings, spool: Optional[Spool] = None) -> Ledger:
         raise ConfigError("invalid configuration: DATABASE_URL is not a URL such as "
                           "postgresql+psycopg://user:password@host:5432/db or sqlite:///path "
                           "(its value is not shown: it may hold a password)") from None
-    return LedgerWriter(store,
-                        spool if spool is not None else build_spool(settings),
+    spool, fallback = build_spools(settings)
+    return LedgerWriter(store, spool, fallback=fallback,
                         retention_days=settings.ledger_retention_days)

@@ -59,14 +59,18 @@ def _split(batch: Sequence[Record]) -> tuple[list[PlanRecord], list[RunStarted]]
 
 
 class LedgerWriter:
-    """Implements records.Ledger. `retention_days` None: no retention deletes by this writer."""
+    """Implements records.Ledger. `fallback`: a spool for when `spool` itself fails (a local file
+    behind Redis). `retention_days` None: no retention deletes by this writer."""
 
-    def __init__(self, store: LedgerStore, spool: Spool, *, queue_max: int = QUEUE_MAX,
+    def __init__(self, store: LedgerStore, spool: Spool, *, fallback: Optional[Spool] = None,
+                 queue_max: int = QUEUE_MAX,
                  batch: int = BATCH, interval: float = INTERVAL, migrate: bool = True,
                  retention_days: Optional[int] = None,
                  clock: Callable[[], float] = time.monotonic) -> None:
         self.store = store
         self.spool = spool
+        self.fallback = fallback
+        self._counts = {id(spool): 0, id(fallback): 0}  # each spool's last size read
         self.queue_max = queue_max
         self.batch = batch
         self.interval = interval
@@ -251,10 +255,17 @@ class LedgerWriter:
         self._last_error = scrub(text, self.store.url)[:300]
 
     def _to_spool(self, batch: Sequence[Record]) -> None:
-        try:
-            kept = self.spool.push(list(batch))
-        except Exception as exc:  # noqa: BLE001 - Redis down too, a full disk: the records are lost
-            self._error(exc)
+        kept = None
+        for spool in (self.spool, self.fallback):
+            if spool is None:
+                continue
+            try:
+                kept = spool.push(list(batch))
+                self._counts[id(spool)] += kept
+                break
+            except Exception as exc:  # noqa: BLE001 - Redis down too, a full disk: try the next
+                self._error(exc)
+        if kept is None:
             self._drop(len(batch), "spool_error")
             return
         self._spooled += kept
@@ -262,31 +273,43 @@ class LedgerWriter:
             self._drop(len(batch) - kept, "spool_full")
 
     def _replay(self) -> bool:
-        """Write the spool's records, oldest first; False when the database failed meanwhile."""
+        """Write the spools' records, oldest first in each; False when the database failed."""
         deadline = self._clock() + REPLAY_SECONDS
         try:
-            with self.spool.replaying():
+            for spool in (self.fallback, self.spool):
+                if spool is not None and self._counts[id(spool)] > 0:
+                    if not self._replay_one(spool, deadline):
+                        return False
+        finally:
+            self._recount(self._clock())
+        return self._db_up
+
+    def _replay_one(self, spool: Spool, deadline: float) -> bool:
+        try:
+            with spool.replaying():
                 while self._clock() < deadline:
-                    records = self.spool.take(self.batch)
+                    records = spool.take(self.batch)
                     # Left in the spool when the database fails: written again next time.
                     if records and self._write(records):
                         return False
-                    self.spool.commit()
+                    spool.commit()
                     if not records:
                         break
         except SpoolBusy:
             pass  # another worker is replaying it
         except Exception as exc:  # noqa: BLE001 - the spool failed: try again next cycle
             self._error(exc)
-        finally:
-            self._recount(self._clock())
-        return self._db_up
+        return True
 
     def _recount(self, now: float) -> None:
-        try:
-            self._spooled = self.spool.size()
-        except Exception as exc:  # noqa: BLE001 - keep the last count
-            self._error(exc)
+        for spool in (self.spool, self.fallback):
+            if spool is None:
+                continue
+            try:
+                self._counts[id(spool)] = spool.size()
+            except Exception as exc:  # noqa: BLE001 - keep the last count
+                self._error(exc)
+        self._spooled = sum(self._counts.values())
         self._counted_at = now
 
     def _retention(self, now: float) -> None:
