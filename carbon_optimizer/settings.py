@@ -147,6 +147,30 @@ class Settings(BaseModel):
         description="after a failed fetch, serve stale (or 503) for this long before asking the "
                     "provider again")
 
+    # The ledger of plans (issue 29; see ledger/). DATABASE_URL is a SecretStr: it may hold a
+    # password, which no repr, log line or error shows.
+    ledger_enabled: bool = Field(
+        True, alias="LEDGER_ENABLED",
+        description="keep a record of every plan in the ledger database (`false`: none is kept)")
+    database_url: Optional[SecretStr] = Field(
+        None, alias="DATABASE_URL",
+        description="the ledger database, e.g. `postgresql+psycopg://user:password@host:5432/db` "
+                    "(a secret: never logged); unset: the SQLite file `ledger.db` in `LEDGER_DIR`. "
+                    "The schema is migrated at start, or by `python -m "
+                    "carbon_optimizer.ledger.migrate`")
+    ledger_dir: str = Field(
+        "/tmp/carbon-optimizer", min_length=1, alias="LEDGER_DIR",
+        description="writable folder of the default SQLite ledger and of the ledger's spool file "
+                    "(records kept while the database is unreachable, when `REDIS_URL` is unset)")
+    ledger_spool_max: int = Field(
+        100_000, ge=0, le=10_000_000, alias="LEDGER_SPOOL_MAX",
+        description="most records kept in the spool (Redis, else the file) while the database is "
+                    "unreachable; past it records are dropped, counted "
+                    "(`carbon_ledger_records_dropped_total`) and shown by `/health`")
+    ledger_retention_days: int = Field(
+        400, ge=1, le=36_500, alias="LEDGER_RETENTION_DAYS",
+        description="plans older than this many days are deleted from the ledger")
+
     # Logging
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field(
         "INFO", alias="LOG_LEVEL", description="`DEBUG`, `INFO`, `WARNING` or `ERROR`")
@@ -343,12 +367,19 @@ class Settings(BaseModel):
     def _upper(cls, value: object) -> object:
         return value.upper() if isinstance(value, str) else value
 
-    @field_validator("redis_url", "carbon_data_dir", "aws_secret_id", "aws_region", "vault_addr",
+    @field_validator("redis_url", "carbon_data_dir", "database_url", "aws_secret_id", "aws_region", "vault_addr",
                      "vault_namespace", "vault_cacert", "vault_path", "vault_token", "vault_role_id",
                      "vault_secret_id", "vault_k8s_role", mode="before")
     @classmethod
     def _blank_is_none(cls, value: object) -> object:
         return None if isinstance(value, str) and not value.strip() else value
+
+    @property
+    def ledger_database_url(self) -> str:
+        """The ledger's database: DATABASE_URL, or the SQLite file in LEDGER_DIR."""
+        if self.database_url is not None:
+            return self.database_url.get_secret_value()
+        return f"sqlite:///{os.path.join(self.ledger_dir, 'ledger.db')}"
 
     @property
     def upstream_lock_seconds(self) -> float:

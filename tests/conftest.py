@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import uuid
 from datetime import datetime, timezone
@@ -13,6 +14,7 @@ from carbon_optimizer.web.app import create_app
 from carbon_optimizer.secret_store import SecretStore
 from carbon_optimizer.settings import load_settings
 from carbon_optimizer.web.app_state import app_state
+from devkit.postgres_server import drop_schema, new_schema, reachable
 from devkit.redis_server import delete_keys
 from tests.support import LIMIT_REDIS, TEST_REDIS_URL
 
@@ -104,3 +106,19 @@ def pytest_collection_modifyitems(items):
         items.remove(item)
         same = [k for k, other in enumerate(items) if getattr(other, "module", None) is item.module]
         items.insert(same[-1] + 1 if same else len(items), item)
+
+
+@pytest.fixture
+def postgres_url():
+    """A schema of the test's own on the machine's PostgreSQL (127.0.0.1:5432, trust authentication,
+    database `test`), as a URL whose connections use it; dropped afterwards with all it holds.
+    Without that server the test is skipped, saying so; in CI (which starts it) it fails."""
+    if not reachable():
+        message = ("no PostgreSQL on 127.0.0.1:5432 (trust authentication, database `test`): "
+                   "start one to run the ledger's PostgreSQL tests (.ci/run does)")
+        if os.environ.get("CI"):
+            pytest.fail(message)
+        pytest.skip(message)
+    name, url = new_schema()
+    yield url
+    drop_schema(name)

@@ -24,3 +24,22 @@ def best_start(points: list[dict], minutes: int, earliest: datetime, latest: dat
             if best is None or round(mean, 6) < round(best[1], 6):
                 best = (start, mean)
     return best
+
+
+def plan_record(index: int = 0, **changes):
+    """A ledger PlanRecord as the web layer builds one (a new plan id each call), made `index`
+    seconds after a fixed instant; `changes` replace fields."""
+    from dataclasses import replace
+
+    from carbon_optimizer.ledger.records import PlanRecord, new_plan_id
+    made = 1_795_000_000 + index
+    record = PlanRecord(
+        plan_id=new_plan_id(), created_at=made, client="ci-pipeline", workload_id=f"job-{index}",
+        zone="DE", location="aws:eu-central-1", intervals=((made + 3600, made + 5400),
+                                                            (made + 9000, made + 9930)),
+        earliest_start=made, latest_end=made + 86_400, duration=2730, interruptible=True,
+        power_kw=2.5, energy_kwh=None, mean_intensity=312.25, baseline_zone="DE",
+        baseline_start=made, baseline_mean_intensity=401.5, emissions_grams=591.95,
+        baseline_emissions_grams=761.18, provider="demo", signal="carbon_intensity",
+        units="gCO2eq/kWh", estimated=False)
+    return replace(record, **changes)

@@ -49,6 +49,20 @@ AUTH_FAILURES = Counter(
     "carbon_auth_failures_total", "Requests refused for a missing or wrong credential, by area",
     ["area"])
 
+LEDGER_DROPPED = Counter(
+    "carbon_ledger_records_dropped_total",
+    "Ledger records (plans, run reports) not kept, by reason: queue_full (the worker's queue), "
+    "spool_full (LEDGER_SPOOL_MAX reached while the database was unreachable), spool_error (the "
+    "spool itself failed), rejected (the database refused the record itself)",
+    ["reason"])
+LEDGER_QUEUED = Gauge(
+    "carbon_ledger_queued_records", "Ledger records waiting in the workers' queues to be written",
+    multiprocess_mode="livesum")
+LEDGER_SPOOLED = Gauge(
+    "carbon_ledger_spooled_records",
+    "Ledger records waiting in the spool (Redis or the file) for the database to return; the spool "
+    "is shared, so workers report the same count", multiprocess_mode="livemax")
+
 
 def observe_upstream(provider: str):
     """An observer for a provider client: counts each call and its latency."""
