@@ -139,13 +139,11 @@ def post_request(worker, req, environ, resp):
 def worker_exit(server, worker):
     # In the worker, after its last request (a graceful stop, a recycle): the app's plan ledger
     # writes what it still holds, within a few seconds of the graceful timeout.
-    app = getattr(worker, "wsgi", None)
-    if app is not None and hasattr(app, "extensions"):
-        from carbon_optimizer.web.app import close_app
-        try:
-            close_app(app)
-        except Exception:  # noqa: BLE001 - an exit hook that raises would hide the worker's own exit
-            worker.log.exception("closing the plan ledger failed")
+    from carbon_optimizer.web.app import close_apps
+    try:
+        close_apps()
+    except Exception:  # noqa: BLE001 - an exit hook that raises would hide the worker's own exit
+        worker.log.exception("closing the plan ledger failed")
 
 
 def child_exit(server, worker):

@@ -43,7 +43,9 @@ class GunicornProcess:
         service_vars = set(settings.env_var_names()) | {v.name for v in SECRET_VARIABLES}
         inherited = {k: v for k, v in os.environ.items() if k not in service_vars
                      and not k.startswith(("GUNICORN_", "PROMETHEUS_", "AWS_", "VAULT_"))}
+        # Each service its own ledger folder (SQLite file and spool): test services run side by side.
         self.env = {"RATE_LIMIT_ENABLED": "false", **inherited,
+                    "LEDGER_DIR": tempfile.mkdtemp(prefix="carbon-optimizer-ledger-"),
                     "GUNICORN_BIND": f"127.0.0.1:{self.port}", "GUNICORN_WORKERS": str(workers),
                     "GUNICORN_THREADS": str(threads), **env}
         self.log_path = log_path

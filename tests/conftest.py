@@ -46,7 +46,9 @@ def make_app():
 
     def build(env: dict | None = None, clock=lambda: FIXED_NOW, **kwargs):
         # Rate limits (web/limits.py) are off here: tests/test_security.py tests them on its own apps.
-        env = {"RATE_LIMIT_ENABLED": "false", **(env or {})}
+        # The ledger is off unless a test turns it on (tests/test_ledger_service.py): in-process
+        # apps would all write the one default SQLite file.
+        env = {"RATE_LIMIT_ENABLED": "false", "LEDGER_ENABLED": "false", **(env or {})}
         kwargs.setdefault("secret_store", SecretStore(env))
         app = create_app(settings=load_settings(env), clock=clock, **kwargs)
         built.append(app)

@@ -33,7 +33,9 @@ def test_importing_every_module_reads_no_settings_and_builds_nothing():
     script = textwrap.dedent("""
         import importlib, os, pkgutil, sys, threading
         import carbon_optimizer
-        names = ["engine"] + [m.name for m in pkgutil.walk_packages(carbon_optimizer.__path__, "carbon_optimizer.")]
+        # The ledger's migration scripts are Alembic's to run (they read its context), not imports.
+        names = ["engine"] + [m.name for m in pkgutil.walk_packages(carbon_optimizer.__path__, "carbon_optimizer.")
+                              if ".ledger.migrations." not in m.name + "."]
         for name in names:
             importlib.import_module(name)
         def is_socket(fd):

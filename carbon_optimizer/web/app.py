@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import os
+import weakref
 from datetime import datetime, timezone
 from typing import Callable, Optional
 
@@ -16,7 +17,8 @@ from flask import Flask
 from carbon_optimizer import VERSION
 from carbon_optimizer.engine import build_engine
 from carbon_optimizer.errors import ConfigError, ErrorWriter
-from carbon_optimizer.ledger.records import Ledger, NullLedger
+from carbon_optimizer.ledger.factory import build_ledger
+from carbon_optimizer.ledger.records import Ledger
 from carbon_optimizer.ops import metrics
 from carbon_optimizer.ops.log_format import configure_logging
 from carbon_optimizer.secret_store import BaseSecretStore, build_secret_store
@@ -50,12 +52,12 @@ def create_app(settings: Optional[Settings] = None, *,
                clock: Optional[Callable[[], datetime]] = None,
                ledger: Optional[Ledger] = None) -> Flask:
     """`ledger`: where each answer's plans and each reported start go (tests pass a recording
-    one); by default none is kept."""
+    one); by default the one configuration asks for (LEDGER_ENABLED, DATABASE_URL)."""
     settings = settings or load_settings()
     configure_logging(settings.log_level)
     secret_store = secret_store or build_secret_store(settings)
     engine = build_engine(settings, secret_store)
-    ledger = ledger or NullLedger()
+    ledger = ledger or build_ledger(settings)
 
     app = Flask(__name__, static_folder=None)  # pages.py serves the static files, with cache headers
     app.config.update(MAX_CONTENT_LENGTH=settings.max_body_bytes, JSON_SORT_KEYS=False)
@@ -78,7 +80,19 @@ def create_app(settings: Optional[Settings] = None, *,
 
     log.info("carbon-optimizer ready", extra={"provider": engine.provider.name, "version": VERSION,
                                               "redis": bool(settings.redis_url)})
+    _BUILT.add(app)
     return app
+
+
+# The apps this process built: Gunicorn's worker holds its app wrapped (middleware, metrics), so
+# its exit hook closes them from here rather than unwrapping what it holds.
+_BUILT: "weakref.WeakSet[Flask]" = weakref.WeakSet()
+
+
+def close_apps(timeout: float = 5.0) -> None:
+    """Close every app this process built (close_app), e.g. at a Gunicorn worker's exit."""
+    for app in list(_BUILT):
+        close_app(app, timeout)
 
 
 def close_app(app: Flask, timeout: float = 5.0) -> None:
