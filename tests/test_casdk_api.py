@@ -13,6 +13,7 @@ import pytest
 import responses
 
 from carbon_optimizer.timeseries import from_epoch, to_epoch
+from carbon_optimizer.web.app_state import app_state
 from tests.conftest import FIXED_NOW
 
 HOUR = 3600
@@ -545,3 +546,5 @@ def test_a_slow_provider_holds_a_many_location_request_for_one_wait_not_one_each
             assert answer.status_code == 204
     finally:
         release.set()
+        # The pool's calls finish here, inside this test's mock, not in a later test's.
+        app_state(app).engine.close(wait=True)

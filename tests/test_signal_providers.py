@@ -16,6 +16,7 @@ from responses import matchers
 from devkit.electricitymaps_stand_in import electricitymaps_zones, hourly_forecast
 from devkit.neso_stand_in import postcode_body, regional_body
 from devkit.watttime_stand_in import forecast_body, my_access_body, region_body
+from carbon_optimizer.web.app_state import app_state
 from tests.conftest import FIXED_NOW
 from tests.support import TEST_REDIS_URL
 
@@ -220,7 +221,8 @@ def test_locating_many_cloud_regions_costs_one_wait_not_one_a_region(make_app):
 
     responses.remove(responses.GET, f"{WT}/v3/region-from-loc")  # drop the quick answer
     responses.add_callback(responses.GET, f"{WT}/v3/region-from-loc", callback=slow)
-    client = make_app({**EM_WT_ENV, "UPSTREAM_CONCURRENCY": "2"}).test_client()
+    app = make_app({**EM_WT_ENV, "UPSTREAM_CONCURRENCY": "2"})
+    client = app.test_client()
     regions = ["aws:us-east-1", "aws:us-east-2", "aws:us-west-1", "aws:us-west-2", "gcp:us-central1",
                "gcp:us-east1", "gcp:us-east4", "gcp:us-west1", "gcp:us-west2", "azure:eastus",
                "azure:centralus", "azure:westus2"]
@@ -234,3 +236,5 @@ def test_locating_many_cloud_regions_costs_one_wait_not_one_a_region(make_app):
             for d in details), details
     finally:
         release.set()
+        # The pool's calls finish here, inside this test's mock, not in a later test's.
+        app_state(app).engine.close(wait=True)
