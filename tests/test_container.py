@@ -220,6 +220,7 @@ class _Loopback:
         from datetime import datetime, timedelta, timezone
         import threading
         self.requests: list[dict] = []
+        self.started: list[str] = []
         loopback = self
 
         def now_answer(workload: dict) -> dict:
@@ -246,7 +247,11 @@ class _Loopback:
                     self._send(404, b"", "text/plain")
 
             def do_POST(self):
-                body = json.loads(self.rfile.read(int(self.headers.get("Content-Length", 0))))
+                body = json.loads(self.rfile.read(int(self.headers.get("Content-Length", 0))) or b"{}")
+                if self.path.endswith("/started"):  # the client's report that a run started
+                    loopback.started.append(self.path)
+                    self._send(202, b"", "application/json")
+                    return
                 loopback.requests.append(body)
                 if "workloads" in body:
                     results = [now_answer(w) for w in body["workloads"]]
@@ -326,6 +331,7 @@ def test_the_gitlab_example_jobs_run_as_written_on_python3_alone(python_only_ima
         assert told["CARBON_OPTIMIZER_STATUS"] == "scheduled"
     assert [r["id"] for r in loopback.requests] == ["nightly-e2e", "nightly-load"]
     assert loopback.requests[1]["zones"] == ["aws:eu-west-3", "aws:eu-central-1"]
+    assert len(loopback.started) <= 2  # each job's start reported (best effort) by its plan id
 
     tampered = run_in_image(python_only_image, tmp_path, reader.shell_script(jobs, "nightly-e2e"),
                             {**env, "CARBON_OPTIMIZER_CLIENT_SHA256": "0" * 64})

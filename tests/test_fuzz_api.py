@@ -123,16 +123,33 @@ def _check(case, label: str, upstream_down_allowed: bool = False) -> None:
     CASES[label] += 1
 
 
+# The Carbon Aware SDK's routes: query strings and small bodies of a few typed fields each, fuzzed
+# with fewer examples apiece (they are many operations; CI's time is shared).
+SDK_PATHS = r"^/(emissions|locations)"
+
+
 @demo_schema.hooks.apply(flatmap_body)
-@demo_schema.parametrize()
+@demo_schema.exclude(path_regex=SDK_PATHS).parametrize()
 @FUZZ
 def test_demo_provider_api(case):
     _check(case, f"demo {case.operation.label}")
 
 
-@upstream_schema.parametrize()
+@demo_schema.include(path_regex=SDK_PATHS).parametrize()
+@settings(FUZZ, max_examples=60)
+def test_demo_provider_carbon_aware_sdk_api(case):
+    _check(case, f"demo {case.operation.label}")
+
+
+@upstream_schema.exclude(path_regex=SDK_PATHS).parametrize()
 @settings(FUZZ, max_examples=150)
 def test_upstream_api(case):
+    _check(case, f"upstream {case.operation.label}", upstream_down_allowed=True)
+
+
+@upstream_schema.include(path_regex=SDK_PATHS).parametrize()
+@settings(FUZZ, max_examples=30)
+def test_upstream_carbon_aware_sdk_api(case):
     _check(case, f"upstream {case.operation.label}", upstream_down_allowed=True)
 
 
