@@ -61,19 +61,21 @@ def _build(choice: str, settings: Settings, secrets: KeySource) -> list[Provider
     return [first]
 
 
+def _upstream(settings: Settings, name: str) -> dict[str, Any]:
+    """What every remote provider is given alike: its horizon, the bounds of one upstream call,
+    its metrics and how much history to ask for."""
+    return dict(horizon_hours=settings.forecast_horizon_hours,
+                connect_timeout=settings.upstream_connect_timeout,
+                read_timeout=settings.upstream_read_timeout, retries=settings.upstream_retries,
+                call_seconds=settings.upstream_call_seconds,
+                observer=metrics.observe_upstream(name), history_days=settings.history_days)
+
+
 def _electricity_maps(settings: Settings, secrets: KeySource, factors: str) -> ElectricityMapsProvider:
     return ElectricityMapsProvider(
         base_url=settings.electricity_maps_base_url,
         api_key=lambda: secrets.current().electricity_maps_api_key,
-        horizon_hours=settings.forecast_horizon_hours,
-        connect_timeout=settings.upstream_connect_timeout,
-        read_timeout=settings.upstream_read_timeout,
-        retries=settings.upstream_retries,
-        call_seconds=settings.upstream_call_seconds,
-        observer=metrics.observe_upstream("electricitymaps"),
-        history_days=settings.history_days,
-        emission_factor_type=factors,
-    )
+        emission_factor_type=factors, **_upstream(settings, "electricitymaps"))
 
 
 def _build_one(choice: str, settings: Settings, secrets: KeySource) -> Provider:
@@ -95,27 +97,10 @@ def _build_one(choice: str, settings: Settings, secrets: KeySource) -> Provider:
             base_url=settings.watttime_base_url,
             username=lambda: secrets.current().watttime_username,
             password=lambda: secrets.current().watttime_password,
-            horizon_hours=settings.forecast_horizon_hours,
-            connect_timeout=settings.upstream_connect_timeout,
-            read_timeout=settings.upstream_read_timeout,
-            retries=settings.upstream_retries,
-            call_seconds=settings.upstream_call_seconds,
-            observer=metrics.observe_upstream("watttime"),
-            history_days=settings.history_days,
-            redis_url=settings.redis_url,
-            key_prefix=settings.cache_key_prefix,
-        )
+            redis_url=settings.redis_url, key_prefix=settings.cache_key_prefix,
+            **_upstream(settings, "watttime"))
     if choice == "neso":
-        return NesoProvider(
-            base_url=settings.neso_base_url,
-            horizon_hours=settings.forecast_horizon_hours,
-            connect_timeout=settings.upstream_connect_timeout,
-            read_timeout=settings.upstream_read_timeout,
-            retries=settings.upstream_retries,
-            call_seconds=settings.upstream_call_seconds,
-            observer=metrics.observe_upstream("neso"),
-            history_days=settings.history_days,
-        )
+        return NesoProvider(base_url=settings.neso_base_url, **_upstream(settings, "neso"))
     if choice == "file":
         try:
             return CsvFileProvider(settings.carbon_data_dir or "", replay=settings.file_replay,
