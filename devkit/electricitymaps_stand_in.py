@@ -7,10 +7,12 @@ from __future__ import annotations
 import json
 import threading
 from datetime import datetime, timedelta, timezone
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import ThreadingHTTPServer
 from pathlib import Path
 from typing import Optional
 from urllib.parse import parse_qs, urlparse
+
+from devkit.loopback_http import JsonHandler
 
 # A /v3/zones answer as Electricity Maps sends it to a token (an object keyed by zone key), trimmed
 # to the zones the tests need and a few more; the keys are Electricity Maps' own (its public
@@ -73,10 +75,7 @@ class ElectricityMapsStandIn:
         self._released = threading.Event()
         stand_in = self
 
-        class Handler(BaseHTTPRequestHandler):
-            def log_message(self, *args):  # keep test output quiet
-                pass
-
+        class Handler(JsonHandler):
             def do_GET(self):
                 url = urlparse(self.path)
                 query = parse_qs(url.query)
@@ -109,12 +108,7 @@ class ElectricityMapsStandIn:
                         stand_in._in_flight -= 1
 
             def _send(self, status: int, body: object) -> None:
-                payload = json.dumps(body).encode()
-                self.send_response(status)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(payload)))
-                self.end_headers()
-                self.wfile.write(payload)
+                self.send_json(status, body)
 
             def _answer(self, zone: str, endpoint: str, located: bool = False) -> None:
                 pause = stand_in.zone_delay.get(zone, stand_in.delay)

@@ -4,14 +4,14 @@ the live API's shapes where they differ: see carbon_optimizer/data/providers/nes
 
 from __future__ import annotations
 
-import json
 import re
 import threading
 from datetime import datetime, timedelta, timezone
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import ThreadingHTTPServer
 from typing import Optional, Sequence
 
 from carbon_optimizer.data.providers.neso import REGIONS
+from devkit.loopback_http import JsonHandler
 
 HALF_HOUR = timedelta(minutes=30)
 
@@ -105,24 +105,13 @@ class NesoStandIn:
         self._released = threading.Event()
         stand_in = self
 
-        class Handler(BaseHTTPRequestHandler):
-            def log_message(self, *args):  # keep test output quiet
-                pass
-
+        class Handler(JsonHandler):
             def do_GET(self):
                 stand_in.calls.append(self.path)
                 if stand_in.delay:
                     stand_in._released.wait(stand_in.delay)
                 status, body = stand_in.answer(self.path)
-                payload = json.dumps(body).encode()
-                try:
-                    self.send_response(stand_in.status or status)
-                    self.send_header("Content-Type", "application/json")
-                    self.send_header("Content-Length", str(len(payload)))
-                    self.end_headers()
-                    self.wfile.write(payload)
-                except OSError:  # the client gave up (a deadline)
-                    pass
+                self.send_json(stand_in.status or status, body)
 
         self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
         self._server.daemon_threads = True

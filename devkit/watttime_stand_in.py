@@ -10,12 +10,13 @@ the documented format; the client reads only the status of an error.
 from __future__ import annotations
 
 import base64
-import json
 import threading
 from datetime import datetime, timedelta, timezone
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import ThreadingHTTPServer
 from typing import Iterable, Optional
 from urllib.parse import parse_qs, urlparse
+
+from devkit.loopback_http import JsonHandler
 
 
 def _stamp(moment: datetime) -> str:
@@ -83,10 +84,7 @@ class WattTimeStandIn:
         self._released = threading.Event()
         stand_in = self
 
-        class Handler(BaseHTTPRequestHandler):
-            def log_message(self, *args):  # keep test output quiet
-                pass
-
+        class Handler(JsonHandler):
             def do_GET(self):
                 url = urlparse(self.path)
                 query = {k: v[0] for k, v in parse_qs(url.query).items()}
@@ -97,15 +95,7 @@ class WattTimeStandIn:
                     status, body = stand_in._answer(endpoint, query, self.headers.get("Authorization", ""))
                 except Exception as exc:  # noqa: BLE001 - a stand-in bug is a 500, visible in tests
                     status, body = 500, {"error": type(exc).__name__}
-                payload = json.dumps(body).encode()
-                try:
-                    self.send_response(status)
-                    self.send_header("Content-Type", "application/json")
-                    self.send_header("Content-Length", str(len(payload)))
-                    self.end_headers()
-                    self.wfile.write(payload)
-                except OSError:  # the client gave up
-                    pass
+                self.send_json(status, body)
 
         self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
         self._server.daemon_threads = True

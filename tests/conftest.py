@@ -68,14 +68,19 @@ def client(app):
     return app.test_client()
 
 
-@pytest.fixture
-def redis_client():
+def checked_redis() -> redis.Redis:
+    """The tests' Redis database, checked: a test that needs it fails saying why when it is down."""
     client = redis.Redis.from_url(TEST_REDIS_URL, decode_responses=True)
     try:
         client.ping()
     except redis.RedisError:
         pytest.fail("these tests need Redis on 127.0.0.1:6379 (see README)")
     return client
+
+
+@pytest.fixture
+def redis_client():
+    return checked_redis()
 
 
 @pytest.fixture

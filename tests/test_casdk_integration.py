@@ -82,7 +82,6 @@ from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator
 
 import pytest
-import redis
 import requests
 
 from carbon_optimizer.data.cloud_regions import read_table
@@ -91,6 +90,7 @@ from carbon_optimizer.data.providers.portal_csv import (DATETIME_COLUMN, INTENSI
                                                         ZONE_COLUMN)
 from devkit.redis_server import delete_keys
 from devkit.service_process import GunicornProcess
+from tests.conftest import checked_redis
 from tests.support import TEST_REDIS_URL
 
 pytestmark = pytest.mark.slow
@@ -293,12 +293,7 @@ def past_range(offset_hours: int = 0) -> tuple[datetime, datetime]:
 
 @pytest.fixture(scope="module")
 def redis_for_module():
-    client = redis.Redis.from_url(TEST_REDIS_URL, decode_responses=True)
-    try:
-        client.ping()
-    except redis.RedisError:
-        pytest.fail("these tests need Redis on 127.0.0.1:6379 (see README)")
-    return client
+    return checked_redis()
 
 
 @contextmanager
