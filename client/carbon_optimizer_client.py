@@ -735,8 +735,10 @@ def report_started(service: Optional[Service], answer: Optional[dict], log: Log)
     if service is None or plan_id is None:
         return
     done: Dict[str, Reply] = {}
+    # The call may take a little longer than the wait for it: a service that does not answer is
+    # then always "no answer in time", never a socket timeout racing the wait.
     sender = threading.Thread(target=lambda: done.setdefault(
-        "reply", service.started(plan_id, START_REPORT_SECONDS)), name="start-report", daemon=True)
+        "reply", service.started(plan_id, START_REPORT_SECONDS + 1)), name="start-report", daemon=True)
     sender.start()
     sender.join(START_REPORT_SECONDS)
     reply = done.get("reply")
